@@ -1,0 +1,716 @@
+//! Compiles `schemas/v*.bare` into Rust.
+//!
+//! The schemas are the single source of truth. For every version this emits one
+//! module of plain Rust types with `Encode`/`Decode` implementations written
+//! against `crate::bare` (our bounded BARE codec), plus `From` conversions
+//! between adjacent versions for every type whose definition is identical in
+//! both (deeply). Types that differ are converted by hand in `src/versioned/`,
+//! where every match is exhaustive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+
+const VERSIONS: &[u16] = &[1, 2, 3, 4];
+
+fn main() {
+    let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
+    let mut schemas = Vec::new();
+    for v in VERSIONS {
+        let path = format!("schemas/v{v}.bare");
+        println!("cargo:rerun-if-changed={path}");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let schema = parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        check(&schema).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let code = generate(&schema, *v);
+        std::fs::write(Path::new(&out_dir).join(format!("v{v}.rs")), code).unwrap();
+        schemas.push(schema);
+    }
+    let mut conv = String::new();
+    for pair in VERSIONS.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        generate_conversions(&mut conv, &schemas[a as usize - 1], a, &schemas[b as usize - 1], b);
+    }
+    std::fs::write(Path::new(&out_dir).join("conversions.rs"), conv).unwrap();
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
+// ------------------------------------------------------------------ model
+
+#[derive(Clone, Debug, PartialEq)]
+enum Ty {
+    Prim(&'static str),
+    Str,
+    Data,
+    Void,
+    Optional(Box<Ty>),
+    List(Box<Ty>),
+    Map(Box<Ty>, Box<Ty>),
+    Named(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Def {
+    Struct(Vec<Field>),
+    Enum(Vec<String>),
+    Union(Vec<String>),
+    Alias(Ty),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Field {
+    name: String,
+    ty: Ty,
+    doc: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct TypeDef {
+    #[allow(dead_code)] // kept for debugging output of the parsed schema
+    name: String,
+    def: Def,
+    doc: Vec<String>,
+}
+
+struct Schema {
+    order: Vec<String>,
+    types: HashMap<String, TypeDef>,
+}
+
+// ------------------------------------------------------------------ lexer + parser
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Ident(String),
+    Sym(char),
+    /// A comment line: text after `#`.
+    Doc(String),
+    /// An empty line, which ends a doc comment.
+    Blank,
+}
+
+fn lex(text: &str) -> Vec<Tok> {
+    let mut toks = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            toks.push(Tok::Blank);
+            continue;
+        }
+        let (code, comment) = match line.find('#') {
+            Some(i) => (&line[..i], Some(line[i + 1..].trim().to_string())),
+            None => (line, None),
+        };
+        if let Some(c) = comment {
+            if code.trim().is_empty() {
+                toks.push(Tok::Doc(c));
+            }
+        }
+        let mut chars = code.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                chars.next();
+            } else if c.is_ascii_alphanumeric() || c == '_' {
+                let mut s = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        s.push(c);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                toks.push(Tok::Ident(s));
+            } else {
+                toks.push(Tok::Sym(c));
+                chars.next();
+            }
+        }
+    }
+    toks
+}
+
+struct Parser {
+    toks: Vec<Tok>,
+    pos: usize,
+    doc: Vec<String>,
+}
+
+impl Parser {
+    /// Next significant token; collects doc comments on the way.
+    fn next(&mut self) -> Option<Tok> {
+        while let Some(t) = self.toks.get(self.pos).cloned() {
+            self.pos += 1;
+            match t {
+                Tok::Doc(d) => self.doc.push(d),
+                Tok::Blank => self.doc.clear(),
+                t => return Some(t),
+            }
+        }
+        None
+    }
+    fn peek(&mut self) -> Option<Tok> {
+        let save = (self.pos, self.doc.clone());
+        let t = self.next();
+        self.pos = save.0;
+        self.doc = save.1;
+        t
+    }
+    fn take_doc(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.doc)
+    }
+    fn ident(&mut self) -> Result<String, String> {
+        match self.next() {
+            Some(Tok::Ident(s)) => Ok(s),
+            t => Err(format!("expected identifier, found {t:?}")),
+        }
+    }
+    fn sym(&mut self, c: char) -> Result<(), String> {
+        match self.next() {
+            Some(Tok::Sym(s)) if s == c => Ok(()),
+            t => Err(format!("expected '{c}', found {t:?}")),
+        }
+    }
+    fn ty(&mut self) -> Result<Ty, String> {
+        let name = self.ident()?;
+        Ok(match name.as_str() {
+            "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" | "f32" | "f64" | "bool"
+            | "uint" | "int" => Ty::Prim(match name.as_str() {
+                "u8" => "u8",
+                "u16" => "u16",
+                "u32" => "u32",
+                "u64" => "u64",
+                "i8" => "i8",
+                "i16" => "i16",
+                "i32" => "i32",
+                "i64" => "i64",
+                "f32" => "f32",
+                "f64" => "f64",
+                "bool" => "bool",
+                "uint" => "uint",
+                _ => "int",
+            }),
+            "str" => Ty::Str,
+            "data" => Ty::Data,
+            "void" => Ty::Void,
+            "optional" => {
+                self.sym('<')?;
+                let t = self.ty()?;
+                self.sym('>')?;
+                Ty::Optional(Box::new(t))
+            }
+            "list" => {
+                self.sym('<')?;
+                let t = self.ty()?;
+                self.sym('>')?;
+                Ty::List(Box::new(t))
+            }
+            "map" => {
+                self.sym('<')?;
+                let k = self.ty()?;
+                self.sym('>')?;
+                self.sym('<')?;
+                let v = self.ty()?;
+                self.sym('>')?;
+                Ty::Map(Box::new(k), Box::new(v))
+            }
+            _ => Ty::Named(name),
+        })
+    }
+}
+
+fn parse(text: &str) -> Result<Schema, String> {
+    let mut p = Parser { toks: lex(text), pos: 0, doc: Vec::new() };
+    let mut schema = Schema { order: Vec::new(), types: HashMap::new() };
+    while p.peek().is_some() {
+        let kw = p.ident()?;
+        if kw != "type" {
+            return Err(format!("expected 'type', found {kw}"));
+        }
+        let doc = p.take_doc();
+        let name = p.ident()?;
+        let def = match p.peek() {
+            Some(Tok::Ident(k)) if k == "struct" => {
+                p.next();
+                p.sym('{')?;
+                let mut fields = Vec::new();
+                loop {
+                    if p.peek() == Some(Tok::Sym('}')) {
+                        p.next();
+                        break;
+                    }
+                    let fname = p.ident()?;
+                    let fdoc = p.take_doc();
+                    p.sym(':')?;
+                    let ty = p.ty()?;
+                    fields.push(Field { name: fname, ty, doc: fdoc });
+                }
+                if fields.is_empty() {
+                    return Err(format!("struct {name} has no fields"));
+                }
+                Def::Struct(fields)
+            }
+            Some(Tok::Ident(k)) if k == "enum" => {
+                p.next();
+                p.sym('{')?;
+                let mut values = Vec::new();
+                loop {
+                    match p.next() {
+                        Some(Tok::Sym('}')) => break,
+                        Some(Tok::Ident(v)) => values.push(v),
+                        t => return Err(format!("enum {name}: unexpected {t:?}")),
+                    }
+                }
+                p.take_doc();
+                Def::Enum(values)
+            }
+            Some(Tok::Ident(k)) if k == "union" => {
+                p.next();
+                p.sym('{')?;
+                let mut members = Vec::new();
+                loop {
+                    match p.next() {
+                        Some(Tok::Sym('}')) => break,
+                        Some(Tok::Sym('|')) => {}
+                        Some(Tok::Ident(v)) => members.push(v),
+                        t => return Err(format!("union {name}: unexpected {t:?}")),
+                    }
+                }
+                p.take_doc();
+                Def::Union(members)
+            }
+            _ => Def::Alias(p.ty()?),
+        };
+        if schema.types.contains_key(&name) {
+            return Err(format!("type {name} defined twice"));
+        }
+        schema.order.push(name.clone());
+        schema.types.insert(name.clone(), TypeDef { name, def, doc });
+    }
+    Ok(schema)
+}
+
+/// Rejects schemas this generator does not support, so generated code is
+/// always well formed.
+fn check(s: &Schema) -> Result<(), String> {
+    fn check_ty(s: &Schema, t: &Ty, ctx: &str) -> Result<(), String> {
+        match t {
+            Ty::Void => Err(format!("{ctx}: void is only allowed as a union member")),
+            Ty::Named(n) => match s.types.get(n) {
+                None => Err(format!("{ctx}: unknown type {n}")),
+                Some(TypeDef { def: Def::Alias(Ty::Void), .. }) => {
+                    Err(format!("{ctx}: void type {n} used outside a union"))
+                }
+                Some(_) => Ok(()),
+            },
+            Ty::Optional(t) | Ty::List(t) => check_ty(s, t, ctx),
+            Ty::Map(k, v) => {
+                if !matches!(**k, Ty::Str) {
+                    return Err(format!("{ctx}: only map<str><_> is supported"));
+                }
+                check_ty(s, v, ctx)
+            }
+            Ty::Prim("uint") | Ty::Prim("int") => Err(format!("{ctx}: use fixed-width integers")),
+            _ => Ok(()),
+        }
+    }
+    for name in &s.order {
+        let t = &s.types[name];
+        match &t.def {
+            Def::Struct(fields) => {
+                for f in fields {
+                    check_ty(s, &f.ty, &format!("{name}.{}", f.name))?;
+                }
+            }
+            Def::Union(members) => {
+                for m in members {
+                    if !s.types.contains_key(m) {
+                        return Err(format!("union {name}: unknown member {m}"));
+                    }
+                }
+            }
+            Def::Enum(v) if v.is_empty() => return Err(format!("enum {name} is empty")),
+            Def::Enum(_) => {}
+            Def::Alias(Ty::Void) => {}
+            Def::Alias(t) => check_ty(s, t, name)?,
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ naming
+
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn pascal_from_screaming(s: &str) -> String {
+    s.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let lower = p.to_ascii_lowercase();
+            let mut c = lower.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// `ToEngineMetadata` in union `ToEngine` becomes variant `Metadata`.
+fn variant_name(union: &str, member: &str) -> String {
+    if let Some(rest) = member.strip_prefix(union) {
+        if rest.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+            return rest.to_string();
+        }
+    }
+    member.to_string()
+}
+
+// ------------------------------------------------------------------ rust types
+
+fn resolve<'a>(s: &'a Schema, t: &'a Ty) -> &'a Ty {
+    match t {
+        Ty::Named(n) => match &s.types[n].def {
+            Def::Alias(inner) => resolve(s, inner),
+            _ => t,
+        },
+        _ => t,
+    }
+}
+
+fn rust_ty(t: &Ty) -> String {
+    match t {
+        Ty::Prim(p) => p.to_string(),
+        Ty::Str => "String".into(),
+        Ty::Data => "Vec<u8>".into(),
+        Ty::Void => "()".into(),
+        Ty::Optional(t) => format!("Option<{}>", rust_ty(t)),
+        Ty::List(t) => format!("Vec<{}>", rust_ty(t)),
+        Ty::Map(k, v) => format!("std::collections::BTreeMap<{}, {}>", rust_ty(k), rust_ty(v)),
+        Ty::Named(n) => n.clone(),
+    }
+}
+
+/// Code that writes `expr` (a reference) of type `t` into `out`.
+fn enc(s: &Schema, t: &Ty, expr: &str, depth: usize) -> String {
+    let v = format!("v{depth}");
+    match resolve(s, t) {
+        Ty::Prim(p) => format!("bare::write_{p}(out, *{expr});"),
+        Ty::Str => format!("bare::write_str(out, {expr});"),
+        Ty::Data => format!("bare::write_data(out, {expr});"),
+        Ty::Void => String::new(),
+        Ty::Optional(inner) => format!(
+            "match {expr} {{ None => out.push(0), Some({v}) => {{ out.push(1); {} }} }}",
+            enc(s, inner, &v, depth + 1)
+        ),
+        Ty::List(inner) => format!(
+            "bare::write_len(out, ({expr}).len()); for {v} in ({expr}).iter() {{ {} }}",
+            enc(s, inner, &v, depth + 1)
+        ),
+        Ty::Map(k, val) => format!(
+            "bare::write_len(out, ({expr}).len()); for ({v}k, {v}v) in ({expr}).iter() {{ {} {} }}",
+            enc(s, k, &format!("{v}k"), depth + 1),
+            enc(s, val, &format!("{v}v"), depth + 1)
+        ),
+        Ty::Named(_) => format!("bare::Encode::encode({expr}, out);"),
+    }
+}
+
+/// An expression of type `Result<T, bare::DecodeError>` reading `t` from `r`.
+fn dec(s: &Schema, t: &Ty, depth: usize) -> String {
+    match resolve(s, t) {
+        Ty::Prim(p) => format!("r.read_{p}()"),
+        Ty::Str => "r.read_str()".into(),
+        Ty::Data => "r.read_data()".into(),
+        Ty::Void => "Ok(())".into(),
+        Ty::Optional(inner) => format!(
+            "(|| -> Result<_, bare::DecodeError> {{ Ok(if r.read_optional_tag()? {{ Some({}?) }} else {{ None }}) }})()",
+            dec(s, inner, depth + 1)
+        ),
+        Ty::List(inner) => {
+            let elem = rust_ty(resolve(s, inner));
+            format!(
+                "(|| -> Result<_, bare::DecodeError> {{ let n = r.read_len::<{elem}>()?; let mut out: Vec<{elem}> = Vec::with_capacity(n); \
+                 for i in 0..n {{ out.push(r.within_index(i, |r| {})?); }} Ok(out) }})()",
+                dec(s, inner, depth + 1)
+            )
+        }
+        Ty::Map(_, val) => {
+            let vt = rust_ty(resolve(s, val));
+            format!(
+                "(|| -> Result<_, bare::DecodeError> {{ let n = r.read_len::<(String, {vt})>()?; let mut out = std::collections::BTreeMap::new(); \
+                 for _ in 0..n {{ let k = r.read_str()?; let v: {vt} = {}?; r.insert_unique(&mut out, k, v)?; }} Ok(out) }})()",
+                dec(s, val, depth + 1)
+            )
+        }
+        Ty::Named(n) => format!("<{n} as bare::Decode>::decode(r)"),
+    }
+}
+
+fn doc_lines(out: &mut String, doc: &[String], indent: &str) {
+    for d in doc {
+        let _ = writeln!(out, "{indent}/// {d}");
+    }
+}
+
+const DERIVE: &str = "#[derive(Debug, Clone, PartialEq)]\n\
+#[cfg_attr(feature = \"serde\", derive(serde::Serialize, serde::Deserialize))]\n\
+#[cfg_attr(feature = \"arbitrary\", derive(proptest_derive::Arbitrary))]\n";
+
+fn generate(s: &Schema, version: u16) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "// Generated by build.rs from schemas/v{version}.bare. Do not edit.");
+    let _ = writeln!(out, "#[allow(unused_imports)] use crate::bare;");
+    let _ = writeln!(out, "/// The protocol version these types belong to.");
+    let _ = writeln!(out, "pub const VERSION: u16 = {version};");
+    for name in &s.order {
+        let t = &s.types[name];
+        match &t.def {
+            Def::Alias(Ty::Void) => {} // only ever a unit variant of a union
+            Def::Alias(inner) => {
+                doc_lines(&mut out, &t.doc, "");
+                let _ = writeln!(out, "pub type {name} = {};", rust_ty(inner));
+            }
+            Def::Struct(fields) => {
+                doc_lines(&mut out, &t.doc, "");
+                out.push_str(DERIVE);
+                let _ = writeln!(out, "pub struct {name} {{");
+                for f in fields {
+                    doc_lines(&mut out, &f.doc, "    ");
+                    if matches!(resolve(s, &f.ty), Ty::Prim("f64") | Ty::Prim("f32")) {
+                        let _ = writeln!(
+                            out,
+                            "    #[cfg_attr(feature = \"arbitrary\", proptest(strategy = \"crate::arbitrary::any_{}()\"))]",
+                            rust_ty(resolve(s, &f.ty))
+                        );
+                    }
+                    let _ = writeln!(out, "    pub {}: {},", snake(&f.name), rust_ty(&f.ty));
+                }
+                let _ = writeln!(out, "}}");
+                let _ = writeln!(out, "impl bare::Encode for {name} {{\n    fn encode(&self, out: &mut Vec<u8>) {{");
+                for f in fields {
+                    let _ = writeln!(out, "        {}", enc(s, &f.ty, &format!("&self.{}", snake(&f.name)), 0));
+                }
+                let _ = writeln!(out, "    }}\n}}");
+                let _ = writeln!(
+                    out,
+                    "impl bare::Decode for {name} {{\n    fn decode(r: &mut bare::Reader<'_>) -> Result<Self, bare::DecodeError> {{"
+                );
+                let _ = writeln!(out, "        Ok(Self {{");
+                for f in fields {
+                    let _ = writeln!(
+                        out,
+                        "            {}: r.within({:?}, |r| {})?,",
+                        snake(&f.name),
+                        f.name,
+                        dec(s, &f.ty, 0)
+                    );
+                }
+                let _ = writeln!(out, "        }})\n    }}\n}}");
+            }
+            Def::Enum(values) => {
+                doc_lines(&mut out, &t.doc, "");
+                out.push_str("#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]\n");
+                out.push_str("#[cfg_attr(feature = \"serde\", derive(serde::Serialize, serde::Deserialize))]\n");
+                out.push_str("#[cfg_attr(feature = \"arbitrary\", derive(proptest_derive::Arbitrary))]\n");
+                let _ = writeln!(out, "pub enum {name} {{");
+                for v in values {
+                    let _ = writeln!(out, "    /// Wire name `{v}`.\n    {},", pascal_from_screaming(v));
+                }
+                let _ = writeln!(out, "}}");
+                let _ = writeln!(out, "impl {name} {{\n    /// Every value, in wire order.\n    pub const ALL: &'static [{name}] = &[{}];", values.iter().map(|v| format!("{name}::{}", pascal_from_screaming(v))).collect::<Vec<_>>().join(", "));
+                let _ = writeln!(out, "    /// The name used in the schema.\n    pub fn wire_name(self) -> &'static str {{ match self {{ {} }} }}\n}}", values.iter().map(|v| format!("{name}::{} => {v:?}", pascal_from_screaming(v))).collect::<Vec<_>>().join(", "));
+                let _ = writeln!(out, "impl bare::Encode for {name} {{\n    fn encode(&self, out: &mut Vec<u8>) {{\n        let tag: u64 = match self {{");
+                for (i, v) in values.iter().enumerate() {
+                    let _ = writeln!(out, "            {name}::{} => {i},", pascal_from_screaming(v));
+                }
+                let _ = writeln!(out, "        }};\n        bare::write_uint(out, tag);\n    }}\n}}");
+                let _ = writeln!(out, "impl bare::Decode for {name} {{\n    fn decode(r: &mut bare::Reader<'_>) -> Result<Self, bare::DecodeError> {{");
+                let _ = writeln!(out, "        let at = r.offset();\n        match r.read_uint()? {{");
+                for (i, v) in values.iter().enumerate() {
+                    let _ = writeln!(out, "            {i} => Ok({name}::{}),", pascal_from_screaming(v));
+                }
+                let _ = writeln!(out, "            other => Err(r.error_at(at, bare::DecodeErrorKind::UnknownEnumValue {{ ty: {name:?}, value: other }})),");
+                let _ = writeln!(out, "        }}\n    }}\n}}");
+            }
+            Def::Union(members) => {
+                doc_lines(&mut out, &t.doc, "");
+                out.push_str(DERIVE);
+                let _ = writeln!(out, "pub enum {name} {{");
+                for m in members {
+                    let mt = &s.types[m];
+                    doc_lines(&mut out, &mt.doc, "    ");
+                    let vn = variant_name(name, m);
+                    match &mt.def {
+                        Def::Alias(Ty::Void) => {
+                            let _ = writeln!(out, "    {vn},");
+                        }
+                        _ => {
+                            if matches!(resolve(s, &Ty::Named(m.clone())), Ty::Prim("f64")) {
+                                let _ = writeln!(out, "    #[cfg_attr(feature = \"arbitrary\", proptest(strategy = \"proptest::strategy::Strategy::prop_map(crate::arbitrary::any_f64(), {name}::{vn})\"))]");
+                            }
+                            let _ = writeln!(out, "    {vn}({m}),");
+                        }
+                    }
+                }
+                let _ = writeln!(out, "}}");
+                // The schema name of each member, for error messages and tests.
+                let _ = writeln!(out, "impl {name} {{\n    /// Schema name of this value's member type.\n    pub fn member_name(&self) -> &'static str {{\n        match self {{");
+                for m in members {
+                    let vn = variant_name(name, m);
+                    let pat = if matches!(s.types[m].def, Def::Alias(Ty::Void)) { vn.clone() } else { format!("{vn}(_)") };
+                    let _ = writeln!(out, "            {name}::{pat} => {m:?},");
+                }
+                let _ = writeln!(out, "        }}\n    }}\n    /// Schema names of every member, in tag order.\n    pub const MEMBERS: &'static [&'static str] = &[{}];\n}}", members.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "));
+                let _ = writeln!(out, "impl bare::Encode for {name} {{\n    fn encode(&self, out: &mut Vec<u8>) {{\n        match self {{");
+                for (i, m) in members.iter().enumerate() {
+                    let vn = variant_name(name, m);
+                    if matches!(s.types[m].def, Def::Alias(Ty::Void)) {
+                        let _ = writeln!(out, "            {name}::{vn} => bare::write_uint(out, {i}),");
+                    } else {
+                        let _ = writeln!(out, "            {name}::{vn}(v) => {{ bare::write_uint(out, {i}); {} }}", enc(s, &Ty::Named(m.clone()), "v", 1));
+                    }
+                }
+                let _ = writeln!(out, "        }}\n    }}\n}}");
+                let _ = writeln!(out, "impl bare::Decode for {name} {{\n    fn decode(r: &mut bare::Reader<'_>) -> Result<Self, bare::DecodeError> {{");
+                let _ = writeln!(out, "        let at = r.offset();\n        match r.read_uint()? {{");
+                for (i, m) in members.iter().enumerate() {
+                    let vn = variant_name(name, m);
+                    if matches!(s.types[m].def, Def::Alias(Ty::Void)) {
+                        let _ = writeln!(out, "            {i} => Ok({name}::{vn}),");
+                    } else {
+                        let _ = writeln!(out, "            {i} => Ok({name}::{vn}(r.within({m:?}, |r| {})?)),", dec(s, &Ty::Named(m.clone()), 1));
+                    }
+                }
+                let _ = writeln!(out, "            other => Err(r.error_at(at, bare::DecodeErrorKind::UnknownUnionTag {{ ty: {name:?}, tag: other }})),");
+                let _ = writeln!(out, "        }}\n    }}\n}}");
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ conversions
+
+/// Whether `name` has the same definition in both schemas, all the way down.
+fn identical(a: &Schema, b: &Schema, name: &str, memo: &mut BTreeMap<String, bool>) -> bool {
+    if let Some(&r) = memo.get(name) {
+        return r;
+    }
+    memo.insert(name.to_string(), true); // schemas are not recursive; guards anyway
+    let r = match (a.types.get(name), b.types.get(name)) {
+        (Some(x), Some(y)) if x.def == y.def => {
+            let mut refs = Vec::new();
+            collect_refs(&x.def, &mut refs);
+            refs.iter().all(|n| identical(a, b, n, memo))
+        }
+        _ => false,
+    };
+    memo.insert(name.to_string(), r);
+    r
+}
+
+fn collect_refs(d: &Def, out: &mut Vec<String>) {
+    fn ty_refs(t: &Ty, out: &mut Vec<String>) {
+        match t {
+            Ty::Named(n) => out.push(n.clone()),
+            Ty::Optional(t) | Ty::List(t) => ty_refs(t, out),
+            Ty::Map(k, v) => {
+                ty_refs(k, out);
+                ty_refs(v, out);
+            }
+            _ => {}
+        }
+    }
+    match d {
+        Def::Struct(fs) => fs.iter().for_each(|f| ty_refs(&f.ty, out)),
+        Def::Union(ms) => out.extend(ms.iter().cloned()),
+        Def::Enum(_) => {}
+        Def::Alias(t) => ty_refs(t, out),
+    }
+}
+
+/// Converts `expr` (owned) of schema type `t` between two modules where
+/// every named type it reaches has a `From` conversion.
+fn conv(s: &Schema, t: &Ty, expr: &str, depth: usize) -> String {
+    let v = format!("v{depth}");
+    match resolve(s, t) {
+        Ty::Prim(_) | Ty::Str | Ty::Data | Ty::Void => expr.to_string(),
+        Ty::Optional(inner) => format!("{expr}.map(|{v}| {})", conv(s, inner, &v, depth + 1)),
+        Ty::List(inner) => format!("{expr}.into_iter().map(|{v}| {}).collect()", conv(s, inner, &v, depth + 1)),
+        Ty::Map(_, val) => format!("{expr}.into_iter().map(|(k, {v})| (k, {})).collect()", conv(s, val, &v, depth + 1)),
+        Ty::Named(_) => format!("{expr}.into()"),
+    }
+}
+
+fn generate_conversions(out: &mut String, a: &Schema, va: u16, b: &Schema, vb: u16) {
+    let mut memo = BTreeMap::new();
+    let _ = writeln!(out, "// Identical types between v{va} and v{vb}: lossless both ways.");
+    for name in &a.order {
+        if !identical(a, b, name, &mut memo) {
+            continue;
+        }
+        let t = &a.types[name];
+        for (from, to) in [(va, vb), (vb, va)] {
+            match &t.def {
+                Def::Alias(_) => {}
+                Def::Struct(fields) => {
+                    let body: Vec<String> = fields
+                        .iter()
+                        .map(|f| format!("{}: {}", snake(&f.name), conv(a, &f.ty, &format!("x.{}", snake(&f.name)), 0)))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "impl From<v{from}::{name}> for v{to}::{name} {{ fn from(x: v{from}::{name}) -> Self {{ Self {{ {} }} }} }}",
+                        body.join(", ")
+                    );
+                }
+                Def::Enum(values) => {
+                    let arms: Vec<String> = values
+                        .iter()
+                        .map(|v| {
+                            let p = pascal_from_screaming(v);
+                            format!("v{from}::{name}::{p} => v{to}::{name}::{p}")
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "impl From<v{from}::{name}> for v{to}::{name} {{ fn from(x: v{from}::{name}) -> Self {{ match x {{ {} }} }} }}",
+                        arms.join(", ")
+                    );
+                }
+                Def::Union(members) => {
+                    let arms: Vec<String> = members
+                        .iter()
+                        .map(|m| {
+                            let vn = variant_name(name, m);
+                            if matches!(a.types[m].def, Def::Alias(Ty::Void)) {
+                                format!("v{from}::{name}::{vn} => v{to}::{name}::{vn}")
+                            } else {
+                                format!("v{from}::{name}::{vn}(v) => v{to}::{name}::{vn}({})", conv(a, &Ty::Named(m.clone()), "v", 1))
+                            }
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "impl From<v{from}::{name}> for v{to}::{name} {{ fn from(x: v{from}::{name}) -> Self {{ match x {{ {} }} }} }}",
+                        arms.join(", ")
+                    );
+                }
+            }
+        }
+    }
+}

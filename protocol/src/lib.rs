@@ -1,0 +1,50 @@
+//! The envoy wire protocol.
+//!
+//! Envoys (actor hosts) and the engine exchange binary WebSocket messages, each
+//! one BARE-encoded top-level message: [`ToEngine`] (envoy → engine) or
+//! [`ToEnvoy`] (engine → envoy). The schemas in `schemas/v1.bare` … `v4.bare`
+//! are the single source of truth; `build.rs` generates the types of every
+//! version ([`v1`] … [`v4`]) from them.
+//!
+//! Code works with the latest types (re-exported at the crate root) and uses
+//! [`encode_to_engine`] / [`decode_to_engine`] (and the `to_envoy` pair) to
+//! speak any version. A message that cannot be represented at the peer's
+//! version fails with a typed [`ProtocolCompatibilityError`].
+
+pub mod bare;
+pub mod close;
+pub mod negotiation;
+mod versioned;
+
+#[cfg(feature = "arbitrary")]
+#[doc(hidden)]
+pub mod arbitrary;
+
+/// Types of protocol v1 (connection, actors, KV).
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/v1.rs"));
+}
+/// Types of protocol v2 (KV batches, ranges, error codes).
+pub mod v2 {
+    include!(concat!(env!("OUT_DIR"), "/v2.rs"));
+}
+/// Types of protocol v3 (intents, stop reasons, limits).
+pub mod v3 {
+    include!(concat!(env!("OUT_DIR"), "/v3.rs"));
+}
+/// Types of protocol v4 (remote SQLite execution).
+pub mod v4 {
+    include!(concat!(env!("OUT_DIR"), "/v4.rs"));
+}
+
+/// The latest version's types, which the rest of the project uses.
+pub use v4::*;
+
+pub use bare::{DecodeError, DecodeErrorKind};
+pub use versioned::{
+    decode_to_engine, decode_to_envoy, encode_to_engine, encode_to_envoy, DecodeLimits, Direction, EncodeError,
+    Feature, ProtocolCompatibilityError, ProtocolDecodeError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+
+/// Default largest frame either side accepts (16 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Rust tests of every crate (native transport).
+set -euo pipefail
+cargo test --workspace --locked
