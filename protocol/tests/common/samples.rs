@@ -1,0 +1,486 @@
+//! Hand-built sample messages, one or more per union member, in the latest
+//! types. The golden vectors are these samples encoded at every version that
+//! can carry them (`encode_to_engine` / `encode_to_envoy`); a sample a version
+//! cannot carry has no vector at that version.
+//!
+//! Published vectors never change: never edit a sample that already has
+//! vectors — add a new sample (a new case name) instead.
+
+use envoy_protocol::*;
+use std::collections::BTreeMap;
+
+/// A NaN with a payload and the sign bit set, to prove every bit survives.
+pub const NAN_WITH_PAYLOAD: u64 = 0xfff8_0000_dead_beef;
+
+fn limits() -> Limits {
+    Limits {
+        max_request_bytes: 1 << 20,
+        max_response_bytes: 4 << 20,
+        max_kv_key_bytes: 2048,
+        max_kv_value_bytes: 128 * 1024,
+        max_kv_batch_entries: 128,
+        max_pending_requests: u32::MAX,
+    }
+}
+
+fn sql_limits() -> SqlLimits {
+    SqlLimits { max_sql_bytes: 100_000, max_params: 999, max_value_bytes: 1 << 20, max_statement_ms: 0 }
+}
+
+/// Every SQLite value kind, with the edge values that break codecs.
+pub fn edge_values() -> Vec<Value> {
+    vec![
+        Value::Null,
+        Value::Integer(i64::MIN),
+        Value::Integer(i64::MAX),
+        Value::Integer(0),
+        Value::Float(-0.0),
+        Value::Float(f64::from_bits(NAN_WITH_PAYLOAD)),
+        Value::Float(f64::INFINITY),
+        Value::Text(String::new()),
+        Value::Text("naïve ☃ 𝄞".into()),
+        Value::Text("nul\0inside".into()),
+        Value::Blob(Vec::new()),
+        Value::Blob(vec![0x00, 0xff, 0x80]),
+    ]
+}
+
+fn sql_request(params: Option<Vec<Value>>) -> SqliteExecuteRequest {
+    SqliteExecuteRequest {
+        actor_id: "actor-1".into(),
+        generation: 3,
+        sql: "INSERT INTO t VALUES (?, ?2, :x)".into(),
+        params,
+    }
+}
+
+fn kv(request_id: u32, data: KvRequestData) -> ToEngine {
+    ToEngine::KvRequest(ToEngineKvRequest { request_id, actor_id: "actor-1".into(), generation: 1, data })
+}
+
+fn events(inner: Event) -> ToEngine {
+    ToEngine::Events(ToEngineEvents { events: vec![EventWrapper { index: 41, inner }] })
+}
+
+/// Every envoy → engine sample, by case name.
+pub fn to_engine() -> Vec<(&'static str, ToEngine)> {
+    let mut metadata = BTreeMap::new();
+    metadata.insert("region".to_string(), "eu-west".to_string());
+    metadata.insert("ключ".to_string(), String::new());
+    vec![
+        (
+            "metadata_hello",
+            ToEngine::Metadata(ToEngineMetadata {
+                envoy_key: "envoy-a".into(),
+                pool_name: "default".into(),
+                version: 7,
+                metadata: BTreeMap::new(),
+                last_command_index: None,
+            }),
+        ),
+        (
+            "metadata_resume",
+            ToEngine::Metadata(ToEngineMetadata {
+                envoy_key: "envoy\0a".into(),
+                pool_name: String::new(),
+                version: u32::MAX,
+                metadata,
+                last_command_index: Some(u64::MAX),
+            }),
+        ),
+        ("events_empty", ToEngine::Events(ToEngineEvents { events: Vec::new() })),
+        (
+            "events_running",
+            events(Event::ActorStateUpdate(EventActorStateUpdate {
+                actor_id: "actor-1".into(),
+                generation: 0,
+                state: ActorState::Running,
+            })),
+        ),
+        (
+            "events_stopped",
+            ToEngine::Events(ToEngineEvents {
+                events: vec![
+                    EventWrapper {
+                        index: 1,
+                        inner: Event::ActorStateUpdate(EventActorStateUpdate {
+                            actor_id: "actor-1".into(),
+                            generation: 2,
+                            state: ActorState::Stopped(ActorStateStopped { code: StopCode::Ok, message: None }),
+                        }),
+                    },
+                    EventWrapper {
+                        index: 2,
+                        inner: Event::ActorStateUpdate(EventActorStateUpdate {
+                            actor_id: "actor-2".into(),
+                            generation: u64::MAX,
+                            state: ActorState::Stopped(ActorStateStopped {
+                                code: StopCode::Error,
+                                message: Some("panicked: ☃".into()),
+                            }),
+                        }),
+                    },
+                ],
+            }),
+        ),
+        (
+            "events_intent_stop",
+            events(Event::ActorIntent(EventActorIntent {
+                actor_id: "actor-1".into(),
+                generation: 4,
+                intent: ActorIntent::Stop,
+            })),
+        ),
+        (
+            "events_intent_sleep",
+            events(Event::ActorIntent(EventActorIntent {
+                actor_id: "actor-1".into(),
+                generation: 4,
+                intent: ActorIntent::Sleep,
+            })),
+        ),
+        ("ack_commands", ToEngine::AckCommands(ToEngineAckCommands { last_command_index: 300 })),
+        ("stopping", ToEngine::Stopping),
+        ("pong", ToEngine::Pong(ToEnginePong { ts: i64::MIN })),
+        ("kv_get", kv(1, KvRequestData::KvGet(KvGet { key: b"k".to_vec() }))),
+        ("kv_get_empty_key", kv(u32::MAX, KvRequestData::KvGet(KvGet { key: Vec::new() }))),
+        ("kv_put", kv(2, KvRequestData::KvPut(KvPut { key: vec![0, 1, 0xff], value: "välue".as_bytes().to_vec() }))),
+        ("kv_delete", kv(3, KvRequestData::KvDelete(KvDelete { key: b"k".to_vec() }))),
+        ("kv_list_prefix", kv(4, KvRequestData::KvListPrefix(KvListPrefix { prefix: b"user/".to_vec() }))),
+        (
+            "kv_get_batch",
+            kv(5, KvRequestData::KvGetBatch(KvGetBatch { keys: vec![b"a".to_vec(), Vec::new(), vec![0xff; 3]] })),
+        ),
+        (
+            "kv_put_batch",
+            kv(
+                6,
+                KvRequestData::KvPutBatch(KvPutBatch {
+                    entries: vec![
+                        KvEntry { key: b"a".to_vec(), value: b"1".to_vec() },
+                        KvEntry { key: b"b".to_vec(), value: Vec::new() },
+                    ],
+                }),
+            ),
+        ),
+        ("kv_delete_batch", kv(7, KvRequestData::KvDeleteBatch(KvDeleteBatch { keys: vec![b"a".to_vec()] }))),
+        (
+            "kv_delete_range",
+            kv(8, KvRequestData::KvDeleteRange(KvDeleteRange { start: b"a".to_vec(), end: b"b".to_vec() })),
+        ),
+        (
+            "kv_list_all",
+            kv(9, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: None })),
+        ),
+        (
+            "kv_list_prefix_query",
+            kv(
+                10,
+                KvRequestData::KvList(KvList {
+                    query: KvQuery::Prefix(KvQueryPrefix { prefix: b"p/".to_vec() }),
+                    reverse: true,
+                    limit: Some(0),
+                }),
+            ),
+        ),
+        (
+            "kv_list_range",
+            kv(
+                11,
+                KvRequestData::KvList(KvList {
+                    query: KvQuery::Range(KvQueryRange { start: Vec::new(), end: vec![0xff] }),
+                    reverse: false,
+                    limit: Some(u32::MAX),
+                }),
+            ),
+        ),
+        (
+            "get_or_create_actor",
+            ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor {
+                request_id: 12,
+                name: "counter".into(),
+                key: "user/ü".into(),
+            }),
+        ),
+        (
+            "sqlite_exec",
+            ToEngine::SqliteExec(ToEngineSqliteExec {
+                request_id: 13,
+                request: SqliteExecRequest {
+                    actor_id: "actor-1".into(),
+                    generation: 3,
+                    sql: "CREATE TABLE t(a, b, c); INSERT INTO t VALUES (1, 'x', NULL);".into(),
+                },
+            }),
+        ),
+        ("sqlite_execute_no_params", ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 14, request: sql_request(None) })),
+        (
+            "sqlite_execute_empty_params",
+            ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 15, request: sql_request(Some(Vec::new())) }),
+        ),
+        (
+            "sqlite_execute_params",
+            ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 16, request: sql_request(Some(edge_values())) }),
+        ),
+        (
+            "sqlite_execute_write",
+            ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite {
+                request_id: 17,
+                request: sql_request(Some(vec![Value::Integer(-1), Value::Text("x".into()), Value::Null])),
+            }),
+        ),
+    ]
+}
+
+fn kv_response(request_id: u32, data: KvResponseData) -> ToEnvoy {
+    ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id, data })
+}
+
+fn sqlite_error() -> SqliteError {
+    SqliteError {
+        code: SqliteErrorCode::Sqlite,
+        message: "UNIQUE constraint failed: t.a".into(),
+        extended_code: Some(2067),
+        committed: Some(false),
+        statement_index: Some(1),
+        limit: None,
+    }
+}
+
+fn limit_error() -> SqliteError {
+    SqliteError {
+        code: SqliteErrorCode::LimitExceeded,
+        message: "too many parameters".into(),
+        extended_code: None,
+        committed: None,
+        statement_index: None,
+        limit: Some(LimitExceeded { kind: LimitKind::Params, max: 999, actual: Some(1000) }),
+    }
+}
+
+/// Every engine → envoy sample, by case name.
+pub fn to_envoy() -> Vec<(&'static str, ToEnvoy)> {
+    let rows = vec![vec![Value::Integer(1), Value::Text("x".into()), Value::Null], edge_values()];
+    vec![
+        (
+            "init",
+            ToEnvoy::Init(ToEnvoyInit {
+                envoy_id: "envoy-id-1".into(),
+                last_event_index: Some(41),
+                metadata: ProtocolMetadata {
+                    ping_interval_ms: 3_000,
+                    envoy_lost_threshold_ms: 15_000,
+                    actor_stop_threshold_ms: 30_000,
+                    max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+                    limits: Some(limits()),
+                    sql_limits: Some(sql_limits()),
+                },
+            }),
+        ),
+        (
+            "init_no_limits",
+            ToEnvoy::Init(ToEnvoyInit {
+                envoy_id: String::new(),
+                last_event_index: None,
+                metadata: ProtocolMetadata {
+                    ping_interval_ms: u64::MAX,
+                    envoy_lost_threshold_ms: 0,
+                    actor_stop_threshold_ms: 1,
+                    max_frame_bytes: 0,
+                    limits: None,
+                    sql_limits: None,
+                },
+            }),
+        ),
+        (
+            "commands_start",
+            ToEnvoy::Commands(ToEnvoyCommands {
+                commands: vec![CommandWrapper {
+                    index: 1,
+                    inner: Command::StartActor(CommandStartActor {
+                        actor_id: "actor-1".into(),
+                        generation: 3,
+                        name: "counter".into(),
+                        key: "user/ü".into(),
+                    }),
+                }],
+            }),
+        ),
+        (
+            "commands_stop_unspecified",
+            ToEnvoy::Commands(ToEnvoyCommands {
+                commands: vec![CommandWrapper {
+                    index: 2,
+                    inner: Command::StopActor(CommandStopActor {
+                        actor_id: "actor-1".into(),
+                        generation: 3,
+                        reason: StopReason::Unspecified,
+                    }),
+                }],
+            }),
+        ),
+        (
+            "commands_stop_replaced",
+            ToEnvoy::Commands(ToEnvoyCommands {
+                commands: vec![
+                    CommandWrapper {
+                        index: 3,
+                        inner: Command::StopActor(CommandStopActor {
+                            actor_id: "actor-1".into(),
+                            generation: 3,
+                            reason: StopReason::Replaced,
+                        }),
+                    },
+                    CommandWrapper {
+                        index: 4,
+                        inner: Command::StopActor(CommandStopActor {
+                            actor_id: "actor-2".into(),
+                            generation: 0,
+                            reason: StopReason::EnvoyLost,
+                        }),
+                    },
+                ],
+            }),
+        ),
+        ("commands_empty", ToEnvoy::Commands(ToEnvoyCommands { commands: Vec::new() })),
+        ("ack_events", ToEnvoy::AckEvents(ToEnvoyAckEvents { last_event_index: 41 })),
+        ("ping", ToEnvoy::Ping(ToEnvoyPing { ts: i64::MAX })),
+        ("ping_negative", ToEnvoy::Ping(ToEnvoyPing { ts: -1 })),
+        (
+            "kv_error_unknown",
+            kv_response(
+                1,
+                KvResponseData::KvErrorResponse(KvErrorResponse {
+                    code: KvErrorCode::Unknown,
+                    message: "something".into(),
+                    current_generation: None,
+                }),
+            ),
+        ),
+        (
+            "kv_error_fence_mismatch",
+            kv_response(
+                2,
+                KvResponseData::KvErrorResponse(KvErrorResponse {
+                    code: KvErrorCode::FenceMismatch,
+                    message: "generation 1 is stale".into(),
+                    current_generation: Some(2),
+                }),
+            ),
+        ),
+        ("kv_get_found", kv_response(3, KvResponseData::KvGetResponse(KvGetResponse { value: Some(b"v".to_vec()) }))),
+        ("kv_get_missing", kv_response(4, KvResponseData::KvGetResponse(KvGetResponse { value: None }))),
+        ("kv_get_empty_value", kv_response(5, KvResponseData::KvGetResponse(KvGetResponse { value: Some(Vec::new()) }))),
+        ("kv_put", kv_response(6, KvResponseData::KvPutResponse)),
+        ("kv_delete", kv_response(7, KvResponseData::KvDeleteResponse)),
+        (
+            "kv_list",
+            kv_response(
+                8,
+                KvResponseData::KvListResponse(KvListResponse {
+                    entries: vec![
+                        KvEntry { key: b"a".to_vec(), value: b"1".to_vec() },
+                        KvEntry { key: vec![0xff], value: Vec::new() },
+                    ],
+                }),
+            ),
+        ),
+        (
+            "kv_get_batch",
+            kv_response(
+                9,
+                KvResponseData::KvGetBatchResponse(KvGetBatchResponse {
+                    values: vec![Some(b"1".to_vec()), None, Some(Vec::new())],
+                }),
+            ),
+        ),
+        ("kv_put_batch", kv_response(10, KvResponseData::KvPutBatchResponse)),
+        ("kv_delete_batch", kv_response(11, KvResponseData::KvDeleteBatchResponse)),
+        ("kv_delete_range", kv_response(12, KvResponseData::KvDeleteRangeResponse)),
+        (
+            "get_or_create_actor_ok",
+            ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+                request_id: 13,
+                result: GetOrCreateActorResult::GetOrCreateActorOk(GetOrCreateActorOk {
+                    actor_id: "actor-1".into(),
+                    generation: 0,
+                    created: true,
+                }),
+            }),
+        ),
+        (
+            "get_or_create_actor_error",
+            ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+                request_id: 14,
+                result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError {
+                    code: ActorErrorCode::EngineStopping,
+                    message: "draining".into(),
+                }),
+            }),
+        ),
+        (
+            "sqlite_exec_rows",
+            ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+                request_id: 15,
+                result: SqliteExecResult::QueryResult(QueryResult {
+                    columns: vec!["a".into(), String::new(), "ç".into()],
+                    rows: rows.clone(),
+                }),
+            }),
+        ),
+        (
+            "sqlite_exec_fence_mismatch",
+            ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+                request_id: 16,
+                result: SqliteExecResult::SqliteFenceMismatch(SqliteFenceMismatch { current_generation: 4 }),
+            }),
+        ),
+        (
+            "sqlite_exec_error",
+            ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+                request_id: 17,
+                result: SqliteExecResult::SqliteError(sqlite_error()),
+            }),
+        ),
+        (
+            "sqlite_execute_result",
+            ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+                request_id: 18,
+                result: SqliteExecuteResult::ExecuteResult(ExecuteResult {
+                    columns: vec!["a".into(), "b".into(), "c".into()],
+                    rows,
+                    changes: 0,
+                    last_insert_row_id: Some(i64::MIN),
+                    route: SqliteRoute::WriteFallback,
+                }),
+            }),
+        ),
+        (
+            "sqlite_execute_write_result",
+            ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+                request_id: 19,
+                result: SqliteExecuteResult::ExecuteResult(ExecuteResult {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                    changes: 1,
+                    last_insert_row_id: None,
+                    route: SqliteRoute::Write,
+                }),
+            }),
+        ),
+        (
+            "sqlite_execute_fence_mismatch",
+            ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+                request_id: 20,
+                result: SqliteExecuteResult::SqliteFenceMismatch(SqliteFenceMismatch { current_generation: u64::MAX }),
+            }),
+        ),
+        (
+            "sqlite_execute_limit_error",
+            ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+                request_id: 21,
+                result: SqliteExecuteResult::SqliteError(limit_error()),
+            }),
+        ),
+    ]
+}
