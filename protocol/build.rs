@@ -430,7 +430,7 @@ fn enc(s: &Schema, t: &Ty, expr: &str, depth: usize) -> String {
 }
 
 /// An expression of type `Result<T, bare::DecodeError>` reading `t` from `r`.
-fn dec(s: &Schema, t: &Ty, depth: usize) -> String {
+fn dec(s: &Schema, t: &Ty) -> String {
     match resolve(s, t) {
         Ty::Prim(p) => format!("r.read_{p}()"),
         Ty::Str => "r.read_str()".into(),
@@ -438,14 +438,14 @@ fn dec(s: &Schema, t: &Ty, depth: usize) -> String {
         Ty::Void => "Ok(())".into(),
         Ty::Optional(inner) => format!(
             "(|| -> Result<_, bare::DecodeError> {{ Ok(if r.read_optional_tag()? {{ Some({}?) }} else {{ None }}) }})()",
-            dec(s, inner, depth + 1)
+            dec(s, inner)
         ),
         Ty::List(inner) => {
             let elem = rust_ty(resolve(s, inner));
             format!(
                 "(|| -> Result<_, bare::DecodeError> {{ let n = r.read_len::<{elem}>()?; let mut out: Vec<{elem}> = Vec::with_capacity(n); \
                  for i in 0..n {{ out.push(r.within_index(i, |r| {})?); }} Ok(out) }})()",
-                dec(s, inner, depth + 1)
+                dec(s, inner)
             )
         }
         Ty::Map(_, val) => {
@@ -453,7 +453,7 @@ fn dec(s: &Schema, t: &Ty, depth: usize) -> String {
             format!(
                 "(|| -> Result<_, bare::DecodeError> {{ let n = r.read_len::<(String, {vt})>()?; let mut out = std::collections::BTreeMap::new(); \
                  for _ in 0..n {{ let k = r.read_str()?; let v: {vt} = {}?; r.insert_unique(&mut out, k, v)?; }} Ok(out) }})()",
-                dec(s, val, depth + 1)
+                dec(s, val)
             )
         }
         Ty::Named(n) => format!("<{n} as bare::Decode>::decode(r)"),
@@ -516,7 +516,7 @@ fn generate(s: &Schema, version: u16) -> String {
                         "            {}: r.within({:?}, |r| {})?,",
                         snake(&f.name),
                         f.name,
-                        dec(s, &f.ty, 0)
+                        dec(s, &f.ty)
                     );
                 }
                 let _ = writeln!(out, "        }})\n    }}\n}}");
@@ -592,7 +592,7 @@ fn generate(s: &Schema, version: u16) -> String {
                     if matches!(s.types[m].def, Def::Alias(Ty::Void)) {
                         let _ = writeln!(out, "            {i} => Ok({name}::{vn}),");
                     } else {
-                        let _ = writeln!(out, "            {i} => Ok({name}::{vn}(r.within({m:?}, |r| {})?)),", dec(s, &Ty::Named(m.clone()), 1));
+                        let _ = writeln!(out, "            {i} => Ok({name}::{vn}(r.within({m:?}, |r| {})?)),", dec(s, &Ty::Named(m.clone())));
                     }
                 }
                 let _ = writeln!(out, "            other => Err(r.error_at(at, bare::DecodeErrorKind::UnknownUnionTag {{ ty: {name:?}, tag: other }})),");

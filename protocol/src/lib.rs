@@ -21,18 +21,22 @@ mod versioned;
 pub mod arbitrary;
 
 /// Types of protocol v1 (connection, actors, KV).
+#[allow(clippy::all)] // generated code
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/v1.rs"));
 }
 /// Types of protocol v2 (KV batches, ranges, error codes).
+#[allow(clippy::all)] // generated code
 pub mod v2 {
     include!(concat!(env!("OUT_DIR"), "/v2.rs"));
 }
 /// Types of protocol v3 (intents, stop reasons, limits).
+#[allow(clippy::all)] // generated code
 pub mod v3 {
     include!(concat!(env!("OUT_DIR"), "/v3.rs"));
 }
 /// Types of protocol v4 (remote SQLite execution).
+#[allow(clippy::all)] // generated code
 pub mod v4 {
     include!(concat!(env!("OUT_DIR"), "/v4.rs"));
 }

@@ -21,6 +21,7 @@ pub const PROTOCOL_VERSION: u16 = 4;
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// Generated `From` conversions for types identical between adjacent versions.
+#[allow(clippy::all)]
 mod generated {
     use crate::{v1, v2, v3, v4};
     include!(concat!(env!("OUT_DIR"), "/conversions.rs"));
