@@ -1,0 +1,320 @@
+//! Compatibility between versions: every gate fails with exact fields and
+//! text at every version below the one that introduced it, every other sample
+//! travels at every version, and the documented lossy-but-allowed downgrades
+//! do what the spec says.
+
+mod common;
+
+use common::samples;
+use envoy_protocol::bare::decode_frame;
+use envoy_protocol::*;
+
+/// The feature's name as it appears in the error text, written out here so a
+/// changed `Display` fails this test.
+fn feature_text(f: Feature) -> &'static str {
+    match f {
+        Feature::KvBatch => "KV batch operations",
+        Feature::KvDeleteRange => "KV delete-range",
+        Feature::KvList => "KV list with query, limit and direction",
+        Feature::ActorIntents => "actor intents",
+        Feature::RemoteSqlite => "remote SQLite execution",
+    }
+}
+
+/// Every gated message: sample case, the feature it needs, and the version
+/// that introduced the feature.
+const TO_ENGINE_GATES: &[(&str, Feature, u16)] = &[
+    ("kv_get_batch", Feature::KvBatch, 2),
+    ("kv_put_batch", Feature::KvBatch, 2),
+    ("kv_delete_batch", Feature::KvBatch, 2),
+    ("kv_delete_range", Feature::KvDeleteRange, 2),
+    ("kv_list_all", Feature::KvList, 2),
+    ("kv_list_prefix_query", Feature::KvList, 2),
+    ("kv_list_range", Feature::KvList, 2),
+    ("events_intent_stop", Feature::ActorIntents, 3),
+    ("events_intent_sleep", Feature::ActorIntents, 3),
+    ("sqlite_exec", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_no_params", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_empty_params", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_params", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_write", Feature::RemoteSqlite, 4),
+];
+
+const TO_ENVOY_GATES: &[(&str, Feature, u16)] = &[
+    ("kv_get_batch", Feature::KvBatch, 2),
+    ("kv_put_batch", Feature::KvBatch, 2),
+    ("kv_delete_batch", Feature::KvBatch, 2),
+    ("kv_delete_range", Feature::KvDeleteRange, 2),
+    ("sqlite_exec_rows", Feature::RemoteSqlite, 4),
+    ("sqlite_exec_fence_mismatch", Feature::RemoteSqlite, 4),
+    ("sqlite_exec_error", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_result", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_write_result", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_fence_mismatch", Feature::RemoteSqlite, 4),
+    ("sqlite_execute_limit_error", Feature::RemoteSqlite, 4),
+];
+
+fn check_gates<T: std::fmt::Debug>(
+    samples: Vec<(&'static str, T)>,
+    gates: &[(&str, Feature, u16)],
+    direction: Direction,
+    arrow: &str,
+    encode: fn(&T, u16) -> Result<Vec<u8>, EncodeError>,
+) {
+    for (case, _, _) in gates {
+        assert!(samples.iter().any(|(c, _)| c == case), "gate table names a missing sample {case}");
+    }
+    for (case, msg) in &samples {
+        let gate = gates.iter().find(|(c, _, _)| c == case);
+        for v in common::VERSIONS {
+            let result = encode(msg, v);
+            match gate {
+                Some(&(_, feature, required)) if v < required => {
+                    let expected = ProtocolCompatibilityError { feature, direction, required_version: required, target_version: v };
+                    assert_eq!(result, Err(EncodeError::Compatibility(expected)), "{case} at v{v}");
+                    let text = result.unwrap_err().to_string();
+                    assert_eq!(
+                        text,
+                        format!("{} requires envoy protocol v{required}, but this connection speaks v{v} ({arrow})", feature_text(feature)),
+                    );
+                }
+                _ => assert!(result.is_ok(), "{case} must travel at v{v}: {result:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_to_engine_gate_fails_exactly_below_its_version() {
+    check_gates(samples::to_engine(), TO_ENGINE_GATES, Direction::ToEngine, "envoy → engine", encode_to_engine);
+}
+
+#[test]
+fn every_to_envoy_gate_fails_exactly_below_its_version() {
+    check_gates(samples::to_envoy(), TO_ENVOY_GATES, Direction::ToEnvoy, "engine → envoy", encode_to_envoy);
+}
+
+#[test]
+fn feature_required_versions() {
+    assert_eq!(Feature::KvBatch.required_version(), 2);
+    assert_eq!(Feature::KvDeleteRange.required_version(), 2);
+    assert_eq!(Feature::KvList.required_version(), 2);
+    assert_eq!(Feature::ActorIntents.required_version(), 3);
+    assert_eq!(Feature::RemoteSqlite.required_version(), 4);
+}
+
+#[test]
+fn one_intent_among_state_updates_gates_the_whole_batch() {
+    let update = EventWrapper {
+        index: 1,
+        inner: Event::ActorStateUpdate(EventActorStateUpdate { actor_id: "a".into(), generation: 1, state: ActorState::Running }),
+    };
+    let intent = EventWrapper {
+        index: 2,
+        inner: Event::ActorIntent(EventActorIntent { actor_id: "a".into(), generation: 1, intent: ActorIntent::Sleep }),
+    };
+    let msg = ToEngine::Events(ToEngineEvents { events: vec![update.clone(), intent, update] });
+    assert_eq!(
+        encode_to_engine(&msg, 2),
+        Err(EncodeError::Compatibility(ProtocolCompatibilityError {
+            feature: Feature::ActorIntents,
+            direction: Direction::ToEngine,
+            required_version: 3,
+            target_version: 2,
+        }))
+    );
+    assert!(encode_to_engine(&msg, 3).is_ok());
+}
+
+#[test]
+fn unsupported_versions_are_typed_errors() {
+    for v in [0u16, 5, u16::MAX] {
+        assert_eq!(encode_to_engine(&ToEngine::Stopping, v), Err(EncodeError::UnsupportedVersion(v)));
+        assert_eq!(encode_to_envoy(&ToEnvoy::Ping(ToEnvoyPing { ts: 0 }), v), Err(EncodeError::UnsupportedVersion(v)));
+        assert_eq!(decode_to_engine(&[3], v, &common::limits()), Err(ProtocolDecodeError::UnsupportedVersion(v)));
+        assert_eq!(decode_to_envoy(&[3], v, &common::limits()), Err(ProtocolDecodeError::UnsupportedVersion(v)));
+    }
+    assert_eq!(
+        EncodeError::UnsupportedVersion(5).to_string(),
+        "envoy protocol v5 is not supported (this build speaks v1–v4)"
+    );
+}
+
+fn kv_error(code: KvErrorCode) -> ToEnvoy {
+    ToEnvoy::KvResponse(ToEnvoyKvResponse {
+        request_id: 9,
+        data: KvResponseData::KvErrorResponse(KvErrorResponse {
+            code,
+            message: "stale".into(),
+            current_generation: Some(7),
+        }),
+    })
+}
+
+#[test]
+fn kv_error_code_folds_into_the_v1_message_and_upgrades_to_unknown() {
+    let names = [
+        (KvErrorCode::Unknown, "UNKNOWN"),
+        (KvErrorCode::InvalidRequest, "INVALID_REQUEST"),
+        (KvErrorCode::ActorNotFound, "ACTOR_NOT_FOUND"),
+        (KvErrorCode::ActorNotPlaced, "ACTOR_NOT_PLACED"),
+        (KvErrorCode::FenceMismatch, "FENCE_MISMATCH"),
+        (KvErrorCode::ActorStopping, "ACTOR_STOPPING"),
+        (KvErrorCode::LimitExceeded, "LIMIT_EXCEEDED"),
+        (KvErrorCode::Overloaded, "OVERLOADED"),
+        (KvErrorCode::Internal, "INTERNAL"),
+    ];
+    assert_eq!(names.len(), KvErrorCode::ALL.len(), "a new KV error code needs a row here");
+    for (code, name) in names {
+        let bytes = encode_to_envoy(&kv_error(code), 1).unwrap();
+        // What a v1 peer sees.
+        let v1::ToEnvoy::KvResponse(raw) = decode_frame::<v1::ToEnvoy>(&bytes, usize::MAX, usize::MAX).unwrap() else {
+            panic!("wrong member")
+        };
+        let v1::KvResponseData::KvErrorResponse(raw) = raw.data else { panic!("wrong member") };
+        let expected = if code == KvErrorCode::Unknown { "stale".to_string() } else { format!("{name}: stale") };
+        assert_eq!(raw.message, expected);
+        // What a v1 peer's error becomes in the latest types.
+        let back = decode_to_envoy(&bytes, 1, &common::limits()).unwrap();
+        assert_eq!(
+            back,
+            ToEnvoy::KvResponse(ToEnvoyKvResponse {
+                request_id: 9,
+                data: KvResponseData::KvErrorResponse(KvErrorResponse {
+                    code: KvErrorCode::Unknown,
+                    message: expected,
+                    current_generation: None,
+                }),
+            })
+        );
+        // v2 and later carry the code and generation unchanged.
+        for v in 2..=4 {
+            let bytes = encode_to_envoy(&kv_error(code), v).unwrap();
+            assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), kv_error(code), "v{v}");
+        }
+    }
+}
+
+fn stop(reason: StopReason) -> ToEnvoy {
+    ToEnvoy::Commands(ToEnvoyCommands {
+        commands: vec![CommandWrapper {
+            index: 5,
+            inner: Command::StopActor(CommandStopActor { actor_id: "a".into(), generation: 2, reason }),
+        }],
+    })
+}
+
+#[test]
+fn stop_reason_is_dropped_below_v3_and_unspecified_when_upgraded() {
+    assert_eq!(StopReason::ALL.len(), 7);
+    for &reason in StopReason::ALL {
+        for v in 1..=2 {
+            let bytes = encode_to_envoy(&stop(reason), v).unwrap();
+            // The stop itself travels; only the reason is gone.
+            assert_eq!(bytes, encode_to_envoy(&stop(StopReason::Unspecified), v).unwrap());
+            assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(StopReason::Unspecified));
+        }
+        for v in 3..=4 {
+            let bytes = encode_to_envoy(&stop(reason), v).unwrap();
+            assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(reason));
+        }
+    }
+}
+
+fn init(limits: Option<Limits>, sql_limits: Option<SqlLimits>) -> ToEnvoy {
+    ToEnvoy::Init(ToEnvoyInit {
+        envoy_id: "e".into(),
+        last_event_index: Some(3),
+        metadata: ProtocolMetadata {
+            ping_interval_ms: 1000,
+            envoy_lost_threshold_ms: 5000,
+            actor_stop_threshold_ms: 7000,
+            max_frame_bytes: 1 << 20,
+            limits,
+            sql_limits,
+        },
+    })
+}
+
+#[test]
+fn init_limits_are_dropped_below_v3_and_sql_limits_below_v4() {
+    let limits = Limits {
+        max_request_bytes: 1,
+        max_response_bytes: 2,
+        max_kv_key_bytes: 3,
+        max_kv_value_bytes: 4,
+        max_kv_batch_entries: 5,
+        max_pending_requests: 6,
+    };
+    let sql = SqlLimits { max_sql_bytes: 7, max_params: 8, max_value_bytes: 9, max_statement_ms: 10 };
+    let full = init(Some(limits.clone()), Some(sql.clone()));
+    let cases = [
+        (1, init(None, None)),
+        (2, init(None, None)),
+        (3, init(Some(limits.clone()), None)),
+        (4, full.clone()),
+    ];
+    for (v, expected) in cases {
+        let bytes = encode_to_envoy(&full, v).unwrap();
+        assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), expected, "v{v}");
+    }
+    // v1 and v2 Init are the same bytes.
+    assert_eq!(encode_to_envoy(&full, 1).unwrap(), encode_to_envoy(&full, 2).unwrap());
+}
+
+#[test]
+fn unchanged_messages_have_the_same_bytes_at_every_version() {
+    // Ping { ts: 1 }: tag 3, then i64 1 little-endian — written out by hand.
+    let ping = ToEnvoy::Ping(ToEnvoyPing { ts: 1 });
+    for v in common::VERSIONS {
+        assert_eq!(hex::encode(encode_to_envoy(&ping, v).unwrap()), "030100000000000000", "v{v}");
+    }
+    // Every sample whose schema never changed encodes identically at v1..v4.
+    let same_engine = [
+        "metadata_hello", "metadata_resume", "events_empty", "events_running", "events_stopped", "ack_commands",
+        "stopping", "pong", "kv_get", "kv_get_empty_key", "kv_put", "kv_delete", "kv_list_prefix", "get_or_create_actor",
+    ];
+    for (case, msg) in samples::to_engine().into_iter().filter(|(c, _)| same_engine.contains(c)) {
+        let v1 = encode_to_engine(&msg, 1).unwrap();
+        for v in 2..=4 {
+            assert_eq!(encode_to_engine(&msg, v).unwrap(), v1, "{case} at v{v}");
+        }
+    }
+    let same_envoy = [
+        "commands_start", "commands_empty", "ack_events", "ping", "ping_negative", "kv_get_found", "kv_get_missing",
+        "kv_get_empty_value", "kv_put", "kv_delete", "kv_list", "get_or_create_actor_ok", "get_or_create_actor_error",
+    ];
+    for (case, msg) in samples::to_envoy().into_iter().filter(|(c, _)| same_envoy.contains(c)) {
+        let v1 = encode_to_envoy(&msg, 1).unwrap();
+        for v in 2..=4 {
+            assert_eq!(encode_to_envoy(&msg, v).unwrap(), v1, "{case} at v{v}");
+        }
+    }
+    // A KV error is the same from v2 on; a stop with a reason from v3 on.
+    let err = kv_error(KvErrorCode::FenceMismatch);
+    assert_eq!(encode_to_envoy(&err, 2).unwrap(), encode_to_envoy(&err, 4).unwrap());
+    assert_eq!(encode_to_envoy(&stop(StopReason::Operator), 3).unwrap(), encode_to_envoy(&stop(StopReason::Operator), 4).unwrap());
+}
+
+#[test]
+fn a_newer_member_is_an_unknown_tag_to_an_older_decoder() {
+    // What happens if a peer ignores the negotiated version: the older side
+    // rejects the frame with a typed error, it does not misread it.
+    let sql = samples::to_engine().into_iter().find(|(c, _)| *c == "sqlite_exec").unwrap().1;
+    let bytes = encode_to_engine(&sql, 4).unwrap();
+    for v in 1..=3 {
+        let err = decode_to_engine(&bytes, v, &common::limits()).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolDecodeError::Malformed {
+                version: v,
+                message: "ToEngine",
+                source: DecodeError { offset: 0, path: vec![], kind: DecodeErrorKind::UnknownUnionTag { ty: "ToEngine", tag: 7 } },
+            }
+        );
+    }
+    assert_eq!(
+        decode_to_engine(&bytes, 3, &common::limits()).unwrap_err().to_string(),
+        "cannot decode ToEngine at envoy protocol v3: at byte 0: unknown tag 7 for union ToEngine"
+    );
+}
