@@ -367,6 +367,7 @@ fn unknown_union_tag_deep_inside_names_the_path() {
     let mut bytes = encode_to_engine(&msg, 4).unwrap();
     let last = bytes.len() - 1;
     bytes[last] = 9; // the third value's tag
+    assert_eq!(last, 42, "the example in specs/protocol.md §7.2");
     let err = decode_to_engine(&bytes, 4, &common::limits()).unwrap_err();
     assert_eq!(
         err.to_string(),
