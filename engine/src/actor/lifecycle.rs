@@ -1,0 +1,159 @@
+//! Actor lifecycle driven by envoys: get-or-create (placement), state events, intents.
+//!
+//! ```text
+//!   (new) ──get-or-create──▶ Starting ──event Running──▶ Running
+//!                               │                           │
+//!      operator stop / intent / replaced / envoy lost / shutdown / event Stopped
+//!                               ▼                           ▼
+//!                            Stopping ──in-flight 0 or threshold──▶ Stopped ──get-or-create──▶ Starting (generation + 1)
+//! ```
+
+use crate::actor::registry::ActorState;
+use crate::connection::session::Session;
+use crate::drain;
+use crate::engine::EngineState;
+use envoy_protocol::{
+    ActorErrorCode, ActorIntent, ActorState as WireActorState, Command, CommandStartActor, Event, EventWrapper,
+    GetOrCreateActorError, GetOrCreateActorOk, GetOrCreateActorResult, StopReason, ToEngineGetOrCreateActor,
+    ToEnvoy, ToEnvoyGetOrCreateActorResponse,
+};
+use std::sync::Arc;
+
+/// Longest actor name or key accepted.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+fn error(request_id: u32, code: ActorErrorCode, message: impl Into<String>) -> ToEnvoy {
+    ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+        request_id,
+        result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError { code, message: message.into() }),
+    })
+}
+
+/// Finds or creates (namespace, name, key) and places it on `session`'s envoy.
+/// If another envoy holds it, that placement is stopped and drained first
+/// (reason REPLACED). Returns the response to send.
+pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req: ToEngineGetOrCreateActor) -> ToEnvoy {
+    let rid = req.request_id;
+    if state.shutdown.is_shutdown() {
+        return error(rid, ActorErrorCode::EngineStopping, "the engine is shutting down");
+    }
+    if req.name.is_empty() || req.name.len() > MAX_NAME_BYTES || req.key.len() > MAX_NAME_BYTES {
+        return error(
+            rid,
+            ActorErrorCode::InvalidRequest,
+            format!("actor name must be 1..={MAX_NAME_BYTES} bytes and key at most {MAX_NAME_BYTES} bytes"),
+        );
+    }
+    let (rec, created) = match state.registry.get_or_insert(&session.namespace, &req.name, &req.key) {
+        Ok(x) => x,
+        Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
+    };
+    let lock = state.placement_lock(&rec.actor_id);
+    let _placing = lock.lock().await;
+    // Bounded: each round either answers or completes a drain that moves the actor to Stopped.
+    for _ in 0..8 {
+        if state.shutdown.is_shutdown() {
+            return error(rid, ActorErrorCode::EngineStopping, "the engine is shutting down");
+        }
+        let Some(cur) = state.registry.get(&rec.actor_id) else {
+            return error(rid, ActorErrorCode::Internal, "actor vanished from the registry");
+        };
+        let mine = cur.envoy.as_deref() == Some(session.envoy_key.as_str());
+        match cur.state {
+            ActorState::Starting | ActorState::Running if mine => {
+                return ok(rid, &cur.actor_id, cur.generation, created);
+            }
+            ActorState::Starting | ActorState::Running | ActorState::Stopping => {
+                let reason = if mine { StopReason::Unspecified } else { StopReason::Replaced };
+                if let Err(e) = drain::drain(state, &cur.actor_id, reason, true).await {
+                    return error(rid, ActorErrorCode::Internal, format!("stopping the previous placement: {e}"));
+                }
+            }
+            ActorState::Stopped => {
+                let started = match state.registry.start(&cur.actor_id, &session.envoy_key) {
+                    Ok(r) => r,
+                    Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
+                };
+                session.send_command(Command::StartActor(CommandStartActor {
+                    actor_id: started.actor_id.clone(),
+                    generation: started.generation,
+                    name: started.name.clone(),
+                    key: started.key.clone(),
+                }));
+                tracing::info!(actor_id = %started.actor_id, generation = started.generation,
+                    envoy = %session.envoy_key, "actor placed");
+                return ok(rid, &started.actor_id, started.generation, created);
+            }
+        }
+    }
+    error(rid, ActorErrorCode::Internal, "could not place the actor (it kept moving)")
+}
+
+fn ok(request_id: u32, actor_id: &str, generation: u64, created: bool) -> ToEnvoy {
+    ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+        request_id,
+        result: GetOrCreateActorResult::GetOrCreateActorOk(GetOrCreateActorOk {
+            actor_id: actor_id.to_string(),
+            generation,
+            created,
+        }),
+    })
+}
+
+/// Applies one event from `session`'s envoy (already deduplicated by index).
+/// Events about another envoy's actor or a stale generation are ignored.
+pub fn handle_event(state: &Arc<EngineState>, session: &Arc<Session>, event: EventWrapper) {
+    let (actor_id, generation) = match &event.inner {
+        Event::ActorStateUpdate(u) => (u.actor_id.clone(), u.generation),
+        Event::ActorIntent(i) => (i.actor_id.clone(), i.generation),
+    };
+    let Some(rec) = state.registry.get(&actor_id) else { return };
+    if rec.generation != generation
+        || rec.namespace != session.namespace
+        || rec.envoy.as_deref() != Some(session.envoy_key.as_str())
+    {
+        tracing::debug!(actor_id, generation, "ignoring an event for a stale or foreign placement");
+        return;
+    }
+    match event.inner {
+        Event::ActorStateUpdate(u) => match u.state {
+            WireActorState::Running => {
+                if rec.state == ActorState::Starting {
+                    let _ = state.registry.set_state(&actor_id, generation, ActorState::Running);
+                }
+            }
+            WireActorState::Stopped(s) => {
+                if rec.state.is_live() {
+                    tracing::info!(actor_id, generation, code = ?s.code, message = ?s.message, "envoy reported the actor stopped");
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let _ = drain::drain(&state, &actor_id, StopReason::Unspecified, false).await;
+                    });
+                }
+            }
+        },
+        Event::ActorIntent(i) => {
+            let reason = match i.intent {
+                ActorIntent::Stop => StopReason::EnvoyStopIntent,
+                ActorIntent::Sleep => StopReason::EnvoySleepIntent,
+            };
+            if rec.state.is_live() {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let _ = drain::drain(&state, &actor_id, reason, true).await;
+                });
+            }
+        }
+    }
+}
+
+/// Unplaces every actor of a lost envoy (no StopActor: nobody is there to receive it).
+pub fn envoy_lost(state: &Arc<EngineState>, namespace: &str, envoy_key: &str) {
+    for a in state.registry.placed_on(namespace, envoy_key) {
+        tracing::warn!(actor_id = %a.actor_id, envoy = envoy_key, "envoy lost: unplacing actor");
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = drain::drain(&state, &a.actor_id, StopReason::EnvoyLost, false).await;
+        });
+    }
+}

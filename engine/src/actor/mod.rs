@@ -1,0 +1,4 @@
+//! Actors: the persisted registry and the lifecycle driven by envoys.
+
+pub mod lifecycle;
+pub mod registry;

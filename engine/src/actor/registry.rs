@@ -1,0 +1,254 @@
+//! The actor registry: which actors exist, their generation, state and placement.
+//!
+//! Persisted in `<data>/engine.sqlite` (synchronous=FULL: a generation is on
+//! disk before `StartActor` leaves the engine, so no generation is ever reused,
+//! across restarts too). An in-memory mirror answers the hot-path checks
+//! (placement, generation, stopping) without touching the database.
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Lifecycle state of an actor (see specs/engine.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorState {
+    /// Placed, `StartActor` sent, the envoy has not reported Running yet.
+    Starting,
+    /// The envoy reported the actor running.
+    Running,
+    /// Draining: new requests get ACTOR_STOPPING; in-flight ones finish.
+    Stopping,
+    /// Not placed anywhere; the next get-or-create starts generation + 1.
+    Stopped,
+}
+
+impl ActorState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ActorState::Starting => "starting",
+            ActorState::Running => "running",
+            ActorState::Stopping => "stopping",
+            ActorState::Stopped => "stopped",
+        }
+    }
+
+    fn parse(s: &str) -> ActorState {
+        match s {
+            "starting" => ActorState::Starting,
+            "running" => ActorState::Running,
+            "stopping" => ActorState::Stopping,
+            _ => ActorState::Stopped,
+        }
+    }
+
+    /// Whether the actor is placed on an envoy and accepting requests.
+    pub fn is_live(self) -> bool {
+        matches!(self, ActorState::Starting | ActorState::Running)
+    }
+}
+
+/// One actor as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActorRecord {
+    /// Envoys of another namespace never see this actor.
+    pub namespace: String,
+    /// Engine-assigned, unique, stable across restarts; names the actor's folder.
+    #[serde(rename = "id")]
+    pub actor_id: String,
+    /// Together with `key`, what envoys address the actor by.
+    pub name: String,
+    pub key: String,
+    /// Raised by one on every start; requests must name the current one.
+    pub generation: u64,
+    pub state: ActorState,
+    /// Envoy key of the envoy it is placed on (None when stopped).
+    pub envoy: Option<String>,
+}
+
+/// The registry: metadata DB plus its in-memory mirror.
+pub struct Registry {
+    /// The metadata database; only touched on state changes.
+    db: Mutex<Connection>,
+    /// Mirror of every row, by actor id; the source of truth for checks.
+    actors: Mutex<HashMap<String, ActorRecord>>,
+}
+
+impl Registry {
+    /// Opens (or creates) the metadata DB. Actors left live by a previous run
+    /// are recorded Stopped and unplaced: their envoys' sessions died with it.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let path = data_dir.join("engine.sqlite");
+        let db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS actors (
+                actor_id   TEXT PRIMARY KEY,
+                namespace  TEXT NOT NULL,
+                name       TEXT NOT NULL,
+                key        TEXT NOT NULL,
+                generation INTEGER NOT NULL,
+                state      TEXT NOT NULL,
+                envoy      TEXT,
+                UNIQUE (namespace, name, key)
+            );
+            UPDATE actors SET state = 'stopped', envoy = NULL WHERE state <> 'stopped';",
+        )?;
+        let mut actors = HashMap::new();
+        {
+            let mut stmt =
+                db.prepare("SELECT actor_id, namespace, name, key, generation, state, envoy FROM actors")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ActorRecord {
+                    actor_id: r.get(0)?,
+                    namespace: r.get(1)?,
+                    name: r.get(2)?,
+                    key: r.get(3)?,
+                    generation: r.get::<_, i64>(4)? as u64,
+                    state: ActorState::parse(&r.get::<_, String>(5)?),
+                    envoy: r.get(6)?,
+                })
+            })?;
+            for row in rows {
+                let rec = row?;
+                actors.insert(rec.actor_id.clone(), rec);
+            }
+        }
+        Ok(Self { db: Mutex::new(db), actors: Mutex::new(actors) })
+    }
+
+    pub fn get(&self, actor_id: &str) -> Option<ActorRecord> {
+        self.actors.lock().get(actor_id).cloned()
+    }
+
+    pub fn find(&self, namespace: &str, name: &str, key: &str) -> Option<ActorRecord> {
+        self.actors.lock().values().find(|a| a.namespace == namespace && a.name == name && a.key == key).cloned()
+    }
+
+    /// Every actor, sorted by namespace, name, key.
+    pub fn list(&self) -> Vec<ActorRecord> {
+        let mut v: Vec<_> = self.actors.lock().values().cloned().collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name, &a.key).cmp(&(&b.namespace, &b.name, &b.key)));
+        v
+    }
+
+    /// Actors placed on `envoy` in `namespace`.
+    pub fn placed_on(&self, namespace: &str, envoy: &str) -> Vec<ActorRecord> {
+        self.actors
+            .lock()
+            .values()
+            .filter(|a| a.namespace == namespace && a.envoy.as_deref() == Some(envoy))
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a Stopped actor (generation 0) if (namespace, name, key) is new; returns it and whether it was created.
+    pub fn get_or_insert(&self, namespace: &str, name: &str, key: &str) -> anyhow::Result<(ActorRecord, bool)> {
+        let mut actors = self.actors.lock();
+        if let Some(a) = actors.values().find(|a| a.namespace == namespace && a.name == name && a.key == key) {
+            return Ok((a.clone(), false));
+        }
+        let db = self.db.lock();
+        let actor_id: String = db.query_row("SELECT lower(hex(randomblob(12)))", [], |r| r.get(0))?;
+        db.execute(
+            "INSERT INTO actors (actor_id, namespace, name, key, generation, state, envoy) VALUES (?1, ?2, ?3, ?4, 0, 'stopped', NULL)",
+            params![actor_id, namespace, name, key],
+        )?;
+        let rec = ActorRecord {
+            namespace: namespace.into(),
+            actor_id: actor_id.clone(),
+            name: name.into(),
+            key: key.into(),
+            generation: 0,
+            state: ActorState::Stopped,
+            envoy: None,
+        };
+        actors.insert(actor_id, rec.clone());
+        Ok((rec, true))
+    }
+
+    /// Raises the generation, places the actor on `envoy` as Starting, and
+    /// persists it (fsync) before returning the new record.
+    pub fn start(&self, actor_id: &str, envoy: &str) -> anyhow::Result<ActorRecord> {
+        let mut actors = self.actors.lock();
+        let rec = actors.get_mut(actor_id).context("unknown actor")?;
+        let db = self.db.lock();
+        let generation: i64 = db
+            .query_row(
+                "UPDATE actors SET generation = generation + 1, state = 'starting', envoy = ?2 WHERE actor_id = ?1 RETURNING generation",
+                params![actor_id, envoy],
+                |r| r.get(0),
+            )
+            .optional()?
+            .context("actor missing from the metadata database")?;
+        rec.generation = generation as u64;
+        rec.state = ActorState::Starting;
+        rec.envoy = Some(envoy.to_string());
+        Ok(rec.clone())
+    }
+
+    /// Moves (actor, generation) to `state` if that generation is still current.
+    /// Stopped also unplaces. Returns the updated record, or None if stale.
+    pub fn set_state(&self, actor_id: &str, generation: u64, state: ActorState) -> anyhow::Result<Option<ActorRecord>> {
+        let mut actors = self.actors.lock();
+        let Some(rec) = actors.get_mut(actor_id) else { return Ok(None) };
+        if rec.generation != generation {
+            return Ok(None);
+        }
+        rec.state = state;
+        if state == ActorState::Stopped {
+            rec.envoy = None;
+        }
+        self.db.lock().execute(
+            "UPDATE actors SET state = ?2, envoy = ?3 WHERE actor_id = ?1",
+            params![actor_id, state.as_str(), rec.envoy],
+        )?;
+        Ok(Some(rec.clone()))
+    }
+
+    /// Atomically moves a live (Starting/Running) actor to Stopping; returns the
+    /// record as it was if it did, or None if the actor was not live.
+    pub fn begin_stop(&self, actor_id: &str) -> anyhow::Result<Option<ActorRecord>> {
+        let mut actors = self.actors.lock();
+        let Some(rec) = actors.get_mut(actor_id) else { return Ok(None) };
+        if !rec.state.is_live() {
+            return Ok(None);
+        }
+        let before = rec.clone();
+        rec.state = ActorState::Stopping;
+        self.db.lock().execute("UPDATE actors SET state = 'stopping' WHERE actor_id = ?1", params![actor_id])?;
+        Ok(Some(before))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_survive_reopen_and_live_actors_become_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, created) = {
+            let reg = Registry::open(dir.path()).unwrap();
+            let (a, created) = reg.get_or_insert("ns", "counter", "k1").unwrap();
+            assert!(created);
+            assert_eq!(reg.start(&a.actor_id, "e1").unwrap().generation, 1);
+            assert_eq!(reg.start(&a.actor_id, "e1").unwrap().generation, 2);
+            (a, created)
+        };
+        assert!(created);
+        let reg = Registry::open(dir.path()).unwrap();
+        let (again, created) = reg.get_or_insert("ns", "counter", "k1").unwrap();
+        assert!(!created);
+        assert_eq!(again.actor_id, a.actor_id);
+        assert_eq!(again.generation, 2);
+        assert_eq!(again.state, ActorState::Stopped);
+        assert_eq!(again.envoy, None);
+        assert_eq!(reg.start(&a.actor_id, "e2").unwrap().generation, 3);
+    }
+}

@@ -1,0 +1,161 @@
+//! Checks every SQL/KV request passes before any work starts.
+//!
+//! Order: the actor exists in the connection's namespace (ACTOR_NOT_FOUND), is
+//! placed on this very envoy (ACTOR_NOT_PLACED), the generation is current
+//! (fence mismatch with the current generation), it is not stopping
+//! (ACTOR_STOPPING), then request limits (LIMIT_EXCEEDED / INVALID_REQUEST),
+//! then the connection's pending-request bound (OVERLOADED).
+//!
+//! The in-flight guard is taken *before* the placement check: a drain marks
+//! the actor Stopping and then reads the count, so a request either sees
+//! Stopping or is counted by the drain — never neither.
+
+use crate::actor::registry::ActorState;
+use crate::config::Limits;
+use crate::engine::EngineState;
+use crate::sql::executor::{err, limit_error};
+use crate::sql::values::value_bytes;
+use envoy_protocol::{
+    KvErrorCode, KvErrorResponse, KvResponseData, LimitKind, SqliteError, SqliteErrorCode, SqliteFenceMismatch, Value,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Why a request was refused before work started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    NotFound,
+    NotPlaced,
+    /// The request's generation is not current; carries the current one.
+    Fence(u64),
+    Stopping,
+    Overloaded(u32),
+    Limit { kind: LimitKind, max: u64, actual: Option<u64> },
+    /// KV limits carry their own message (no LimitKind in KV errors).
+    KvLimit(String),
+    Invalid(String),
+}
+
+impl Rejection {
+    /// The SQL answer.
+    pub fn to_sqlite(&self) -> Result<SqliteFenceMismatch, SqliteError> {
+        let c = Some(false);
+        Err(match self {
+            Rejection::Fence(g) => return Ok(SqliteFenceMismatch { current_generation: *g }),
+            Rejection::NotFound => err(SqliteErrorCode::ActorNotFound, "no such actor in this namespace", c),
+            Rejection::NotPlaced => err(SqliteErrorCode::ActorNotPlaced, "the actor is not placed on this envoy", c),
+            Rejection::Stopping => err(SqliteErrorCode::ActorStopping, "the actor is stopping; the request was not run", c),
+            Rejection::Overloaded(max) => {
+                let mut e = limit_error(LimitKind::PendingRequests, u64::from(*max), None);
+                e.code = SqliteErrorCode::Overloaded;
+                e.message = format!("more than {max} requests pending on this connection");
+                e
+            }
+            Rejection::Limit { kind, max, actual } => limit_error(*kind, *max, *actual),
+            Rejection::KvLimit(m) => err(SqliteErrorCode::LimitExceeded, m, c),
+            Rejection::Invalid(m) => err(SqliteErrorCode::InvalidRequest, m, c),
+        })
+    }
+
+    /// The KV answer.
+    pub fn to_kv(&self) -> KvResponseData {
+        let (code, message, current_generation) = match self {
+            Rejection::NotFound => (KvErrorCode::ActorNotFound, "no such actor in this namespace".into(), None),
+            Rejection::NotPlaced => (KvErrorCode::ActorNotPlaced, "the actor is not placed on this envoy".into(), None),
+            Rejection::Fence(g) => (KvErrorCode::FenceMismatch, format!("the actor's current generation is {g}"), Some(*g)),
+            Rejection::Stopping => (KvErrorCode::ActorStopping, "the actor is stopping; the request was not run".into(), None),
+            Rejection::Overloaded(max) => {
+                (KvErrorCode::Overloaded, format!("more than {max} requests pending on this connection"), None)
+            }
+            Rejection::Limit { kind, max, actual } => {
+                (KvErrorCode::LimitExceeded, format!("{kind:?} limit exceeded: {actual:?} > {max}"), None)
+            }
+            Rejection::KvLimit(m) => (KvErrorCode::LimitExceeded, m.clone(), None),
+            Rejection::Invalid(m) => (KvErrorCode::InvalidRequest, m.clone(), None),
+        };
+        KvResponseData::KvErrorResponse(KvErrorResponse { code, message, current_generation })
+    }
+}
+
+/// Checks placement and generation of (actor, generation) for the envoy `envoy_key` of `namespace`.
+pub fn check_actor(
+    state: &EngineState,
+    namespace: &str,
+    envoy_key: &str,
+    actor_id: &str,
+    generation: u64,
+) -> Result<(), Rejection> {
+    let rec = state.registry.get(actor_id).filter(|r| r.namespace == namespace).ok_or(Rejection::NotFound)?;
+    if rec.envoy.as_deref() != Some(envoy_key) {
+        return Err(Rejection::NotPlaced);
+    }
+    if rec.generation != generation {
+        return Err(Rejection::Fence(rec.generation));
+    }
+    match rec.state {
+        ActorState::Starting | ActorState::Running => Ok(()),
+        ActorState::Stopping => Err(Rejection::Stopping),
+        ActorState::Stopped => Err(Rejection::NotPlaced),
+    }
+}
+
+/// SQL request limits, checked before the statement is prepared.
+pub fn check_sql(limits: &Limits, sql: &str, params: &[Value]) -> Result<(), Rejection> {
+    if sql.len() > limits.max_sql_bytes as usize {
+        return Err(Rejection::Limit {
+            kind: LimitKind::SqlBytes,
+            max: limits.max_sql_bytes.into(),
+            actual: Some(sql.len() as u64),
+        });
+    }
+    if crate::sql::route::first_keyword(sql).is_empty() {
+        return Err(Rejection::Invalid("the SQL holds no statement".into()));
+    }
+    if params.len() > limits.max_params as usize {
+        return Err(Rejection::Limit {
+            kind: LimitKind::Params,
+            max: limits.max_params.into(),
+            actual: Some(params.len() as u64),
+        });
+    }
+    if let Some(big) = params.iter().map(value_bytes).find(|&b| b > limits.max_value_bytes as usize) {
+        return Err(Rejection::Limit {
+            kind: LimitKind::ValueBytes,
+            max: limits.max_value_bytes.into(),
+            actual: Some(big as u64),
+        });
+    }
+    Ok(())
+}
+
+/// Requests accepted but not yet answered on one connection.
+#[derive(Debug, Default)]
+pub struct Pending {
+    count: AtomicUsize,
+}
+
+/// Counts one pending request while alive.
+#[derive(Debug)]
+pub struct PendingGuard(Arc<Pending>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Pending {
+    /// Takes a slot, or refuses past `max`.
+    pub fn try_acquire(self: &Arc<Self>, max: u32) -> Result<PendingGuard, Rejection> {
+        let prev = self.count.fetch_add(1, Ordering::AcqRel);
+        let guard = PendingGuard(self.clone());
+        if prev >= max as usize {
+            return Err(Rejection::Overloaded(max));
+        }
+        Ok(guard)
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,362 @@
+//! One envoy connection: the read loop.
+//!
+//! Frames are decoded here and dispatched; nothing slow runs on this task:
+//! SQL/KV go to the [`scheduler`] (blocking threads), get-or-create and drains
+//! run in their own tasks, answers leave through the [`writer`]. A malformed
+//! frame closes only this connection (PROTOCOL_ERROR with the decode error as
+//! reason); work it already accepted still completes.
+
+pub mod admission;
+pub mod scheduler;
+pub mod session;
+pub mod writer;
+
+use crate::actor::lifecycle;
+use crate::engine::EngineState;
+use crate::sql::route::{is_read_candidate, Lane};
+use admission::{Pending, Rejection};
+use axum::extract::ws::{Message, WebSocket};
+use envoy_protocol::{
+    close, decode_to_engine, DecodeLimits, ProtocolMetadata, SqliteExecResult, SqliteExecuteResult, ToEngine,
+    ToEnvoy, ToEnvoyAckEvents, ToEnvoyInit, ToEnvoyKvResponse, ToEnvoyPing, ToEnvoySqliteExecResponse,
+    ToEnvoySqliteExecuteResponse,
+};
+use futures_util::StreamExt;
+use scheduler::{Job, Scheduler, SchedulerConfig, Work};
+use session::Session;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use writer::Outbox;
+
+/// The connection's query parameters (`/envoys/connect?namespace=..&envoy_key=..&pool_name=..&version=..`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConnectParams {
+    /// Actors this connection may see and place.
+    pub namespace: String,
+    /// Stable envoy identity (resume, eviction, placement).
+    pub envoy_key: String,
+    pub pool_name: String,
+    /// Host software version (not the protocol version).
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+/// What the read loop knows about its connection.
+struct Conn {
+    state: Arc<EngineState>,
+    conn_id: u64,
+    params: ConnectParams,
+    /// Negotiated protocol version.
+    version: u16,
+    outbox: Outbox,
+    session: Arc<Session>,
+    scheduler: Scheduler,
+    pending: Arc<Pending>,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Serves one upgraded socket until it closes.
+pub async fn serve(socket: WebSocket, state: Arc<EngineState>, params: ConnectParams, version: u16) {
+    use tracing::Instrument;
+    let Some(token) = state.tasks.token() else { return };
+    let conn_id = state.next_conn_id();
+    let span = tracing::info_span!("envoy", conn_id, namespace = %params.namespace, envoy_key = %params.envoy_key, version);
+    serve_inner(socket, state, params, version, conn_id).instrument(span).await;
+    drop(token);
+}
+
+async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: ConnectParams, version: u16, conn_id: u64) {
+    let (sink, mut stream) = socket.split();
+    let (outbox, rx) = Outbox::new();
+    let mut writer = tokio::spawn(writer::run(sink, rx, version));
+    let limits = DecodeLimits::for_frame(state.config.limits.max_frame_bytes as usize);
+
+    // The hello comes first.
+    let hello = tokio::select! {
+        r = tokio::time::timeout(state.config.envoy_lost_threshold, stream.next()) => r,
+        _ = writer_finished(&mut writer) => return,
+    };
+    let hello = match hello {
+        Err(_) => return outbox.close(close::PROTOCOL_ERROR, "no hello (ToEngineMetadata) in time"),
+        Ok(Some(Ok(Message::Binary(b)))) => match decode_to_engine(&b, version, &limits) {
+            Ok(ToEngine::Metadata(m)) => m,
+            Ok(_) => return outbox.close(close::PROTOCOL_ERROR, "the first frame must be the hello (ToEngineMetadata)"),
+            Err(e) => return outbox.close(close::PROTOCOL_ERROR, e.to_string()),
+        },
+        Ok(Some(Ok(_))) => return outbox.close(close::PROTOCOL_ERROR, "the first frame must be a binary hello"),
+        Ok(Some(Err(_)) | None) => return,
+    };
+    if hello.envoy_key != params.envoy_key || hello.pool_name != params.pool_name {
+        return outbox.close(close::INVALID_HELLO, "the hello's envoy key or pool name differs from the connection's query");
+    }
+    if state.shutdown.is_shutdown() {
+        return outbox.close(close::GOING_AWAY, "engine shutting down");
+    }
+    let cfg = &state.config;
+    let init_meta = ProtocolMetadata {
+        ping_interval_ms: cfg.ping_interval.as_millis() as u64,
+        envoy_lost_threshold_ms: cfg.envoy_lost_threshold.as_millis() as u64,
+        actor_stop_threshold_ms: cfg.actor_stop_threshold.as_millis() as u64,
+        max_frame_bytes: cfg.limits.max_frame_bytes,
+        limits: Some(cfg.limits.protocol_limits()),
+        sql_limits: Some(cfg.limits.sql_limits()),
+    };
+    let attachment = state.sessions.attach(
+        &params.namespace,
+        &params.envoy_key,
+        conn_id,
+        &outbox,
+        hello.last_command_index,
+        |last_event_index| {
+            ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })
+        },
+    );
+    tracing::info!(resumed = attachment.resumed, pool = %params.pool_name, "envoy connected");
+    let scheduler = Scheduler::spawn(
+        SchedulerConfig {
+            permits: cfg.permits_per_connection,
+            reader_lanes: cfg.reader_lanes_per_actor,
+            max_batch: cfg.max_batch,
+        },
+        outbox.clone(),
+    );
+    let conn = Conn {
+        state: state.clone(),
+        conn_id,
+        params,
+        version,
+        outbox: outbox.clone(),
+        session: attachment.session,
+        scheduler,
+        pending: Arc::new(Pending::default()),
+    };
+    let lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
+    let Conn { session, scheduler, params, .. } = conn;
+    // Dropping the scheduler handle lets it finish accepted work, then end.
+    drop(scheduler);
+    if lost {
+        lifecycle::envoy_lost(&state, &params.namespace, &params.envoy_key);
+    } else if let Some(epoch) = session.detach(conn_id) {
+        let state = state.clone();
+        let threshold = state.config.envoy_lost_threshold;
+        tokio::spawn(async move {
+            tokio::time::sleep(threshold).await;
+            if state.sessions.drop_if_lost(&params.namespace, &params.envoy_key, epoch) {
+                tracing::warn!(envoy_key = %params.envoy_key, "envoy did not reconnect within the lost threshold");
+                lifecycle::envoy_lost(&state, &params.namespace, &params.envoy_key);
+            }
+        });
+    }
+    // Let the writer send a queued close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer_finished(&mut writer)).await;
+    tracing::info!("envoy connection ended");
+}
+
+/// Resolves when the writer task has ended (pending forever after that, so it can be re-polled safely).
+async fn writer_finished(writer: &mut tokio::task::JoinHandle<()>) {
+    if writer.is_finished() {
+        return;
+    }
+    let _ = writer.await;
+}
+
+impl Conn {
+    /// Returns true if the envoy was dropped as silent (lost), false on a normal end.
+    async fn read_loop(
+        &self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        writer: &mut tokio::task::JoinHandle<()>,
+        limits: &DecodeLimits,
+    ) -> bool {
+        let cfg = &self.state.config;
+        let mut ping = tokio::time::interval(cfg.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        last_seen = Instant::now();
+                        match decode_to_engine(&b, self.version, limits) {
+                            Ok(m) => {
+                                if let Err(reason) = self.dispatch(m, b.len()) {
+                                    self.outbox.close(close::PROTOCOL_ERROR, reason);
+                                    return false;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "malformed frame; closing this connection");
+                                self.outbox.close(close::PROTOCOL_ERROR, e.to_string());
+                                return false;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        self.outbox.close(close::PROTOCOL_ERROR, "text frames are not part of the envoy protocol");
+                        return false;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
+                    Some(Ok(Message::Close(_))) | None => return false,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("too big") || text.contains("size") {
+                            self.outbox.close(close::MESSAGE_TOO_BIG, format!("frame exceeds maxFrameBytes: {text}"));
+                        }
+                        return false;
+                    }
+                },
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > cfg.envoy_lost_threshold {
+                        tracing::warn!("envoy silent past the lost threshold; dropping it");
+                        self.outbox.close(close::GOING_AWAY, "envoy lost: silent past the lost threshold");
+                        return self.state.sessions.drop_now(&self.params.namespace, &self.params.envoy_key, self.conn_id);
+                    }
+                    self.outbox.send(ToEnvoy::Ping(ToEnvoyPing { ts: unix_ms() }));
+                }
+                _ = writer_finished(writer) => return false,
+            }
+        }
+    }
+
+    /// Handles one decoded frame. Err closes the connection with PROTOCOL_ERROR.
+    fn dispatch(&self, msg: ToEngine, frame_len: usize) -> Result<(), String> {
+        let state = &self.state;
+        match msg {
+            ToEngine::Metadata(_) => return Err("a second hello on one connection".into()),
+            ToEngine::Events(e) => {
+                let mut last = None;
+                for w in e.events {
+                    let index = w.index;
+                    if self.session.accept_event(index) {
+                        lifecycle::handle_event(state, &self.session, w);
+                    }
+                    last = Some(index);
+                }
+                if last.is_some() {
+                    if let Some(l) = self.session.last_event_index() {
+                        self.outbox.send(ToEnvoy::AckEvents(ToEnvoyAckEvents { last_event_index: l }));
+                    }
+                }
+            }
+            ToEngine::AckCommands(a) => self.session.ack_commands(a.last_command_index),
+            ToEngine::Stopping => tracing::info!("envoy says it is stopping"),
+            ToEngine::Pong(_) => {}
+            ToEngine::GetOrCreateActor(req) => {
+                let state = state.clone();
+                let session = self.session.clone();
+                let outbox = self.outbox.clone();
+                tokio::spawn(async move {
+                    let answer = lifecycle::get_or_create(&state, &session, req).await;
+                    outbox.send(answer);
+                });
+            }
+            ToEngine::KvRequest(r) => {
+                let request_id = r.request_id;
+                let data = r.data;
+                let checked = self
+                    .admit(&r.actor_id, r.generation, frame_len, || {
+                        crate::kv::check_limits(&data, &state.config.limits).map_err(|(code, m)| match code {
+                            envoy_protocol::KvErrorCode::LimitExceeded => Rejection::KvLimit(m),
+                            _ => Rejection::Invalid(m),
+                        })
+                    })
+                    .map(|admitted| (admitted, data));
+                match checked {
+                    Ok(((executor, inflight, pending), data)) => self.scheduler.submit(Job {
+                        work: Work::Kv { request_id, data },
+                        executor,
+                        lane: Lane::Writer,
+                        inflight,
+                        pending,
+                    }),
+                    Err(rej) => self.outbox.send(ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id, data: rej.to_kv() })),
+                }
+            }
+            ToEngine::SqliteExec(r) => {
+                let request_id = r.request_id;
+                let req = r.request;
+                match self.admit(&req.actor_id, req.generation, frame_len, || {
+                    admission::check_sql(&state.config.limits, &req.sql, &[])
+                }) {
+                    Ok((executor, inflight, pending)) => self.scheduler.submit(Job {
+                        work: Work::Exec { request_id, sql: req.sql },
+                        executor,
+                        lane: Lane::Writer,
+                        inflight,
+                        pending,
+                    }),
+                    Err(rej) => {
+                        let result = match rej.to_sqlite() {
+                            Ok(f) => SqliteExecResult::SqliteFenceMismatch(f),
+                            Err(e) => SqliteExecResult::SqliteError(e),
+                        };
+                        self.outbox.send(ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse { request_id, result }));
+                    }
+                }
+            }
+            ToEngine::SqliteExecute(r) => self.execute(r.request_id, r.request, false, frame_len),
+            ToEngine::SqliteExecuteWrite(r) => self.execute(r.request_id, r.request, true, frame_len),
+        }
+        Ok(())
+    }
+
+    fn execute(&self, request_id: u32, req: envoy_protocol::SqliteExecuteRequest, write: bool, frame_len: usize) {
+        let params = req.params.unwrap_or_default();
+        match self.admit(&req.actor_id, req.generation, frame_len, || {
+            admission::check_sql(&self.state.config.limits, &req.sql, &params)
+        }) {
+            Ok((executor, inflight, pending)) => {
+                let lane = if !write && is_read_candidate(&req.sql) { Lane::Reader } else { Lane::Writer };
+                self.scheduler.submit(Job {
+                    work: Work::Execute { request_id, sql: req.sql, params, write },
+                    executor,
+                    lane,
+                    inflight,
+                    pending,
+                });
+            }
+            Err(rej) => {
+                let result = match rej.to_sqlite() {
+                    Ok(f) => SqliteExecuteResult::SqliteFenceMismatch(f),
+                    Err(e) => SqliteExecuteResult::SqliteError(e),
+                };
+                self.outbox
+                    .send(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id, result }));
+            }
+        }
+    }
+
+    /// All checks before work: in-flight guard first (see admission), placement,
+    /// generation, stopping, the request's own limits, then the pending bound.
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        &self,
+        actor_id: &str,
+        generation: u64,
+        frame_len: usize,
+        limits: impl FnOnce() -> Result<(), Rejection>,
+    ) -> Result<
+        (Arc<crate::sql::executor::Executor>, crate::inflight::InflightGuard, admission::PendingGuard),
+        Rejection,
+    > {
+        let state = &self.state;
+        let inflight = state.inflight.acquire(actor_id, generation);
+        admission::check_actor(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;
+        let max_request = state.config.limits.max_request_bytes;
+        if frame_len > max_request as usize {
+            return Err(Rejection::Limit {
+                kind: envoy_protocol::LimitKind::RequestBytes,
+                max: max_request.into(),
+                actual: Some(frame_len as u64),
+            });
+        }
+        limits()?;
+        let pending = self.pending.try_acquire(state.config.limits.max_pending_requests)?;
+        let executor =
+            state.executors.get_or_create(actor_id, generation, state.actor_dir(actor_id), &state.exec_settings);
+        Ok((executor, inflight, pending))
+    }
+}

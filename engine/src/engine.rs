@@ -1,0 +1,142 @@
+//! The running engine: shared state, start and shutdown.
+
+use crate::actor::registry::{ActorRecord, Registry};
+use crate::config::Config;
+use crate::connection::session::Sessions;
+use crate::drain::{DrainReport, Drains};
+use crate::inflight::Inflight;
+use crate::shutdown::{Shutdown, ShutdownTrigger, TaskTracker};
+use crate::sql::executor::Executors;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Everything the engine's tasks share.
+pub struct EngineState {
+    /// Immutable after start.
+    pub config: Config,
+    /// Executor settings derived from `config` once.
+    pub exec_settings: crate::sql::executor::ExecSettings,
+    /// Actors, generations, placement (persisted).
+    pub registry: Registry,
+    /// In-flight requests per (actor, generation).
+    pub inflight: Inflight,
+    /// Open SQL/KV executors per (actor, generation).
+    pub executors: Executors,
+    /// Envoy sessions by (namespace, envoy key), surviving quick reconnects.
+    pub sessions: Sessions,
+    /// Drains in progress, so concurrent stops of one actor share one drain.
+    pub drains: Drains,
+    /// Fires when the engine begins shutting down.
+    pub shutdown: Shutdown,
+    /// Flips `shutdown`.
+    pub shutdown_trigger: ShutdownTrigger,
+    /// Connection tasks; shutdown waits for all of them.
+    pub tasks: TaskTracker,
+    /// Source of connection ids (tell an evicted connection from its successor).
+    next_conn_id: AtomicU64,
+    /// One async lock per actor id, serialising placements (get-or-create) of that actor.
+    placement_locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl EngineState {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The placement lock of `actor_id`.
+    pub fn placement_lock(&self, actor_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.placement_locks.lock().entry(actor_id.to_string()).or_default().clone()
+    }
+
+    /// Directory of one actor's files.
+    pub fn actor_dir(&self, actor_id: &str) -> std::path::PathBuf {
+        self.config.data_dir.join("actors").join(actor_id)
+    }
+}
+
+/// Entry point of the in-process API.
+pub struct Engine;
+
+impl Engine {
+    /// Opens the data dir, binds the listener and serves until [`RunningEngine::shutdown`].
+    pub async fn start(config: Config) -> anyhow::Result<RunningEngine> {
+        config.validate()?;
+        let registry = Registry::open(&config.data_dir)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
+        let state = Arc::new(EngineState {
+            exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
+            config,
+            registry,
+            inflight: Inflight::default(),
+            executors: Executors::default(),
+            sessions: Sessions::default(),
+            drains: Drains::default(),
+            shutdown: shutdown.clone(),
+            shutdown_trigger,
+            tasks: TaskTracker::new(),
+            next_conn_id: AtomicU64::new(0),
+            placement_locks: Default::default(),
+        });
+        let router = crate::server::router(state.clone());
+        let mut stop_accepting = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router.into_make_service())
+                .with_graceful_shutdown(async move { stop_accepting.recv().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        tracing::info!(%local_addr, data_dir = %state.config.data_dir.display(),
+            max_protocol_version = state.config.max_protocol_version, "envoy engine listening");
+        Ok(RunningEngine { local_addr, state, server })
+    }
+}
+
+/// A started engine. Dropping it without `shutdown` leaves tasks running until the runtime ends.
+pub struct RunningEngine {
+    /// The bound address (the real port when configured with port 0).
+    local_addr: SocketAddr,
+    /// Shared state, for observability and operator actions.
+    state: Arc<EngineState>,
+    /// The accept loop.
+    server: JoinHandle<()>,
+}
+
+impl RunningEngine {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/envoys/connect` base URL (without query).
+    pub fn connect_url(&self) -> String {
+        format!("ws://{}/envoys/connect", self.local_addr)
+    }
+
+    /// Requests of (actor, generation) accepted and not yet answered (queued ones included).
+    pub fn inflight(&self, actor_id: &str, generation: u64) -> usize {
+        self.state.inflight.count(actor_id, generation)
+    }
+
+    /// Every actor the registry knows.
+    pub fn actors(&self) -> Vec<ActorRecord> {
+        self.state.registry.list()
+    }
+
+    /// Stops one actor as an operator would (drains; answers when done).
+    pub async fn stop_actor(&self, actor_id: &str) -> anyhow::Result<DrainReport> {
+        crate::drain::stop_actor(&self.state, actor_id, envoy_protocol::StopReason::Operator).await
+    }
+
+    /// Drains every actor, closes every socket with GOING_AWAY, and stops serving.
+    pub async fn shutdown(self) {
+        crate::drain::shutdown_engine(&self.state).await;
+        let _ = self.server.await;
+    }
+}

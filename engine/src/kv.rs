@@ -1,0 +1,229 @@
+//! Per-actor KV storage (protocol v1–v3 messages, valid at v4 too).
+//!
+//! Kept durably in `<data>/actors/<actor_id>/kv.sqlite`, beside the actor's
+//! SQL database, so it never shows up in the actor's own schema. One table,
+//! keys and values as BLOBs ordered bytewise (SQLite compares BLOBs with
+//! memcmp), WAL, synchronous=NORMAL like the SQL database.
+
+use crate::config::Limits;
+use envoy_protocol::{
+    KvEntry, KvErrorCode, KvErrorResponse, KvGetBatchResponse, KvGetResponse, KvListResponse, KvQuery,
+    KvRequestData, KvResponseData,
+};
+use rusqlite::{params, Connection, InterruptHandle, OptionalExtension};
+use std::path::Path;
+
+/// One actor's KV store.
+pub struct KvStore {
+    conn: Connection,
+}
+
+/// A KV error with its code.
+pub fn kv_error(code: KvErrorCode, message: impl Into<String>) -> KvResponseData {
+    KvResponseData::KvErrorResponse(KvErrorResponse { code, message: message.into(), current_generation: None })
+}
+
+fn internal(e: rusqlite::Error) -> KvResponseData {
+    kv_error(KvErrorCode::Internal, format!("KV storage failed: {e}"))
+}
+
+/// The smallest key greater than every key starting with `prefix` (None: no upper bound).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Checks a request against the limits before any work (the caller answers LIMIT_EXCEEDED / INVALID_REQUEST).
+pub fn check_limits(data: &KvRequestData, limits: &Limits) -> Result<(), (KvErrorCode, String)> {
+    let max_key = limits.max_kv_key_bytes as usize;
+    let max_value = limits.max_kv_value_bytes as usize;
+    let max_entries = limits.max_kv_batch_entries as usize;
+    let key = |k: &[u8]| {
+        if k.len() > max_key {
+            Err((KvErrorCode::LimitExceeded, format!("key of {} bytes exceeds maxKvKeyBytes {max_key}", k.len())))
+        } else {
+            Ok(())
+        }
+    };
+    let value = |v: &[u8]| {
+        if v.len() > max_value {
+            Err((KvErrorCode::LimitExceeded, format!("value of {} bytes exceeds maxKvValueBytes {max_value}", v.len())))
+        } else {
+            Ok(())
+        }
+    };
+    let count = |n: usize| {
+        if n > max_entries {
+            Err((KvErrorCode::LimitExceeded, format!("{n} entries exceed maxKvBatchEntries {max_entries}")))
+        } else {
+            Ok(())
+        }
+    };
+    match data {
+        KvRequestData::KvGet(r) => key(&r.key),
+        KvRequestData::KvPut(r) => key(&r.key).and_then(|_| value(&r.value)),
+        KvRequestData::KvDelete(r) => key(&r.key),
+        KvRequestData::KvListPrefix(r) => key(&r.prefix),
+        KvRequestData::KvGetBatch(r) => count(r.keys.len()).and_then(|_| r.keys.iter().try_for_each(|k| key(k))),
+        KvRequestData::KvPutBatch(r) => count(r.entries.len())
+            .and_then(|_| r.entries.iter().try_for_each(|e| key(&e.key).and_then(|_| value(&e.value)))),
+        KvRequestData::KvDeleteBatch(r) => count(r.keys.len()).and_then(|_| r.keys.iter().try_for_each(|k| key(k))),
+        KvRequestData::KvDeleteRange(r) => key(&r.start).and_then(|_| key(&r.end)),
+        KvRequestData::KvList(r) => {
+            match &r.query {
+                KvQuery::All => Ok(()),
+                KvQuery::Prefix(p) => key(&p.prefix),
+                KvQuery::Range(q) => key(&q.start).and_then(|_| key(&q.end)),
+            }?;
+            match r.limit {
+                Some(l) => count(l as usize),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+impl KvStore {
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")?;
+        Ok(Self { conn })
+    }
+
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        self.conn.get_interrupt_handle()
+    }
+
+    pub fn close(self) {
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        let _ = self.conn.close();
+    }
+
+    fn get(&self, key: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()
+    }
+
+    /// Entries in [start, end) (end None = unbounded), ordered, at most `limit`
+    /// (plus one, to detect an over-long unlimited list).
+    fn range(&self, start: &[u8], end: Option<&[u8]>, reverse: bool, limit: usize) -> rusqlite::Result<Vec<KvEntry>> {
+        let order = if reverse { "DESC" } else { "ASC" };
+        let sql = match end {
+            Some(_) => format!("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key {order} LIMIT ?3"),
+            None => format!("SELECT key, value FROM kv WHERE key >= ?1 ORDER BY key {order} LIMIT ?2"),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let map = |r: &rusqlite::Row<'_>| Ok(KvEntry { key: r.get(0)?, value: r.get(1)? });
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = match end {
+            Some(e) => stmt.query_map(params![start, e, limit], map)?.collect::<Result<Vec<_>, _>>()?,
+            None => stmt.query_map(params![start, limit], map)?.collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(rows)
+    }
+
+    /// A list bounded by `maxKvBatchEntries`: an explicit limit was checked before work; without one, a
+    /// result longer than the maximum is refused (LIMIT_EXCEEDED: page with a range and a limit).
+    fn list(&self, start: &[u8], end: Option<&[u8]>, reverse: bool, limit: Option<u32>, max: usize) -> KvResponseData {
+        let want = limit.map_or(max + 1, |l| l as usize);
+        match self.range(start, end, reverse, want) {
+            Ok(entries) if limit.is_none() && entries.len() > max => kv_error(
+                KvErrorCode::LimitExceeded,
+                format!("more than maxKvBatchEntries ({max}) entries match; list with a limit"),
+            ),
+            Ok(entries) => KvResponseData::KvListResponse(KvListResponse { entries }),
+            Err(e) => internal(e),
+        }
+    }
+
+    /// Runs one request (limits already checked).
+    pub fn handle(&mut self, data: &KvRequestData, limits: &Limits) -> KvResponseData {
+        let max = limits.max_kv_batch_entries as usize;
+        let r: rusqlite::Result<KvResponseData> = (|| {
+            Ok(match data {
+                KvRequestData::KvGet(r) => KvResponseData::KvGetResponse(KvGetResponse { value: self.get(&r.key)? }),
+                KvRequestData::KvPut(r) => {
+                    self.conn
+                        .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?
+                        .execute(params![r.key, r.value])?;
+                    KvResponseData::KvPutResponse
+                }
+                KvRequestData::KvDelete(r) => {
+                    self.conn.prepare_cached("DELETE FROM kv WHERE key = ?1")?.execute([&r.key])?;
+                    KvResponseData::KvDeleteResponse
+                }
+                KvRequestData::KvListPrefix(r) => {
+                    return Ok(self.list(&r.prefix, prefix_end(&r.prefix).as_deref(), false, None, max))
+                }
+                KvRequestData::KvGetBatch(r) => {
+                    let values = r.keys.iter().map(|k| self.get(k)).collect::<Result<Vec<_>, _>>()?;
+                    KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values })
+                }
+                KvRequestData::KvPutBatch(r) => {
+                    let tx = self.conn.transaction()?;
+                    {
+                        let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
+                        for e in &r.entries {
+                            stmt.execute(params![e.key, e.value])?;
+                        }
+                    }
+                    tx.commit()?;
+                    KvResponseData::KvPutBatchResponse
+                }
+                KvRequestData::KvDeleteBatch(r) => {
+                    let tx = self.conn.transaction()?;
+                    {
+                        let mut stmt = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+                        for k in &r.keys {
+                            stmt.execute([k])?;
+                        }
+                    }
+                    tx.commit()?;
+                    KvResponseData::KvDeleteBatchResponse
+                }
+                KvRequestData::KvDeleteRange(r) => {
+                    self.conn
+                        .prepare_cached("DELETE FROM kv WHERE key >= ?1 AND key < ?2")?
+                        .execute(params![r.start, r.end])?;
+                    KvResponseData::KvDeleteRangeResponse
+                }
+                KvRequestData::KvList(r) => {
+                    return Ok(match &r.query {
+                        KvQuery::All => self.list(&[], None, r.reverse, r.limit, max),
+                        KvQuery::Prefix(p) => {
+                            self.list(&p.prefix, prefix_end(&p.prefix).as_deref(), r.reverse, r.limit, max)
+                        }
+                        KvQuery::Range(q) => self.list(&q.start, Some(&q.end), r.reverse, r.limit, max),
+                    })
+                }
+            })
+        })();
+        r.unwrap_or_else(internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! `envoy-engine`: the server at the centre of the envoy project.
+//!
+//! Envoys (actor hosts) connect over WebSocket (`/envoys/connect`); the engine
+//! places actors on them with a generation number and runs each actor's SQL
+//! against that actor's own SQLite database. Where things live:
+//!
+//! | concern | file |
+//! |---|---|
+//! | configuration and every limit | `config.rs` |
+//! | HTTP router, upgrade, version negotiation, auth | `server.rs`, `auth.rs` |
+//! | a connection's read loop: decode frames, dispatch | `connection/mod.rs` |
+//! | checks before work starts | `connection/admission.rs` |
+//! | per-actor queues, permits, one blocking hop per batch | `connection/scheduler.rs` |
+//! | outgoing queue, one flush per batch | `connection/writer.rs` |
+//! | envoy sessions, command log, resume | `connection/session.rs` |
+//! | actor registry (metadata DB) | `actor/registry.rs` |
+//! | get-or-create, events, intents | `actor/lifecycle.rs` |
+//! | where SQL runs | `sql/executor.rs` (`sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs`) |
+//! | KV storage | `kv.rs` |
+//! | in-flight accounting | `inflight.rs` |
+//! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
+//! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
+
+pub mod actor;
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod drain;
+mod engine;
+pub mod inflight;
+pub mod kv;
+pub mod server;
+pub mod shutdown;
+pub mod sql;
+
+pub use actor::registry::{ActorRecord, ActorState};
+pub use config::{Config, Limits};
+pub use drain::DrainReport;
+pub use engine::{Engine, EngineState, RunningEngine};

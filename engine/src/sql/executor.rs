@@ -1,0 +1,553 @@
+//! Where SQL runs: one executor per (actor, generation).
+//!
+//! Created on the first request of a generation, reused by every later one,
+//! closed when the generation stops. It holds one writer connection (serial,
+//! all writes, transactions, DDL) and a small pool of read-only reader
+//! connections over WAL (synchronous=NORMAL: a commit survives a process crash;
+//! the last commits before an OS crash or power loss may be lost — see
+//! specs/engine.md). Connections open lazily on a blocking thread.
+//!
+//! Every method here blocks and must run on a blocking thread (the scheduler
+//! calls them inside `spawn_blocking`).
+
+use super::route::{is_read_candidate, is_transaction_control, Lane};
+use super::sandbox::{self, Deadline};
+use super::values::{from_sqlite, sqlite_value_bytes, wire_bytes, Bind};
+use crate::config::Config;
+use crate::kv::KvStore;
+use envoy_protocol::{
+    ExecuteResult, KvErrorCode, KvErrorResponse, KvRequestData, KvResponseData, LimitExceeded, LimitKind, QueryResult,
+    SqliteError, SqliteErrorCode, SqliteRoute, Value,
+};
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::{ffi, Connection, ErrorCode, InterruptHandle, OpenFlags, Statement};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `last_insert_rowid` is set to this before a writer statement, so "inserted
+/// nothing" can be told from "inserted rowid 0"; restored afterwards if unchanged.
+const ROWID_SENTINEL: i64 = i64::MIN;
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE: usize = 128;
+
+/// What an executor needs from the engine's configuration.
+#[derive(Debug, Clone)]
+pub struct ExecSettings {
+    /// Response/value limits and the statement deadline.
+    pub limits: crate::config::Limits,
+    /// Reader busy timeout.
+    pub busy_timeout: Duration,
+    /// Idle reader connections kept.
+    pub readers: usize,
+}
+
+impl ExecSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self { limits: c.limits.clone(), busy_timeout: c.busy_timeout, readers: c.readers_per_actor }
+    }
+}
+
+/// A connection and the deadline its progress handler watches.
+struct SqlConn {
+    conn: Connection,
+    deadline: Deadline,
+}
+
+/// Outcome of an `Execute` on a lane.
+pub enum ExecuteOutcome {
+    /// Answered (success or typed error).
+    Done(Result<ExecuteResult, SqliteError>),
+    /// Not read-only after all: run it on the writer.
+    Bounce,
+}
+
+/// One (actor, generation)'s connections.
+pub struct Executor {
+    pub actor_id: String,
+    pub generation: u64,
+    /// `<data>/actors/<actor_id>`: `db.sqlite` and `kv.sqlite`.
+    dir: PathBuf,
+    settings: ExecSettings,
+    /// The writer (None until first use, and again after close).
+    writer: Mutex<Option<SqlConn>>,
+    /// Idle readers.
+    readers: Mutex<Vec<SqlConn>>,
+    /// KV store beside the database (None until first use).
+    kv: Mutex<Option<KvStore>>,
+    /// Interrupt handles of every connection opened, for a drain past its threshold.
+    interrupts: Mutex<Vec<InterruptHandle>>,
+    /// Set when a drain passed its threshold: running work is interrupted, queued work answered INTERRUPTED.
+    closing: AtomicBool,
+    /// Set once closed: nothing runs any more.
+    closed: AtomicBool,
+    /// Whether a transaction is open on the writer (reads then go to the writer).
+    in_txn: AtomicBool,
+    /// Requests answered INTERRUPTED because of a stop (reported by the drain).
+    interrupted: AtomicUsize,
+}
+
+impl Executor {
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("db.sqlite")
+    }
+
+    /// Whether a transaction is open on the writer.
+    pub fn in_txn(&self) -> bool {
+        self.in_txn.load(Ordering::Acquire)
+    }
+
+    pub fn interrupted_count(&self) -> usize {
+        self.interrupted.load(Ordering::Acquire)
+    }
+
+    fn stopped_error(&self) -> SqliteError {
+        self.interrupted.fetch_add(1, Ordering::AcqRel);
+        err(SqliteErrorCode::Interrupted, "the actor stopped before this request could run", Some(false))
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.closing.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire)
+    }
+
+    fn open_writer(&self) -> rusqlite::Result<SqlConn> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CANTOPEN), Some(format!("creating actor dir: {e}")))
+        })?;
+        let mut conn = Connection::open_with_flags(
+            self.db_path(),
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(self.settings.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let deadline = Deadline::default();
+        sandbox::install(&mut conn, &deadline)?;
+        self.interrupts.lock().push(conn.get_interrupt_handle());
+        Ok(SqlConn { conn, deadline })
+    }
+
+    fn open_reader(&self) -> rusqlite::Result<SqlConn> {
+        let mut conn = Connection::open_with_flags(
+            self.db_path(),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(self.settings.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let deadline = Deadline::default();
+        sandbox::install(&mut conn, &deadline)?;
+        self.interrupts.lock().push(conn.get_interrupt_handle());
+        Ok(SqlConn { conn, deadline })
+    }
+
+    /// The writer, opened on first use (which also creates the file readers need).
+    fn writer(&self) -> Result<MutexGuard<'_, Option<SqlConn>>, SqliteError> {
+        let mut w = self.writer.lock();
+        if w.is_none() {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(self.stopped_error());
+            }
+            *w = Some(self.open_writer().map_err(|e| map_error(e, None, None))?);
+        }
+        Ok(w)
+    }
+
+    /// Runs one `Execute`/`ExecuteWrite` on `lane`.
+    pub fn execute(&self, lane: Lane, sql: &str, params: &[Value], write_request: bool) -> ExecuteOutcome {
+        if self.is_stopping() {
+            return ExecuteOutcome::Done(Err(self.stopped_error()));
+        }
+        match lane {
+            Lane::Writer => {
+                let mut guard = match self.writer() {
+                    Ok(g) => g,
+                    Err(e) => return ExecuteOutcome::Done(Err(e)),
+                };
+                let Some(sc) = guard.as_mut() else { return ExecuteOutcome::Done(Err(self.stopped_error())) };
+                let r = self.run_execute(sc, sql, params, Some(write_request));
+                self.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
+                match r {
+                    Some(r) => ExecuteOutcome::Done(r),
+                    None => ExecuteOutcome::Done(Err(err(SqliteErrorCode::Internal, "writer refused a statement", None))),
+                }
+            }
+            Lane::Reader => {
+                // Make sure the database exists (in WAL mode) before a read-only open.
+                if self.writer.lock().is_none() {
+                    if let Err(e) = self.writer() {
+                        return ExecuteOutcome::Done(Err(e));
+                    }
+                }
+                let pooled = self.readers.lock().pop();
+                let mut sc = match pooled {
+                    Some(sc) => sc,
+                    None => match self.open_reader() {
+                        Ok(sc) => sc,
+                        Err(e) => return ExecuteOutcome::Done(Err(map_error(e, None, None))),
+                    },
+                };
+                let r = self.run_execute(&mut sc, sql, params, None);
+                {
+                    let mut pool = self.readers.lock();
+                    if pool.len() < self.settings.readers && !self.closed.load(Ordering::Acquire) {
+                        pool.push(sc);
+                    }
+                }
+                match r {
+                    Some(r) => ExecuteOutcome::Done(r),
+                    None => ExecuteOutcome::Bounce,
+                }
+            }
+        }
+    }
+
+    /// Runs one statement. `write_request`: None on a reader (returns None if the
+    /// statement must move to the writer), Some(true) for ExecuteWrite.
+    fn run_execute(
+        &self,
+        sc: &mut SqlConn,
+        sql: &str,
+        params: &[Value],
+        write_request: Option<bool>,
+    ) -> Option<Result<ExecuteResult, SqliteError>> {
+        let limits = &self.settings.limits;
+        let conn = &sc.conn;
+        let on_writer = write_request.is_some();
+        let was_autocommit = conn.is_autocommit();
+        let mut stmt = match conn.prepare_cached(sql) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(map_error(e, Some(&sc.deadline), Some(self)))),
+        };
+        let readonly = stmt.readonly() && !is_transaction_control(sql);
+        if !on_writer && !readonly {
+            return None;
+        }
+        let route = match write_request {
+            None => SqliteRoute::Read,
+            Some(true) => SqliteRoute::Write,
+            Some(false) if readonly && is_read_candidate(sql) => SqliteRoute::WriteFallback,
+            Some(false) => SqliteRoute::Write,
+        };
+        let expected = stmt.parameter_count();
+        if expected != params.len() {
+            return Some(Err(err(
+                SqliteErrorCode::InvalidRequest,
+                &format!("the statement takes {expected} parameter(s) but {} were given", params.len()),
+                Some(false),
+            )));
+        }
+        for (i, p) in params.iter().enumerate() {
+            if let Err(e) = stmt.raw_bind_parameter(i + 1, Bind(p)) {
+                return Some(Err(map_error(e, None, Some(self))));
+            }
+        }
+        let total_before = conn.total_changes();
+        let rowid_before = conn.last_insert_rowid();
+        if on_writer {
+            // SAFETY: the handle is valid for the connection's life; this only sets an integer.
+            unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), ROWID_SENTINEL) };
+        }
+        sc.deadline.arm(limits.max_statement_ms);
+        let rows = collect_rows(&mut stmt, limits);
+        sc.deadline.disarm();
+        drop(stmt);
+        let changes = conn.total_changes().saturating_sub(total_before);
+        let mut last_insert_row_id = None;
+        if on_writer {
+            let after = conn.last_insert_rowid();
+            if after == ROWID_SENTINEL {
+                // SAFETY: as above.
+                unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid_before) };
+            } else {
+                last_insert_row_id = Some(after);
+            }
+        }
+        Some(match rows {
+            Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route }),
+            Err(RowsError::Sqlite(e)) => {
+                // A failed statement is rolled back (statement-level); inside a
+                // transaction nothing was committed either.
+                let _ = was_autocommit;
+                Err(map_error(e, Some(&sc.deadline), Some(self)))
+            }
+            Err(RowsError::Limit(e)) => {
+                let mut e = e;
+                e.committed = if readonly { Some(false) } else { None };
+                Err(e)
+            }
+        })
+    }
+
+    /// Runs an `Exec` (several statements) on the writer; answers the last statement's rows.
+    pub fn exec(&self, sql: &str) -> Result<QueryResult, SqliteError> {
+        if self.is_stopping() {
+            return Err(self.stopped_error());
+        }
+        let limits = &self.settings.limits;
+        let mut guard = self.writer()?;
+        let Some(sc) = guard.as_mut() else { return Err(self.stopped_error()) };
+        let conn = &sc.conn;
+        let was_autocommit = conn.is_autocommit();
+        let mut last = QueryResult { columns: Vec::new(), rows: Vec::new() };
+        let mut index: u32 = 0;
+        let mut batch = rusqlite::Batch::new(conn, sql);
+        let result = loop {
+            use rusqlite::fallible_iterator::FallibleIterator;
+            sc.deadline.arm(limits.max_statement_ms);
+            let next = batch.next();
+            let step = match next {
+                Ok(None) => break Ok(()),
+                Ok(Some(mut stmt)) => collect_rows(&mut stmt, limits),
+                Err(e) => Err(RowsError::Sqlite(e)),
+            };
+            match step {
+                Ok((columns, rows)) => last = QueryResult { columns, rows },
+                Err(e) => break Err(e),
+            }
+            index += 1;
+        };
+        sc.deadline.disarm();
+        drop(batch);
+        self.in_txn.store(!conn.is_autocommit(), Ordering::Release);
+        match result {
+            Ok(()) => Ok(last),
+            Err(e) => {
+                let mut e = match e {
+                    RowsError::Sqlite(e) => map_error(e, Some(&sc.deadline), Some(self)),
+                    RowsError::Limit(e) => e,
+                };
+                // Statements before the failing one committed one by one in autocommit
+                // mode; inside a transaction nothing is committed yet.
+                e.committed = Some(was_autocommit && conn.is_autocommit() && index > 0);
+                e.statement_index = Some(index);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one KV request against the actor's KV store.
+    pub fn kv(&self, data: &KvRequestData) -> KvResponseData {
+        if self.is_stopping() {
+            self.interrupted.fetch_add(1, Ordering::AcqRel);
+            return KvResponseData::KvErrorResponse(KvErrorResponse {
+                code: KvErrorCode::ActorStopping,
+                message: "the actor stopped before this request could run".into(),
+                current_generation: None,
+            });
+        }
+        let mut kv = self.kv.lock();
+        if kv.is_none() {
+            match KvStore::open(&self.dir.join("kv.sqlite")) {
+                Ok(s) => {
+                    self.interrupts.lock().push(s.interrupt_handle());
+                    *kv = Some(s);
+                }
+                Err(e) => {
+                    return KvResponseData::KvErrorResponse(KvErrorResponse {
+                        code: KvErrorCode::Internal,
+                        message: format!("opening the KV store: {e}"),
+                        current_generation: None,
+                    })
+                }
+            }
+        }
+        let Some(store) = kv.as_mut() else { unreachable!("opened above") };
+        store.handle(data, &self.settings.limits)
+    }
+
+    /// Marks the executor closing and interrupts whatever runs now. Queued work
+    /// that starts later is answered INTERRUPTED.
+    pub fn interrupt(&self) {
+        self.closing.store(true, Ordering::Release);
+        for h in self.interrupts.lock().iter() {
+            h.interrupt();
+        }
+    }
+
+    /// Checkpoints (TRUNCATE) and closes every connection. Blocks until running
+    /// statements return: it takes the same locks they hold, so the database is
+    /// never closed under a running statement.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let writer = self.writer.lock().take();
+        let readers: Vec<SqlConn> = std::mem::take(&mut *self.readers.lock());
+        drop(readers);
+        if let Some(sc) = writer {
+            // The sandbox does not deny wal_checkpoint, so this runs through it.
+            if let Err(e) = sc.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(actor_id = %self.actor_id, generation = self.generation, error = %e, "checkpoint on close failed");
+            }
+            if let Err((_, e)) = sc.conn.close() {
+                tracing::warn!(actor_id = %self.actor_id, error = %e, "closing the writer failed");
+            }
+        }
+        if let Some(kv) = self.kv.lock().take() {
+            kv.close();
+        }
+    }
+}
+
+enum RowsError {
+    Sqlite(rusqlite::Error),
+    Limit(SqliteError),
+}
+
+impl From<rusqlite::Error> for RowsError {
+    fn from(e: rusqlite::Error) -> Self {
+        RowsError::Sqlite(e)
+    }
+}
+
+/// Steps a statement to the end, copying rows once into wire values while
+/// accounting value and response sizes.
+fn collect_rows(
+    stmt: &mut Statement<'_>,
+    limits: &crate::config::Limits,
+) -> Result<(Vec<String>, Vec<Vec<Value>>), RowsError> {
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let n = columns.len();
+    let max_value = limits.max_value_bytes as usize;
+    let max_response = limits.max_response_bytes as usize;
+    let mut size: usize = columns.iter().map(|c| c.len() + 5).sum::<usize>() + 32;
+    let mut out = Vec::new();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        let mut r = Vec::with_capacity(n);
+        for i in 0..n {
+            let v = row.get_ref(i)?;
+            let vb = sqlite_value_bytes(&v);
+            if vb > max_value {
+                return Err(RowsError::Limit(limit_error(LimitKind::ValueBytes, max_value as u64, Some(vb as u64))));
+            }
+            let v = from_sqlite(v);
+            size += wire_bytes(&v);
+            r.push(v);
+        }
+        size += 5;
+        if size > max_response {
+            return Err(RowsError::Limit(limit_error(LimitKind::ResponseBytes, max_response as u64, None)));
+        }
+        out.push(r);
+    }
+    Ok((columns, out))
+}
+
+/// A typed SQLite error.
+pub fn err(code: SqliteErrorCode, message: &str, committed: Option<bool>) -> SqliteError {
+    SqliteError {
+        code,
+        message: message.to_string(),
+        extended_code: None,
+        committed,
+        statement_index: None,
+        limit: None,
+    }
+}
+
+/// LIMIT_EXCEEDED with its details.
+pub fn limit_error(kind: LimitKind, max: u64, actual: Option<u64>) -> SqliteError {
+    let mut e = err(
+        SqliteErrorCode::LimitExceeded,
+        &match actual {
+            Some(a) => format!("{kind:?} limit exceeded: {a} > {max}"),
+            None => format!("{kind:?} limit exceeded (max {max})"),
+        },
+        Some(false),
+    );
+    e.limit = Some(LimitExceeded { kind, max, actual });
+    e
+}
+
+/// Maps a rusqlite error to the protocol's typed error.
+fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Executor>) -> SqliteError {
+    match e {
+        rusqlite::Error::SqliteFailure(fe, msg) => {
+            let message = msg.unwrap_or_else(|| fe.to_string());
+            if fe.extended_code == ffi::SQLITE_AUTH {
+                let mut e = err(
+                    SqliteErrorCode::Forbidden,
+                    &format!("{message} (an actor's SQL may only reach its own database)"),
+                    Some(false),
+                );
+                e.extended_code = Some(fe.extended_code);
+                return e;
+            }
+            if fe.code == ErrorCode::OperationInterrupted {
+                if exec.is_some_and(|x| x.closing.load(Ordering::Acquire)) {
+                    if let Some(x) = exec {
+                        x.interrupted.fetch_add(1, Ordering::AcqRel);
+                    }
+                    return err(SqliteErrorCode::Interrupted, "interrupted: the actor is stopping", Some(false));
+                }
+                // Not stopping: only the deadline's progress handler interrupts.
+                if deadline.is_some() {
+                    if let Some(x) = exec {
+                        let max = u64::from(x.settings.limits.max_statement_ms);
+                        let mut e = limit_error(LimitKind::StatementMs, max, None);
+                        e.code = SqliteErrorCode::Timeout;
+                        e.message = format!("the statement ran past its deadline of {max} ms and was interrupted");
+                        return e;
+                    }
+                }
+                return err(SqliteErrorCode::Interrupted, "interrupted", Some(false));
+            }
+            let mut e = err(SqliteErrorCode::Sqlite, &message, Some(false));
+            e.extended_code = Some(fe.extended_code);
+            e
+        }
+        rusqlite::Error::MultipleStatement => err(
+            SqliteErrorCode::InvalidRequest,
+            "Execute takes exactly one statement; use Exec for several",
+            Some(false),
+        ),
+        rusqlite::Error::InvalidParameterCount(given, expected) => err(
+            SqliteErrorCode::InvalidRequest,
+            &format!("the statement takes {expected} parameter(s) but {given} were given"),
+            Some(false),
+        ),
+        rusqlite::Error::NulError(_) => err(SqliteErrorCode::InvalidRequest, "SQL contains a NUL byte", Some(false)),
+        other => err(SqliteErrorCode::Internal, &other.to_string(), None),
+    }
+}
+
+/// Every open executor.
+#[derive(Default)]
+pub struct Executors {
+    map: Mutex<HashMap<(String, u64), Arc<Executor>>>,
+}
+
+impl Executors {
+    /// The executor of (actor, generation), created (without opening files) if new.
+    pub fn get_or_create(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
+        let mut map = self.map.lock();
+        map.entry((actor_id.to_string(), generation))
+            .or_insert_with(|| {
+                Arc::new(Executor {
+                    actor_id: actor_id.to_string(),
+                    generation,
+                    dir,
+                    settings: settings.clone(),
+                    writer: Mutex::new(None),
+                    readers: Mutex::new(Vec::new()),
+                    kv: Mutex::new(None),
+                    interrupts: Mutex::new(Vec::new()),
+                    closing: AtomicBool::new(false),
+                    closed: AtomicBool::new(false),
+                    in_txn: AtomicBool::new(false),
+                    interrupted: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
+    pub fn get(&self, actor_id: &str, generation: u64) -> Option<Arc<Executor>> {
+        self.map.lock().get(&(actor_id.to_string(), generation)).cloned()
+    }
+
+    pub fn remove(&self, actor_id: &str, generation: u64) -> Option<Arc<Executor>> {
+        self.map.lock().remove(&(actor_id.to_string(), generation))
+    }
+}

@@ -1,0 +1,6 @@
+//! Remote SQL: per-(actor, generation) executors, routing, sandbox, values.
+
+pub mod executor;
+pub mod route;
+pub mod sandbox;
+pub mod values;
