@@ -1,1 +1,65 @@
-//! envoy client
+//! # envoy-client
+//!
+//! The client actor hosts use to talk to the envoy engine: actor lifecycle
+//! (start/stop handlers, acks and events handled for you), per-actor KV, and
+//! remote SQLite with a rusqlite-like API.
+//!
+//! ```no_run
+//! # #[cfg(feature = "native-transport")]
+//! # async fn demo() -> envoy_client::Result<()> {
+//! use envoy_client::{params, Client, ClientConfig};
+//! let client = Client::connect(ClientConfig { endpoint: "ws://127.0.0.1:6420".into(), ..Default::default() }).await?;
+//! let actor = client.get_or_create_actor("counter", "user-1").await?;
+//! let db = actor.sql();
+//! db.exec("CREATE TABLE IF NOT EXISTS hits(id INTEGER PRIMARY KEY, at TEXT)").await?;
+//! db.execute("INSERT INTO hits(at) VALUES (?)", params!["now"]).await?;
+//! let n: i64 = db.query("SELECT count(*) AS n FROM hits", ()).await?.first().unwrap().get("n")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layers: [`core`] is a sans-IO state machine (no sockets, clocks or tasks);
+//! `driver` runs it over a [`runtime::Runtime`]; `transport::native` (tokio +
+//! tokio-tungstenite, feature `native-transport`, the default) and
+//! `transport::wasm` (web-sys WebSocket, feature `wasm-transport`) only move
+//! bytes, sleep and spawn. Exactly one transport feature must be enabled.
+
+#[cfg(all(feature = "native-transport", feature = "wasm-transport"))]
+compile_error!(
+    "envoy-client: features `native-transport` and `wasm-transport` are mutually exclusive. \
+     For wasm32 use `default-features = false, features = [\"wasm-transport\"]`; natively keep the default \
+     (`native-transport`)."
+);
+
+#[cfg(not(any(feature = "native-transport", feature = "wasm-transport")))]
+compile_error!(
+    "envoy-client: enable exactly one transport feature: `native-transport` (tokio, the default) or \
+     `wasm-transport` (web-sys WebSocket, for wasm32-unknown-unknown)."
+);
+
+pub mod actor;
+pub mod client;
+pub mod config;
+pub mod core;
+#[cfg(feature = "serde")]
+mod de;
+mod driver;
+pub mod error;
+pub mod kv;
+pub mod rows;
+pub mod runtime;
+pub mod sql;
+pub mod transport;
+pub mod value;
+
+pub use actor::{ActorContext, ActorHandle};
+pub use client::Client;
+pub use config::ClientConfig;
+pub use core::{ActorInfo, ConnectionState, RequestOptions, SessionInfo};
+pub use error::{DisconnectReason, Error, Result};
+pub use kv::{Kv, KvEntry, KvQuery};
+pub use rows::{ExecuteOutcome, Row, RowIndex, Rows, SqliteRoute};
+pub use sql::Db;
+pub use value::{FromSql, FromSqlError, Params, ToSql, Value};
+
+/// The protocol crate, for the types the API exposes.
+pub use envoy_protocol as protocol;

@@ -1,0 +1,69 @@
+//! What the core tells its driver: [`Event`]s.
+
+use super::request::{RequestId, Response};
+use crate::error::{DisconnectReason, Error};
+use envoy_protocol::{Limits, SqlLimits, StopReason};
+
+/// An actor the engine started on this envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorInfo {
+    pub actor_id: String,
+    pub name: String,
+    pub key: String,
+    /// The fencing token: requests carry it, and a stale one is refused.
+    pub generation: u64,
+}
+
+/// What the engine advertised in Init.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// The negotiated protocol version.
+    pub protocol_version: u16,
+    /// The engine's id for this envoy.
+    pub envoy_id: String,
+    pub ping_interval_ms: u64,
+    pub envoy_lost_threshold_ms: u64,
+    pub actor_stop_threshold_ms: u64,
+    pub max_frame_bytes: u32,
+    /// Absent below v3.
+    pub limits: Option<Limits>,
+    /// Absent below v4.
+    pub sql_limits: Option<SqlLimits>,
+}
+
+/// The connection's state, as reported to the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionState {
+    /// Opening a socket (attempt counts failures in a row, from 0).
+    Connecting { attempt: u32 },
+    /// Init received: requests flow.
+    Connected(SessionInfo),
+    /// Lost; the next attempt starts in `delay_ms`.
+    Reconnecting { attempt: u32, delay_ms: u64, cause: String },
+    /// Closed for good: by `close()` (reason `None`) or by the engine / a fatal error.
+    Closed { error: Option<Error> },
+}
+
+/// One output of the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Driver: open a socket to the endpoint offering `Core::subprotocols()`.
+    Connect,
+    /// Driver: close the current socket (or abandon the connect in progress).
+    CloseSocket { code: u16, reason: String },
+    /// A request finished.
+    Response { id: RequestId, result: Result<Response, Error> },
+    /// The engine started an actor here: run the start handler.
+    ActorStart(ActorInfo),
+    /// The engine is stopping an actor: run the stop handler, then call
+    /// `Core::actor_stopped` so the engine learns it is done.
+    ActorStop { actor: ActorInfo, reason: StopReason },
+    /// The connection changed state.
+    State(ConnectionState),
+}
+
+impl From<DisconnectReason> for Error {
+    fn from(reason: DisconnectReason) -> Self {
+        Error::Disconnected { reason }
+    }
+}

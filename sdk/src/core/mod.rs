@@ -1,0 +1,628 @@
+//! The sans-IO core of the client, in the style of quinn-proto: no sockets, no
+//! clocks, no tasks. A driver feeds it inputs (`connected`, `frame_received`,
+//! `disconnected`, `submit`, `handle_timeout`, `close`) with the current time in
+//! milliseconds, and drains its outputs (`poll_transmit`, `poll_event`,
+//! `poll_timeout`). Everything the protocol decides lives here: the handshake,
+//! request ids, the pending map and unsent queue, command acks, event indexes
+//! and their re-send, pongs, the liveness timeout, and reconnect decisions.
+
+pub mod actors;
+pub mod backoff;
+pub mod config;
+pub mod event;
+pub mod pending;
+pub mod request;
+
+#[cfg(test)]
+mod tests;
+
+use crate::error::{DisconnectReason, Error};
+use actors::{Actors, Applied};
+use backoff::Backoff;
+pub use config::CoreConfig;
+use envoy_protocol as p;
+use envoy_protocol::{close, DecodeLimits, EncodeError, ToEngine, ToEnvoy};
+pub use event::{ActorInfo, ConnectionState, Event, SessionInfo};
+use pending::{Pending, Stage};
+pub use request::{Request, RequestId, RequestOptions, Response};
+use std::collections::VecDeque;
+
+/// Why a connection attempt failed before the WebSocket was open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// HTTP 426: the engine speaks none of the offered versions. Fatal.
+    NoCommonVersion { engine_versions: Option<String> },
+    /// HTTP 401/403: the token was refused. Fatal.
+    Unauthorized { status: u16 },
+    /// Anything else (refused, DNS, timeout, 5xx): retried with backoff.
+    Other(String),
+}
+
+/// Where the connection is.
+#[derive(Debug, Clone, PartialEq)]
+enum Conn {
+    /// Created, `start` not called yet.
+    Idle,
+    /// `Event::Connect` emitted; waiting for `connected` or a failure.
+    Connecting { deadline: u64 },
+    /// Socket open at `version`, hello sent, waiting for Init.
+    Handshaking { version: u16, deadline: u64 },
+    /// Init received: requests flow.
+    Ready { version: u16, session: Box<SessionInfo> },
+    /// Waiting to reconnect.
+    Backoff { until: u64 },
+    /// For good.
+    Closed,
+}
+
+/// The client state machine. See the module docs.
+pub struct Core {
+    cfg: CoreConfig,
+    conn: Conn,
+    pending: Pending,
+    actors: Actors,
+    /// Encoded frames to write, in order.
+    transmits: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    backoff: Backoff,
+    /// Failed connection attempts in a row (reset by Init).
+    attempt: u32,
+    /// The last failure, for `DisconnectReason::GaveUp`.
+    last_error: String,
+    /// When the last frame arrived (liveness).
+    last_rx_ms: u64,
+    /// `close()` was called: no new requests, close when in-flight drains or at this deadline.
+    closing: Option<u64>,
+    /// The session of the last Init (kept across reconnects for limits).
+    last_session: Option<SessionInfo>,
+}
+
+impl Core {
+    /// A new core; `seed` drives the backoff jitter (pass anything random in
+    /// production, a constant in tests).
+    pub fn new(cfg: CoreConfig, seed: u64) -> Self {
+        let backoff = Backoff::new(cfg.backoff_initial_ms, cfg.backoff_max_ms, seed);
+        Core {
+            cfg,
+            conn: Conn::Idle,
+            pending: Pending::default(),
+            actors: Actors::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            backoff,
+            attempt: 0,
+            last_error: String::new(),
+            last_rx_ms: 0,
+            closing: None,
+            last_session: None,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// The subprotocols to offer in the upgrade (versions high to low, then the token).
+    pub fn subprotocols(&self, token: Option<&str>) -> Vec<String> {
+        p::negotiation::client_offer(self.cfg.min_protocol_version, self.cfg.max_protocol_version, token)
+    }
+
+    /// Starts the first connection.
+    pub fn start(&mut self, now: u64) {
+        if self.conn == Conn::Idle {
+            self.begin_connect(now);
+        }
+    }
+
+    /// The negotiated version of the live connection, if any.
+    pub fn version(&self) -> Option<u16> {
+        match &self.conn {
+            Conn::Handshaking { version, .. } | Conn::Ready { version, .. } => Some(*version),
+            Conn::Idle | Conn::Connecting { .. } | Conn::Backoff { .. } | Conn::Closed => None,
+        }
+    }
+
+    /// The session of the current connection (Init received).
+    pub fn session(&self) -> Option<&SessionInfo> {
+        match &self.conn {
+            Conn::Ready { session, .. } => Some(session),
+            Conn::Idle | Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Backoff { .. } | Conn::Closed => {
+                None
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn == Conn::Closed
+    }
+
+    /// Requests not yet answered (queued + in flight).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Requests on the wire.
+    pub fn in_flight(&self) -> usize {
+        self.pending.in_flight()
+    }
+
+    /// Actors placed here and running.
+    pub fn running_actors(&self) -> Vec<ActorInfo> {
+        self.actors.running().cloned().collect()
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// The WebSocket is open and the engine selected `version`.
+    pub fn connected(&mut self, version: u16, now: u64) {
+        if !matches!(self.conn, Conn::Connecting { .. }) {
+            return;
+        }
+        if version < self.cfg.min_protocol_version || version > self.cfg.max_protocol_version {
+            self.events.push_back(Event::CloseSocket { code: close::PROTOCOL_ERROR, reason: "version not offered".into() });
+            self.fail_for_good(Error::Disconnected { reason: DisconnectReason::NoVersionSelected });
+            return;
+        }
+        self.last_rx_ms = now;
+        self.conn = Conn::Handshaking { version, deadline: now + self.cfg.handshake_timeout_ms };
+        let hello = ToEngine::Metadata(p::ToEngineMetadata {
+            envoy_key: self.cfg.envoy_key.clone(),
+            pool_name: self.cfg.pool_name.clone(),
+            version: self.cfg.host_version,
+            metadata: self.cfg.metadata.clone(),
+            last_command_index: self.actors.last_command_index(),
+        });
+        self.transmit(&hello, version);
+    }
+
+    /// The upgrade failed.
+    pub fn connect_failed(&mut self, failure: ConnectFailure, now: u64) {
+        if !matches!(self.conn, Conn::Connecting { .. }) {
+            return;
+        }
+        match failure {
+            ConnectFailure::NoCommonVersion { engine_versions } => self.fail_for_good(Error::NoCommonVersion {
+                client_min: self.cfg.min_protocol_version,
+                client_max: self.cfg.max_protocol_version,
+                engine_versions,
+            }),
+            ConnectFailure::Unauthorized { status } => {
+                self.fail_for_good(Error::Disconnected { reason: DisconnectReason::Unauthorized { status } })
+            }
+            ConnectFailure::Other(msg) => self.lost(format!("connect failed: {msg}"), now),
+        }
+    }
+
+    /// A binary frame arrived.
+    pub fn frame_received(&mut self, bytes: &[u8], now: u64) {
+        let version = match self.conn {
+            Conn::Handshaking { version, .. } | Conn::Ready { version, .. } => version,
+            Conn::Idle | Conn::Connecting { .. } | Conn::Backoff { .. } | Conn::Closed => return,
+        };
+        self.last_rx_ms = now;
+        let limits = DecodeLimits::for_frame(self.cfg.max_frame_bytes as usize);
+        match p::decode_to_envoy(bytes, version, &limits) {
+            Ok(msg) => self.handle_message(msg, version, now),
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable frame from the engine; reconnecting");
+                self.drop_socket(close::PROTOCOL_ERROR, format!("undecodable frame: {e}"), now);
+            }
+        }
+    }
+
+    /// The socket closed (`code` from the close frame, `None` if it just died).
+    pub fn disconnected(&mut self, code: Option<u16>, reason: &str, now: u64) {
+        match self.conn {
+            Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Ready { .. } => {}
+            Conn::Idle | Conn::Backoff { .. } | Conn::Closed => return,
+        }
+        match code {
+            Some(c) if !close::should_reconnect(c) => {
+                self.fail_in_flight();
+                self.fail_for_good(Error::Disconnected {
+                    reason: DisconnectReason::ClosedByEngine { code: c, reason: reason.to_string() },
+                });
+            }
+            _ => self.lost(format!("socket closed ({}): {reason}", code.map_or("no code".into(), |c| c.to_string())), now),
+        }
+    }
+
+    /// Submits a request. Its answer comes as `Event::Response { id, .. }`
+    /// (possibly right away, e.g. `RemoteUnavailable`).
+    pub fn submit(&mut self, request: Request, opts: RequestOptions, now: u64) -> RequestId {
+        let id = self.pending.allocate_id();
+        if self.closing.is_some() || self.conn == Conn::Closed {
+            self.respond(id, Err(Error::Closed));
+            return id;
+        }
+        if let Some((actor_id, generation)) = request.actor() {
+            if self.actors.is_stopping(actor_id, generation) {
+                self.respond(id, Err(Error::ActorStopping));
+                return id;
+            }
+        }
+        if self.pending.queued() >= self.cfg.max_queued_requests {
+            self.respond(
+                id,
+                Err(Error::LimitExceeded {
+                    kind: p::LimitKind::PendingRequests,
+                    max: self.cfg.max_queued_requests as u64,
+                    actual: None,
+                    message: "too many requests waiting to be sent (ClientConfig::max_queued_requests)".into(),
+                }),
+            );
+            return id;
+        }
+        let timeout = opts.timeout_ms.or(self.cfg.default_request_timeout_ms);
+        let deadline = timeout.map(|t| (now.saturating_add(t), t));
+        self.pending.insert_queued(id, request, opts, deadline);
+        self.flush_queue();
+        id
+    }
+
+    /// Deadlines: request timeouts, liveness, handshake, backoff, close.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for id in self.pending.expired(now) {
+            if let Some(e) = self.pending.remove(id) {
+                let timeout_ms = e.deadline.map_or(0, |(_, t)| t);
+                self.respond(id, Err(Error::Timeout { timeout_ms, sent: e.ever_sent }));
+            }
+        }
+        match self.conn.clone() {
+            Conn::Connecting { deadline } if now >= deadline => {
+                self.events.push_back(Event::CloseSocket { code: close::NORMAL, reason: "connect timed out".into() });
+                self.lost("connect timed out".into(), now);
+            }
+            Conn::Handshaking { deadline, .. } if now >= deadline => {
+                self.drop_socket(close::PROTOCOL_ERROR, "no Init before the handshake deadline".into(), now);
+            }
+            Conn::Ready { .. } if now >= self.last_rx_ms.saturating_add(self.liveness_ms()) => {
+                tracing::warn!(silent_ms = now - self.last_rx_ms, "no frame from the engine: socket presumed dead");
+                self.drop_socket(close::GOING_AWAY, "liveness timeout: no frame from the engine".into(), now);
+            }
+            Conn::Backoff { until } if now >= until => self.begin_connect(now),
+            Conn::Idle
+            | Conn::Connecting { .. }
+            | Conn::Handshaking { .. }
+            | Conn::Ready { .. }
+            | Conn::Backoff { .. }
+            | Conn::Closed => {}
+        }
+        if let Some(deadline) = self.closing {
+            if now >= deadline && self.conn != Conn::Closed {
+                self.finish_close();
+            }
+        }
+    }
+
+    /// Closes gracefully: new requests fail with `Closed`, queued ones too;
+    /// in-flight ones get their answers (up to `close_timeout_ms`), then the
+    /// engine is told we are stopping and the socket closes.
+    pub fn close(&mut self, now: u64) {
+        if self.closing.is_some() || self.conn == Conn::Closed {
+            return;
+        }
+        self.closing = Some(now.saturating_add(self.cfg.close_timeout_ms));
+        while let Some(id) = self.pending.pop_queued() {
+            self.pending.remove(id);
+            self.respond(id, Err(Error::Closed));
+        }
+        match self.conn {
+            Conn::Ready { .. } if self.pending.in_flight() > 0 => {}
+            Conn::Idle
+            | Conn::Connecting { .. }
+            | Conn::Handshaking { .. }
+            | Conn::Ready { .. }
+            | Conn::Backoff { .. }
+            | Conn::Closed => self.finish_close(),
+        }
+    }
+
+    /// The stop handler of an actor finished (`error` if it failed): the engine
+    /// is told the actor stopped.
+    pub fn actor_stopped(&mut self, actor_id: &str, generation: u64, error: Option<String>) {
+        self.actors.stopped(actor_id, generation, error);
+        self.send_fresh_events();
+    }
+
+    /// Asks the engine to stop (or put to sleep) an actor. Needs v3; on an
+    /// older connection fails with `RemoteUnavailable`.
+    pub fn actor_intent(&mut self, actor_id: &str, generation: u64, intent: p::ActorIntent) -> Result<(), Error> {
+        if let Some(v) = self.version() {
+            let required = p::Feature::ActorIntents.required_version();
+            if v < required {
+                return Err(Error::RemoteUnavailable(p::ProtocolCompatibilityError {
+                    feature: p::Feature::ActorIntents,
+                    direction: p::Direction::ToEngine,
+                    required_version: required,
+                    target_version: v,
+                }));
+            }
+        }
+        self.actors.intent(actor_id, generation, intent);
+        self.send_fresh_events();
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    /// The next frame to write.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let conn = match &self.conn {
+            Conn::Connecting { deadline } | Conn::Handshaking { deadline, .. } => Some(*deadline),
+            Conn::Ready { .. } => Some(self.last_rx_ms.saturating_add(self.liveness_ms())),
+            Conn::Backoff { until } => Some(*until),
+            Conn::Idle | Conn::Closed => None,
+        };
+        let close = if self.conn == Conn::Closed { None } else { self.closing };
+        [conn, self.pending.next_deadline(), close].into_iter().flatten().min()
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn liveness_ms(&self) -> u64 {
+        match (&self.cfg.liveness_timeout_ms, &self.conn) {
+            (Some(ms), _) => *ms,
+            (None, Conn::Ready { session, .. }) => session
+                .ping_interval_ms
+                .saturating_mul(config::DEFAULT_LIVENESS_PING_FACTOR)
+                .max(config::MIN_LIVENESS_TIMEOUT_MS),
+            (None, _) => self.cfg.handshake_timeout_ms,
+        }
+    }
+
+    fn begin_connect(&mut self, now: u64) {
+        self.conn = Conn::Connecting { deadline: now.saturating_add(self.cfg.connect_timeout_ms) };
+        self.events.push_back(Event::State(ConnectionState::Connecting { attempt: self.attempt }));
+        self.events.push_back(Event::Connect);
+    }
+
+    fn handle_message(&mut self, msg: ToEnvoy, version: u16, now: u64) {
+        match msg {
+            ToEnvoy::Init(init) => self.on_init(init, version),
+            ToEnvoy::Ping(ping) => self.transmit(&ToEngine::Pong(p::ToEnginePong { ts: ping.ts }), version),
+            ToEnvoy::Commands(cmds) => {
+                let mut last = None;
+                for cmd in cmds.commands {
+                    let index = cmd.index;
+                    match self.actors.apply(cmd) {
+                        Applied::Start(info) => {
+                            last = Some(index);
+                            self.events.push_back(Event::ActorStart(info));
+                        }
+                        Applied::Stop { actor, reason } => {
+                            last = Some(index);
+                            self.events.push_back(Event::ActorStop { actor, reason });
+                        }
+                        Applied::Duplicate => {}
+                    }
+                }
+                if let Some(last) = self.actors.last_command_index().or(last) {
+                    self.transmit(&ToEngine::AckCommands(p::ToEngineAckCommands { last_command_index: last }), version);
+                }
+                self.send_fresh_events();
+            }
+            ToEnvoy::AckEvents(ack) => self.actors.acked(ack.last_event_index),
+            ToEnvoy::KvResponse(_)
+            | ToEnvoy::GetOrCreateActorResponse(_)
+            | ToEnvoy::SqliteExecResponse(_)
+            | ToEnvoy::SqliteExecuteResponse(_) => self.on_response(msg, now),
+        }
+    }
+
+    fn on_init(&mut self, init: p::ToEnvoyInit, version: u16) {
+        if !matches!(self.conn, Conn::Handshaking { .. }) {
+            tracing::warn!("second Init on one connection ignored");
+            return;
+        }
+        let m = init.metadata;
+        let session = SessionInfo {
+            protocol_version: version,
+            envoy_id: init.envoy_id,
+            ping_interval_ms: m.ping_interval_ms,
+            envoy_lost_threshold_ms: m.envoy_lost_threshold_ms,
+            actor_stop_threshold_ms: m.actor_stop_threshold_ms,
+            max_frame_bytes: m.max_frame_bytes,
+            limits: m.limits,
+            sql_limits: m.sql_limits,
+        };
+        self.attempt = 0;
+        self.last_session = Some(session.clone());
+        self.conn = Conn::Ready { version, session: Box::new(session.clone()) };
+        self.events.push_back(Event::State(ConnectionState::Connected(session)));
+        let resend = self.actors.resume(init.last_event_index);
+        self.send_events(resend, version);
+        self.flush_queue();
+    }
+
+    fn on_response(&mut self, msg: ToEnvoy, _now: u64) {
+        let Some(id) = request::response_id(&msg) else { return };
+        match self.pending.get(id) {
+            Some(e) if e.stage == Stage::Sent => {}
+            // Answer to a request that timed out, or was never sent on this socket: stale.
+            Some(_) | None => {
+                tracing::debug!(request_id = id, "answer to an unknown or timed-out request ignored");
+                return;
+            }
+        }
+        let entry = self.pending.remove(id).expect("checked above");
+        let result = request::map_response(&entry.request, msg);
+        self.respond(id, result);
+        self.flush_queue();
+        if self.closing.is_some() && self.pending.in_flight() == 0 {
+            self.finish_close();
+        }
+    }
+
+    /// Sends queued requests while the connection is ready and under the in-flight cap.
+    fn flush_queue(&mut self) {
+        let (version, session) = match &self.conn {
+            Conn::Ready { version, session } => (*version, session.clone()),
+            Conn::Idle | Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Backoff { .. } | Conn::Closed => {
+                return
+            }
+        };
+        let engine_cap = session.limits.as_ref().map_or(usize::MAX, |l| l.max_pending_requests as usize);
+        let cap = self.cfg.max_in_flight.min(engine_cap).max(1);
+        let max_request = session
+            .limits
+            .as_ref()
+            .map_or(session.max_frame_bytes, |l| l.max_request_bytes.min(session.max_frame_bytes));
+        while self.pending.in_flight() < cap {
+            let Some(id) = self.pending.pop_queued() else { break };
+            let entry = self.pending.get(id).expect("queued ids are entries");
+            if let Some(limits) = &session.sql_limits {
+                if let Err(e) = request::check_sql_limits(&entry.request, limits) {
+                    self.fail_queued(id, e);
+                    continue;
+                }
+            }
+            match p::encode_to_engine(&entry.request.to_message(id), version) {
+                Ok(bytes) if bytes.len() > max_request as usize => {
+                    let actual = bytes.len() as u64;
+                    self.fail_queued(
+                        id,
+                        Error::LimitExceeded {
+                            kind: p::LimitKind::RequestBytes,
+                            max: u64::from(max_request),
+                            actual: Some(actual),
+                            message: format!("the request frame is {actual} bytes, the engine accepts at most {max_request}"),
+                        },
+                    );
+                }
+                Ok(bytes) => {
+                    // Mark first: `mark_sent` needs the entry back in the map as Queued.
+                    self.pending.mark_sent(id);
+                    self.transmits.push_back(bytes);
+                }
+                Err(EncodeError::Compatibility(c)) => self.fail_queued(id, Error::RemoteUnavailable(c)),
+                Err(EncodeError::UnsupportedVersion(v)) => {
+                    self.fail_queued(id, Error::Protocol(format!("cannot encode at protocol v{v}")))
+                }
+            }
+        }
+    }
+
+    /// Fails a request already popped off the queue.
+    fn fail_queued(&mut self, id: RequestId, err: Error) {
+        self.pending.remove(id);
+        self.respond(id, Err(err));
+    }
+
+    fn respond(&mut self, id: RequestId, result: Result<Response, Error>) {
+        self.events.push_back(Event::Response { id, result });
+    }
+
+    fn transmit(&mut self, msg: &ToEngine, version: u16) {
+        match p::encode_to_engine(msg, version) {
+            Ok(bytes) => self.transmits.push_back(bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a connection message"),
+        }
+    }
+
+    fn send_fresh_events(&mut self) {
+        let fresh = self.actors.take_fresh();
+        if let Conn::Ready { version, .. } = self.conn {
+            self.send_events(fresh, version);
+        }
+        // Otherwise they stay unacked and go out after the next Init.
+    }
+
+    fn send_events(&mut self, events: Vec<p::EventWrapper>, version: u16) {
+        if events.is_empty() {
+            return;
+        }
+        // Intents need v3: drop them on an older connection instead of failing the batch.
+        let (ok, dropped): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| match e.inner {
+            p::Event::ActorStateUpdate(_) => true,
+            p::Event::ActorIntent(_) => version >= p::Feature::ActorIntents.required_version(),
+        });
+        if !dropped.is_empty() {
+            tracing::warn!(count = dropped.len(), version, "actor intents cannot travel at this version; dropped");
+        }
+        if !ok.is_empty() {
+            self.transmit(&ToEngine::Events(p::ToEngineEvents { events: ok }), version);
+        }
+    }
+
+    /// The core itself gives up on the socket (liveness, bad frame, no Init).
+    fn drop_socket(&mut self, code: u16, reason: String, now: u64) {
+        self.events.push_back(Event::CloseSocket { code, reason: reason.clone() });
+        self.lost(reason, now);
+    }
+
+    /// The connection is gone but may come back: settle in-flight requests,
+    /// then back off (or stop, if closing / out of attempts).
+    fn lost(&mut self, cause: String, now: u64) {
+        self.transmits.clear();
+        self.fail_in_flight();
+        self.last_error = cause.clone();
+        if self.closing.is_some() {
+            self.finish_close();
+            return;
+        }
+        if let Some(max) = self.cfg.max_reconnect_attempts {
+            if self.attempt >= max {
+                let reason = DisconnectReason::GaveUp { attempts: self.attempt + 1, last_error: cause };
+                self.fail_for_good(Error::Disconnected { reason });
+                return;
+            }
+        }
+        let delay = self.backoff.delay(self.attempt);
+        self.attempt += 1;
+        self.conn = Conn::Backoff { until: now.saturating_add(delay) };
+        self.events.push_back(Event::State(ConnectionState::Reconnecting { attempt: self.attempt, delay_ms: delay, cause }));
+    }
+
+    /// Sent requests lose their answer: reads get their one retry, the rest
+    /// fail with IndeterminateResult.
+    fn fail_in_flight(&mut self) {
+        let retry_reads = self.cfg.retry_idempotent_reads && self.closing.is_none();
+        let lost = self.pending.connection_lost(|e| retry_reads && e.request.is_retryable_read(&e.opts));
+        for id in lost {
+            self.pending.remove(id);
+            self.respond(id, Err(Error::IndeterminateResult));
+        }
+    }
+
+    /// Closed for good with `err`: every unanswered request fails with it.
+    fn fail_for_good(&mut self, err: Error) {
+        self.transmits.clear();
+        for id in self.pending.all_ids() {
+            if let Some(e) = self.pending.remove(id) {
+                let result = if e.stage == Stage::Sent { Error::IndeterminateResult } else { err.clone() };
+                self.respond(id, Err(result));
+            }
+        }
+        self.conn = Conn::Closed;
+        self.events.push_back(Event::State(ConnectionState::Closed { error: Some(err) }));
+    }
+
+    fn finish_close(&mut self) {
+        if let Conn::Ready { version, .. } = self.conn {
+            self.transmit(&ToEngine::Stopping, version);
+        }
+        let had_socket = matches!(self.conn, Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Ready { .. });
+        for id in self.pending.all_ids() {
+            if let Some(e) = self.pending.remove(id) {
+                let err = if e.stage == Stage::Sent { Error::IndeterminateResult } else { Error::Closed };
+                self.respond(id, Err(err));
+            }
+        }
+        if had_socket {
+            self.events.push_back(Event::CloseSocket { code: close::NORMAL, reason: "client closed".into() });
+        }
+        self.conn = Conn::Closed;
+        self.events.push_back(Event::State(ConnectionState::Closed { error: None }));
+    }
+}

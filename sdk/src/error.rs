@@ -1,0 +1,167 @@
+//! The one error type of the client.
+//!
+//! Every failure is a variant with typed fields, so callers match on it instead
+//! of parsing messages. The variants that matter for retry logic say whether
+//! the work happened: [`Error::IndeterminateResult`] (unknown), [`Error::Sql`]
+//! with `committed`, and the rejections that happen before any work
+//! ([`Error::FenceMismatch`], [`Error::ActorStopping`], [`Error::LimitExceeded`],
+//! [`Error::Overloaded`], [`Error::RemoteUnavailable`]).
+
+pub use envoy_protocol::{
+    ActorErrorCode, KvErrorCode, LimitKind, ProtocolCompatibilityError, ProtocolDecodeError, SqliteErrorCode,
+};
+
+/// Result with the client's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The engine ran the SQL request and it failed (or was refused for a
+    /// reason without a dedicated variant: invalid request, forbidden
+    /// statement, statement deadline, interruption, internal error).
+    #[error("SQL error ({code:?}{}): {message}", extended_code.map(|c| format!(", extended code {c}")).unwrap_or_default())]
+    Sql {
+        /// Which kind of failure; [`SqliteErrorCode::Sqlite`] when SQLite itself failed.
+        code: SqliteErrorCode,
+        /// SQLite's extended result code, when SQLite produced the error.
+        extended_code: Option<i32>,
+        message: String,
+        /// `Some(true)`: this request's changes are committed; `Some(false)`:
+        /// nothing was committed; `None`: unknown.
+        committed: Option<bool>,
+        /// For `exec`: 0-based index of the statement that failed.
+        statement_index: Option<u32>,
+    },
+    /// A KV request failed for a reason without a dedicated variant.
+    #[error("KV error ({code:?}): {message}")]
+    Kv { code: KvErrorCode, message: String },
+    /// The request named a generation that is no longer the actor's; nothing ran.
+    #[error("fence mismatch: the request's generation is stale (the actor is now at {})", current_generation.map_or("an unknown generation".to_string(), |g| format!("generation {g}")))]
+    FenceMismatch {
+        /// The actor's generation now, when the engine said (KV errors may omit it).
+        current_generation: Option<u64>,
+    },
+    /// The actor is stopping (draining); the request was not run.
+    #[error("the actor is stopping; the request was not run")]
+    ActorStopping,
+    /// The engine does not know this actor.
+    #[error("actor not found: {message}")]
+    ActorNotFound { message: String },
+    /// The actor exists but is not placed on this envoy.
+    #[error("actor not placed on this envoy: {message}")]
+    ActorNotPlaced { message: String },
+    /// The request was sent and the connection was lost before its answer:
+    /// it may or may not have run. Never retried automatically unless it is a
+    /// read (see `RequestOptions::idempotent`).
+    #[error("the connection was lost after the request was sent: it may or may not have run")]
+    IndeterminateResult,
+    /// The engine this client is connected to speaks a protocol version that
+    /// cannot carry this request (e.g. SQL against a v3 engine). Nothing was sent.
+    #[error("remote unavailable: {0}")]
+    RemoteUnavailable(ProtocolCompatibilityError),
+    /// The request's deadline passed before an answer came.
+    #[error("request timed out after {timeout_ms} ms ({})", if *sent { "it was sent and may have run" } else { "it was never sent" })]
+    Timeout {
+        timeout_ms: u64,
+        /// Whether the request had been sent: if so, it may still have run.
+        sent: bool,
+    },
+    /// A limit was exceeded, before any work (checked by the client or the engine).
+    #[error("limit exceeded: {kind:?} max {max}{} — {message}", actual.map(|a| format!(", actual {a}")).unwrap_or_default())]
+    LimitExceeded { kind: LimitKind, max: u64, actual: Option<u64>, message: String },
+    /// The engine is overloaded (too many pending requests); nothing ran. Retry later.
+    #[error("engine overloaded: {message}")]
+    Overloaded { message: String },
+    /// `get_or_create_actor` was refused.
+    #[error("get-or-create actor failed ({code:?}): {message}")]
+    GetOrCreateActor { code: ActorErrorCode, message: String },
+    /// The connection ended for good (the engine evicted this envoy, rejected
+    /// its token or hello) or could not be re-established; the request was not sent.
+    #[error("disconnected for good: {reason}")]
+    Disconnected { reason: DisconnectReason },
+    /// The engine speaks no protocol version this client speaks (HTTP 426).
+    #[error("the engine speaks no protocol version this client speaks (client v{client_min}–v{client_max}, engine {})", engine_versions.as_deref().unwrap_or("unknown"))]
+    NoCommonVersion {
+        client_min: u16,
+        client_max: u16,
+        /// The engine's `x-envoy-protocol-versions` header, e.g. `1-3`.
+        engine_versions: Option<String>,
+    },
+    /// `close()` was called (or the client was dropped) before the request was sent.
+    #[error("the client is closed")]
+    Closed,
+    /// The engine answered with something that does not fit the request.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A column index or name that the row does not have.
+    #[error("no such column: {0}")]
+    InvalidColumn(String),
+    /// A value could not be converted to the requested Rust type.
+    #[error("column {column}: cannot convert {found} to {expected}")]
+    FromSql { column: String, expected: &'static str, found: &'static str },
+    /// Row deserialisation (feature `serde`) failed.
+    #[error("cannot deserialize row: {0}")]
+    Deserialize(String),
+    /// The client's configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Why a connection ended for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The engine closed with a code after which the client must not reconnect
+    /// (see `envoy_protocol::close`): evicted by a newer connection with the same
+    /// envoy key, unauthorized, or a hello that did not match.
+    ClosedByEngine { code: u16, reason: String },
+    /// The upgrade was refused with HTTP 401/403.
+    Unauthorized { status: u16 },
+    /// The engine did not select a protocol version this client offered.
+    NoVersionSelected,
+    /// The reconnect budget (`ClientConfig::max_reconnect_attempts`) ran out.
+    GaveUp { attempts: u32, last_error: String },
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::ClosedByEngine { code, reason } => {
+                write!(f, "the engine closed the connection with code {code} ({reason})")
+            }
+            DisconnectReason::Unauthorized { status } => write!(f, "the engine refused the token (HTTP {status})"),
+            DisconnectReason::NoVersionSelected => write!(f, "the engine selected no protocol version"),
+            DisconnectReason::GaveUp { attempts, last_error } => {
+                write!(f, "gave up after {attempts} connection attempts (last error: {last_error})")
+            }
+        }
+    }
+}
+
+impl Error {
+    /// Whether the request certainly did not run, so sending it again is safe.
+    pub fn is_not_run(&self) -> bool {
+        match self {
+            Error::FenceMismatch { .. }
+            | Error::ActorStopping
+            | Error::ActorNotFound { .. }
+            | Error::ActorNotPlaced { .. }
+            | Error::RemoteUnavailable(_)
+            | Error::LimitExceeded { .. }
+            | Error::Overloaded { .. }
+            | Error::Disconnected { .. }
+            | Error::NoCommonVersion { .. }
+            | Error::Closed => true,
+            Error::Sql { committed, .. } => *committed == Some(false),
+            Error::Timeout { sent, .. } => !*sent,
+            Error::Kv { .. }
+            | Error::IndeterminateResult
+            | Error::GetOrCreateActor { .. }
+            | Error::Protocol(_)
+            | Error::InvalidColumn(_)
+            | Error::FromSql { .. }
+            | Error::Deserialize(_)
+            | Error::Config(_) => false,
+        }
+    }
+}
