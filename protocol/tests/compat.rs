@@ -70,12 +70,20 @@ fn check_gates<T: std::fmt::Debug>(
             let result = encode(msg, v);
             match gate {
                 Some(&(_, feature, required)) if v < required => {
-                    let expected = ProtocolCompatibilityError { feature, direction, required_version: required, target_version: v };
+                    let expected = ProtocolCompatibilityError {
+                        feature,
+                        direction,
+                        required_version: required,
+                        target_version: v,
+                    };
                     assert_eq!(result, Err(EncodeError::Compatibility(expected)), "{case} at v{v}");
                     let text = result.unwrap_err().to_string();
                     assert_eq!(
                         text,
-                        format!("{} requires envoy protocol v{required}, but this connection speaks v{v} ({arrow})", feature_text(feature)),
+                        format!(
+                            "{} requires envoy protocol v{required}, but this connection speaks v{v} ({arrow})",
+                            feature_text(feature)
+                        ),
                     );
                 }
                 _ => assert!(result.is_ok(), "{case} must travel at v{v}: {result:?}"),
@@ -107,7 +115,11 @@ fn feature_required_versions() {
 fn one_intent_among_state_updates_gates_the_whole_batch() {
     let update = EventWrapper {
         index: 1,
-        inner: Event::ActorStateUpdate(EventActorStateUpdate { actor_id: "a".into(), generation: 1, state: ActorState::Running }),
+        inner: Event::ActorStateUpdate(EventActorStateUpdate {
+            actor_id: "a".into(),
+            generation: 1,
+            state: ActorState::Running,
+        }),
     };
     let intent = EventWrapper {
         index: 2,
@@ -248,12 +260,8 @@ fn init_limits_are_dropped_below_v3_and_sql_limits_below_v4() {
     };
     let sql = SqlLimits { max_sql_bytes: 7, max_params: 8, max_value_bytes: 9, max_statement_ms: 10 };
     let full = init(Some(limits.clone()), Some(sql.clone()));
-    let cases = [
-        (1, init(None, None)),
-        (2, init(None, None)),
-        (3, init(Some(limits.clone()), None)),
-        (4, full.clone()),
-    ];
+    let cases =
+        [(1, init(None, None)), (2, init(None, None)), (3, init(Some(limits.clone()), None)), (4, full.clone())];
     for (v, expected) in cases {
         let bytes = encode_to_envoy(&full, v).unwrap();
         assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), expected, "v{v}");
@@ -271,8 +279,20 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
     }
     // Every sample whose schema never changed encodes identically at v1..v4.
     let same_engine = [
-        "metadata_hello", "metadata_resume", "events_empty", "events_running", "events_stopped", "ack_commands",
-        "stopping", "pong", "kv_get", "kv_get_empty_key", "kv_put", "kv_delete", "kv_list_prefix", "get_or_create_actor",
+        "metadata_hello",
+        "metadata_resume",
+        "events_empty",
+        "events_running",
+        "events_stopped",
+        "ack_commands",
+        "stopping",
+        "pong",
+        "kv_get",
+        "kv_get_empty_key",
+        "kv_put",
+        "kv_delete",
+        "kv_list_prefix",
+        "get_or_create_actor",
     ];
     for (case, msg) in samples::to_engine().into_iter().filter(|(c, _)| same_engine.contains(c)) {
         let v1 = encode_to_engine(&msg, 1).unwrap();
@@ -281,8 +301,19 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
         }
     }
     let same_envoy = [
-        "commands_start", "commands_empty", "ack_events", "ping", "ping_negative", "kv_get_found", "kv_get_missing",
-        "kv_get_empty_value", "kv_put", "kv_delete", "kv_list", "get_or_create_actor_ok", "get_or_create_actor_error",
+        "commands_start",
+        "commands_empty",
+        "ack_events",
+        "ping",
+        "ping_negative",
+        "kv_get_found",
+        "kv_get_missing",
+        "kv_get_empty_value",
+        "kv_put",
+        "kv_delete",
+        "kv_list",
+        "get_or_create_actor_ok",
+        "get_or_create_actor_error",
     ];
     for (case, msg) in samples::to_envoy().into_iter().filter(|(c, _)| same_envoy.contains(c)) {
         let v1 = encode_to_envoy(&msg, 1).unwrap();
@@ -293,7 +324,10 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
     // A KV error is the same from v2 on; a stop with a reason from v3 on.
     let err = kv_error(KvErrorCode::FenceMismatch);
     assert_eq!(encode_to_envoy(&err, 2).unwrap(), encode_to_envoy(&err, 4).unwrap());
-    assert_eq!(encode_to_envoy(&stop(StopReason::Operator), 3).unwrap(), encode_to_envoy(&stop(StopReason::Operator), 4).unwrap());
+    assert_eq!(
+        encode_to_envoy(&stop(StopReason::Operator), 3).unwrap(),
+        encode_to_envoy(&stop(StopReason::Operator), 4).unwrap()
+    );
 }
 
 #[test]
@@ -309,7 +343,11 @@ fn a_newer_member_is_an_unknown_tag_to_an_older_decoder() {
             ProtocolDecodeError::Malformed {
                 version: v,
                 message: "ToEngine",
-                source: DecodeError { offset: 0, path: vec![], kind: DecodeErrorKind::UnknownUnionTag { ty: "ToEngine", tag: 7 } },
+                source: DecodeError {
+                    offset: 0,
+                    path: vec![],
+                    kind: DecodeErrorKind::UnknownUnionTag { ty: "ToEngine", tag: 7 }
+                },
             }
         );
     }

@@ -56,7 +56,10 @@ fn committed_vectors_match_the_encoder() {
     let produced: BTreeSet<_> = expected.iter().map(|v| (v.version, v.top, v.case.clone())).collect();
     for key in committed.keys() {
         if !produced.contains(key) {
-            failures.push(format!("v{}/{}/{}.hex has no sample (published vectors are never removed)", key.0, key.1, key.2));
+            failures.push(format!(
+                "v{}/{}/{}.hex has no sample (published vectors are never removed)",
+                key.0, key.1, key.2
+            ));
         }
     }
     assert!(failures.is_empty(), "{} golden vector problem(s):\n{}", failures.len(), failures.join("\n"));
@@ -70,9 +73,15 @@ fn generated_unions(version: u16) -> BTreeMap<String, Vec<String>> {
         };
     }
     let list: Vec<(String, Vec<String>)> = match version {
-        1 => unions!(v1: Command, ActorState, Event, GetOrCreateActorResult, KvRequestData, KvResponseData, ToEngine, ToEnvoy),
-        2 => unions!(v2: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData, ToEngine, ToEnvoy),
-        3 => unions!(v3: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData, ToEngine, ToEnvoy),
+        1 => {
+            unions!(v1: Command, ActorState, Event, GetOrCreateActorResult, KvRequestData, KvResponseData, ToEngine, ToEnvoy)
+        }
+        2 => {
+            unions!(v2: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData, ToEngine, ToEnvoy)
+        }
+        3 => {
+            unions!(v3: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData, ToEngine, ToEnvoy)
+        }
         4 => unions!(v4: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData,
             Value, SqliteExecResult, SqliteExecuteResult, ToEngine, ToEnvoy),
         other => panic!("no generated-union table for v{other}: add one"),
@@ -103,7 +112,11 @@ fn schema_files_are_the_versions_spoken() {
 #[test]
 fn generated_members_match_the_schema_text() {
     for v in schema_versions() {
-        assert_eq!(Schema::load(v).unions(), generated_unions(v), "v{v}: unions in the schema vs the generated MEMBERS");
+        assert_eq!(
+            Schema::load(v).unions(),
+            generated_unions(v),
+            "v{v}: unions in the schema vs the generated MEMBERS"
+        );
     }
 }
 
@@ -136,10 +149,12 @@ fn reencode_generated(vec: &Vector) -> Vec<u8> {
     macro_rules! at {
         ($v:ident) => {
             match vec.top {
-                "ToEngine" => decode_frame::<envoy_protocol::$v::ToEngine>(&vec.bytes, usize::MAX, usize::MAX)
-                    .unwrap()
-                    .to_bytes(),
-                _ => decode_frame::<envoy_protocol::$v::ToEnvoy>(&vec.bytes, usize::MAX, usize::MAX).unwrap().to_bytes(),
+                "ToEngine" => {
+                    decode_frame::<envoy_protocol::$v::ToEngine>(&vec.bytes, usize::MAX, usize::MAX).unwrap().to_bytes()
+                }
+                _ => {
+                    decode_frame::<envoy_protocol::$v::ToEnvoy>(&vec.bytes, usize::MAX, usize::MAX).unwrap().to_bytes()
+                }
             }
         };
     }
@@ -157,7 +172,9 @@ fn reencode_serde_bare(vec: &Vector) -> Vec<u8> {
     macro_rules! at {
         ($v:ident) => {
             match vec.top {
-                "ToEngine" => serde_bare::to_vec(&serde_bare::from_slice::<envoy_protocol::$v::ToEngine>(&vec.bytes).unwrap()),
+                "ToEngine" => {
+                    serde_bare::to_vec(&serde_bare::from_slice::<envoy_protocol::$v::ToEngine>(&vec.bytes).unwrap())
+                }
                 _ => serde_bare::to_vec(&serde_bare::from_slice::<envoy_protocol::$v::ToEnvoy>(&vec.bytes).unwrap()),
             }
             .unwrap()
@@ -191,7 +208,9 @@ fn edge_values_survive_bit_for_bit() {
         .into_iter()
         .find(|v| v.version == 4 && v.case == "sqlite_execute_params")
         .expect("v4/ToEngine/sqlite_execute_params.hex");
-    let ToEngine::SqliteExecute(m) = decode_to_engine(&vec.bytes, 4, &limits()).unwrap() else { panic!("wrong member") };
+    let ToEngine::SqliteExecute(m) = decode_to_engine(&vec.bytes, 4, &limits()).unwrap() else {
+        panic!("wrong member")
+    };
     let params = m.request.params.unwrap();
     let expected = common::samples::edge_values();
     assert_eq!(params.len(), expected.len());

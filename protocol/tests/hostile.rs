@@ -194,7 +194,10 @@ fn every_truncation_of_every_vector_fails_as_too_short() {
             assert_eq!((version, message), (vec.version, vec.top));
             assert!(source.offset <= cut);
             assert!(
-                matches!(source.kind, DecodeErrorKind::UnexpectedEnd { .. } | DecodeErrorKind::LengthExceedsInput { .. }),
+                matches!(
+                    source.kind,
+                    DecodeErrorKind::UnexpectedEnd { .. } | DecodeErrorKind::LengthExceedsInput { .. }
+                ),
                 "v{}/{}/{} cut at {cut}: {source}",
                 vec.version,
                 vec.top,
@@ -237,12 +240,18 @@ fn frames_over_the_maximum_are_rejected_before_decoding() {
 /// The smallest budget that decodes `vec`, found by bisection and then
 /// checked on both sides.
 fn minimal_budget(vec: &common::Vector) -> usize {
-    let at = |budget| decode(vec.top, &vec.bytes, vec.version, &DecodeLimits { max_frame_bytes: usize::MAX, max_alloc_bytes: budget });
+    let at = |budget| {
+        decode(vec.top, &vec.bytes, vec.version, &DecodeLimits { max_frame_bytes: usize::MAX, max_alloc_bytes: budget })
+    };
     let (mut lo, mut hi) = (0usize, 1 << 20);
     at(hi).unwrap();
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if at(mid).is_ok() { hi = mid } else { lo = mid + 1 }
+        if at(mid).is_ok() {
+            hi = mid
+        } else {
+            lo = mid + 1
+        }
     }
     lo
 }
@@ -267,7 +276,12 @@ fn tiny_budgets_fail_with_a_budget_error_and_never_allocate_past_it() {
             assert!(allocated <= budget + UNCHARGED_SLACK, "{}: allocated {allocated} with budget {budget}", vec.case);
         }
         // Well-formed frames fit the default factor of 8 × their size.
-        assert!(need <= DecodeLimits::ALLOC_FACTOR * vec.bytes.len(), "{}: needs {need} for {} bytes", vec.case, vec.bytes.len());
+        assert!(
+            need <= DecodeLimits::ALLOC_FACTOR * vec.bytes.len(),
+            "{}: needs {need} for {} bytes",
+            vec.case,
+            vec.bytes.len()
+        );
         worst_ratio = worst_ratio.max(need as f64 / vec.bytes.len() as f64);
     }
     println!("largest budget / frame ratio among the golden vectors: {worst_ratio:.2}");
@@ -305,13 +319,33 @@ fn lying_lengths_fail_without_allocating() {
     let limits = common::limits();
     let cases: Vec<(Vec<u8>, usize, &str, DecodeErrorKind)> = vec![
         // str: an envoy key of 2^63 bytes.
-        (cat(&[&[0], &uint(1 << 63)]), 1, "ToEngineMetadata.envoyKey", DecodeErrorKind::LengthExceedsInput { len: 1 << 63, remaining: 0 }),
+        (
+            cat(&[&[0], &uint(1 << 63)]),
+            1,
+            "ToEngineMetadata.envoyKey",
+            DecodeErrorKind::LengthExceedsInput { len: 1 << 63, remaining: 0 },
+        ),
         // list: u64::MAX events, three bytes given.
-        (cat(&[&[1], &uint(u64::MAX), &[0, 0, 0]]), 1, "ToEngineEvents.events", DecodeErrorKind::LengthExceedsInput { len: u64::MAX, remaining: 3 }),
+        (
+            cat(&[&[1], &uint(u64::MAX), &[0, 0, 0]]),
+            1,
+            "ToEngineEvents.events",
+            DecodeErrorKind::LengthExceedsInput { len: u64::MAX, remaining: 3 },
+        ),
         // map: 2^40 metadata entries.
-        (cat(&[&[0, 0, 0], &7u32.to_le_bytes(), &uint(1 << 40)]), 7, "ToEngineMetadata.metadata", DecodeErrorKind::LengthExceedsInput { len: 1 << 40, remaining: 0 }),
+        (
+            cat(&[&[0, 0, 0], &7u32.to_le_bytes(), &uint(1 << 40)]),
+            7,
+            "ToEngineMetadata.metadata",
+            DecodeErrorKind::LengthExceedsInput { len: 1 << 40, remaining: 0 },
+        ),
         // data: a KV key of 2^40 bytes.
-        (cat(&[&kv_request_head(), &[0], &uint(1 << 40), b"xy"]), 16, "ToEngineKvRequest.data.KvGet.key", DecodeErrorKind::LengthExceedsInput { len: 1 << 40, remaining: 2 }),
+        (
+            cat(&[&kv_request_head(), &[0], &uint(1 << 40), b"xy"]),
+            16,
+            "ToEngineKvRequest.data.KvGet.key",
+            DecodeErrorKind::LengthExceedsInput { len: 1 << 40, remaining: 2 },
+        ),
     ];
     for v in VERSIONS {
         for (bytes, offset, path, kind) in &cases {
@@ -339,7 +373,12 @@ fn bad_bool_and_optional_tags() {
     // KvList { query: All, reverse: 2 } (v2+).
     let bytes = cat(&[&kv_request_head(), &[8, 0, 2, 0]]);
     for v in 2..=4 {
-        assert_error(engine_error(&bytes, v, &common::limits()), 17, "ToEngineKvRequest.data.KvList.reverse", DecodeErrorKind::InvalidBool(2));
+        assert_error(
+            engine_error(&bytes, v, &common::limits()),
+            17,
+            "ToEngineKvRequest.data.KvList.reverse",
+            DecodeErrorKind::InvalidBool(2),
+        );
     }
     // Metadata with lastCommandIndex tagged 2.
     let bytes = cat(&[&[0, 0, 0], &7u32.to_le_bytes(), &[0, 2]]);
@@ -377,7 +416,12 @@ fn unknown_union_tag_deep_inside_names_the_path() {
     );
     let (_, _, source) = malformed(err);
     assert_eq!(source.path, ["ToEngineSqliteExecute", "request", "params", "[2]"]);
-    assert_error(source, last, "ToEngineSqliteExecute.request.params[2]", DecodeErrorKind::UnknownUnionTag { ty: "Value", tag: 9 });
+    assert_error(
+        source,
+        last,
+        "ToEngineSqliteExecute.request.params[2]",
+        DecodeErrorKind::UnknownUnionTag { ty: "Value", tag: 9 },
+    );
     // Every version's first unknown top-level tag.
     for (v, engine_tag, envoy_tag) in [(1u16, 7u8, 6u8), (2, 7, 6), (3, 7, 6), (4, 10, 8)] {
         assert_error(
@@ -396,7 +440,11 @@ fn unknown_enum_value_names_the_path() {
     let msg = ToEnvoy::Commands(ToEnvoyCommands {
         commands: vec![CommandWrapper {
             index: 1,
-            inner: Command::StopActor(CommandStopActor { actor_id: "a".into(), generation: 1, reason: StopReason::Operator }),
+            inner: Command::StopActor(CommandStopActor {
+                actor_id: "a".into(),
+                generation: 1,
+                reason: StopReason::Operator,
+            }),
         }],
     });
     let mut bytes = encode_to_envoy(&msg, 3).unwrap();
@@ -419,7 +467,12 @@ fn non_canonical_and_overlong_uints() {
         // Tag 3 (Stopping) written in two bytes.
         assert_error(engine_error(&[0x83, 0x00], v, &common::limits()), 0, "", DecodeErrorKind::NonCanonicalUint);
         // An envoy key length of 0 written in two bytes.
-        assert_error(engine_error(&[0, 0x80, 0x00], v, &common::limits()), 1, "ToEngineMetadata.envoyKey", DecodeErrorKind::NonCanonicalUint);
+        assert_error(
+            engine_error(&[0, 0x80, 0x00], v, &common::limits()),
+            1,
+            "ToEngineMetadata.envoyKey",
+            DecodeErrorKind::NonCanonicalUint,
+        );
         assert_error(engine_error(&[0xff; 11], v, &common::limits()), 0, "", DecodeErrorKind::UintOverflow);
     }
 }
@@ -427,11 +480,26 @@ fn non_canonical_and_overlong_uints() {
 #[test]
 fn invalid_utf8_duplicate_keys_and_empty_frames() {
     for v in VERSIONS {
-        assert_error(engine_error(&[0, 2, 0xc3, 0x28], v, &common::limits()), 1, "ToEngineMetadata.envoyKey", DecodeErrorKind::InvalidUtf8);
+        assert_error(
+            engine_error(&[0, 2, 0xc3, 0x28], v, &common::limits()),
+            1,
+            "ToEngineMetadata.envoyKey",
+            DecodeErrorKind::InvalidUtf8,
+        );
         // metadata { "a": "", "a": "" }: the error points after the repeated entry.
         let bytes = cat(&[&[0, 0, 0], &7u32.to_le_bytes(), &[2, 1, b'a', 0, 1, b'a', 0, 0]]);
-        assert_error(engine_error(&bytes, v, &common::limits()), 14, "ToEngineMetadata.metadata", DecodeErrorKind::DuplicateMapKey);
-        assert_error(engine_error(&[], v, &common::limits()), 0, "", DecodeErrorKind::UnexpectedEnd { needed: 1, remaining: 0 });
+        assert_error(
+            engine_error(&bytes, v, &common::limits()),
+            14,
+            "ToEngineMetadata.metadata",
+            DecodeErrorKind::DuplicateMapKey,
+        );
+        assert_error(
+            engine_error(&[], v, &common::limits()),
+            0,
+            "",
+            DecodeErrorKind::UnexpectedEnd { needed: 1, remaining: 0 },
+        );
     }
 }
 
@@ -458,7 +526,12 @@ fn map_heavy_frames_hold_at_most_three_times_their_charge() {
     for v in VERSIONS {
         for n in [1usize, 10, 100, 1000, 10_000] {
             let body = metadata_with(n);
-            let need = minimal_budget(&common::Vector { version: v, top: "ToEngine", case: format!("map{n}"), bytes: body.clone() });
+            let need = minimal_budget(&common::Vector {
+                version: v,
+                top: "ToEngine",
+                case: format!("map{n}"),
+                bytes: body.clone(),
+            });
             let limits = DecodeLimits { max_frame_bytes: usize::MAX, max_alloc_bytes: need };
             let (r, peak) = allocated_by(|| decode_to_engine(&body, v, &limits));
             r.unwrap();
@@ -479,7 +552,12 @@ fn null_heavy_frames_hit_the_budget_before_the_frame_limit() {
     let msg = |n: usize| {
         ToEngine::SqliteExecute(ToEngineSqliteExecute {
             request_id: 1,
-            request: SqliteExecuteRequest { actor_id: String::new(), generation: 0, sql: String::new(), params: Some(vec![Value::Null; n]) },
+            request: SqliteExecuteRequest {
+                actor_id: String::new(),
+                generation: 0,
+                sql: String::new(),
+                params: Some(vec![Value::Null; n]),
+            },
         })
     };
     // Just under the budget decodes; one more NULL than it fits does not, in a frame well under the limit.

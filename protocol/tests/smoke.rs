@@ -8,7 +8,13 @@ fn sql_roundtrip_at_v4_and_gate_below() {
             actor_id: "a".into(),
             generation: 3,
             sql: "SELECT ?".into(),
-            params: Some(vec![Value::Integer(i64::MIN), Value::Float(-0.0), Value::Null, Value::Text("x\0y".into()), Value::Blob(vec![])]),
+            params: Some(vec![
+                Value::Integer(i64::MIN),
+                Value::Float(-0.0),
+                Value::Null,
+                Value::Text("x\0y".into()),
+                Value::Blob(vec![]),
+            ]),
         },
     });
     let bytes = encode_to_engine(&msg, 4).unwrap();

@@ -168,10 +168,7 @@ pub fn to_engine() -> Vec<(&'static str, ToEngine)> {
             "kv_delete_range",
             kv(8, KvRequestData::KvDeleteRange(KvDeleteRange { start: b"a".to_vec(), end: b"b".to_vec() })),
         ),
-        (
-            "kv_list_all",
-            kv(9, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: None })),
-        ),
+        ("kv_list_all", kv(9, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: None }))),
         (
             "kv_list_prefix_query",
             kv(
@@ -213,14 +210,20 @@ pub fn to_engine() -> Vec<(&'static str, ToEngine)> {
                 },
             }),
         ),
-        ("sqlite_execute_no_params", ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 14, request: sql_request(None) })),
+        (
+            "sqlite_execute_no_params",
+            ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 14, request: sql_request(None) }),
+        ),
         (
             "sqlite_execute_empty_params",
             ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 15, request: sql_request(Some(Vec::new())) }),
         ),
         (
             "sqlite_execute_params",
-            ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 16, request: sql_request(Some(edge_values())) }),
+            ToEngine::SqliteExecute(ToEngineSqliteExecute {
+                request_id: 16,
+                request: sql_request(Some(edge_values())),
+            }),
         ),
         (
             "sqlite_execute_write",
@@ -370,7 +373,10 @@ pub fn to_envoy() -> Vec<(&'static str, ToEnvoy)> {
         ),
         ("kv_get_found", kv_response(3, KvResponseData::KvGetResponse(KvGetResponse { value: Some(b"v".to_vec()) }))),
         ("kv_get_missing", kv_response(4, KvResponseData::KvGetResponse(KvGetResponse { value: None }))),
-        ("kv_get_empty_value", kv_response(5, KvResponseData::KvGetResponse(KvGetResponse { value: Some(Vec::new()) }))),
+        (
+            "kv_get_empty_value",
+            kv_response(5, KvResponseData::KvGetResponse(KvGetResponse { value: Some(Vec::new()) })),
+        ),
         ("kv_put", kv_response(6, KvResponseData::KvPutResponse)),
         ("kv_delete", kv_response(7, KvResponseData::KvDeleteResponse)),
         (

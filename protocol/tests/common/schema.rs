@@ -90,7 +90,11 @@ impl Parser {
                 self.expect("<");
                 let inner = Box::new(self.ty());
                 self.expect(">");
-                if t == "list" { Ty::List(inner) } else { Ty::Optional(inner) }
+                if t == "list" {
+                    Ty::List(inner)
+                } else {
+                    Ty::Optional(inner)
+                }
             }
             "map" => {
                 self.expect("<");
