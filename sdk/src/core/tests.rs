@@ -1,1 +1,732 @@
-//! Core tests (filled below).
+//! Deterministic tests of the core over a simulated link, quinn-proto style:
+//! a fake engine speaks the protocol in memory and a fake clock advances only
+//! when a test says so. No sockets, no sleeps.
+
+use super::*;
+use envoy_protocol as p;
+use std::collections::HashMap;
+
+/// What the fake engine does with requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Answer every request at once.
+    Now,
+    /// Record requests and answer nothing (answers lost in a crash, or held).
+    Hold,
+}
+
+/// An in-memory engine speaking the protocol at one version.
+struct FakeEngine {
+    version: u16,
+    answer: Answer,
+    /// Every decoded message received, in order.
+    received: Vec<p::ToEngine>,
+    /// Encoded frames to deliver to the client.
+    outbox: VecDeque<Vec<u8>>,
+    /// How many times each request id was received (for exactly-once checks), per connection and total.
+    seen: HashMap<u32, u32>,
+    /// Highest event index processed (survives reconnects, like the engine's session).
+    last_event_index: Option<u64>,
+    /// The hello's lastCommandIndex of each connection.
+    hellos: Vec<Option<u64>>,
+    ping_interval_ms: u64,
+    limits: p::Limits,
+    next_command_index: u64,
+}
+
+impl FakeEngine {
+    fn new(version: u16) -> Self {
+        FakeEngine {
+            version,
+            answer: Answer::Now,
+            received: Vec::new(),
+            outbox: VecDeque::new(),
+            seen: HashMap::new(),
+            last_event_index: None,
+            hellos: Vec::new(),
+            ping_interval_ms: 1_000,
+            limits: p::Limits {
+                max_request_bytes: 1 << 20,
+                max_response_bytes: 1 << 20,
+                max_kv_key_bytes: 2048,
+                max_kv_value_bytes: 1 << 16,
+                max_kv_batch_entries: 128,
+                max_pending_requests: 10_000,
+            },
+            next_command_index: 0,
+        }
+    }
+
+    fn send(&mut self, msg: p::ToEnvoy) {
+        self.outbox.push_back(p::encode_to_envoy(&msg, self.version).expect("encodable at the engine's version"));
+    }
+
+    fn receive(&mut self, bytes: &[u8]) {
+        let msg = p::decode_to_engine(bytes, self.version, &DecodeLimits::default()).expect("client frames decode");
+        self.received.push(msg.clone());
+        match msg {
+            p::ToEngine::Metadata(m) => {
+                self.hellos.push(m.last_command_index);
+                self.send(p::ToEnvoy::Init(p::ToEnvoyInit {
+                    envoy_id: "envoy-1".into(),
+                    last_event_index: self.last_event_index,
+                    metadata: p::ProtocolMetadata {
+                        ping_interval_ms: self.ping_interval_ms,
+                        envoy_lost_threshold_ms: 10_000,
+                        actor_stop_threshold_ms: 5_000,
+                        max_frame_bytes: p::DEFAULT_MAX_FRAME_BYTES,
+                        limits: Some(self.limits.clone()),
+                        sql_limits: Some(p::SqlLimits {
+                            max_sql_bytes: 1000,
+                            max_params: 10,
+                            max_value_bytes: 100,
+                            max_statement_ms: 0,
+                        }),
+                    },
+                }));
+            }
+            p::ToEngine::Events(ev) => {
+                for e in &ev.events {
+                    if self.last_event_index.is_none_or(|l| e.index > l) {
+                        self.last_event_index = Some(e.index);
+                    }
+                }
+                if let Some(l) = self.last_event_index {
+                    self.send(p::ToEnvoy::AckEvents(p::ToEnvoyAckEvents { last_event_index: l }));
+                }
+            }
+            p::ToEngine::AckCommands(_) | p::ToEngine::Stopping | p::ToEngine::Pong(_) => {}
+            p::ToEngine::KvRequest(r) => {
+                *self.seen.entry(r.request_id).or_default() += 1;
+                if self.answer == Answer::Now {
+                    let data = match r.data {
+                        p::KvRequestData::KvGet(g) => p::KvResponseData::KvGetResponse(p::KvGetResponse { value: Some(g.key) }),
+                        p::KvRequestData::KvPut(_) => p::KvResponseData::KvPutResponse,
+                        p::KvRequestData::KvDelete(_)
+                        | p::KvRequestData::KvListPrefix(_)
+                        | p::KvRequestData::KvGetBatch(_)
+                        | p::KvRequestData::KvPutBatch(_)
+                        | p::KvRequestData::KvDeleteBatch(_)
+                        | p::KvRequestData::KvDeleteRange(_)
+                        | p::KvRequestData::KvList(_) => p::KvResponseData::KvDeleteResponse,
+                    };
+                    self.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse { request_id: r.request_id, data }));
+                }
+            }
+            p::ToEngine::SqliteExecute(p::ToEngineSqliteExecute { request_id, request })
+            | p::ToEngine::SqliteExecuteWrite(p::ToEngineSqliteExecuteWrite { request_id, request }) => {
+                *self.seen.entry(request_id).or_default() += 1;
+                if self.answer == Answer::Now {
+                    self.send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
+                        request_id,
+                        result: p::SqliteExecuteResult::ExecuteResult(p::ExecuteResult {
+                            columns: vec!["sql".into()],
+                            rows: vec![vec![p::Value::Text(request.sql)]],
+                            changes: 0,
+                            last_insert_row_id: None,
+                            route: p::SqliteRoute::Read,
+                        }),
+                    }));
+                }
+            }
+            p::ToEngine::SqliteExec(r) => {
+                *self.seen.entry(r.request_id).or_default() += 1;
+            }
+            p::ToEngine::GetOrCreateActor(r) => {
+                *self.seen.entry(r.request_id).or_default() += 1;
+            }
+        }
+    }
+
+    fn command(&mut self, inner: p::Command) -> u64 {
+        let index = self.next_command_index;
+        self.next_command_index += 1;
+        self.send(p::ToEnvoy::Commands(p::ToEnvoyCommands { commands: vec![p::CommandWrapper { index, inner }] }));
+        index
+    }
+
+    fn count<F: Fn(&p::ToEngine) -> bool>(&self, f: F) -> usize {
+        self.received.iter().filter(|m| f(m)).count()
+    }
+}
+
+/// The core, the fake engine, a clock and the link between them.
+struct Sim {
+    core: Core,
+    engine: FakeEngine,
+    now: u64,
+    /// Whether a socket is open between them.
+    open: bool,
+    /// Whether `Event::Connect` is answered by opening the socket at once.
+    auto_connect: bool,
+    /// Connect requests seen.
+    connects: u32,
+    /// Request results by id.
+    results: HashMap<RequestId, Result<Response, Error>>,
+    starts: Vec<ActorInfo>,
+    stops: Vec<ActorInfo>,
+    states: Vec<ConnectionState>,
+}
+
+fn cfg() -> CoreConfig {
+    let mut c = CoreConfig::new("key-1", "pool");
+    c.default_request_timeout_ms = None;
+    c
+}
+
+impl Sim {
+    fn new(cfg: CoreConfig, engine_version: u16) -> Self {
+        let mut s = Sim {
+            core: Core::new(cfg, 7),
+            engine: FakeEngine::new(engine_version),
+            now: 0,
+            open: false,
+            auto_connect: true,
+            connects: 0,
+            results: HashMap::new(),
+            starts: Vec::new(),
+            stops: Vec::new(),
+            states: Vec::new(),
+        };
+        s.core.start(0);
+        s.run();
+        s
+    }
+
+    /// Moves frames and events until nothing moves.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(f) = self.core.poll_transmit() {
+                moved = true;
+                if self.open {
+                    self.engine.receive(&f);
+                }
+            }
+            while let Some(ev) = self.core.poll_event() {
+                moved = true;
+                match ev {
+                    Event::Connect => {
+                        self.connects += 1;
+                        if self.auto_connect {
+                            self.open = true;
+                            self.core.connected(self.engine.version, self.now);
+                        }
+                    }
+                    Event::CloseSocket { .. } => self.open = false,
+                    Event::Response { id, result } => {
+                        assert!(self.results.insert(id, result).is_none(), "request {id} answered twice");
+                    }
+                    Event::ActorStart(a) => self.starts.push(a),
+                    Event::ActorStop { actor, .. } => self.stops.push(actor),
+                    Event::State(s) => self.states.push(s),
+                }
+            }
+            if self.open {
+                while let Some(f) = self.engine.outbox.pop_front() {
+                    moved = true;
+                    self.core.frame_received(&f, self.now);
+                }
+            } else {
+                self.engine.outbox.clear();
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advances the clock by `ms`, firing every deadline on the way.
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while let Some(t) = self.core.poll_timeout().filter(|t| *t <= end) {
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now);
+            self.run();
+        }
+        self.now = end;
+    }
+
+    /// The link dies under both (no close frame).
+    fn kill_socket(&mut self) {
+        self.open = false;
+        self.engine.outbox.clear();
+        self.core.disconnected(None, "killed", self.now);
+        self.run();
+    }
+
+    fn kv_get(&mut self, key: &[u8]) -> RequestId {
+        let id = self.core.submit(kv(p::KvRequestData::KvGet(p::KvGet { key: key.to_vec() })), RequestOptions::default(), self.now);
+        self.run();
+        id
+    }
+
+    fn kv_put(&mut self, key: &[u8]) -> RequestId {
+        let data = p::KvRequestData::KvPut(p::KvPut { key: key.to_vec(), value: b"v".to_vec() });
+        let id = self.core.submit(kv(data), RequestOptions::default(), self.now);
+        self.run();
+        id
+    }
+
+    fn sql(&mut self, sql: &str, write: bool, opts: RequestOptions) -> RequestId {
+        let r = Request::SqlExecute { actor_id: "a1".into(), generation: 1, sql: sql.into(), params: None, write };
+        let id = self.core.submit(r, opts, self.now);
+        self.run();
+        id
+    }
+
+    /// Advances exactly to the end of the current backoff (no liveness expiry on the way).
+    fn reconnect(&mut self) {
+        match self.states.last() {
+            Some(ConnectionState::Reconnecting { delay_ms, .. }) => {
+                let d = *delay_ms;
+                self.advance(d);
+            }
+            other => panic!("not reconnecting: {other:?}"),
+        }
+    }
+
+    fn result(&self, id: RequestId) -> &Result<Response, Error> {
+        self.results.get(&id).unwrap_or_else(|| panic!("request {id} has no result"))
+    }
+
+    fn connected(&self) -> bool {
+        self.core.session().is_some()
+    }
+}
+
+fn kv(data: p::KvRequestData) -> Request {
+    Request::Kv { actor_id: "a1".into(), generation: 1, data }
+}
+
+#[test]
+fn handshake_sends_hello_first_and_reports_the_session() {
+    let sim = Sim::new(cfg(), 4);
+    assert!(sim.connected());
+    match &sim.engine.received[0] {
+        p::ToEngine::Metadata(m) => {
+            assert_eq!(m.envoy_key, "key-1");
+            assert_eq!(m.pool_name, "pool");
+            assert_eq!(m.last_command_index, None);
+        }
+        other => panic!("first frame must be the hello, got {other:?}"),
+    }
+    let session = sim.core.session().unwrap();
+    assert_eq!(session.protocol_version, 4);
+    assert_eq!(session.envoy_id, "envoy-1");
+    assert!(matches!(sim.states.last(), Some(ConnectionState::Connected(_))));
+    assert_eq!(sim.core.subprotocols(Some("t")), ["envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.t"]);
+}
+
+#[test]
+fn five_hundred_requests_in_flight_answered_out_of_order() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.answer = Answer::Hold;
+    let ids: Vec<RequestId> = (0..500).map(|i| sim.sql(&format!("SELECT {i}"), false, RequestOptions::default())).collect();
+    assert_eq!(sim.core.in_flight(), 500, "all 500 go on the wire without waiting for answers");
+    // Answer in reverse order.
+    let received: Vec<_> = sim.engine.received.clone();
+    for m in received.iter().rev() {
+        if let p::ToEngine::SqliteExecute(r) = m {
+            sim.engine.send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
+                request_id: r.request_id,
+                result: p::SqliteExecuteResult::ExecuteResult(p::ExecuteResult {
+                    columns: vec!["sql".into()],
+                    rows: vec![vec![p::Value::Text(r.request.sql.clone())]],
+                    changes: 0,
+                    last_insert_row_id: None,
+                    route: p::SqliteRoute::Read,
+                }),
+            }));
+        }
+    }
+    sim.run();
+    for (i, id) in ids.iter().enumerate() {
+        match sim.result(*id) {
+            Ok(Response::Execute(x)) => assert_eq!(x.rows[0][0], p::Value::Text(format!("SELECT {i}"))),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+    assert_eq!(sim.core.pending_len(), 0);
+}
+
+#[test]
+fn lost_answer_of_a_write_is_indeterminate_and_unsent_requests_go_once_after_init() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.answer = Answer::Hold;
+    let write = sim.kv_put(b"k");
+    let sql_write = sim.sql("INSERT INTO t VALUES (1)", true, RequestOptions::default());
+    assert_eq!(sim.engine.seen[&write], 1);
+    sim.auto_connect = false;
+    sim.kill_socket();
+    assert_eq!(sim.result(write), &Err(Error::IndeterminateResult));
+    assert_eq!(sim.result(sql_write), &Err(Error::IndeterminateResult));
+    assert!(matches!(sim.states.last(), Some(ConnectionState::Reconnecting { attempt: 1, .. })));
+
+    // While disconnected, requests queue; nothing is answered yet.
+    sim.engine.answer = Answer::Now;
+    let queued: Vec<_> = (0..5).map(|i| sim.kv_put(format!("q{i}").as_bytes())).collect();
+    assert!(queued.iter().all(|id| !sim.results.contains_key(id)));
+
+    // Reconnect after the backoff; queued requests are sent exactly once, after Init.
+    sim.auto_connect = true;
+    sim.reconnect();
+    assert!(sim.connected());
+    for id in &queued {
+        assert_eq!(sim.engine.seen[id], 1, "request {id} delivered exactly once");
+        assert_eq!(sim.result(*id), &Ok(Response::KvDone));
+    }
+    let hello_pos = sim.engine.received.iter().rposition(|m| matches!(m, p::ToEngine::Metadata(_))).unwrap();
+    let first_queued = sim
+        .engine
+        .received
+        .iter()
+        .position(|m| matches!(m, p::ToEngine::KvRequest(r) if r.request_id == queued[0]))
+        .unwrap();
+    assert!(first_queued > hello_pos, "queued requests go after the new hello");
+    assert_eq!(sim.engine.seen[&write], 1, "the write is never re-sent");
+}
+
+#[test]
+fn reads_are_retried_once_then_indeterminate() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.answer = Answer::Hold;
+    let read = sim.kv_get(b"k");
+    let sql_read = sim.sql("SELECT 1", false, RequestOptions { idempotent: true, timeout_ms: None });
+    let sql_not_marked = sim.sql("SELECT 2", false, RequestOptions::default());
+    sim.kill_socket();
+    assert!(!sim.results.contains_key(&read), "a read waits for its retry");
+    assert!(!sim.results.contains_key(&sql_read));
+    assert_eq!(sim.result(sql_not_marked), &Err(Error::IndeterminateResult), "SQL not marked idempotent is not retried");
+    sim.reconnect();
+    assert_eq!(sim.engine.seen[&read], 2);
+    assert_eq!(sim.engine.seen[&sql_read], 2);
+    // Lost again: the one retry is used up.
+    sim.kill_socket();
+    assert_eq!(sim.result(read), &Err(Error::IndeterminateResult));
+    assert_eq!(sim.result(sql_read), &Err(Error::IndeterminateResult));
+
+    // With retries off, a read fails at once.
+    let mut c = cfg();
+    c.retry_idempotent_reads = false;
+    let mut sim = Sim::new(c, 4);
+    sim.engine.answer = Answer::Hold;
+    let read = sim.kv_get(b"k");
+    sim.kill_socket();
+    assert_eq!(sim.result(read), &Err(Error::IndeterminateResult));
+}
+
+#[test]
+fn sql_against_a_v3_engine_fails_fast_with_remote_unavailable_and_kv_works() {
+    let mut sim = Sim::new(cfg(), 3);
+    assert_eq!(sim.core.version(), Some(3));
+    let id = sim.sql("SELECT 1", false, RequestOptions::default());
+    assert_eq!(
+        sim.result(id),
+        &Err(Error::RemoteUnavailable(p::ProtocolCompatibilityError {
+            feature: p::Feature::RemoteSqlite,
+            direction: p::Direction::ToEngine,
+            required_version: 4,
+            target_version: 3,
+        }))
+    );
+    assert_eq!(sim.engine.seen.get(&id), None, "nothing was sent");
+    let get = sim.kv_get(b"hello");
+    assert_eq!(sim.result(get), &Ok(Response::KvValue(Some(b"hello".to_vec()))));
+    assert!(sim.connected(), "no reconnect loop");
+    assert_eq!(sim.connects, 1);
+}
+
+#[test]
+fn liveness_timeout_notices_a_half_open_socket_and_reconnects() {
+    let mut sim = Sim::new(cfg(), 4);
+    // Pings keep it alive.
+    for _ in 0..10 {
+        sim.advance(900);
+        sim.engine.send(p::ToEnvoy::Ping(p::ToEnvoyPing { ts: sim.now as i64 }));
+        sim.run();
+    }
+    assert!(sim.connected());
+    assert_eq!(sim.engine.count(|m| matches!(m, p::ToEngine::Pong(_))), 10);
+    // The link goes silent without any close: half-open.
+    sim.auto_connect = false;
+    sim.engine.answer = Answer::Hold;
+    let write = sim.kv_put(b"k");
+    sim.advance(2_999);
+    assert!(sim.connected(), "not yet: 3 ping intervals");
+    sim.advance(2);
+    assert!(!sim.connected());
+    assert!(!sim.open, "the core asked to close the socket");
+    assert_eq!(sim.result(write), &Err(Error::IndeterminateResult));
+    assert!(matches!(sim.states.last(), Some(ConnectionState::Reconnecting { .. })));
+}
+
+#[test]
+fn backoff_grows_with_jitter_and_is_deterministic() {
+    let run = || {
+        let mut sim = Sim::new(cfg(), 4);
+        sim.auto_connect = false;
+        sim.kill_socket();
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let delay = match sim.states.last() {
+                Some(ConnectionState::Reconnecting { delay_ms, .. }) => *delay_ms,
+                other => panic!("{other:?}"),
+            };
+            delays.push(delay);
+            sim.advance(delay);
+            // Connect requested; it fails.
+            sim.core.connect_failed(ConnectFailure::Other("refused".into()), sim.now);
+            sim.run();
+        }
+        delays
+    };
+    let a = run();
+    assert_eq!(a, run(), "same seed, same delays");
+    for (k, d) in a.iter().enumerate() {
+        let ceiling = (100u64 << k).min(5_000);
+        assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {k}: {d} outside [{}, {ceiling}]", ceiling / 2);
+    }
+}
+
+#[test]
+fn no_reconnect_after_eviction_or_close_and_426_is_fatal() {
+    let mut sim = Sim::new(cfg(), 4);
+    let queued_before = sim.connects;
+    sim.core.disconnected(Some(p::close::EVICTED), "replaced", sim.now);
+    sim.run();
+    assert!(sim.core.is_closed());
+    sim.advance(60_000);
+    assert_eq!(sim.connects, queued_before, "no reconnect after EVICTED");
+    let late = sim.kv_get(b"x");
+    assert_eq!(sim.result(late), &Err(Error::Closed));
+    assert!(matches!(
+        sim.states.last(),
+        Some(ConnectionState::Closed { error: Some(Error::Disconnected { reason: crate::error::DisconnectReason::ClosedByEngine { code: 4000, .. } }) })
+    ));
+
+    // After close(): the engine hears Stopping, no reconnect.
+    let mut sim = Sim::new(cfg(), 4);
+    sim.core.close(sim.now);
+    sim.run();
+    assert_eq!(sim.engine.count(|m| matches!(m, p::ToEngine::Stopping)), 1);
+    assert!(sim.core.is_closed());
+    sim.advance(60_000);
+    assert_eq!(sim.connects, 1);
+
+    // 426 on the first connect: fatal, queued requests fail with NoCommonVersion.
+    let mut sim = Sim::new(cfg(), 4);
+    sim.kill_socket();
+    sim.auto_connect = false;
+    let q = sim.kv_get(b"x");
+    let state = sim.states.last().cloned();
+    let Some(ConnectionState::Reconnecting { delay_ms, .. }) = state else { panic!() };
+    sim.advance(delay_ms);
+    sim.core.connect_failed(ConnectFailure::NoCommonVersion { engine_versions: Some("5-6".into()) }, sim.now);
+    sim.run();
+    assert!(sim.core.is_closed());
+    assert_eq!(
+        sim.result(q),
+        &Err(Error::NoCommonVersion { client_min: 1, client_max: 4, engine_versions: Some("5-6".into()) })
+    );
+    let before = sim.connects;
+    sim.advance(60_000);
+    assert_eq!(sim.connects, before);
+}
+
+#[test]
+fn graceful_close_waits_for_in_flight_answers() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.answer = Answer::Hold;
+    let inflight = sim.kv_get(b"k");
+    sim.core.close(sim.now);
+    sim.run();
+    assert!(!sim.core.is_closed(), "waits for the in-flight answer");
+    let late = sim.kv_get(b"late");
+    assert_eq!(sim.result(late), &Err(Error::Closed));
+    sim.engine.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse {
+        request_id: inflight,
+        data: p::KvResponseData::KvGetResponse(p::KvGetResponse { value: None }),
+    }));
+    sim.run();
+    assert_eq!(sim.result(inflight), &Ok(Response::KvValue(None)));
+    assert!(sim.core.is_closed());
+}
+
+#[test]
+fn request_timeouts_fire_and_say_whether_the_request_was_sent() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.answer = Answer::Hold;
+    let opts = RequestOptions { timeout_ms: Some(500), idempotent: false };
+    let sent = sim.core.submit(kv(p::KvRequestData::KvGet(p::KvGet { key: b"k".to_vec() })), opts, sim.now);
+    sim.run();
+    sim.auto_connect = false;
+    sim.kill_socket();
+    // The read waits for its retry; submit one more that is never sent.
+    let unsent = sim.core.submit(kv(p::KvRequestData::KvGet(p::KvGet { key: b"j".to_vec() })), opts, sim.now);
+    sim.advance(499);
+    assert!(!sim.results.contains_key(&sent));
+    sim.advance(1);
+    assert_eq!(sim.result(sent), &Err(Error::Timeout { timeout_ms: 500, sent: true }));
+    assert_eq!(sim.result(unsent), &Err(Error::Timeout { timeout_ms: 500, sent: false }));
+}
+
+#[test]
+fn commands_are_applied_once_acked_and_events_resent_after_reconnect() {
+    let mut sim = Sim::new(cfg(), 4);
+    let start = p::Command::StartActor(p::CommandStartActor {
+        actor_id: "a1".into(),
+        generation: 3,
+        name: "counter".into(),
+        key: "k".into(),
+    });
+    let idx = sim.engine.command(start.clone());
+    sim.run();
+    assert_eq!(sim.starts.len(), 1);
+    assert_eq!(sim.starts[0].generation, 3);
+    assert!(sim.engine.received.iter().any(|m| matches!(m, p::ToEngine::AckCommands(a) if a.last_command_index == idx)));
+    // The Running event reached the engine.
+    assert_eq!(sim.engine.last_event_index, Some(0));
+
+    // A duplicate (re-sent after a reconnect) is ignored.
+    sim.engine.send(p::ToEnvoy::Commands(p::ToEnvoyCommands { commands: vec![p::CommandWrapper { index: idx, inner: start }] }));
+    sim.run();
+    assert_eq!(sim.starts.len(), 1);
+
+    // Stop: requests for the stopping actor fail locally; the stop handler's end records Stopped.
+    sim.engine.command(p::Command::StopActor(p::CommandStopActor {
+        actor_id: "a1".into(),
+        generation: 3,
+        reason: p::StopReason::Operator,
+    }));
+    sim.run();
+    assert_eq!(sim.stops.len(), 1);
+    let r = Request::SqlExecute { actor_id: "a1".into(), generation: 3, sql: "SELECT 1".into(), params: None, write: false };
+    let id = sim.core.submit(r, RequestOptions::default(), sim.now);
+    sim.run();
+    assert_eq!(sim.result(id), &Err(Error::ActorStopping));
+
+    // The stop finishes while disconnected: the event waits, and goes after the next Init.
+    sim.auto_connect = false;
+    sim.kill_socket();
+    sim.core.actor_stopped("a1", 3, None);
+    sim.run();
+    sim.auto_connect = true;
+    sim.reconnect();
+    assert!(sim.connected());
+    assert_eq!(sim.engine.hellos.last(), Some(&Some(idx + 1)), "the hello carries the last applied command");
+    assert_eq!(sim.engine.last_event_index, Some(1));
+    let stopped = sim.engine.received.iter().any(|m| match m {
+        p::ToEngine::Events(e) => e.events.iter().any(|w| {
+            matches!(&w.inner, p::Event::ActorStateUpdate(u) if matches!(u.state, p::ActorState::Stopped(_)) && w.index == 1)
+        }),
+        _ => false,
+    });
+    assert!(stopped);
+    // Event 0 was acked before the reconnect, so it is not re-sent.
+    let zero_sent = sim
+        .engine
+        .received
+        .iter()
+        .filter(|m| matches!(m, p::ToEngine::Events(e) if e.events.iter().any(|w| w.index == 0)))
+        .count();
+    assert_eq!(zero_sent, 1);
+}
+
+#[test]
+fn limits_are_enforced_before_sending() {
+    let mut sim = Sim::new(cfg(), 4);
+    let big = "x".repeat(2_000);
+    let id = sim.sql(&big, false, RequestOptions::default());
+    match sim.result(id) {
+        Err(Error::LimitExceeded { kind: p::LimitKind::SqlBytes, max: 1000, actual: Some(2000), .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(sim.engine.seen.get(&id).is_none());
+
+    // The engine's maxPendingRequests caps what is on the wire; the rest waits.
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.limits.max_pending_requests = 2;
+    sim.kill_socket();
+    sim.reconnect();
+    sim.engine.answer = Answer::Hold;
+    let ids: Vec<_> = (0..5).map(|i| sim.kv_get(&[i])).collect();
+    assert_eq!(sim.core.in_flight(), 2);
+    assert_eq!(sim.engine.seen.len(), 2);
+    // Answering one lets the next go.
+    sim.engine.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse {
+        request_id: ids[0],
+        data: p::KvResponseData::KvGetResponse(p::KvGetResponse { value: None }),
+    }));
+    sim.run();
+    assert_eq!(sim.engine.seen.len(), 3);
+
+    // The client's own queue cap.
+    let mut c = cfg();
+    c.max_queued_requests = 1;
+    let mut sim = Sim::new(c, 4);
+    sim.auto_connect = false;
+    sim.kill_socket();
+    let _first = sim.kv_get(b"1");
+    let second = sim.kv_get(b"2");
+    assert!(matches!(sim.result(second), Err(Error::LimitExceeded { kind: p::LimitKind::PendingRequests, .. })));
+}
+
+#[test]
+fn engine_errors_map_to_typed_variants() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.engine.answer = Answer::Hold;
+    let a = sim.sql("SELECT 1", false, RequestOptions::default());
+    let b = sim.sql("BAD", false, RequestOptions::default());
+    let c = sim.kv_get(b"k");
+    sim.engine.send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
+        request_id: a,
+        result: p::SqliteExecuteResult::SqliteFenceMismatch(p::SqliteFenceMismatch { current_generation: 9 }),
+    }));
+    sim.engine.send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
+        request_id: b,
+        result: p::SqliteExecuteResult::SqliteError(p::SqliteError {
+            code: p::SqliteErrorCode::Sqlite,
+            message: "syntax error".into(),
+            extended_code: Some(1),
+            committed: Some(false),
+            statement_index: None,
+            limit: None,
+        }),
+    }));
+    sim.engine.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse {
+        request_id: c,
+        data: p::KvResponseData::KvErrorResponse(p::KvErrorResponse {
+            code: p::KvErrorCode::ActorStopping,
+            message: "draining".into(),
+            current_generation: None,
+        }),
+    }));
+    // An answer with an unknown id is ignored.
+    sim.engine.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse { request_id: 99_999, data: p::KvResponseData::KvPutResponse }));
+    sim.run();
+    assert_eq!(sim.result(a), &Err(Error::FenceMismatch { current_generation: Some(9) }));
+    assert_eq!(
+        sim.result(b),
+        &Err(Error::Sql {
+            code: p::SqliteErrorCode::Sqlite,
+            extended_code: Some(1),
+            message: "syntax error".into(),
+            committed: Some(false),
+            statement_index: None
+        })
+    );
+    assert_eq!(sim.result(c), &Err(Error::ActorStopping));
+    assert!(sim.connected());
+}
+
+#[test]
+fn an_undecodable_frame_drops_the_socket_and_reconnects() {
+    let mut sim = Sim::new(cfg(), 4);
+    sim.auto_connect = false;
+    sim.core.frame_received(&[0xff, 0xff, 0xff], sim.now);
+    sim.run();
+    assert!(!sim.connected());
+    assert!(!sim.open);
+    assert!(matches!(sim.states.last(), Some(ConnectionState::Reconnecting { .. })));
+}
