@@ -73,11 +73,12 @@ export interface KvListOptions {
   limit?: number;
 }
 
-/** Why an actor stopped on this envoy, as the engine said. */
+/** The actor generation the engine stopped on this envoy. */
 export interface ActorStopInfo {
   actorId: string;
+  name: string;
+  key: string;
   generation: number | bigint;
-  reason: string;
 }
 
 /** Remote SQLite of one actor. */

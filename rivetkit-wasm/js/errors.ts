@@ -47,6 +47,19 @@ export interface EnvoyErrorFields {
   closeCode?: number;
   /** The engine's error code for the request, where different from `code`. */
   engineCode?: string;
+  /** TIMEOUT: the deadline, and whether the request had been sent (then it may have run). */
+  timeoutMs?: number;
+  sent?: boolean;
+  /** DISCONNECTED: why ("CLOSED_BY_ENGINE", "UNAUTHORIZED", "NO_VERSION_SELECTED", "GAVE_UP"). */
+  reason?: string;
+  /** DISCONNECTED/UNAUTHORIZED: the HTTP status of the refused upgrade. */
+  httpStatus?: number;
+  /** DISCONNECTED/GAVE_UP: connection attempts made. */
+  attempts?: number;
+  /** NO_COMMON_VERSION: what each side speaks. */
+  clientMinVersion?: number;
+  clientMaxVersion?: number;
+  engineVersions?: string;
 }
 
 export class EnvoyError extends Error implements EnvoyErrorFields {
@@ -64,6 +77,14 @@ export class EnvoyError extends Error implements EnvoyErrorFields {
   typeName?: string;
   closeCode?: number;
   engineCode?: string;
+  timeoutMs?: number;
+  sent?: boolean;
+  reason?: string;
+  httpStatus?: number;
+  attempts?: number;
+  clientMinVersion?: number;
+  clientMaxVersion?: number;
+  engineVersions?: string;
 
   constructor(code: string, group: EnvoyErrorGroup, message: string, fields: EnvoyErrorFields = {}) {
     super(message);
@@ -95,6 +116,8 @@ export class TimeoutError extends EnvoyError {}
 
 const SUBCLASS_BY_CODE: Record<string, typeof EnvoyError> = {
   FENCE_MISMATCH: FenceMismatchError,
+  ACTOR_NOT_FOUND: EnvoyError,
+  ACTOR_NOT_PLACED: EnvoyError,
   ACTOR_STOPPING: ActorStoppingError,
   INDETERMINATE_RESULT: IndeterminateResultError,
   REMOTE_UNAVAILABLE: RemoteUnavailableError,
@@ -121,6 +144,14 @@ const FIELD_NAMES: (keyof EnvoyErrorFields)[] = [
   "typeName",
   "closeCode",
   "engineCode",
+  "timeoutMs",
+  "sent",
+  "reason",
+  "httpStatus",
+  "attempts",
+  "clientMinVersion",
+  "clientMaxVersion",
+  "engineVersions",
 ];
 
 /**

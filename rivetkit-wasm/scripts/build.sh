@@ -88,7 +88,7 @@ for target in web deno nodejs; do
     fi
   done
   node_modules/.bin/tsc --strict --declaration --target es2022 --module es2022 --moduleResolution bundler \
-    --lib es2022,dom --skipLibCheck false --rootDir "$out" --outDir "$out" \
+    --lib esnext,dom --skipLibCheck false --rootDir "$out" --outDir "$out" \
     "$out/index.$ext" "$out/envoy.$ext" "$out/errors.$ext"
   rm -f "$out/index.$ext" "$out/envoy.$ext" "$out/errors.$ext" "$out/.gitignore"
   bash scripts/package-json.sh "$target" > "$out/package.json"
@@ -96,5 +96,5 @@ done
 
 raw=$(stat -c %s pkg/web/rivetkit_wasm_bg.wasm)
 gz=$(gzip -9 -c pkg/web/rivetkit_wasm_bg.wasm | wc -c)
-log "built pkg/{web,deno,nodejs} (wasm-opt: ${wasm_opt:+yes}${wasm_opt:-no})"
+log "built pkg/{web,deno,nodejs} (wasm-opt: ${wasm_opt:-not found, skipped})"
 echo "rivetkit_wasm_bg.wasm size: ${raw} bytes raw, ${gz} bytes gzip -9"

@@ -1,0 +1,117 @@
+//! `RawEnvoy`: one client connection as the JS layer sees it — connect, get-or-create,
+//! lifecycle handlers, close.
+
+use crate::actor::RawActor;
+use crate::js_convert::set;
+use crate::js_error::{self, u64_to_js};
+use crate::options;
+use crate::value::IntegerMode;
+use envoy_client::{ActorContext, Client};
+use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+/// A connection to an engine (`Envoy` in the public API wraps it).
+#[wasm_bindgen]
+pub struct RawEnvoy {
+    /// The client; clones share its one socket and driver task.
+    client: Client,
+    /// Default INTEGER result mode for the actors this envoy hands out.
+    integers: IntegerMode,
+    /// Version negotiated on the first connection (a reconnect may land on another engine
+    /// build, so the live value is read from the session when connected).
+    first_version: u16,
+}
+
+/// Calls a JS handler and waits for it if it returned a Promise. A handler that throws or
+/// rejects is reported on the console (it must not take the connection down).
+async fn call_handler(f: &Function, arg: JsValue, what: &str) {
+    let result = match f.call1(&JsValue::NULL, &arg) {
+        Ok(v) => match v.dyn_into::<Promise>() {
+            Ok(p) => JsFuture::from(p).await.map(|_| ()),
+            Err(_) => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        report(what, &e);
+    }
+}
+
+/// `console.error(what, error)`, where the host has a console.
+fn report(what: &str, e: &JsValue) {
+    let global = js_sys::global();
+    let console = Reflect::get(&global, &"console".into()).ok();
+    if let Some(error) = console.as_ref().and_then(|c| Reflect::get(c, &"error".into()).ok()) {
+        if let Some(f) = error.dyn_ref::<Function>() {
+            let _ = f.call2(console.as_ref().unwrap_or(&JsValue::NULL), &JsValue::from_str(what), e);
+        }
+    }
+}
+
+fn stop_info(ctx: &ActorContext) -> JsValue {
+    let o = Object::new();
+    set(&o, "actorId", JsValue::from_str(ctx.id()));
+    set(&o, "name", JsValue::from_str(ctx.name()));
+    set(&o, "key", JsValue::from_str(ctx.key()));
+    set(&o, "generation", u64_to_js(ctx.generation()));
+    o.into()
+}
+
+#[wasm_bindgen]
+impl RawEnvoy {
+    /// Connects and waits for the engine's Init.
+    pub async fn connect(options: JsValue) -> Result<RawEnvoy, JsValue> {
+        let opts = options::connect(&options).map_err(|e| js_error::value(&e))?;
+        let client = Client::connect(opts.config).await.map_err(|e| js_error::client(&e))?;
+        let first_version = client.session().map(|s| s.protocol_version).unwrap_or(0);
+        Ok(RawEnvoy { client, integers: opts.integers, first_version })
+    }
+
+    /// The negotiated protocol version.
+    #[wasm_bindgen(getter, js_name = protocolVersion)]
+    pub fn protocol_version(&self) -> u16 {
+        self.client.session().map(|s| s.protocol_version).unwrap_or(self.first_version)
+    }
+
+    /// Resolves to a `RawActor`.
+    #[wasm_bindgen(js_name = getOrCreateActor, unchecked_return_type = "Promise<RawActor>")]
+    pub fn get_or_create_actor(&self, name: String, key: String) -> Promise {
+        let client = self.client.clone();
+        let integers = self.integers;
+        future_to_promise(async move {
+            let ctx = client.get_or_create_actor(&name, &key).await.map_err(|e| js_error::client(&e))?;
+            Ok(RawActor::new(ctx, integers).into())
+        })
+    }
+
+    /// `handler(actor: RawActor)` for every actor the engine starts here.
+    #[wasm_bindgen(js_name = onActorStart)]
+    pub fn on_actor_start(&self, handler: Function) {
+        let integers = self.integers;
+        self.client.on_actor_start(move |ctx| {
+            let handler = handler.clone();
+            async move { call_handler(&handler, RawActor::new(ctx, integers).into(), "onActorStart handler failed:").await }
+        });
+    }
+
+    /// `handler({ actorId, name, key, generation })` when the engine stops an actor here; the
+    /// engine is told the actor stopped once the handler (or its Promise) completes.
+    #[wasm_bindgen(js_name = onActorStop)]
+    pub fn on_actor_stop(&self, handler: Function) {
+        self.client.on_actor_stop(move |ctx| {
+            let handler = handler.clone();
+            async move { call_handler(&handler, stop_info(&ctx), "onActorStop handler failed:").await }
+        });
+    }
+
+    /// Closes the connection (in-flight calls are answered first, up to the client's close timeout).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        let client = self.client.clone();
+        future_to_promise(async move {
+            client.close().await;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}

@@ -1,0 +1,364 @@
+// The rivetkit-wasm conformance suite: one body of tests, run unchanged in Node, Deno and workerd
+// by the tiny runners in tests/hosts/. It only uses what every host has (fetch, WebSocket via the
+// package, timers, TextEncoder) and the package's public API.
+//
+// ctx = {
+//   pkg,        // the package module (Envoy, EnvoyError, subclasses)
+//   engine,     // { wsUrl, httpUrl } of a v4 engine
+//   v3,         // { wsUrl } of an engine started with --max-protocol-version 3
+//   proxy,      // { wsUrl, controlUrl }: a TCP proxy to `engine` whose connections the test can cut
+//   host,       // "node" | "deno" | "workerd", for names and logs
+//   log,        // (line) => void
+// }
+// Returns { passed, failed, failures: [{ name, error }] }.
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+class AssertionError extends Error {}
+
+function assert(cond, msg) {
+  if (!cond) throw new AssertionError(msg ?? "assertion failed");
+}
+
+function show(v) {
+  if (typeof v === "bigint") return `${v}n`;
+  if (v instanceof Uint8Array) return `Uint8Array[${Array.from(v).join(",")}]`;
+  if (Object.is(v, -0)) return "-0";
+  if (Array.isArray(v)) return `[${v.map(show).join(", ")}]`;
+  if (v && typeof v === "object") return `{${Object.entries(v).map(([k, x]) => `${k}: ${show(x)}`).join(", ")}}`;
+  return typeof v === "string" ? JSON.stringify(v) : String(v);
+}
+
+function same(a, b) {
+  if (a instanceof Uint8Array && b instanceof Uint8Array) {
+    return a.length === b.length && a.every((x, i) => x === b[i]);
+  }
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => same(x, b[i]));
+  return Object.is(a, b);
+}
+
+function eq(actual, expected, what = "value") {
+  if (!same(actual, expected)) throw new AssertionError(`${what}: expected ${show(expected)}, got ${show(actual)}`);
+}
+
+async function rejects(promise, Class, check) {
+  let err;
+  try {
+    await promise;
+  } catch (e) {
+    err = e;
+  }
+  assert(err !== undefined, `expected a ${Class.name}, but the call succeeded`);
+  assert(err instanceof Class, `expected a ${Class.name}, got ${err?.constructor?.name}: ${err?.code} ${err?.message}`);
+  if (check) check(err);
+  return err;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A statement that keeps SQLite busy for a while (a recursive CTE counting up).
+const SLOW_COUNT = 2_500_000;
+const SLOW_SQL = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ${SLOW_COUNT}) SELECT count(*) AS n FROM c`;
+
+export async function runConformance(ctx) {
+  const { pkg, host, log } = ctx;
+  const { Envoy, EnvoyError } = pkg;
+  const run = `${host}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+  const opts = (extra = {}) => ({ endpoint: ctx.engine.wsUrl, namespace: "conformance", poolName: "default", ...extra });
+  const tests = [];
+  const test = (name, fn) => tests.push({ name, fn });
+  const cleanup = [];
+  const connect = async (extra) => {
+    const e = await Envoy.connect(opts(extra));
+    cleanup.push(e);
+    return e;
+  };
+
+  test("connect, get-or-create, start handler, protocol v4", async () => {
+    const envoy = await connect();
+    eq(envoy.protocolVersion, 4, "protocolVersion");
+    const started = [];
+    envoy.onActorStart((actor) => started.push(actor));
+    const actor = await envoy.getOrCreateActor("counter", `life-${run}`);
+    assert(typeof actor.id === "string" && actor.id.length > 0, "actor.id");
+    eq(actor.name, "counter", "actor.name");
+    eq(actor.key, `life-${run}`, "actor.key");
+    assert(Number(actor.generation) >= 1, `generation ${show(actor.generation)}`);
+    for (let i = 0; i < 50 && started.length === 0; i++) await sleep(10);
+    eq(started.length, 1, "onActorStart calls");
+    eq(started[0].id, actor.id, "started actor id");
+    // The same (name, key) is the same actor.
+    const again = await envoy.getOrCreateActor("counter", `life-${run}`);
+    eq(again.id, actor.id, "same actor for same name/key");
+  });
+
+  test("exec, execute, executeWrite, query, run", async () => {
+    const envoy = await connect();
+    const { db } = await envoy.getOrCreateActor("sql", `basic-${run}`);
+    const r = await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE); INSERT INTO t(name) VALUES ('a'); SELECT count(*) AS n FROM t");
+    eq(r.columns, ["n"], "exec columns");
+    eq(r.rows, [[1]], "exec rows");
+    const w = await db.executeWrite("INSERT INTO t(name) VALUES (?)", ["b"]);
+    eq(w.changes, 1, "changes");
+    eq(w.lastInsertRowId, 2, "lastInsertRowId");
+    eq(w.route, "WRITE", "route of executeWrite");
+    const s = await db.execute("SELECT id, name FROM t ORDER BY id", []);
+    eq(s.columns, ["id", "name"], "columns");
+    eq(s.rows, [[1, "a"], [2, "b"]], "rows");
+    eq(s.changes, 0, "SELECT changes");
+    eq(s.lastInsertRowId, null, "SELECT lastInsertRowId");
+    eq(s.route, "READ", "route of a read");
+    const q = await db.query("SELECT id, name FROM t WHERE id = ?", [2]);
+    eq(q.length, 1, "query rows");
+    eq(q[0].id, 2, "query row.id");
+    eq(q[0].name, "b", "query row.name");
+    const u = await db.run("UPDATE t SET name = name || '!'");
+    eq(u.changes, 2, "run changes");
+    eq(u.lastInsertRowId, null, "run lastInsertRowId of an UPDATE");
+  });
+
+  test("values JS -> SQLite -> JS, every type", async () => {
+    const envoy = await connect();
+    const { db } = await envoy.getOrCreateActor("sql", `values-${run}`);
+    await db.exec("CREATE TABLE v(id INTEGER PRIMARY KEY, x)");
+    const big = 2n ** 62n;
+    const cases = [
+      // [param, expected SQLite type, expected value back]
+      [null, "null", null],
+      [0, "integer", 0],
+      [42, "integer", 42],
+      [-42, "integer", -42],
+      [Number.MAX_SAFE_INTEGER, "integer", Number.MAX_SAFE_INTEGER],
+      [Number.MIN_SAFE_INTEGER, "integer", Number.MIN_SAFE_INTEGER],
+      [1.5, "real", 1.5],
+      [2 ** 53, "real", 2 ** 53],
+      [-0, "real", -0],
+      [Infinity, "real", Infinity],
+      [-Infinity, "real", -Infinity],
+      [NaN, "null", null], // SQLite stores NaN as NULL
+      [big, "integer", big],
+      [-(2n ** 63n), "integer", -(2n ** 63n)],
+      [2n ** 63n - 1n, "integer", 2n ** 63n - 1n],
+      [7n, "integer", 7], // a small bigint comes back as a number in "auto" mode
+      ["", "text", ""],
+      ["héllo wörld ✓ 🦀", "text", "héllo wörld ✓ 🦀"],
+      ["a\u0000b", "text", "a\u0000b"],
+      [true, "integer", 1],
+      [false, "integer", 0],
+      [new Uint8Array([]), "blob", new Uint8Array([])],
+      [new Uint8Array([0, 1, 254, 255]), "blob", new Uint8Array([0, 1, 254, 255])],
+      [new Uint8Array([9, 8, 7]).buffer, "blob", new Uint8Array([9, 8, 7])],
+      [new Uint16Array([0x0102]), "blob", new Uint8Array(new Uint16Array([0x0102]).buffer)],
+    ];
+    for (const [i, [param, type, back]] of cases.entries()) {
+      await db.executeWrite("INSERT INTO v(id, x) VALUES (?, ?)", [i, param]);
+      const [row] = (await db.execute("SELECT x, typeof(x) FROM v WHERE id = ?", [i])).rows;
+      eq(row[1], type, `typeof of ${show(param)}`);
+      eq(row[0], back, `value of ${show(param)}`);
+    }
+    // Large values both ways.
+    const bigText = "x".repeat(200_000);
+    const bigBlob = new Uint8Array(300_000).map((_, i) => i % 251);
+    await db.executeWrite("INSERT INTO v(id, x) VALUES (1000, ?), (1001, ?)", [bigText, bigBlob]);
+    const rows = (await db.execute("SELECT x FROM v WHERE id IN (1000, 1001) ORDER BY id")).rows;
+    eq(rows[0][0].length, bigText.length, "big text length");
+    eq(rows[1][0], bigBlob, "big blob");
+    // Integers as bigint on request.
+    const asBig = await db.execute("SELECT 1, 2.5, ?", [5], { integers: "bigint" });
+    eq(asBig.rows[0], [1n, 2.5, 5n], "integers: bigint");
+    const auto = await db.execute("SELECT 9007199254740993, -9007199254740993");
+    eq(auto.rows[0], [9007199254740993n, -9007199254740993n], "unsafe integers come back as bigint");
+  });
+
+  test("refused values are typed errors, nothing sent", async () => {
+    const envoy = await connect();
+    const { db } = await envoy.getOrCreateActor("sql", `refuse-${run}`);
+    const { InvalidValueError } = pkg;
+    await rejects(db.execute("SELECT ?, ?", [1, undefined]), InvalidValueError, (e) => {
+      eq(e.code, "UNDEFINED_VALUE", "code");
+      eq(e.group, "value", "group");
+      eq(e.index, 1, "index");
+      assert(e instanceof EnvoyError && e instanceof Error, "is an EnvoyError and an Error");
+    });
+    await rejects(db.execute("SELECT ?", [{ a: 1 }]), InvalidValueError, (e) => {
+      eq(e.code, "UNSUPPORTED_VALUE_TYPE", "code");
+      eq(e.typeName, "Object", "typeName");
+    });
+    await rejects(db.execute("SELECT ?", [new Date(0)]), InvalidValueError, (e) => eq(e.typeName, "Date", "typeName"));
+    await rejects(db.execute("SELECT ?", [[1, 2]]), InvalidValueError, (e) => eq(e.typeName, "Array", "typeName"));
+    await rejects(db.execute("SELECT ?", [Symbol("s")]), InvalidValueError, (e) => eq(e.typeName, "symbol", "typeName"));
+    await rejects(db.execute("SELECT ?", [2n ** 63n]), InvalidValueError, (e) => eq(e.code, "BIGINT_OUT_OF_RANGE", "code"));
+    await rejects(db.execute("SELECT ?", [-(2n ** 63n) - 1n]), InvalidValueError);
+    await rejects(db.execute("SELECT 1", "nope"), InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "code"));
+    await rejects(db.execute("SELECT 1", [], { integers: "huge" }), InvalidValueError);
+    await rejects(envoy.getOrCreateActor("sql", `refuse-${run}`).then((a) => a.kv.get(12)), InvalidValueError, (e) =>
+      eq(e.code, "NOT_BYTES", "code"),
+    );
+  });
+
+  test("SQL errors carry structured fields", async () => {
+    const envoy = await connect();
+    const { db } = await envoy.getOrCreateActor("sql", `errors-${run}`);
+    const { SqlError } = pkg;
+    await db.exec("CREATE TABLE u(id INTEGER PRIMARY KEY, name TEXT UNIQUE); INSERT INTO u(name) VALUES ('a')");
+    await rejects(db.execute("SELEC nope"), SqlError, (e) => {
+      eq(e.code, "SQLITE", "code");
+      eq(e.group, "sql", "group");
+      eq(e.extendedCode, 1, "extendedCode (SQLITE_ERROR)");
+      assert(/syntax/i.test(e.message), `message: ${e.message}`);
+    });
+    await rejects(db.executeWrite("INSERT INTO u(name) VALUES (?)", ["a"]), SqlError, (e) => {
+      eq(e.extendedCode, 2067, "extendedCode (SQLITE_CONSTRAINT_UNIQUE)");
+      eq(e.committed, false, "committed");
+    });
+    await rejects(db.exec("INSERT INTO u(name) VALUES ('b'); INSERT INTO u(name) VALUES ('a')"), SqlError, (e) => {
+      eq(e.statementIndex, 1, "statementIndex");
+    });
+    await rejects(db.execute("SELECT 1; SELECT 2"), SqlError, (e) => eq(e.code, "INVALID_REQUEST", "code"));
+    await rejects(db.exec("ATTACH DATABASE ':memory:' AS other"), SqlError, (e) => eq(e.code, "FORBIDDEN", "code"));
+  });
+
+  test("KV get/put/delete/list", async () => {
+    const envoy = await connect();
+    const { kv } = await envoy.getOrCreateActor("kv", `kv-${run}`);
+    eq(await kv.get("missing"), null, "absent key");
+    await kv.put("user:1", "alice");
+    await kv.put("user:2", new Uint8Array([0, 255]));
+    await kv.put(enc.encode("user:3"), enc.encode("carol").buffer);
+    await kv.put("zzz", "last");
+    eq(dec.decode(await kv.get("user:1")), "alice", "get text");
+    eq(await kv.get("user:2"), new Uint8Array([0, 255]), "get bytes");
+    const all = await kv.list({ prefix: "user:" });
+    eq(all.map((e) => dec.decode(e.key)), ["user:1", "user:2", "user:3"], "list prefix keys");
+    eq(dec.decode(all[2].value), "carol", "list value");
+    const rev = await kv.list({ reverse: true, limit: 2 });
+    eq(rev.map((e) => dec.decode(e.key)), ["zzz", "user:3"], "list reverse limit");
+    const range = await kv.list({ start: "user:2", end: "user:3" });
+    eq(range.map((e) => dec.decode(e.key)), ["user:2"], "list range");
+    await kv.delete("user:1");
+    eq(await kv.get("user:1"), null, "deleted");
+  });
+
+  test("300 concurrent calls on one socket", async () => {
+    const envoy = await connect();
+    const { db, kv } = await envoy.getOrCreateActor("sql", `many-${run}`);
+    await db.exec("CREATE TABLE m(id INTEGER PRIMARY KEY, v TEXT)");
+    const calls = [];
+    for (let i = 0; i < 300; i++) {
+      if (i % 3 === 0) calls.push(db.executeWrite("INSERT INTO m(id, v) VALUES (?, ?)", [i, `v${i}`]).then((r) => r.changes));
+      else if (i % 3 === 1) calls.push(db.execute("SELECT ? * 2 AS d", [i]).then((r) => r.rows[0][0]));
+      else calls.push(kv.put(`k${i}`, `v${i}`).then(() => kv.get(`k${i}`)).then((v) => dec.decode(v)));
+    }
+    const results = await Promise.all(calls);
+    for (let i = 0; i < 300; i++) {
+      const want = i % 3 === 0 ? 1 : i % 3 === 1 ? i * 2 : `v${i}`;
+      eq(results[i], want, `result ${i}`);
+    }
+    eq((await db.execute("SELECT count(*) FROM m")).rows[0][0], 100, "rows inserted");
+  });
+
+  test("stale generation -> FenceMismatch", async () => {
+    const a = await connect();
+    const b = await connect();
+    const key = `fence-${run}`;
+    const first = await a.getOrCreateActor("sql", key);
+    await first.db.exec("CREATE TABLE f(x)");
+    await b.getOrCreateActor("sql", key); // moves the actor to b (a is drained)
+    const back = await a.getOrCreateActor("sql", key); // and back to a, at a newer generation
+    assert(Number(back.generation) > Number(first.generation), "generation grew");
+    await back.db.execute("SELECT count(*) FROM f");
+    await rejects(first.db.execute("SELECT count(*) FROM f"), pkg.FenceMismatchError, (e) => {
+      eq(e.code, "FENCE_MISMATCH", "code");
+      eq(e.group, "actor", "group");
+      if (e.currentGeneration !== undefined) eq(Number(e.currentGeneration), Number(back.generation), "currentGeneration");
+    });
+  });
+
+  test("drain: in-flight work answered, new work ActorStopping, stop handler", async () => {
+    const envoy = await connect();
+    const stopped = [];
+    envoy.onActorStop((info) => stopped.push(info));
+    const actor = await envoy.getOrCreateActor("sql", `drain-${run}`);
+    await actor.db.exec("CREATE TABLE d(x)");
+    const slow = actor.db.execute(SLOW_SQL);
+    await sleep(150);
+    const stop = fetch(`${ctx.engine.httpUrl}/actors/${encodeURIComponent(actor.id)}/stop`, { method: "POST" });
+    await sleep(150);
+    await rejects(actor.db.execute("SELECT 1"), pkg.ActorStoppingError, (e) => eq(e.code, "ACTOR_STOPPING", "code"));
+    await rejects(actor.kv.get("x"), EnvoyError, (e) => eq(e.code, "ACTOR_STOPPING", "KV code"));
+    const r = await slow;
+    eq(r.rows[0][0], SLOW_COUNT, "in-flight query answered");
+    const resp = await stop;
+    assert(resp.ok, `admin stop answered ${resp.status}`);
+    await resp.text();
+    for (let i = 0; i < 100 && stopped.length === 0; i++) await sleep(10);
+    assert(stopped.some((s) => s.actorId === actor.id), `onActorStop called for ${actor.id}: ${show(stopped)}`);
+  });
+
+  test("connection cut during a request -> IndeterminateResult, then reconnects", async () => {
+    const envoy = await connect({ endpoint: ctx.proxy.wsUrl });
+    const { db } = await envoy.getOrCreateActor("sql", `cut-${run}`);
+    await db.exec("CREATE TABLE c(x)");
+    const slow = db.execute(SLOW_SQL);
+    await sleep(150);
+    const cut = await fetch(`${ctx.proxy.controlUrl}/cut`, { method: "POST" });
+    assert(cut.ok, "proxy cut");
+    await cut.text();
+    await rejects(slow, pkg.IndeterminateResultError, (e) => {
+      eq(e.code, "INDETERMINATE_RESULT", "code");
+      eq(e.group, "connection", "group");
+    });
+    // The envoy reconnects by itself (same envoy key: the session resumes) and work goes on.
+    const after = await db.executeWrite("INSERT INTO c(x) VALUES (1)");
+    eq(after.changes, 1, "write after reconnect");
+  });
+
+  test("engine pinned to v3: KV works, SQL -> RemoteUnavailable", async () => {
+    const envoy = await Envoy.connect({ ...opts(), endpoint: ctx.v3.wsUrl });
+    cleanup.push(envoy);
+    eq(envoy.protocolVersion, 3, "negotiated version");
+    const actor = await envoy.getOrCreateActor("old", `v3-${run}`);
+    await actor.kv.put("k", "v");
+    eq(dec.decode(await actor.kv.get("k")), "v", "KV at v3");
+    await rejects(actor.db.execute("SELECT 1"), pkg.RemoteUnavailableError, (e) => {
+      eq(e.code, "REMOTE_UNAVAILABLE", "code");
+      eq(e.group, "protocol", "group");
+      eq(e.feature, "RemoteSqlite", "feature");
+      eq(e.requiredVersion, 4, "requiredVersion");
+      eq(e.targetVersion, 3, "targetVersion");
+    });
+  });
+
+  test("close: later calls fail with a ConnectionError", async () => {
+    const envoy = await Envoy.connect(opts());
+    const actor = await envoy.getOrCreateActor("sql", `close-${run}`);
+    await envoy.close();
+    await rejects(actor.db.execute("SELECT 1"), pkg.ConnectionError, (e) => eq(e.code, "CLOSED", "code"));
+  });
+
+  let passed = 0;
+  let failed = 0;
+  const failures = [];
+  for (const { name, fn } of tests) {
+    const t0 = Date.now();
+    try {
+      await fn();
+      passed++;
+      log(`ok   ${name} (${Date.now() - t0} ms)`);
+    } catch (e) {
+      failed++;
+      failures.push({ name, error: e });
+      log(`FAIL ${name} (${Date.now() - t0} ms): ${e?.constructor?.name} ${e?.code ?? ""} ${e?.message}`);
+      if (!(e instanceof AssertionError) && e?.stack) log(e.stack);
+    }
+  }
+  for (const e of cleanup) {
+    try {
+      await e.close();
+    } catch {
+      // already closed
+    }
+  }
+  return { passed, failed, failures };
+}

@@ -1,0 +1,111 @@
+// The crawler example's test: workerd serves examples/crawler-worker/ (web build of the package),
+// a local fixture server serves the pages, `GET /crawl` runs the crawl, then the rows are read
+// back with `envoy-engine sql --json` (the native client) and checked against the fixture data.
+
+import path from "node:path";
+import { startFixtureServer } from "../examples/crawler-worker/fixture-server.mjs";
+import { freePort, runProcess, startProcess, writeWorkerdConfig } from "./support.mjs";
+
+function check(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+/** Rows of a SELECT through `envoy-engine sql --json`, as arrays of objects keyed by column. */
+async function sqlCli(engineBin, engine, namespace, actor, sql) {
+  const r = await runProcess(
+    engineBin,
+    ["sql", "--url", engine.wsUrl, "--namespace", namespace, "--actor", actor, "--json", sql],
+    { label: "envoy-engine sql", timeoutMs: 60_000 },
+  );
+  if (r.code !== 0) throw new Error(`envoy-engine sql exited ${r.code}`);
+  return parseSqlJson(r.out);
+}
+
+/** Accepts `[{col: v}]`, `{columns, rows}` or one JSON document per line of either. */
+function parseSqlJson(out) {
+  const text = out.trim();
+  const start = text.search(/[[{]/);
+  const doc = JSON.parse(text.slice(start));
+  if (Array.isArray(doc)) return doc;
+  if (doc && Array.isArray(doc.rows) && Array.isArray(doc.columns)) {
+    return doc.rows.map((row) => (Array.isArray(row) ? Object.fromEntries(doc.columns.map((c, i) => [c, row[i]])) : row));
+  }
+  throw new Error(`unexpected JSON from envoy-engine sql: ${text.slice(0, 300)}`);
+}
+
+export async function runCrawlerTest({ engine, engineBin, workerdBin, root }) {
+  const example = path.join(root, "examples", "crawler-worker");
+  const pkg = path.join(root, "pkg", "web");
+  const fixture = await startFixtureServer({ delayMs: 25 });
+  const port = await freePort();
+  const namespace = "crawler";
+  const actorKey = `test-${Date.now().toString(36)}`;
+  const cfg = writeWorkerdConfig({
+    modules: [
+      { name: "worker.mjs", path: path.join(example, "worker.mjs"), kind: "esModule" },
+      { name: "crawl.mjs", path: path.join(example, "crawl.mjs"), kind: "esModule" },
+      { name: "parse.mjs", path: path.join(example, "parse.mjs"), kind: "esModule" },
+      { name: "store.mjs", path: path.join(example, "store.mjs"), kind: "esModule" },
+      { name: "pkg/index.js", path: path.join(pkg, "index.js"), kind: "esModule" },
+      { name: "pkg/envoy.js", path: path.join(pkg, "envoy.js"), kind: "esModule" },
+      { name: "pkg/errors.js", path: path.join(pkg, "errors.js"), kind: "esModule" },
+      { name: "pkg/rivetkit_wasm.js", path: path.join(pkg, "rivetkit_wasm.js"), kind: "esModule" },
+      { name: "pkg/rivetkit_wasm_bg.wasm", path: path.join(pkg, "rivetkit_wasm_bg.wasm"), kind: "wasm" },
+    ],
+    bindings: { ENGINE_URL: engine.wsUrl, PAGES_URL: fixture.url, NAMESPACE: namespace, ACTOR_NAME: "crawler", ACTOR_KEY: actorKey },
+    socket: { port },
+  });
+  const workerd = startProcess(workerdBin, ["serve", cfg.file], { label: "workerd" });
+  try {
+    // Wait until workerd answers (404 on / is an answer).
+    const base = `http://127.0.0.1:${port}`;
+    for (let i = 0; ; i++) {
+      check(workerd.isAlive(), `workerd exited:\n${workerd.output.join("")}`);
+      try {
+        await (await fetch(`${base}/`)).text();
+        break;
+      } catch (e) {
+        check(i < 150, `workerd not serving on ${base}: ${e.message}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const t0 = performance.now();
+    const resp = await fetch(`${base}/crawl`);
+    const summary = await resp.json();
+    const crawlMs = Math.round(performance.now() - t0);
+    console.log(`  crawl (${crawlMs} ms): ${JSON.stringify(summary)}`);
+    check(resp.ok, `GET /crawl answered ${resp.status}:\n${workerd.output.join("")}`);
+    const data = fixture.data;
+    const jobCount = data.reduce((n, b) => n + b.jobs.length, 0);
+    check(summary.boards === data.length, `boards ${summary.boards} != ${data.length}`);
+    check(summary.companies === data.length, `companies written ${summary.companies} != ${data.length}`);
+    check(summary.jobs === jobCount, `jobs written ${summary.jobs} != ${jobCount}`);
+    const c = summary.concurrency;
+    check(c.maxFetchesInFlight >= data.length, `level 2: at most ${c.maxFetchesInFlight} fetches in flight`);
+    check(c.writesStartedDuringFetches > 0, "level 2: no remote write overlapped a page fetch");
+    check(c.maxWritesInFlight >= 2 && c.boardsWithParallelTableWrites > 0, "level 3: company and jobs writes never ran in parallel");
+
+    // Read back through the native client's SQL shell and compare with the source data.
+    const companies = await sqlCli(engineBin, engine, namespace, `crawler:${actorKey}`, "SELECT slug, name, website, industries FROM companies ORDER BY slug");
+    const jobs = await sqlCli(engineBin, engine, namespace, `crawler:${actorKey}`, "SELECT id, company_slug, title, location, remote FROM jobs ORDER BY id");
+    const wantCompanies = [...data].sort((a, b) => (a.slug < b.slug ? -1 : 1));
+    check(companies.length === data.length, `companies rows ${companies.length} != ${data.length}`);
+    for (const [i, w] of wantCompanies.entries()) {
+      const got = companies[i];
+      const want = { slug: w.slug, name: w.name, website: w.website, industries: w.industries.join(",") };
+      check(JSON.stringify(got) === JSON.stringify(want), `company row ${i}: ${JSON.stringify(got)} != ${JSON.stringify(want)}`);
+    }
+    const wantJobs = data
+      .flatMap((b) => b.jobs.map((j) => ({ id: j.id, company_slug: b.slug, title: j.title, location: j.location, remote: j.remote ? 1 : 0 })))
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+    check(jobs.length === wantJobs.length, `jobs rows ${jobs.length} != ${wantJobs.length}`);
+    for (const [i, want] of wantJobs.entries()) {
+      check(JSON.stringify(jobs[i]) === JSON.stringify(want), `job row ${i}: ${JSON.stringify(jobs[i])} != ${JSON.stringify(want)}`);
+    }
+    console.log(`  crawler ok: ${companies.length} companies and ${jobs.length} jobs read back with envoy-engine sql`);
+  } finally {
+    await workerd.stop();
+    await fixture.stop();
+    cfg.cleanup();
+  }
+}

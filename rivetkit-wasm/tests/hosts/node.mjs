@@ -1,0 +1,11 @@
+// Runs the conformance suite in Node 20+ (start with `node --experimental-websocket`), against
+// the `nodejs` build. argv[2]: the JSON context from tests/run.mjs.
+import * as pkg from "../../pkg/nodejs/index.mjs";
+import { runConformance } from "../conformance.mjs";
+
+const cfg = JSON.parse(process.argv[2]);
+const t0 = performance.now();
+const r = await runConformance({ ...cfg, pkg, host: "node", log: (l) => console.log(`[node] ${l}`) });
+console.log(`[node] suite time: ${Math.round(performance.now() - t0)} ms`);
+console.log(`node: ${r.passed} passed, ${r.failed} failed`);
+process.exit(r.failed === 0 ? 0 : 1);
