@@ -451,7 +451,7 @@ fn dec(s: &Schema, t: &Ty) -> String {
         Ty::Map(_, val) => {
             let vt = rust_ty(resolve(s, val));
             format!(
-                "(|| -> Result<_, bare::DecodeError> {{ let n = r.read_len::<(String, {vt})>()?; let mut out = std::collections::BTreeMap::new(); \
+                "(|| -> Result<_, bare::DecodeError> {{ let n = r.read_map_len::<(String, {vt})>()?; let mut out = std::collections::BTreeMap::new(); \
                  for _ in 0..n {{ let k = r.read_str()?; let v: {vt} = {}?; r.insert_unique(&mut out, k, v)?; }} Ok(out) }})()",
                 dec(s, val)
             )
@@ -647,12 +647,27 @@ fn collect_refs(d: &Def, out: &mut Vec<String>) {
 /// every named type it reaches has a `From` conversion.
 fn conv(s: &Schema, t: &Ty, expr: &str, depth: usize) -> String {
     let v = format!("v{depth}");
+    if !reaches_named(s, t) {
+        // The same Rust type on both sides: move it, don't rebuild it.
+        return expr.to_string();
+    }
     match resolve(s, t) {
         Ty::Prim(_) | Ty::Str | Ty::Data | Ty::Void => expr.to_string(),
         Ty::Optional(inner) => format!("{expr}.map(|{v}| {})", conv(s, inner, &v, depth + 1)),
         Ty::List(inner) => format!("{expr}.into_iter().map(|{v}| {}).collect()", conv(s, inner, &v, depth + 1)),
         Ty::Map(_, val) => format!("{expr}.into_iter().map(|(k, {v})| (k, {})).collect()", conv(s, val, &v, depth + 1)),
         Ty::Named(_) => format!("{expr}.into()"),
+    }
+}
+
+/// Whether a value of `t` contains a struct, enum or union (a type that
+/// differs in Rust between versions even when its schema is identical).
+fn reaches_named(s: &Schema, t: &Ty) -> bool {
+    match resolve(s, t) {
+        Ty::Prim(_) | Ty::Str | Ty::Data | Ty::Void => false,
+        Ty::Optional(inner) | Ty::List(inner) => reaches_named(s, inner),
+        Ty::Map(_, val) => reaches_named(s, val),
+        Ty::Named(_) => true,
     }
 }
 

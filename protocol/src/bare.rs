@@ -88,13 +88,13 @@ pub struct DecodeError {
     /// Byte offset in the frame where the failing value starts.
     pub offset: usize,
     /// Field path from the top-level message, outermost first
-    /// (e.g. `["SqliteExecute", "request", "params", "[3]"]`).
+    /// (e.g. `["ToEngineSqliteExecute", "request", "params", "[3]"]`).
     pub path: Vec<String>,
     pub kind: DecodeErrorKind,
 }
 
 impl DecodeError {
-    /// The path as one string, e.g. `SqliteExecute.request.params[3]`.
+    /// The path as one string, e.g. `ToEngineSqliteExecute.request.params[3]`.
     pub fn path_string(&self) -> String {
         let mut s = String::new();
         for p in &self.path {
@@ -316,6 +316,12 @@ impl<'a> Reader<'a> {
             e
         })?;
         Ok(n)
+    }
+
+    /// Like [`Reader::read_len`] for a map: B-tree nodes cost more than the
+    /// entries they hold, so each entry is charged twice its size.
+    pub fn read_map_len<T>(&mut self) -> Result<usize, DecodeError> {
+        self.read_len::<(T, T)>()
     }
 
     pub fn insert_unique<V>(&self, map: &mut BTreeMap<String, V>, k: String, v: V) -> Result<(), DecodeError> {
