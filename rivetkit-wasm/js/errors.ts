@@ -65,26 +65,26 @@ export interface EnvoyErrorFields {
 export class EnvoyError extends Error implements EnvoyErrorFields {
   readonly code: string;
   readonly group: EnvoyErrorGroup;
-  currentGeneration?: number | bigint;
-  extendedCode?: number;
-  committed?: boolean;
-  statementIndex?: number;
-  limit?: LimitInfo;
-  feature?: string;
-  requiredVersion?: number;
-  targetVersion?: number;
-  index?: number;
-  typeName?: string;
-  closeCode?: number;
-  engineCode?: string;
-  timeoutMs?: number;
-  sent?: boolean;
-  reason?: string;
-  httpStatus?: number;
-  attempts?: number;
-  clientMinVersion?: number;
-  clientMaxVersion?: number;
-  engineVersions?: string;
+  declare currentGeneration?: number | bigint;
+  declare extendedCode?: number;
+  declare committed?: boolean;
+  declare statementIndex?: number;
+  declare limit?: LimitInfo;
+  declare feature?: string;
+  declare requiredVersion?: number;
+  declare targetVersion?: number;
+  declare index?: number;
+  declare typeName?: string;
+  declare closeCode?: number;
+  declare engineCode?: string;
+  declare timeoutMs?: number;
+  declare sent?: boolean;
+  declare reason?: string;
+  declare httpStatus?: number;
+  declare attempts?: number;
+  declare clientMinVersion?: number;
+  declare clientMaxVersion?: number;
+  declare engineVersions?: string;
 
   constructor(code: string, group: EnvoyErrorGroup, message: string, fields: EnvoyErrorFields = {}) {
     super(message);

@@ -192,7 +192,10 @@ const capnpString = (s) => JSON.stringify(s);
  */
 export function writeWorkerdConfig({ modules, bindings = {}, socket, compatibilityDate = "2026-11-01" }) {
   const dir = mkdtempSync(path.join(tmpdir(), "rivetkit-wasm-workerd-"));
-  const mods = modules.map((m) => `      (name = ${capnpString(m.name)}, ${m.kind} = embed ${capnpString(m.path)})`).join(",\n");
+  // embed paths are resolved relative to the config file (absolute ones are not read).
+  const mods = modules
+    .map((m) => `      (name = ${capnpString(m.name)}, ${m.kind} = embed ${capnpString(path.relative(dir, m.path))})`)
+    .join(",\n");
   const binds = Object.entries(bindings)
     .map(([k, v]) => `      (name = ${capnpString(k)}, text = ${capnpString(v)})`)
     .join(",\n");
