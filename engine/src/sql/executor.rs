@@ -10,7 +10,7 @@
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
 
-use super::route::{is_read_candidate, is_transaction_control, Lane};
+use super::route::{first_keyword, is_read_candidate, is_transaction_control, Lane};
 use super::sandbox::{self, Deadline};
 use super::values::{from_sqlite, sqlite_value_bytes, wire_bytes, Bind};
 use crate::config::Config;
@@ -27,9 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `last_insert_rowid` is set to this before a writer statement, so "inserted
-/// nothing" can be told from "inserted rowid 0"; restored afterwards if unchanged.
-const ROWID_SENTINEL: i64 = i64::MIN;
 /// Prepared statements cached per connection.
 const STATEMENT_CACHE: usize = 128;
 
@@ -246,25 +243,18 @@ impl Executor {
         }
         let total_before = conn.total_changes();
         let rowid_before = conn.last_insert_rowid();
-        if on_writer {
-            // SAFETY: the handle is valid for the connection's life; this only sets an integer.
-            unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), ROWID_SENTINEL) };
-        }
         sc.deadline.arm(limits.max_statement_ms);
         let rows = collect_rows(&mut stmt, limits);
         sc.deadline.disarm();
         drop(stmt);
         let changes = conn.total_changes().saturating_sub(total_before);
-        let mut last_insert_row_id = None;
-        if on_writer {
-            let after = conn.last_insert_rowid();
-            if after == ROWID_SENTINEL {
-                // SAFETY: as above.
-                unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid_before) };
-            } else {
-                last_insert_row_id = Some(after);
-            }
-        }
+        // This statement inserted iff the connection's last rowid moved, or it is an
+        // INSERT/REPLACE that changed rows (re-inserting the same rowid leaves it unchanged).
+        let rowid_after = conn.last_insert_rowid();
+        let inserted = on_writer
+            && (rowid_after != rowid_before
+                || (changes > 0 && matches!(first_keyword(sql).as_str(), "INSERT" | "REPLACE")));
+        let last_insert_row_id = inserted.then_some(rowid_after);
         Some(match rows {
             Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route }),
             Err(RowsError::Sqlite(e)) => {
@@ -463,10 +453,15 @@ pub fn limit_error(kind: LimitKind, max: u64, actual: Option<u64>) -> SqliteErro
 
 /// Maps a rusqlite error to the protocol's typed error.
 fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Executor>) -> SqliteError {
-    match e {
-        rusqlite::Error::SqliteFailure(fe, msg) => {
-            let message = msg.unwrap_or_else(|| fe.to_string());
-            if fe.extended_code == ffi::SQLITE_AUTH {
+    let failure = match e {
+        rusqlite::Error::SqliteFailure(fe, msg) => Ok((fe, msg.unwrap_or_else(|| fe.to_string()))),
+        rusqlite::Error::SqlInputError { error, msg, offset, .. } => Ok((error, format!("{msg} (at byte {offset})"))),
+        other => Err(other),
+    };
+    match failure {
+        Ok((fe, message)) => {
+            // SQLite reports some authorizer denials (functions) as plain SQLITE_ERROR.
+            if fe.extended_code == ffi::SQLITE_AUTH || message.contains("not authorized") {
                 let mut e = err(
                     SqliteErrorCode::Forbidden,
                     &format!("{message} (an actor's SQL may only reach its own database)"),
@@ -498,18 +493,18 @@ fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Exec
             e.extended_code = Some(fe.extended_code);
             e
         }
-        rusqlite::Error::MultipleStatement => err(
+        Err(rusqlite::Error::MultipleStatement) => err(
             SqliteErrorCode::InvalidRequest,
             "Execute takes exactly one statement; use Exec for several",
             Some(false),
         ),
-        rusqlite::Error::InvalidParameterCount(given, expected) => err(
+        Err(rusqlite::Error::InvalidParameterCount(given, expected)) => err(
             SqliteErrorCode::InvalidRequest,
             &format!("the statement takes {expected} parameter(s) but {given} were given"),
             Some(false),
         ),
-        rusqlite::Error::NulError(_) => err(SqliteErrorCode::InvalidRequest, "SQL contains a NUL byte", Some(false)),
-        other => err(SqliteErrorCode::Internal, &other.to_string(), None),
+        Err(rusqlite::Error::NulError(_)) => err(SqliteErrorCode::InvalidRequest, "SQL contains a NUL byte", Some(false)),
+        Err(other) => err(SqliteErrorCode::Internal, &other.to_string(), None),
     }
 }
 

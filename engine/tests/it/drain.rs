@@ -1,0 +1,99 @@
+//! Stop and drain: accepted work finishes, new work is refused, the threshold
+//! is honoured; the socket keeps flowing during a long query.
+
+use crate::support::*;
+use envoy_engine::ActorState as S;
+use envoy_protocol::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn accepted_queries_finish_new_ones_are_refused() {
+    let dir = temp_dir();
+    let engine = Arc::new(start(dir.path()).await);
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("busy", "").await;
+    exec_ok(c.exec(&a, "CREATE TABLE t (x)").await);
+    // A slow read and a queued write behind it, both accepted before the stop.
+    let slow = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], true).await;
+    let queued = c.send_execute(&a, "INSERT INTO t VALUES (1)", vec![], true).await;
+    eventually(|| engine.inflight(&a.actor_id, a.generation) == 2).await;
+
+    let stopper = {
+        let engine = engine.clone();
+        let id = a.actor_id.clone();
+        tokio::spawn(async move { engine.stop_actor(&id).await.unwrap() })
+    };
+    eventually(|| engine.actors()[0].state == S::Stopping).await;
+    // New work is refused with ACTOR_STOPPING (SQL and KV)…
+    let e = sql_err(c.execute(&a, "SELECT 1", vec![]).await);
+    assert_eq!(e.code, SqliteErrorCode::ActorStopping);
+    match c.kv(&a, KvRequestData::KvGet(KvGet { key: b"k".to_vec() })).await {
+        KvResponseData::KvErrorResponse(e) => assert_eq!(e.code, KvErrorCode::ActorStopping),
+        other => panic!("{other:?}"),
+    }
+    // …while the accepted ones complete normally: the DB was not closed under them.
+    let r = ok(c.execute_result(slow).await);
+    assert!(matches!(r.rows[0][0], Value::Integer(n) if n > 0));
+    assert_eq!(ok(c.execute_result(queued).await).changes, 1);
+    let report = stopper.await.unwrap();
+    assert!(report.drained_in_time);
+    assert_eq!(report.interrupted, 0);
+    assert_eq!(engine.inflight(&a.actor_id, a.generation), 0);
+    // StopActor was sent before the drain completed.
+    assert!(c.commands.iter().any(|w| matches!(&w.inner, Command::StopActor(s) if s.reason == StopReason::Operator)));
+    // The write landed and the database is intact for the next generation.
+    let b = c.get_or_create("busy", "").await;
+    assert_eq!(ok(c.execute(&b, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
+    Arc::try_unwrap(engine).ok().unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn threshold_is_honoured_then_running_work_is_interrupted() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.actor_stop_threshold = Duration::from_millis(600);
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("stuck", "").await;
+    let endless = c.send_execute(&a, ENDLESS_SQL, vec![], false).await;
+    let behind = c.send_execute(&a, ENDLESS_SQL, vec![], true).await;
+    eventually(|| engine.inflight(&a.actor_id, a.generation) == 2).await;
+    let t = Instant::now();
+    let report = engine.stop_actor(&a.actor_id).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(600), "interrupted before the threshold");
+    assert!(!report.drained_in_time);
+    assert_eq!(report.interrupted, 2);
+    for rid in [endless, behind] {
+        let e = sql_err(c.execute_result(rid).await);
+        assert_eq!(e.code, SqliteErrorCode::Interrupted, "{e:?}");
+    }
+    assert_eq!(engine.actors()[0].state, S::Stopped);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn pings_and_other_actors_flow_during_a_long_query() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let slow_actor = c.get_or_create("slow", "").await;
+    let fast_actor = c.get_or_create("fast", "").await;
+    let long = c.send_execute(&slow_actor, &slow_sql(Duration::from_millis(1500)), vec![], false).await;
+    eventually(|| engine.inflight(&slow_actor.actor_id, slow_actor.generation) == 1).await;
+    let pings_before = c.pings.len();
+    // Another actor on the same socket is served meanwhile, many times.
+    for i in 0..20 {
+        let r = ok(c.execute(&fast_actor, "SELECT ?", vec![Value::Integer(i)]).await);
+        assert_eq!(r.rows, vec![vec![Value::Integer(i)]]);
+    }
+    let quick = c.send_execute(&fast_actor, "SELECT 'quick'", vec![], true).await;
+    ok(c.execute_result(quick).await);
+    assert!(!c.answer_order.contains(&long), "the long query should still be running");
+    // Pings keep arriving while it runs (interval 200 ms).
+    c.until(|c| c.pings.len() >= pings_before + 2).await;
+    assert!(!c.answer_order.contains(&long));
+    ok(c.execute_result(long).await);
+    engine.shutdown().await;
+}
+

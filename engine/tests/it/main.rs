@@ -1,0 +1,11 @@
+//! Engine integration tests over a raw protocol client (see `support`).
+
+mod support;
+
+mod connect;
+mod drain;
+mod kv;
+mod lifecycle;
+mod resume;
+mod sql;
+mod operators;

@@ -1,0 +1,142 @@
+//! Operators: admin API and CLI while queries run; SIGTERM drain of the real binary.
+
+use crate::support::*;
+use envoy_engine::cli::http_request;
+use envoy_protocol::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command as Proc, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_envoy-engine");
+
+#[tokio::test]
+async fn admin_api_and_cli_stop_while_queries_run() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.auth_token = Some("tok".into());
+    let engine = start_with(cfg).await;
+    let url = format!("http://{}", engine.local_addr());
+    // The admin API wants the token.
+    assert_eq!(http_request(&url, "GET", "/health", None).await.unwrap().0, 401);
+    let (status, body) = http_request(&url, "GET", "/health", Some("tok")).await.unwrap();
+    assert_eq!((status, body.contains("ok")), (200, true));
+
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e").token("tok")).await;
+    let a = c.get_or_create("api", "k").await;
+    let b = c.get_or_create("cli", "k").await;
+
+    // GET /actors shows in-flight work.
+    let long_a = c.send_execute(&a, &slow_sql(Duration::from_millis(1000)), vec![], false).await;
+    eventually(|| engine.inflight(&a.actor_id, a.generation) == 1).await;
+    let (status, body) = http_request(&url, "GET", "/actors", Some("tok")).await.unwrap();
+    assert_eq!(status, 200);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let row = rows.iter().find(|r| r["id"] == a.actor_id.as_str()).unwrap();
+    assert_eq!((row["namespace"].as_str(), row["name"].as_str(), row["key"].as_str()), (Some("ns"), Some("api"), Some("k")));
+    assert_eq!((row["generation"].as_u64(), row["inflight"].as_u64(), row["envoy"].as_str()), (Some(1), Some(1), Some("e")));
+
+    // POST /actors/{id}/stop drains and answers when done; the running query completes.
+    let (status, body) = http_request(&url, "POST", &format!("/actors/{}/stop", a.actor_id), Some("tok")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["interrupted"].as_u64(), Some(0));
+    assert!(report["duration_ms"].as_u64().is_some());
+    ok(c.execute_result(long_a).await);
+    assert_eq!(http_request(&url, "POST", "/actors/nope/stop", Some("tok")).await.unwrap().0, 404);
+
+    // The CLI: list (table and JSON), then stop while a slow query runs.
+    let long_b = c.send_execute(&b, &slow_sql(Duration::from_millis(1000)), vec![], false).await;
+    eventually(|| engine.inflight(&b.actor_id, b.generation) == 1).await;
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Proc::new(BIN).args(&args).env("ENVOY_AUTH_TOKEN", "tok").env("RUST_LOG", "warn").output().unwrap()
+        })
+    };
+    let out = cli(vec!["actors".into(), "list".into(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&b.actor_id) && table.contains("cli") && table.contains("stopped"), "{table}");
+    let out = cli(vec!["actors".into(), "list".into(), "--json".into(), "--url".into(), url.clone()]).await.unwrap();
+    let json: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.len(), 2);
+    let out = cli(vec!["actors".into(), "stop".into(), b.actor_id.clone(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 request(s) interrupted"));
+    ok(c.execute_result(long_b).await);
+    assert_eq!(engine.actors().iter().filter(|r| r.state == envoy_engine::ActorState::Stopped).count(), 2);
+    // A wrong token fails clearly.
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || Proc::new(BIN).args(["actors", "list", "--url", &url, "--token", "bad"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    engine.shutdown().await;
+}
+
+/// Starts the real binary on an ephemeral port; returns the child and its address.
+fn spawn_engine(data_dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let mut child = Proc::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--actor-stop-threshold-ms", "5000"])
+        .env("RUST_LOG", "info")
+        .env_remove("ENVOY_AUTH_TOKEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("engine logs its address");
+        if let Some(i) = line.find("local_addr=") {
+            let addr = line[i + "local_addr=".len()..].split_whitespace().next().unwrap();
+            return (child, addr.parse().unwrap(), rx);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_exits_zero() {
+    let dir = temp_dir();
+    let (mut child, addr, logs) = spawn_engine(dir.path());
+    let mut c = RawClient::connect(addr, ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("t", "").await;
+    exec_ok(c.exec(&a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)").await);
+    let long = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], false).await;
+    // Let it start, then SIGTERM.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    // The in-flight query is answered, StopActor(ENGINE_SHUTDOWN) arrives, then GOING_AWAY.
+    let r = ok(c.execute_result(long).await);
+    assert!(matches!(r.rows[0][0], Value::Integer(n) if n > 0));
+    let (code, reason) = c.until_closed().await;
+    assert_eq!(code, close::GOING_AWAY, "{reason}");
+    assert!(c.commands.iter().any(|w| matches!(&w.inner, Command::StopActor(s) if s.reason == StopReason::EngineShutdown)));
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "logs: {:?}", logs.try_iter().collect::<Vec<_>>());
+
+    // Data persists: a restarted binary serves the rows at generation + 1.
+    let (mut child, addr, _logs) = spawn_engine(dir.path());
+    let mut c = RawClient::connect(addr, ConnectOpts::new("ns", "e")).await;
+    let b = c.get_or_create("t", "").await;
+    assert_eq!(b.generation, a.generation + 1);
+    assert_eq!(ok(c.execute(&b, "SELECT x FROM t", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}

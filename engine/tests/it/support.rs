@@ -1,0 +1,440 @@
+//! Test support: a RAW protocol client (tokio-tungstenite + envoy-protocol, not
+//! the SDK), engine start helpers, and a calibrated slow query.
+
+#![allow(dead_code)]
+
+use envoy_engine::{Config, Engine, RunningEngine};
+use envoy_protocol::negotiation::client_offer;
+use envoy_protocol::*;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long a test waits for any one answer before failing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A config with short timings for tests.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::for_tests(dir);
+    c.ping_interval = Duration::from_millis(200);
+    c.envoy_lost_threshold = Duration::from_millis(1500);
+    c.actor_stop_threshold = Duration::from_secs(5);
+    c
+}
+
+pub async fn start(dir: &Path) -> RunningEngine {
+    start_with(test_config(dir)).await
+}
+
+pub async fn start_with(config: Config) -> RunningEngine {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+    Engine::start(config).await.expect("engine starts")
+}
+
+/// A raw envoy connection.
+pub struct RawClient {
+    pub ws: Ws,
+    pub version: u16,
+    pub init: ToEnvoyInit,
+    /// Every command received, in order.
+    pub commands: Vec<CommandWrapper>,
+    /// Pings received (ts).
+    pub pings: Vec<i64>,
+    /// Events acks received.
+    pub event_acks: Vec<u64>,
+    /// Answers not yet taken, by request id.
+    answers: HashMap<u32, ToEnvoy>,
+    /// Order in which answers arrived (request ids).
+    pub answer_order: Vec<u32>,
+    /// Close frame received, if any.
+    pub closed: Option<(u16, String)>,
+    next_request_id: u32,
+    /// Whether pings are answered automatically.
+    pub auto_pong: bool,
+    pub namespace: String,
+    pub envoy_key: String,
+}
+
+/// Options of a connection.
+#[derive(Clone)]
+pub struct ConnectOpts {
+    pub namespace: String,
+    pub envoy_key: String,
+    pub pool: String,
+    pub min_version: u16,
+    pub max_version: u16,
+    pub token: Option<String>,
+    pub last_command_index: Option<u64>,
+}
+
+impl ConnectOpts {
+    pub fn new(namespace: &str, envoy_key: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            envoy_key: envoy_key.into(),
+            pool: "default".into(),
+            min_version: 1,
+            max_version: PROTOCOL_VERSION,
+            token: None,
+            last_command_index: None,
+        }
+    }
+    pub fn version(mut self, v: u16) -> Self {
+        self.min_version = v;
+        self.max_version = v;
+        self
+    }
+    pub fn token(mut self, t: &str) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+    pub fn resume(mut self, last_command_index: Option<u64>) -> Self {
+        self.last_command_index = last_command_index;
+        self
+    }
+}
+
+/// Outcome of an upgrade attempt.
+pub enum Upgrade {
+    Ok(Ws, u16),
+    Http(u16, HashMap<String, String>),
+}
+
+pub async fn upgrade(addr: SocketAddr, o: &ConnectOpts) -> Upgrade {
+    let url = format!(
+        "ws://{addr}/envoys/connect?namespace={}&envoy_key={}&pool_name={}&version=1",
+        o.namespace, o.envoy_key, o.pool
+    );
+    let mut req = url.into_client_request().unwrap();
+    let offer = client_offer(o.min_version, o.max_version, o.token.as_deref()).join(", ");
+    req.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => {
+            let proto = resp.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap().to_string();
+            assert!(!proto.contains("token"), "the engine must never echo the token");
+            let v = negotiation::parse_version_subprotocol(&proto).expect("a version subprotocol");
+            Upgrade::Ok(ws, v)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            Upgrade::Http(resp.status().as_u16(), headers)
+        }
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, o: ConnectOpts) -> RawClient {
+        let (mut ws, version) = match upgrade(addr, &o).await {
+            Upgrade::Ok(ws, v) => (ws, v),
+            Upgrade::Http(status, _) => panic!("upgrade refused with HTTP {status}"),
+        };
+        let hello = ToEngine::Metadata(ToEngineMetadata {
+            envoy_key: o.envoy_key.clone(),
+            pool_name: o.pool.clone(),
+            version: 1,
+            metadata: Default::default(),
+            last_command_index: o.last_command_index,
+        });
+        ws.send(Message::Binary(encode_to_engine(&hello, version).unwrap().into())).await.unwrap();
+        let mut c = RawClient {
+            ws,
+            version,
+            init: ToEnvoyInit {
+                envoy_id: String::new(),
+                last_event_index: None,
+                metadata: ProtocolMetadata {
+                    ping_interval_ms: 0,
+                    envoy_lost_threshold_ms: 0,
+                    actor_stop_threshold_ms: 0,
+                    max_frame_bytes: 0,
+                    limits: None,
+                    sql_limits: None,
+                },
+            },
+            commands: Vec::new(),
+            pings: Vec::new(),
+            event_acks: Vec::new(),
+            answers: HashMap::new(),
+            answer_order: Vec::new(),
+            closed: None,
+            next_request_id: 1,
+            auto_pong: true,
+            namespace: o.namespace.clone(),
+            envoy_key: o.envoy_key.clone(),
+        };
+        match c.next_message().await {
+            Some(ToEnvoy::Init(init)) => c.init = init,
+            other => panic!("expected Init, got {other:?}"),
+        }
+        c
+    }
+
+    pub async fn send(&mut self, msg: &ToEngine) {
+        let bytes = encode_to_engine(msg, self.version).expect("encodable at this version");
+        self.ws.send(Message::Binary(bytes.into())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::Binary(bytes.into())).await.expect("send");
+    }
+
+    /// Reads one protocol message (None when the socket closed). Records closes.
+    pub async fn next_message(&mut self) -> Option<ToEnvoy> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
+            match m {
+                Some(Ok(Message::Binary(b))) => {
+                    return Some(decode_to_envoy(&b, self.version, &DecodeLimits::default()).expect("decodable"))
+                }
+                Some(Ok(Message::Close(f))) => {
+                    self.closed = Some(f.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())));
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Reads one message and files it. Returns false once the socket closed.
+    pub async fn pump(&mut self) -> bool {
+        let Some(m) = self.next_message().await else { return false };
+        self.file(m).await;
+        true
+    }
+
+    async fn file(&mut self, m: ToEnvoy) {
+        match m {
+            ToEnvoy::Ping(p) => {
+                self.pings.push(p.ts);
+                if self.auto_pong {
+                    self.send(&ToEngine::Pong(ToEnginePong { ts: p.ts })).await;
+                }
+            }
+            ToEnvoy::Commands(c) => self.commands.extend(c.commands),
+            ToEnvoy::AckEvents(a) => self.event_acks.push(a.last_event_index),
+            ToEnvoy::Init(_) => panic!("a second Init"),
+            ToEnvoy::KvResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::GetOrCreateActorResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteExecResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteExecuteResponse(ref r) => self.store(r.request_id, m.clone()),
+        }
+    }
+
+    fn store(&mut self, rid: u32, m: ToEnvoy) {
+        self.answer_order.push(rid);
+        assert!(self.answers.insert(rid, m).is_none(), "two answers for request {rid}");
+    }
+
+    pub fn rid(&mut self) -> u32 {
+        let r = self.next_request_id;
+        self.next_request_id += 1;
+        r
+    }
+
+    /// Waits for the answer to `rid`.
+    pub async fn answer(&mut self, rid: u32) -> ToEnvoy {
+        loop {
+            if let Some(a) = self.answers.remove(&rid) {
+                return a;
+            }
+            assert!(self.pump().await, "socket closed while waiting for request {rid}: {:?}", self.closed);
+        }
+    }
+
+    /// Pumps until `pred` holds on the client.
+    pub async fn until(&mut self, mut pred: impl FnMut(&RawClient) -> bool) {
+        while !pred(self) {
+            assert!(self.pump().await, "socket closed: {:?}", self.closed);
+        }
+    }
+
+    /// Pumps until the socket closes; returns the close code and reason.
+    pub async fn until_closed(&mut self) -> (u16, String) {
+        while self.pump().await {}
+        self.closed.clone().unwrap_or((1006, "no close frame".into()))
+    }
+
+    pub async fn get_or_create(&mut self, name: &str, key: &str) -> GetOrCreateActorOk {
+        let rid = self.rid();
+        self.send(&ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: rid, name: name.into(), key: key.into() }))
+            .await;
+        match self.answer(rid).await {
+            ToEnvoy::GetOrCreateActorResponse(r) => match r.result {
+                GetOrCreateActorResult::GetOrCreateActorOk(ok) => ok,
+                GetOrCreateActorResult::GetOrCreateActorError(e) => panic!("get-or-create failed: {e:?}"),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Acks every command received so far.
+    pub async fn ack_all(&mut self) {
+        if let Some(last) = self.commands.last().map(|c| c.index) {
+            self.send(&ToEngine::AckCommands(ToEngineAckCommands { last_command_index: last })).await;
+        }
+    }
+
+    /// Reports (actor, generation) running with event `index`.
+    pub async fn report_running(&mut self, index: u64, actor_id: &str, generation: u64) {
+        self.send(&ToEngine::Events(ToEngineEvents {
+            events: vec![EventWrapper {
+                index,
+                inner: Event::ActorStateUpdate(EventActorStateUpdate {
+                    actor_id: actor_id.into(),
+                    generation,
+                    state: ActorState::Running,
+                }),
+            }],
+        }))
+        .await;
+    }
+
+    pub async fn send_execute(&mut self, actor: &GetOrCreateActorOk, sql: &str, params: Vec<Value>, write: bool) -> u32 {
+        let gen = actor.generation;
+        self.send_execute_gen(&actor.actor_id, gen, sql, params, write).await
+    }
+
+    pub async fn send_execute_gen(&mut self, actor_id: &str, generation: u64, sql: &str, params: Vec<Value>, write: bool) -> u32 {
+        let rid = self.rid();
+        let request = SqliteExecuteRequest { actor_id: actor_id.into(), generation, sql: sql.into(), params: Some(params) };
+        let msg = if write {
+            ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite { request_id: rid, request })
+        } else {
+            ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: rid, request })
+        };
+        self.send(&msg).await;
+        rid
+    }
+
+    pub async fn execute_result(&mut self, rid: u32) -> SqliteExecuteResult {
+        match self.answer(rid).await {
+            ToEnvoy::SqliteExecuteResponse(r) => r.result,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub async fn execute(&mut self, actor: &GetOrCreateActorOk, sql: &str, params: Vec<Value>) -> SqliteExecuteResult {
+        let rid = self.send_execute(actor, sql, params, false).await;
+        self.execute_result(rid).await
+    }
+
+    pub async fn execute_write(&mut self, actor: &GetOrCreateActorOk, sql: &str, params: Vec<Value>) -> SqliteExecuteResult {
+        let rid = self.send_execute(actor, sql, params, true).await;
+        self.execute_result(rid).await
+    }
+
+    pub async fn send_exec(&mut self, actor_id: &str, generation: u64, sql: &str) -> u32 {
+        let rid = self.rid();
+        self.send(&ToEngine::SqliteExec(ToEngineSqliteExec {
+            request_id: rid,
+            request: SqliteExecRequest { actor_id: actor_id.into(), generation, sql: sql.into() },
+        }))
+        .await;
+        rid
+    }
+
+    pub async fn exec(&mut self, actor: &GetOrCreateActorOk, sql: &str) -> SqliteExecResult {
+        let rid = self.send_exec(&actor.actor_id, actor.generation, sql).await;
+        match self.answer(rid).await {
+            ToEnvoy::SqliteExecResponse(r) => r.result,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub async fn send_kv(&mut self, actor_id: &str, generation: u64, data: KvRequestData) -> u32 {
+        let rid = self.rid();
+        self.send(&ToEngine::KvRequest(ToEngineKvRequest { request_id: rid, actor_id: actor_id.into(), generation, data }))
+            .await;
+        rid
+    }
+
+    pub async fn kv(&mut self, actor: &GetOrCreateActorOk, data: KvRequestData) -> KvResponseData {
+        let rid = self.send_kv(&actor.actor_id, actor.generation, data).await;
+        match self.answer(rid).await {
+            ToEnvoy::KvResponse(r) => r.data,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The rows of a successful Execute.
+pub fn ok(r: SqliteExecuteResult) -> ExecuteResult {
+    match r {
+        SqliteExecuteResult::ExecuteResult(r) => r,
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+/// The error of a failed Execute.
+pub fn sql_err(r: SqliteExecuteResult) -> SqliteError {
+    match r {
+        SqliteExecuteResult::SqliteError(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+pub fn exec_ok(r: SqliteExecResult) -> QueryResult {
+    match r {
+        SqliteExecResult::QueryResult(q) => q,
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+/// SQL that keeps SQLite busy for roughly `d` (a recursive CTE counting to a calibrated number).
+pub fn slow_sql(d: Duration) -> String {
+    static RATE: OnceLock<f64> = OnceLock::new();
+    let rate = *RATE.get_or_init(|| {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let n = 2_000_000u64;
+        let t = Instant::now();
+        let _: i64 = conn
+            .query_row(&count_sql(n), [], |r| r.get(0))
+            .unwrap();
+        n as f64 / t.elapsed().as_secs_f64()
+    });
+    count_sql((rate * d.as_secs_f64()) as u64)
+}
+
+fn count_sql(n: u64) -> String {
+    format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT count(*) FROM c")
+}
+
+/// SQL that never finishes on its own (until interrupted).
+pub const ENDLESS_SQL: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Close code helper for comparisons.
+pub fn code(c: CloseCode) -> u16 {
+    c.into()
+}
+
+/// Waits (polling) until `f` holds, up to WAIT.
+pub async fn eventually(mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < WAIT, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
