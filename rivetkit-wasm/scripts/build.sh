@@ -42,7 +42,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ ! -x node_modules/.bin/tsc ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm packages (package-lock.json)"
-  npm ci --no-audit --no-fund
+  # `npm install`, not `npm ci`: the registry reachable here lacks the other platforms' optional
+  # binaries of deno/workerd, so the lock cannot list them and `npm ci` refuses it as out of
+  # sync. `npm install` follows the lock for every entry it has and leaves it unchanged.
+  npm install --no-audit --no-fund
 fi
 
 # ---- compile ---------------------------------------------------------------------------------

@@ -270,16 +270,22 @@ export async function runConformance(ctx) {
     const a = await connect();
     const b = await connect();
     const key = `fence-${run}`;
+    const stoppedOnA = [];
+    a.onActorStop((info) => stoppedOnA.push(info));
     const first = await a.getOrCreateActor("sql", key);
     await first.db.exec("CREATE TABLE f(x)");
     await b.getOrCreateActor("sql", key); // moves the actor to b (a is drained)
+    assert(
+      stoppedOnA.some((s) => s.actorId === first.id && Number(s.generation) === Number(first.generation)),
+      `a's onActorStop saw the move: ${show(stoppedOnA)}`,
+    );
     const back = await a.getOrCreateActor("sql", key); // and back to a, at a newer generation
     assert(Number(back.generation) > Number(first.generation), "generation grew");
     await back.db.execute("SELECT count(*) FROM f");
     await rejects(first.db.execute("SELECT count(*) FROM f"), pkg.FenceMismatchError, (e) => {
       eq(e.code, "FENCE_MISMATCH", "code");
       eq(e.group, "actor", "group");
-      if (e.currentGeneration !== undefined) eq(Number(e.currentGeneration), Number(back.generation), "currentGeneration");
+      eq(Number(e.currentGeneration), Number(back.generation), "currentGeneration");
     });
   });
 
