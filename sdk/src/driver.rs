@@ -291,12 +291,14 @@ impl<R: Runtime> Driver<R> {
                     (Some(h), Some(ctx)) => {
                         let shared = self.shared.clone();
                         self.rt.spawn(boxed(async move {
-                            h(ctx).await;
+                            // A panicking handler still lets the engine finish the stop.
+                            let outcome = std::panic::AssertUnwindSafe(h(ctx)).catch_unwind().await;
+                            let error = outcome.err().map(|_| "the stop handler panicked".to_string());
                             if let Some(s) = shared.upgrade() {
                                 let _ = s.commands.unbounded_send(Command::ActorStopped {
                                     actor_id: actor.actor_id,
                                     generation: actor.generation,
-                                    error: None,
+                                    error,
                                 });
                             }
                         }));

@@ -339,3 +339,35 @@ async fn typed_errors_for_sql_failures_and_actor_start_handlers() {
     client.close().await;
     te.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_read_whose_answer_is_lost_is_retried_once() {
+    let te = TestEngine::start(|_| {}).await;
+    let proxy = Proxy::start(te.engine.local_addr()).await;
+    let mut cfg = TestEngine::client_config(&proxy.endpoint());
+    cfg.envoy_key = "retry-envoy".into();
+    cfg.backoff_initial_ms = 20;
+    cfg.backoff_max_ms = 100;
+    let client = Client::connect(cfg).await.unwrap();
+    let actor = client.get_or_create_actor("retry", "k").await.unwrap();
+    actor.kv().put(b"k", b"v").await.unwrap();
+    let db = actor.sql();
+    let read = {
+        let db = db.clone().idempotent();
+        tokio::spawn(async move { db.query(SLOW_QUERY, ()).await })
+    };
+    let not_marked = {
+        let db = db.clone();
+        tokio::spawn(async move { db.query(SLOW_QUERY, ()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let accepted = proxy.accepted();
+    proxy.kill();
+    let rows = read.await.unwrap().expect("the read is sent again after the reconnect");
+    assert_eq!(rows.first().unwrap().get::<i64>("n").unwrap(), 3_000_000);
+    assert!(proxy.accepted() > accepted, "it went over a new connection");
+    assert_eq!(not_marked.await.unwrap().unwrap_err(), Error::IndeterminateResult, "SQL not marked idempotent is not retried");
+    assert_eq!(actor.kv().get(b"k").await.unwrap(), Some(b"v".to_vec()));
+    client.close().await;
+    te.engine.shutdown().await;
+}
