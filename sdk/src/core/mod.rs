@@ -501,7 +501,6 @@ impl Core {
                     );
                 }
                 Ok(bytes) => {
-                    // Mark first: `mark_sent` needs the entry back in the map as Queued.
                     self.pending.mark_sent(id);
                     self.transmits.push_back(bytes);
                 }

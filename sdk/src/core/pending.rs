@@ -46,6 +46,10 @@ impl Pending {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

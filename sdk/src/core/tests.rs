@@ -642,7 +642,7 @@ fn limits_are_enforced_before_sending() {
         Err(Error::LimitExceeded { kind: p::LimitKind::SqlBytes, max: 1000, actual: Some(2000), .. }) => {}
         other => panic!("{other:?}"),
     }
-    assert!(sim.engine.seen.get(&id).is_none());
+    assert!(!sim.engine.seen.contains_key(&id));
 
     // The engine's maxPendingRequests caps what is on the wire; the rest waits.
     let mut sim = Sim::new(cfg(), 4);
