@@ -70,7 +70,7 @@ pub async fn stop(State(state): State<Arc<EngineState>>, headers: HeaderMap, Pat
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    match crate::drain::drain(&state, &id, envoy_protocol::StopReason::Operator, true).await {
+    match crate::drain::drain(&state, &id, None, envoy_protocol::StopReason::Operator, true).await {
         Ok(report) => Json(report).into_response(),
         Err(crate::drain::StopError::NotFound(id)) => {
             (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no actor with id {id}")}))).into_response()

@@ -54,14 +54,17 @@ pub enum StopError {
 
 /// Operator / intent stop: sends StopActor and drains.
 pub async fn stop_actor(state: &Arc<EngineState>, actor_id: &str, reason: StopReason) -> anyhow::Result<DrainReport> {
-    Ok(drain(state, actor_id, reason, true).await?)
+    Ok(drain(state, actor_id, None, reason, true).await?)
 }
 
-/// Drains `actor_id`. `send_stop`: whether to send StopActor (not when the envoy
-/// already reported the actor stopped or is gone).
+/// Drains `actor_id` (only if its generation is `only_generation`, when given:
+/// a drain decided about one placement never stops a newer one). `send_stop`:
+/// whether to send StopActor (not when the envoy already reported the actor
+/// stopped or is gone).
 pub async fn drain(
     state: &Arc<EngineState>,
     actor_id: &str,
+    only_generation: Option<u64>,
     reason: StopReason,
     send_stop: bool,
 ) -> Result<DrainReport, StopError> {
@@ -76,7 +79,7 @@ pub async fn drain(
         if let Some(rx) = map.get(actor_id).cloned() {
             Start::Join(rx)
         } else {
-            match state.registry.begin_stop(actor_id)? {
+            match state.registry.begin_stop(actor_id, only_generation)? {
                 Some(rec) => {
                     let (tx, rx) = watch::channel(None);
                     map.insert(actor_id.to_string(), rx);
@@ -93,7 +96,7 @@ pub async fn drain(
             let Some(rec) = state.registry.get(actor_id) else {
                 return Err(StopError::NotFound(actor_id.to_string()));
             };
-            if rec.state == ActorState::Stopping {
+            if rec.state == ActorState::Stopping && only_generation.is_none_or(|g| g == rec.generation) {
                 // Stopping with no drain running (cannot normally happen): finish it.
                 state.registry.set_state(actor_id, rec.generation, ActorState::Stopped)?;
             }
@@ -192,7 +195,7 @@ pub async fn shutdown_engine(state: &Arc<EngineState>) {
         .filter(|a| a.state.is_live() || a.state == ActorState::Stopping)
         .map(|a| a.actor_id)
         .collect();
-    let drains = live.iter().map(|id| drain(state, id, StopReason::EngineShutdown, true));
+    let drains = live.iter().map(|id| drain(state, id, None, StopReason::EngineShutdown, true));
     for r in futures_util::future::join_all(drains).await {
         if let Err(e) = r {
             tracing::warn!(error = %e, "drain during shutdown failed");

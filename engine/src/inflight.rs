@@ -27,8 +27,9 @@ pub type ActorGen = (String, u64);
 /// All counters of the engine.
 #[derive(Debug, Default)]
 pub struct Inflight {
-    /// One counter per (actor, generation) that ever had a request; removed when the generation stops.
-    counters: Mutex<HashMap<ActorGen, Arc<Counter>>>,
+    /// Counters by actor id, then generation (nested so a lookup by `&str` allocates nothing);
+    /// a generation's counter is removed when it stops.
+    counters: Mutex<HashMap<String, HashMap<u64, Arc<Counter>>>>,
 }
 
 /// Counts one request while alive.
@@ -49,12 +50,10 @@ impl Drop for InflightGuard {
 impl Inflight {
     fn counter(&self, actor_id: &str, generation: u64) -> Arc<Counter> {
         let mut map = self.counters.lock();
-        if let Some(c) = map.get(&(actor_id.to_string(), generation)) {
+        if let Some(c) = map.get(actor_id).and_then(|g| g.get(&generation)) {
             return c.clone();
         }
-        let c = Arc::new(Counter::default());
-        map.insert((actor_id.to_string(), generation), c.clone());
-        c
+        map.entry(actor_id.to_string()).or_default().entry(generation).or_default().clone()
     }
 
     /// Counts a newly accepted request.
@@ -68,7 +67,8 @@ impl Inflight {
     pub fn count(&self, actor_id: &str, generation: u64) -> usize {
         self.counters
             .lock()
-            .get(&(actor_id.to_string(), generation))
+            .get(actor_id)
+            .and_then(|g| g.get(&generation))
             .map_or(0, |c| c.count.load(Ordering::Acquire))
     }
 
@@ -96,9 +96,13 @@ impl Inflight {
     /// Forgets a stopped generation's counter (only when it is zero).
     pub fn forget(&self, actor_id: &str, generation: u64) {
         let mut map = self.counters.lock();
-        let key = (actor_id.to_string(), generation);
-        if map.get(&key).is_some_and(|c| c.count.load(Ordering::Acquire) == 0) {
-            map.remove(&key);
+        if let Some(gens) = map.get_mut(actor_id) {
+            if gens.get(&generation).is_some_and(|c| c.count.load(Ordering::Acquire) == 0) {
+                gens.remove(&generation);
+            }
+            if gens.is_empty() {
+                map.remove(actor_id);
+            }
         }
     }
 }

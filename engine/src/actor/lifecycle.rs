@@ -65,7 +65,7 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
             }
             ActorState::Starting | ActorState::Running | ActorState::Stopping => {
                 let reason = if mine { StopReason::Unspecified } else { StopReason::Replaced };
-                if let Err(e) = drain::drain(state, &cur.actor_id, reason, true).await {
+                if let Err(e) = drain::drain(state, &cur.actor_id, Some(cur.generation), reason, true).await {
                     return error(rid, ActorErrorCode::Internal, format!("stopping the previous placement: {e}"));
                 }
             }
@@ -127,7 +127,7 @@ pub fn handle_event(state: &Arc<EngineState>, session: &Arc<Session>, event: Eve
                     tracing::info!(actor_id, generation, code = ?s.code, message = ?s.message, "envoy reported the actor stopped");
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let _ = drain::drain(&state, &actor_id, StopReason::Unspecified, false).await;
+                        let _ = drain::drain(&state, &actor_id, Some(generation), StopReason::Unspecified, false).await;
                     });
                 }
             }
@@ -140,7 +140,7 @@ pub fn handle_event(state: &Arc<EngineState>, session: &Arc<Session>, event: Eve
             if rec.state.is_live() {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let _ = drain::drain(&state, &actor_id, reason, true).await;
+                    let _ = drain::drain(&state, &actor_id, Some(generation), reason, true).await;
                 });
             }
         }
@@ -153,7 +153,7 @@ pub fn envoy_lost(state: &Arc<EngineState>, namespace: &str, envoy_key: &str) {
         tracing::warn!(actor_id = %a.actor_id, envoy = envoy_key, "envoy lost: unplacing actor");
         let state = state.clone();
         tokio::spawn(async move {
-            let _ = drain::drain(&state, &a.actor_id, StopReason::EnvoyLost, false).await;
+            let _ = drain::drain(&state, &a.actor_id, Some(a.generation), StopReason::EnvoyLost, false).await;
         });
     }
 }

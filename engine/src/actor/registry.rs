@@ -122,6 +122,11 @@ impl Registry {
         Ok(Self { db: Mutex::new(db), actors: Mutex::new(actors) })
     }
 
+    /// Runs `f` on the record without cloning it (the hot-path admission check).
+    pub fn with<R>(&self, actor_id: &str, f: impl FnOnce(Option<&ActorRecord>) -> R) -> R {
+        f(self.actors.lock().get(actor_id))
+    }
+
     pub fn get(&self, actor_id: &str) -> Option<ActorRecord> {
         self.actors.lock().get(actor_id).cloned()
     }
@@ -212,11 +217,12 @@ impl Registry {
     }
 
     /// Atomically moves a live (Starting/Running) actor to Stopping; returns the
-    /// record as it was if it did, or None if the actor was not live.
-    pub fn begin_stop(&self, actor_id: &str) -> anyhow::Result<Option<ActorRecord>> {
+    /// record as it was if it did, or None if the actor was not live (or, with
+    /// `only_generation`, if its generation is another one).
+    pub fn begin_stop(&self, actor_id: &str, only_generation: Option<u64>) -> anyhow::Result<Option<ActorRecord>> {
         let mut actors = self.actors.lock();
         let Some(rec) = actors.get_mut(actor_id) else { return Ok(None) };
-        if !rec.state.is_live() {
+        if !rec.state.is_live() || only_generation.is_some_and(|g| g != rec.generation) {
             return Ok(None);
         }
         let before = rec.clone();

@@ -85,18 +85,20 @@ pub fn check_actor(
     actor_id: &str,
     generation: u64,
 ) -> Result<(), Rejection> {
-    let rec = state.registry.get(actor_id).filter(|r| r.namespace == namespace).ok_or(Rejection::NotFound)?;
-    if rec.envoy.as_deref() != Some(envoy_key) {
-        return Err(Rejection::NotPlaced);
-    }
-    if rec.generation != generation {
-        return Err(Rejection::Fence(rec.generation));
-    }
-    match rec.state {
-        ActorState::Starting | ActorState::Running => Ok(()),
-        ActorState::Stopping => Err(Rejection::Stopping),
-        ActorState::Stopped => Err(Rejection::NotPlaced),
-    }
+    state.registry.with(actor_id, |rec| {
+        let rec = rec.filter(|r| r.namespace == namespace).ok_or(Rejection::NotFound)?;
+        if rec.envoy.as_deref() != Some(envoy_key) {
+            return Err(Rejection::NotPlaced);
+        }
+        if rec.generation != generation {
+            return Err(Rejection::Fence(rec.generation));
+        }
+        match rec.state {
+            ActorState::Starting | ActorState::Running => Ok(()),
+            ActorState::Stopping => Err(Rejection::Stopping),
+            ActorState::Stopped => Err(Rejection::NotPlaced),
+        }
+    })
 }
 
 /// SQL request limits, checked before the statement is prepared.

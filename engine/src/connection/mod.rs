@@ -75,9 +75,11 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
     let limits = DecodeLimits::for_frame(state.config.limits.max_frame_bytes as usize);
 
     // The hello comes first.
+    let mut shutdown = state.shutdown.clone();
     let hello = tokio::select! {
         r = tokio::time::timeout(state.config.envoy_lost_threshold, stream.next()) => r,
         _ = writer_finished(&mut writer) => return,
+        _ = shutdown.recv() => return outbox.close(close::GOING_AWAY, "engine shutting down"),
     };
     let hello = match hello {
         Err(_) => return outbox.close(close::PROTOCOL_ERROR, "no hello (ToEngineMetadata) in time"),

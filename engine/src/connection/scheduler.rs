@@ -19,7 +19,7 @@
 
 use super::admission::PendingGuard;
 use super::writer::Outbox;
-use crate::inflight::{ActorGen, InflightGuard};
+use crate::inflight::InflightGuard;
 use crate::sql::executor::{ExecuteOutcome, Executor};
 use crate::sql::route::Lane;
 use envoy_protocol::{
@@ -65,17 +65,30 @@ impl Job {
     }
 }
 
+/// Queue key: the address of the (actor, generation)'s executor. Unique while any
+/// job holds the executor, which is as long as the queue exists; no allocation per job.
+type QueueKey = usize;
+
+fn key_of(job: &Job) -> QueueKey {
+    Arc::as_ptr(&job.executor) as usize
+}
+
 struct Done {
-    key: ActorGen,
+    key: QueueKey,
     lane: Lane,
     bounced: Vec<Job>,
 }
 
 #[derive(Default)]
 struct ActorQueue {
+    /// Accepted jobs not started yet, in arrival order.
     pending: VecDeque<Job>,
+    /// A batch runs on the writer lane.
     writer_busy: bool,
+    /// Batches running on reader lanes.
     readers_busy: usize,
+    /// Whether the key is in the round-robin `ready` list.
+    in_ready: bool,
 }
 
 /// Handle the read loop uses to submit jobs; dropping it lets the task finish once idle.
@@ -106,8 +119,8 @@ impl Scheduler {
 
 async fn run(cfg: SchedulerConfig, mut jobs: mpsc::UnboundedReceiver<Job>, outbox: Outbox) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut queues: HashMap<ActorGen, ActorQueue> = HashMap::new();
-    let mut ready: VecDeque<ActorGen> = VecDeque::new();
+    let mut queues: HashMap<QueueKey, ActorQueue> = HashMap::new();
+    let mut ready: VecDeque<QueueKey> = VecDeque::new();
     let mut free = cfg.permits;
     let mut running = 0usize;
     let mut input_open = true;
@@ -130,17 +143,18 @@ async fn run(cfg: SchedulerConfig, mut jobs: mpsc::UnboundedReceiver<Job>, outbo
                 while let Some(d) = next.take() {
                     running -= 1;
                     free += 1;
+                    for job in d.bounced.into_iter().rev() {
+                        enqueue(&mut queues, &mut ready, job, true);
+                    }
                     if let Some(q) = queues.get_mut(&d.key) {
                         match d.lane {
                             Lane::Writer => q.writer_busy = false,
                             Lane::Reader => q.readers_busy -= 1,
                         }
-                    }
-                    for job in d.bounced.into_iter().rev() {
-                        enqueue(&mut queues, &mut ready, job, true);
-                    }
-                    if !ready.contains(&d.key) && queues.get(&d.key).is_some_and(|q| !q.pending.is_empty()) {
-                        ready.push_back(d.key.clone());
+                        if !q.in_ready {
+                            q.in_ready = true;
+                            ready.push_back(d.key);
+                        }
                     }
                     next = done_rx.try_recv().ok();
                 }
@@ -152,32 +166,36 @@ async fn run(cfg: SchedulerConfig, mut jobs: mpsc::UnboundedReceiver<Job>, outbo
             rounds -= 1;
             let Some(key) = ready.pop_front() else { break };
             let Some(q) = queues.get_mut(&key) else { continue };
+            q.in_ready = false;
             while free > 0 {
                 let Some((lane, batch)) = take_batch(q, &cfg) else { break };
                 free -= 1;
                 running += 1;
-                spawn_batch(key.clone(), lane, batch, outbox.clone(), done_tx.clone());
+                spawn_batch(key, lane, batch, outbox.clone(), done_tx.clone());
             }
             if q.pending.is_empty() {
                 if !q.writer_busy && q.readers_busy == 0 {
                     queues.remove(&key);
                 }
             } else {
+                // Still waiting (lane busy or out of permits): back of the round-robin.
+                q.in_ready = true;
                 ready.push_back(key);
             }
         }
     }
 }
 
-fn enqueue(queues: &mut HashMap<ActorGen, ActorQueue>, ready: &mut VecDeque<ActorGen>, job: Job, front: bool) {
-    let key = (job.executor.actor_id.clone(), job.executor.generation);
-    let q = queues.entry(key.clone()).or_default();
+fn enqueue(queues: &mut HashMap<QueueKey, ActorQueue>, ready: &mut VecDeque<QueueKey>, job: Job, front: bool) {
+    let key = key_of(&job);
+    let q = queues.entry(key).or_default();
     if front {
         q.pending.push_front(job);
     } else {
         q.pending.push_back(job);
     }
-    if !ready.contains(&key) {
+    if !q.in_ready {
+        q.in_ready = true;
         ready.push_back(key);
     }
 }
@@ -201,7 +219,7 @@ fn take_batch(q: &mut ActorQueue, cfg: &SchedulerConfig) -> Option<(Lane, Vec<Jo
     Some((lane, batch))
 }
 
-fn spawn_batch(key: ActorGen, lane: Lane, batch: Vec<Job>, outbox: Outbox, done: mpsc::UnboundedSender<Done>) {
+fn spawn_batch(key: QueueKey, lane: Lane, batch: Vec<Job>, outbox: Outbox, done: mpsc::UnboundedSender<Done>) {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut answers = Vec::with_capacity(batch.len());

@@ -511,14 +511,20 @@ fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Exec
 /// Every open executor.
 #[derive(Default)]
 pub struct Executors {
-    map: Mutex<HashMap<(String, u64), Arc<Executor>>>,
+    /// By actor id, then generation (nested so a lookup by `&str` allocates nothing).
+    map: Mutex<HashMap<String, HashMap<u64, Arc<Executor>>>>,
 }
 
 impl Executors {
     /// The executor of (actor, generation), created (without opening files) if new.
     pub fn get_or_create(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
         let mut map = self.map.lock();
-        map.entry((actor_id.to_string(), generation))
+        if let Some(x) = map.get(actor_id).and_then(|g| g.get(&generation)) {
+            return x.clone();
+        }
+        map.entry(actor_id.to_string())
+            .or_default()
+            .entry(generation)
             .or_insert_with(|| {
                 Arc::new(Executor {
                     actor_id: actor_id.to_string(),
@@ -539,10 +545,16 @@ impl Executors {
     }
 
     pub fn get(&self, actor_id: &str, generation: u64) -> Option<Arc<Executor>> {
-        self.map.lock().get(&(actor_id.to_string(), generation)).cloned()
+        self.map.lock().get(actor_id).and_then(|g| g.get(&generation)).cloned()
     }
 
     pub fn remove(&self, actor_id: &str, generation: u64) -> Option<Arc<Executor>> {
-        self.map.lock().remove(&(actor_id.to_string(), generation))
+        let mut map = self.map.lock();
+        let gens = map.get_mut(actor_id)?;
+        let x = gens.remove(&generation);
+        if gens.is_empty() {
+            map.remove(actor_id);
+        }
+        x
     }
 }

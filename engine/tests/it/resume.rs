@@ -8,7 +8,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn quick_reconnect_resumes_and_resends_unacked_commands() {
     let dir = temp_dir();
-    let engine = start(dir.path()).await;
+    let engine = start_lossy(dir.path()).await;
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e1")).await;
     let a = c.get_or_create("one", "").await;
     let b = c.get_or_create("two", "").await;
@@ -50,7 +50,7 @@ async fn quick_reconnect_resumes_and_resends_unacked_commands() {
 #[tokio::test]
 async fn envoy_gone_past_the_threshold_is_dropped_and_actors_unplaced() {
     let dir = temp_dir();
-    let engine = start(dir.path()).await;
+    let engine = start_lossy(dir.path()).await;
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "gone")).await;
     let a = c.get_or_create("x", "").await;
     drop(c);
@@ -67,7 +67,7 @@ async fn envoy_gone_past_the_threshold_is_dropped_and_actors_unplaced() {
 #[tokio::test]
 async fn silent_envoy_is_dropped() {
     let dir = temp_dir();
-    let engine = start(dir.path()).await;
+    let engine = start_lossy(dir.path()).await;
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "mute")).await;
     let _a = c.get_or_create("x", "").await;
     // Stop reading and answering: the socket stays open but the envoy is silent.
@@ -83,7 +83,7 @@ async fn silent_envoy_is_dropped() {
 #[tokio::test]
 async fn second_connection_with_the_same_key_evicts_the_first() {
     let dir = temp_dir();
-    let engine = start(dir.path()).await;
+    let engine = start_lossy(dir.path()).await;
     let mut first = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "dup")).await;
     let a = first.get_or_create("x", "").await;
     let mut second = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "dup")).await;

@@ -25,13 +25,22 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub fn test_config(dir: &Path) -> Config {
     let mut c = Config::for_tests(dir);
     c.ping_interval = Duration::from_millis(200);
-    c.envoy_lost_threshold = Duration::from_millis(1500);
+    // Long enough that a test which stops reading for a while (HTTP calls, CLI runs)
+    // is not dropped as silent; tests about loss use `start_lossy`.
+    c.envoy_lost_threshold = Duration::from_secs(10);
     c.actor_stop_threshold = Duration::from_secs(5);
     c
 }
 
 pub async fn start(dir: &Path) -> RunningEngine {
     start_with(test_config(dir)).await
+}
+
+/// An engine whose envoy lost threshold is 1.5 s (tests of resume and loss).
+pub async fn start_lossy(dir: &Path) -> RunningEngine {
+    let mut c = test_config(dir);
+    c.envoy_lost_threshold = Duration::from_millis(1500);
+    start_with(c).await
 }
 
 pub async fn start_with(config: Config) -> RunningEngine {
