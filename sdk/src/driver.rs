@@ -194,7 +194,10 @@ impl<R: Runtime> Driver<R> {
         match self.core.poll_timeout() {
             None => self.timer = None,
             Some(deadline) => {
-                if self.timer.as_ref().is_some_and(|(d, _)| *d == deadline) {
+                // A timer armed for an earlier deadline is kept: it fires early, the
+                // core finds nothing due, and the timer is armed again. This avoids a
+                // new timer per received frame (each one pushes the liveness deadline).
+                if self.timer.as_ref().is_some_and(|(d, _)| *d <= deadline) {
                     return;
                 }
                 let now = self.rt.now_ms();
