@@ -126,14 +126,14 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDeserializer<'a> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.0 {
             Value::Null => visitor.visit_none(),
-            _ => visitor.visit_some(self),
+            Value::Integer(_) | Value::Float(_) | Value::Text(_) | Value::Blob(_) => visitor.visit_some(self),
         }
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.0 {
             Value::Integer(i) => visitor.visit_bool(*i != 0),
-            _ => self.deserialize_any(visitor),
+            Value::Null | Value::Float(_) | Value::Text(_) | Value::Blob(_) => self.deserialize_any(visitor),
         }
     }
 
@@ -141,7 +141,7 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDeserializer<'a> {
         match self.0 {
             // A BLOB read into Vec<u8> arrives as a sequence request.
             Value::Blob(b) => visitor.visit_seq(de::value::SeqDeserializer::new(b.iter().copied())),
-            _ => self.deserialize_any(visitor),
+            Value::Null | Value::Integer(_) | Value::Float(_) | Value::Text(_) => self.deserialize_any(visitor),
         }
     }
 

@@ -210,14 +210,14 @@ async fn half_open_socket_is_detected_by_the_liveness_timeout() {
     let proxy = Proxy::start(te.engine.local_addr()).await;
     let mut cfg = TestEngine::client_config(&proxy.endpoint());
     cfg.envoy_key = "half-open".into();
-    cfg.liveness_timeout_ms = Some(600);
+    cfg.liveness_timeout_ms = Some(1_000);
     cfg.backoff_initial_ms = 20;
     cfg.backoff_max_ms = 100;
     let client = Client::connect(cfg).await.unwrap();
     let actor = client.get_or_create_actor("ho", "k").await.unwrap();
     actor.kv().put(b"a", b"1").await.unwrap();
     // Pings keep an idle connection alive well past the liveness timeout.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert!(matches!(client.state(), ConnectionState::Connected(_)), "pings keep it alive");
     let accepted = proxy.accepted();
 
@@ -234,7 +234,7 @@ async fn half_open_socket_is_detected_by_the_liveness_timeout() {
     );
     let noticed = frozen_at.elapsed();
     assert_eq!(write.await.unwrap().unwrap_err(), Error::IndeterminateResult);
-    eprintln!("figures: half-open link noticed after {noticed:?} (liveness timeout 600 ms)");
+    eprintln!("figures: half-open link noticed after {noticed:?} (liveness timeout 1000 ms)");
     assert!(eventually(5_000, || matches!(client.state(), ConnectionState::Connected(_))).await, "reconnects");
     assert_eq!(actor.kv().get(b"a").await.unwrap(), Some(b"1".to_vec()));
     client.close().await;

@@ -14,6 +14,9 @@ use anyhow::Context;
 use envoy_client::{ActorHandle, Client, ClientConfig, Db};
 use std::path::PathBuf;
 
+/// How long the shell waits for the engine before giving up.
+pub const SHELL_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
 /// Default engine endpoint of the shell.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:6420";
 
@@ -65,6 +68,8 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
         token: args.token.clone(),
         pool_name: "sql-shell".into(),
         request_timeout_ms: Some(args.timeout_ms),
+        // A shell should say quickly that the engine is not there.
+        initial_connect_timeout_ms: SHELL_CONNECT_TIMEOUT_MS,
         ..Default::default()
     };
     let client = Client::connect(config).await.with_context(|| format!("cannot connect to {}", args.url))?;

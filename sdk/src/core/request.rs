@@ -124,7 +124,7 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
     match msg {
         T::KvResponse(r) => match request {
             Request::Kv { .. } => map_kv(r.data),
-            _ => mismatch("a KV response"),
+            Request::SqlExec { .. } | Request::SqlExecute { .. } | Request::GetOrCreateActor { .. } => mismatch("a KV response"),
         },
         T::SqliteExecResponse(r) => match request {
             Request::SqlExec { .. } => match r.result {
@@ -134,7 +134,7 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
                 }
                 p::SqliteExecResult::SqliteError(e) => Err(map_sql_error(e)),
             },
-            _ => mismatch("a SQL exec response"),
+            Request::Kv { .. } | Request::SqlExecute { .. } | Request::GetOrCreateActor { .. } => mismatch("a SQL exec response"),
         },
         T::SqliteExecuteResponse(r) => match request {
             Request::SqlExecute { .. } => match r.result {
@@ -144,7 +144,7 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
                 }
                 p::SqliteExecuteResult::SqliteError(e) => Err(map_sql_error(e)),
             },
-            _ => mismatch("a SQL execute response"),
+            Request::Kv { .. } | Request::SqlExec { .. } | Request::GetOrCreateActor { .. } => mismatch("a SQL execute response"),
         },
         T::GetOrCreateActorResponse(r) => match request {
             Request::GetOrCreateActor { .. } => match r.result {
@@ -153,7 +153,7 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
                     Err(Error::GetOrCreateActor { code: e.code, message: e.message })
                 }
             },
-            _ => mismatch("a get-or-create response"),
+            Request::Kv { .. } | Request::SqlExec { .. } | Request::SqlExecute { .. } => mismatch("a get-or-create response"),
         },
         T::Init(_) | T::Commands(_) | T::AckEvents(_) | T::Ping(_) => {
             Err(Error::Protocol("not a response message".into()))
