@@ -62,7 +62,7 @@ const STRICT_SYNTAX_ERROR_CODE = false;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A statement that keeps SQLite busy for a while (a recursive CTE counting up).
-const SLOW_COUNT = 2_500_000;
+const SLOW_COUNT = 4_000_000;
 const SLOW_SQL = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ${SLOW_COUNT}) SELECT count(*) AS n FROM c`;
 
 export async function runConformance(ctx) {
