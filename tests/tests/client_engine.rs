@@ -371,3 +371,87 @@ async fn an_idempotent_read_whose_answer_is_lost_is_retried_once() {
     client.close().await;
     te.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_typed_and_fatal_ones_are_not_retried() {
+    // No common version: HTTP 426 with the engine's versions, no retry.
+    let te = TestEngine::start(|c| {
+        c.max_protocol_version = 3;
+        c.auth_token = Some("s3cret".into());
+    })
+    .await;
+    let mut cfg = TestEngine::client_config(&te.endpoint());
+    cfg.token = Some("s3cret".into());
+    cfg.min_protocol_version = 4;
+    let started = Instant::now();
+    let err = Client::connect(cfg.clone()).await.unwrap_err();
+    assert_eq!(err, Error::NoCommonVersion { client_min: 4, client_max: 4, engine_versions: Some("1-3".into()) });
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast, no retry loop");
+
+    // Wrong token: refused, not retried.
+    cfg.min_protocol_version = 1;
+    cfg.token = Some("wrong".into());
+    let err = Client::connect(cfg.clone()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Disconnected { reason: envoy_client::DisconnectReason::Unauthorized { .. } }
+                | Error::Disconnected { reason: envoy_client::DisconnectReason::ClosedByEngine { code: 4001, .. } }
+        ),
+        "{err:?}"
+    );
+    // The right token works.
+    cfg.token = Some("s3cret".into());
+    let client = Client::connect(cfg).await.unwrap();
+    assert_eq!(client.session().unwrap().protocol_version, 3);
+    client.close().await;
+    te.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_with_the_same_envoy_key_evicts_the_first_for_good() {
+    let te = TestEngine::start(|_| {}).await;
+    let mut cfg = TestEngine::client_config(&te.endpoint());
+    cfg.envoy_key = "same-key".into();
+    cfg.backoff_initial_ms = 20;
+    let first = Client::connect(cfg.clone()).await.unwrap();
+    let second = Client::connect(cfg).await.unwrap();
+    assert!(
+        eventually(5_000, || matches!(first.state(), ConnectionState::Closed { .. })).await,
+        "the first is evicted: {:?}",
+        first.state()
+    );
+    match first.state() {
+        ConnectionState::Closed {
+            error: Some(Error::Disconnected { reason: envoy_client::DisconnectReason::ClosedByEngine { code, .. } }),
+        } => assert_eq!(code, envoy_client::protocol::close::EVICTED),
+        other => panic!("{other:?}"),
+    }
+    // It does not come back and take the key again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(second.state(), ConnectionState::Connected(_)));
+    let actor = second.get_or_create_actor("evict", "k").await.unwrap();
+    actor.kv().put(b"k", b"v").await.unwrap();
+    assert!(matches!(first.get_or_create_actor("evict", "k").await.unwrap_err(), Error::Closed));
+    second.close().await;
+    te.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_for_an_engine_that_comes_up() {
+    let te = TestEngine::start(|_| {}).await;
+    let proxy = Proxy::start(te.engine.local_addr()).await;
+    proxy.refuse(true);
+    let mut cfg = TestEngine::client_config(&proxy.endpoint());
+    cfg.backoff_initial_ms = 20;
+    cfg.backoff_max_ms = 100;
+    let connecting = tokio::spawn(Client::connect(cfg));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!connecting.is_finished(), "retries while the engine is unreachable");
+    proxy.refuse(false);
+    let client = connecting.await.unwrap().expect("connects once reachable");
+    let actor = client.get_or_create_actor("late", "k").await.unwrap();
+    actor.kv().put(b"a", b"b").await.unwrap();
+    client.close().await;
+    te.engine.shutdown().await;
+}
