@@ -67,14 +67,15 @@ impl Client {
             Either::Left((Ok(Err(e)), _)) => Err(e),
             Either::Left((Err(_), _)) => Err(Error::Closed),
             Either::Right(((), _)) => {
-                let cause = match client.state() {
-                    ConnectionState::Reconnecting { cause, .. } => cause,
-                    other => format!("{other:?}"),
+                let (attempts, cause) = match client.state() {
+                    ConnectionState::Reconnecting { attempt, cause, .. } => (attempt, cause),
+                    ConnectionState::Connecting { attempt } => (attempt + 1, "connect in progress".to_string()),
+                    other => (0, format!("{other:?}")),
                 };
                 client.close().await;
                 Err(Error::Disconnected {
                     reason: crate::error::DisconnectReason::GaveUp {
-                        attempts: 0,
+                        attempts,
                         last_error: format!(
                             "no Init within {} ms (initial_connect_timeout_ms): {cause}",
                             config.initial_connect_timeout_ms

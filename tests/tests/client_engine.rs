@@ -455,3 +455,22 @@ async fn connect_waits_for_an_engine_that_comes_up() {
     client.close().await;
     te.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_gives_up_after_the_initial_connect_timeout() {
+    let te = TestEngine::start(|_| {}).await;
+    let proxy = Proxy::start(te.engine.local_addr()).await;
+    proxy.refuse(true);
+    let mut cfg = TestEngine::client_config(&proxy.endpoint());
+    cfg.backoff_initial_ms = 20;
+    cfg.backoff_max_ms = 50;
+    cfg.initial_connect_timeout_ms = 400;
+    match Client::connect(cfg).await.unwrap_err() {
+        Error::Disconnected { reason: envoy_client::DisconnectReason::GaveUp { attempts, last_error } } => {
+            assert!(attempts >= 2, "it retried before giving up ({attempts} attempts)");
+            assert!(last_error.contains("400 ms"), "{last_error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    te.engine.shutdown().await;
+}
