@@ -117,7 +117,7 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
         },
     );
     tracing::info!(resumed = attachment.resumed, pool = %params.pool_name, "envoy connected");
-    let scheduler = Scheduler::spawn(
+    let scheduler = Scheduler::new(
         SchedulerConfig {
             permits: cfg.permits_per_connection,
             reader_lanes: cfg.reader_lanes_per_actor,

@@ -89,6 +89,11 @@ async fn pings_and_other_actors_flow_during_a_long_query() {
     }
     let quick = c.send_execute(&fast_actor, "SELECT 'quick'", vec![], true).await;
     ok(c.execute_result(quick).await);
+    // The slow actor itself serves other reads on another reader connection, and writes on its writer.
+    let r = ok(c.execute(&slow_actor, "SELECT 7", vec![]).await);
+    assert_eq!((r.route, r.rows), (SqliteRoute::Read, vec![vec![Value::Integer(7)]]));
+    let w = ok(c.execute_write(&slow_actor, "CREATE TABLE during (x)", vec![]).await);
+    assert_eq!(w.route, SqliteRoute::Write);
     assert!(!c.answer_order.contains(&long), "the long query should still be running");
     // Pings keep arriving while it runs (interval 200 ms).
     c.until(|c| c.pings.len() >= pings_before + 2).await;
