@@ -33,7 +33,8 @@ pub enum Error {
         /// For `exec`: 0-based index of the statement that failed.
         statement_index: Option<u32>,
     },
-    /// A KV request failed for a reason without a dedicated variant.
+    /// A KV request failed for a reason without a dedicated variant (including
+    /// `LIMIT_EXCEEDED`: KV limit errors name the limit only in `message`).
     #[error("KV error ({code:?}): {message}")]
     Kv { code: KvErrorCode, message: String },
     /// The request named a generation that is no longer the actor's; nothing ran.
@@ -154,8 +155,9 @@ impl Error {
             | Error::Closed => true,
             Error::Sql { committed, .. } => *committed == Some(false),
             Error::Timeout { sent, .. } => !*sent,
-            Error::Kv { .. }
-            | Error::IndeterminateResult
+            // Refused before any work.
+            Error::Kv { code, .. } => matches!(code, KvErrorCode::LimitExceeded | KvErrorCode::InvalidRequest),
+            Error::IndeterminateResult
             | Error::GetOrCreateActor { .. }
             | Error::Protocol(_)
             | Error::InvalidColumn(_)

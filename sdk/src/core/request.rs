@@ -180,12 +180,11 @@ fn map_kv_error(e: p::KvErrorResponse) -> Error {
         KvErrorCode::ActorStopping => Error::ActorStopping,
         KvErrorCode::ActorNotFound => Error::ActorNotFound { message: e.message },
         KvErrorCode::ActorNotPlaced => Error::ActorNotPlaced { message: e.message },
-        // KV errors carry no structured limit; the message names it.
-        KvErrorCode::LimitExceeded => {
-            Error::LimitExceeded { kind: p::LimitKind::RequestBytes, max: 0, actual: None, message: e.message }
-        }
         KvErrorCode::Overloaded => Error::Overloaded { message: e.message },
-        KvErrorCode::Unknown | KvErrorCode::InvalidRequest | KvErrorCode::Internal => {
+        // A KV limit error carries no structured limit (kind, max), only its
+        // message: it stays a `Kv` error with code LIMIT_EXCEEDED rather than a
+        // `LimitExceeded` with made-up numbers.
+        KvErrorCode::LimitExceeded | KvErrorCode::Unknown | KvErrorCode::InvalidRequest | KvErrorCode::Internal => {
             Error::Kv { code: e.code, message: e.message }
         }
     }
