@@ -67,3 +67,41 @@ async fn malformed_frame_closes_only_that_connection() {
     assert_eq!(twice.until_closed().await.0, close::PROTOCOL_ERROR);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversized_frame_and_mismatched_hello_close_the_connection() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_frame_bytes = 4096;
+    cfg.limits.max_request_bytes = 4096;
+    cfg.limits.max_response_bytes = 4000;
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "big")).await;
+    assert_eq!(c.init.metadata.max_frame_bytes, 4096);
+    let a = c.get_or_create("a", "").await;
+    let sql = format!("SELECT '{}'", "x".repeat(5000));
+    c.send_execute(&a, &sql, vec![], false).await;
+    let (code, _) = c.until_closed().await;
+    assert_eq!(code, close::MESSAGE_TOO_BIG);
+
+    // A hello whose envoy key differs from the query: INVALID_HELLO.
+    let o = ConnectOpts::new("ns", "query-key");
+    let Upgrade::Ok(mut ws, version) = upgrade(engine.local_addr(), &o).await else { panic!("refused") };
+    use futures_util::{SinkExt, StreamExt};
+    let hello = ToEngine::Metadata(ToEngineMetadata {
+        envoy_key: "other-key".into(),
+        pool_name: "default".into(),
+        version: 1,
+        metadata: Default::default(),
+        last_command_index: None,
+    });
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(encode_to_engine(&hello, version).unwrap().into())).await.unwrap();
+    let mut code = None;
+    while let Some(Ok(m)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Close(Some(f)) = m {
+            code = Some(u16::from(f.code));
+        }
+    }
+    assert_eq!(code, Some(close::INVALID_HELLO));
+    engine.shutdown().await;
+}

@@ -102,3 +102,29 @@ async fn pings_and_other_actors_flow_during_a_long_query() {
     engine.shutdown().await;
 }
 
+
+#[tokio::test]
+async fn one_busy_actor_cannot_take_every_permit() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.permits_per_connection = 2;
+    cfg.reader_lanes_per_actor = 1;
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let busy = c.get_or_create("busy", "").await;
+    let other = c.get_or_create("other", "").await;
+    let slow = slow_sql(Duration::from_millis(1000));
+    let r1 = c.send_execute(&busy, &slow, vec![], false).await;
+    eventually(|| engine.inflight(&busy.actor_id, busy.generation) == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A second slow read of the same actor would take the last permit if the
+    // actor were not capped at one reader lane.
+    let r2 = c.send_execute(&busy, &slow, vec![], false).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let quick = c.send_execute(&other, "SELECT 'other'", vec![], false).await;
+    ok(c.execute_result(quick).await);
+    assert!(!c.answer_order.contains(&r1) && !c.answer_order.contains(&r2), "the other actor waited for the busy one");
+    ok(c.execute_result(r1).await);
+    ok(c.execute_result(r2).await);
+    engine.shutdown().await;
+}
