@@ -23,6 +23,8 @@ struct FakeEngine {
     received: Vec<p::ToEngine>,
     /// Encoded frames to deliver to the client.
     outbox: VecDeque<Vec<u8>>,
+    /// Requests received and not answered yet (with `Answer::Hold`); lost with the connection.
+    held: VecDeque<p::ToEngine>,
     /// How many times each request id was received (for exactly-once checks), per connection and total.
     seen: HashMap<u32, u32>,
     /// Highest event index processed (survives reconnects, like the engine's session).
@@ -41,6 +43,7 @@ impl FakeEngine {
             answer: Answer::Now,
             received: Vec::new(),
             outbox: VecDeque::new(),
+            held: VecDeque::new(),
             seen: HashMap::new(),
             last_event_index: None,
             hellos: Vec::new(),
@@ -96,37 +99,13 @@ impl FakeEngine {
                 }
             }
             p::ToEngine::AckCommands(_) | p::ToEngine::Stopping | p::ToEngine::Pong(_) => {}
-            p::ToEngine::KvRequest(r) => {
-                *self.seen.entry(r.request_id).or_default() += 1;
-                if self.answer == Answer::Now {
-                    let data = match r.data {
-                        p::KvRequestData::KvGet(g) => p::KvResponseData::KvGetResponse(p::KvGetResponse { value: Some(g.key) }),
-                        p::KvRequestData::KvPut(_) => p::KvResponseData::KvPutResponse,
-                        p::KvRequestData::KvDelete(_)
-                        | p::KvRequestData::KvListPrefix(_)
-                        | p::KvRequestData::KvGetBatch(_)
-                        | p::KvRequestData::KvPutBatch(_)
-                        | p::KvRequestData::KvDeleteBatch(_)
-                        | p::KvRequestData::KvDeleteRange(_)
-                        | p::KvRequestData::KvList(_) => p::KvResponseData::KvDeleteResponse,
-                    };
-                    self.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse { request_id: r.request_id, data }));
-                }
-            }
-            p::ToEngine::SqliteExecute(p::ToEngineSqliteExecute { request_id, request })
-            | p::ToEngine::SqliteExecuteWrite(p::ToEngineSqliteExecuteWrite { request_id, request }) => {
+            p::ToEngine::KvRequest(p::ToEngineKvRequest { request_id, .. })
+            | p::ToEngine::SqliteExecute(p::ToEngineSqliteExecute { request_id, .. })
+            | p::ToEngine::SqliteExecuteWrite(p::ToEngineSqliteExecuteWrite { request_id, .. }) => {
                 *self.seen.entry(request_id).or_default() += 1;
-                if self.answer == Answer::Now {
-                    self.send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
-                        request_id,
-                        result: p::SqliteExecuteResult::ExecuteResult(p::ExecuteResult {
-                            columns: vec!["sql".into()],
-                            rows: vec![vec![p::Value::Text(request.sql)]],
-                            changes: 0,
-                            last_insert_row_id: None,
-                            route: p::SqliteRoute::Read,
-                        }),
-                    }));
+                match self.answer {
+                    Answer::Now => self.answer_one(msg),
+                    Answer::Hold => self.held.push_back(msg),
                 }
             }
             p::ToEngine::SqliteExec(r) => {
@@ -135,6 +114,48 @@ impl FakeEngine {
             p::ToEngine::GetOrCreateActor(r) => {
                 *self.seen.entry(r.request_id).or_default() += 1;
             }
+        }
+    }
+
+    /// Answers one KV or SQL execute request successfully.
+    fn answer_one(&mut self, msg: p::ToEngine) {
+        match msg {
+            p::ToEngine::KvRequest(r) => {
+                let data = match r.data {
+                    p::KvRequestData::KvGet(g) => p::KvResponseData::KvGetResponse(p::KvGetResponse { value: Some(g.key) }),
+                    p::KvRequestData::KvPut(_) => p::KvResponseData::KvPutResponse,
+                    p::KvRequestData::KvDelete(_)
+                    | p::KvRequestData::KvListPrefix(_)
+                    | p::KvRequestData::KvGetBatch(_)
+                    | p::KvRequestData::KvPutBatch(_)
+                    | p::KvRequestData::KvDeleteBatch(_)
+                    | p::KvRequestData::KvDeleteRange(_)
+                    | p::KvRequestData::KvList(_) => p::KvResponseData::KvDeleteResponse,
+                };
+                self.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse { request_id: r.request_id, data }));
+            }
+            p::ToEngine::SqliteExecute(p::ToEngineSqliteExecute { request_id, request })
+            | p::ToEngine::SqliteExecuteWrite(p::ToEngineSqliteExecuteWrite { request_id, request }) => {
+                self.send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
+                    request_id,
+                    result: p::SqliteExecuteResult::ExecuteResult(p::ExecuteResult {
+                        columns: vec!["sql".into()],
+                        rows: vec![vec![p::Value::Text(request.sql)]],
+                        changes: 0,
+                        last_insert_row_id: None,
+                        route: p::SqliteRoute::Read,
+                    }),
+                }));
+            }
+            other => panic!("not an answerable request: {other:?}"),
+        }
+    }
+
+    /// Answers up to `n` held requests, oldest first.
+    fn answer_held(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(msg) = self.held.pop_front() else { return };
+            self.answer_one(msg);
         }
     }
 
@@ -251,6 +272,7 @@ impl Sim {
     fn kill_socket(&mut self) {
         self.open = false;
         self.engine.outbox.clear();
+        self.engine.held.clear();
         self.core.disconnected(None, "killed", self.now);
         self.run();
     }
@@ -729,4 +751,111 @@ fn an_undecodable_frame_drops_the_socket_and_reconnects() {
     assert!(!sim.connected());
     assert!(!sim.open);
     assert!(matches!(sim.states.last(), Some(ConnectionState::Reconnecting { .. })));
+}
+
+mod properties {
+    //! Random interleavings of submissions, answers, link failures and time:
+    //! every request gets exactly one result, writes reach the engine at most
+    //! once, reads at most twice, and each result agrees with what the engine saw.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write,
+        Read,
+        SqlRead { idempotent: bool },
+        SqlWrite,
+        /// The engine answers up to n held requests.
+        Answer(usize),
+        /// The link dies (answers in flight are lost).
+        Kill,
+        /// Time passes (reconnects, timeouts, liveness).
+        Advance(u64),
+        /// The engine pings.
+        Ping,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => Just(Step::Write),
+            3 => Just(Step::Read),
+            2 => any::<bool>().prop_map(|idempotent| Step::SqlRead { idempotent }),
+            2 => Just(Step::SqlWrite),
+            4 => (1usize..8).prop_map(Step::Answer),
+            1 => Just(Step::Kill),
+            2 => (1u64..2_000).prop_map(Step::Advance),
+            1 => Just(Step::Ping),
+        ]
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Kind {
+        Write,
+        Read,
+        SqlRead { idempotent: bool },
+        SqlWrite,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn every_request_is_settled_once_and_never_duplicated(
+            steps in proptest::collection::vec(step(), 1..60),
+            with_timeouts in any::<bool>(),
+        ) {
+            let mut c = cfg();
+            c.default_request_timeout_ms = if with_timeouts { Some(1_500) } else { None };
+            let mut sim = Sim::new(c, 4);
+            sim.engine.answer = Answer::Hold;
+            let mut kinds: HashMap<RequestId, Kind> = HashMap::new();
+            for s in steps {
+                match s {
+                    Step::Write => { kinds.insert(sim.kv_put(b"k"), Kind::Write); }
+                    Step::Read => { kinds.insert(sim.kv_get(b"k"), Kind::Read); }
+                    Step::SqlRead { idempotent } => {
+                        let id = sim.sql("SELECT 1", false, RequestOptions { idempotent, timeout_ms: None });
+                        kinds.insert(id, Kind::SqlRead { idempotent });
+                    }
+                    Step::SqlWrite => { kinds.insert(sim.sql("INSERT", true, RequestOptions::default()), Kind::SqlWrite); }
+                    Step::Answer(n) => { sim.engine.answer_held(n); sim.run(); }
+                    Step::Kill => { if sim.open { sim.kill_socket(); } }
+                    Step::Advance(ms) => sim.advance(ms),
+                    Step::Ping => {
+                        if sim.open {
+                            sim.engine.send(p::ToEnvoy::Ping(p::ToEnvoyPing { ts: 1 }));
+                            sim.run();
+                        }
+                    }
+                }
+            }
+            // Settle: the link comes back, the engine answers everything, then close.
+            sim.auto_connect = true;
+            sim.engine.answer = Answer::Now;
+            for _ in 0..20 {
+                sim.engine.answer_held(usize::MAX);
+                sim.run();
+                sim.advance(5_000);
+            }
+            sim.core.close(sim.now);
+            sim.run();
+            sim.advance(10_000);
+            prop_assert!(sim.core.is_closed());
+            for (id, kind) in &kinds {
+                let seen = sim.engine.seen.get(id).copied().unwrap_or(0);
+                let result = sim.results.get(id);
+                prop_assert!(result.is_some(), "request {} ({:?}) never settled", id, kind);
+                let retryable = matches!(kind, Kind::Read | Kind::SqlRead { idempotent: true });
+                prop_assert!(seen <= if retryable { 2 } else { 1 }, "request {} ({:?}) reached the engine {} times", id, kind, seen);
+                match result.unwrap() {
+                    Ok(_) => prop_assert!(seen >= 1),
+                    Err(Error::IndeterminateResult) => prop_assert!(seen >= 1, "indeterminate but never sent"),
+                    Err(Error::Timeout { sent: false, .. }) | Err(Error::Closed) => prop_assert_eq!(seen, 0),
+                    Err(Error::Timeout { sent: true, .. }) => prop_assert!(seen >= 1),
+                    Err(other) => prop_assert!(false, "unexpected {:?}", other),
+                }
+            }
+        }
+    }
 }
