@@ -29,7 +29,7 @@ export interface ConnectOptions {
   envoyKey?: string;
   /** Default for every call: how INTEGER results come back. */
   integers?: IntegerMode;
-  /** Default per-request timeout in milliseconds (0 or omitted: the client's default). */
+  /** Per-request deadline in milliseconds: 0 means none; omitted, the client default applies. */
   requestTimeoutMs?: number;
 }
 

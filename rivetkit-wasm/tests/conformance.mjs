@@ -275,6 +275,9 @@ export async function runConformance(ctx) {
     const first = await a.getOrCreateActor("sql", key);
     await first.db.exec("CREATE TABLE f(x)");
     await b.getOrCreateActor("sql", key); // moves the actor to b (a is drained)
+    // a hears of the stop on its own socket, not necessarily before b's answer.
+    const movedAway = () => stoppedOnA.some((s) => s.actorId === first.id);
+    for (let i = 0; i < 200 && !movedAway(); i++) await sleep(10);
     assert(
       stoppedOnA.some((s) => s.actorId === first.id && Number(s.generation) === Number(first.generation)),
       `a's onActorStop saw the move: ${show(stoppedOnA)}`,
