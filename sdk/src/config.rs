@@ -47,7 +47,11 @@ pub struct ClientConfig {
     /// is lost to a disconnect, instead of failing with `IndeterminateResult`.
     /// Never applies to writes.
     pub retry_idempotent_reads: bool,
+    /// First reconnect delay (grows ×2 per failed attempt, with jitter), so a
+    /// blip reconnects fast but an outage is not hammered.
     pub backoff_initial_ms: u64,
+    /// Cap on the reconnect delay; keep it under the engine's envoy-lost
+    /// threshold so a session can still be resumed.
     pub backoff_max_ms: u64,
     /// Give up reconnecting after this many failures in a row; `None`: never.
     pub max_reconnect_attempts: Option<u32>,

@@ -7,7 +7,9 @@ use envoy_protocol::{Limits, SqlLimits, StopReason};
 /// An actor the engine started on this envoy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActorInfo {
+    /// The engine's id: what requests are routed by.
     pub actor_id: String,
+    /// The actor's name and key: how it was found or created.
     pub name: String,
     pub key: String,
     /// The fencing token: requests carry it, and a stale one is refused.
@@ -21,9 +23,13 @@ pub struct SessionInfo {
     pub protocol_version: u16,
     /// The engine's id for this envoy.
     pub envoy_id: String,
+    /// How often the engine pings (the default liveness timeout derives from it).
     pub ping_interval_ms: u64,
+    /// Reconnect within this to resume the session (actors stay placed).
     pub envoy_lost_threshold_ms: u64,
+    /// How long a stopping actor's in-flight work may take.
     pub actor_stop_threshold_ms: u64,
+    /// Largest WebSocket message the engine accepts.
     pub max_frame_bytes: u32,
     /// Absent below v3.
     pub limits: Option<Limits>,

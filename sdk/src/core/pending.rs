@@ -13,10 +13,14 @@ pub enum Stage {
     Sent,
 }
 
+/// One unanswered request.
 #[derive(Debug)]
 pub struct Entry {
+    /// Kept until answered so it can be (re-)encoded at the connection's version.
     pub request: Request,
+    /// Timeout and idempotency chosen by the caller.
     pub opts: RequestOptions,
+    /// Queued or on the wire: decides what a lost connection means for it.
     pub stage: Stage,
     /// Absolute deadline (ms) and the timeout it came from, for the error.
     pub deadline: Option<(u64, u64)>,
