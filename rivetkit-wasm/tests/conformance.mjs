@@ -55,10 +55,6 @@ async function rejects(promise, Class, check) {
   return err;
 }
 
-// The engine currently answers a syntax error (rusqlite's SqlInputError) with INTERNAL instead
-// of SQLITE + extended code; reported to the engine owner. Flip once fixed.
-const STRICT_SYNTAX_ERROR_CODE = false;
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A statement that keeps SQLite busy for a while (a recursive CTE counting up).
@@ -213,8 +209,9 @@ export async function runConformance(ctx) {
       assert(/no such table/.test(e.message), `message: ${e.message}`);
     });
     await rejects(db.execute("SELEC nope"), SqlError, (e) => {
+      eq(e.code, "SQLITE", "code of a syntax error");
+      eq(e.extendedCode, 1, "extendedCode of a syntax error");
       assert(/syntax/i.test(e.message), `message: ${e.message}`);
-      if (STRICT_SYNTAX_ERROR_CODE) eq(e.code, "SQLITE", "code of a syntax error");
     });
     await rejects(db.executeWrite("INSERT INTO u(name) VALUES (?)", ["a"]), SqlError, (e) => {
       eq(e.extendedCode, 2067, "extendedCode (SQLITE_CONSTRAINT_UNIQUE)");
