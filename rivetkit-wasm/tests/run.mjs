@@ -1,7 +1,7 @@
 // Runs the conformance suite in Node, Deno and workerd, and the crawler example in workerd,
 // against real engines, then prints the time each host took.
 //
-//   node tests/run.mjs --engine-bin ../target/debug/envoy-engine [--hosts node,deno,workerd] [--no-crawler]
+//   node tests/run.mjs --engine-bin ../target/debug/envoy-engine [--hosts node,deno,workerd] [--no-crawler] [--no-bench]
 //
 // Needs pkg/ built (scripts/build.sh) and npm packages installed (deno, workerd).
 
@@ -22,6 +22,7 @@ const argValue = (flag, dflt) => {
 const engineBin = path.resolve(argValue("--engine-bin", path.join(root, "..", "target", "debug", "envoy-engine")));
 const hosts = argValue("--hosts", "node,deno,workerd").split(",").filter(Boolean);
 const withCrawler = !args.includes("--no-crawler");
+const withBench = !args.includes("--no-bench");
 
 const engine = await startEngine(engineBin, { label: "engine v4" });
 const v3 = await startEngine(engineBin, { maxProtocolVersion: 3, label: "engine v3" });
@@ -30,6 +31,7 @@ const context = {
   engine: { wsUrl: engine.wsUrl, httpUrl: engine.httpUrl },
   v3: { wsUrl: v3.wsUrl },
   proxy: { wsUrl: proxy.wsUrl, controlUrl: proxy.controlUrl },
+  bench: withBench,
 };
 const json = JSON.stringify(context);
 
@@ -51,6 +53,7 @@ try {
         modules: [
           { name: "worker.mjs", path: path.join(here, "hosts", "workerd.mjs"), kind: "esModule" },
           { name: "conformance.mjs", path: path.join(here, "conformance.mjs"), kind: "esModule" },
+          { name: "bench.mjs", path: path.join(here, "bench.mjs"), kind: "esModule" },
           { name: "pkg/index.js", path: path.join(pkg, "index.js"), kind: "esModule" },
           { name: "pkg/envoy.js", path: path.join(pkg, "envoy.js"), kind: "esModule" },
           { name: "pkg/errors.js", path: path.join(pkg, "errors.js"), kind: "esModule" },
@@ -65,7 +68,8 @@ try {
       throw new Error(`unknown host ${host}`);
     }
     const suite = /suite time: (\d+) ms/.exec(r.out)?.[1];
-    results.push({ name: `conformance/${host}`, ok: r.code === 0, ms: r.ms, suiteMs: suite ? Number(suite) : undefined });
+    const bench = /bench: (\{.*\})/.exec(r.out)?.[1];
+    results.push({ name: `conformance/${host}`, ok: r.code === 0, ms: r.ms, suiteMs: suite ? Number(suite) : undefined, bench });
   }
   if (withCrawler) {
     console.log("--- crawler example in workerd");
@@ -89,6 +93,7 @@ console.log("--- summary");
 for (const r of results) {
   const suite = r.suiteMs !== undefined ? `, suite ${r.suiteMs} ms in-host` : "";
   console.log(`${r.ok ? "ok  " : "FAIL"} ${r.name}: ${r.ms} ms wall (process)${suite}`);
+  if (r.bench) console.log(`     bench (${r.name.split("/")[1]}): ${r.bench}`);
 }
 const failed = results.filter((r) => !r.ok).length;
 console.log(`js: ${results.length - failed} passed, ${failed} failed`);

@@ -3,10 +3,12 @@
 // (--allow-read: the glue reads its own .wasm).
 import * as pkg from "../../pkg/deno/index.js";
 import { runConformance } from "../conformance.mjs";
+import { runBench } from "../bench.mjs";
 
 const cfg = JSON.parse(Deno.args[0]);
 const t0 = performance.now();
 const r = await runConformance({ ...cfg, pkg, host: "deno", log: (l) => console.log(`[deno] ${l}`) });
 console.log(`[deno] suite time: ${Math.round(performance.now() - t0)} ms`);
+if (cfg.bench && r.failed === 0) await runBench({ ...cfg, pkg, host: "deno", log: (l) => console.log(`[deno] ${l}`) });
 console.log(`deno: ${r.passed} passed, ${r.failed} failed`);
 Deno.exit(r.failed === 0 ? 0 : 1);

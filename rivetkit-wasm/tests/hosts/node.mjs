@@ -2,10 +2,12 @@
 // the `nodejs` build. argv[2]: the JSON context from tests/run.mjs.
 import * as pkg from "../../pkg/nodejs/index.mjs";
 import { runConformance } from "../conformance.mjs";
+import { runBench } from "../bench.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const t0 = performance.now();
 const r = await runConformance({ ...cfg, pkg, host: "node", log: (l) => console.log(`[node] ${l}`) });
 console.log(`[node] suite time: ${Math.round(performance.now() - t0)} ms`);
+if (cfg.bench && r.failed === 0) await runBench({ ...cfg, pkg, host: "node", log: (l) => console.log(`[node] ${l}`) });
 console.log(`node: ${r.passed} passed, ${r.failed} failed`);
 process.exit(r.failed === 0 ? 0 : 1);

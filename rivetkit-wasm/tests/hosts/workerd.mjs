@@ -5,6 +5,7 @@
 import wasmModule from "./pkg/rivetkit_wasm_bg.wasm";
 import * as pkg from "./pkg/index.js";
 import { runConformance } from "./conformance.mjs";
+import { runBench } from "./bench.mjs";
 
 pkg.initSync({ module: wasmModule });
 
@@ -14,6 +15,10 @@ export default {
     const t0 = Date.now(); // workerd's clock advances across I/O, which is all this suite waits on
     const r = await runConformance({ ...cfg, pkg, host: "workerd", log: (l) => console.log(`[workerd] ${l}`) });
     console.log(`[workerd] suite time: ${Date.now() - t0} ms`);
+    if (cfg.bench && r.failed === 0) {
+      // workerd's clock only advances across I/O; every timed step here awaits the engine.
+      await runBench({ ...cfg, pkg, host: "workerd", log: (l) => console.log(`[workerd] ${l}`) });
+    }
     console.log(`workerd: ${r.passed} passed, ${r.failed} failed`);
     if (r.failed !== 0) throw new Error(`${r.failed} conformance test(s) failed: ${r.failures.map((f) => f.name).join("; ")}`);
   },
