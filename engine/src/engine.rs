@@ -64,10 +64,10 @@ impl Engine {
     /// Opens the data dir, binds the listener and serves until [`RunningEngine::shutdown`].
     pub async fn start(config: Config) -> anyhow::Result<RunningEngine> {
         config.validate()?;
-        let registry = Registry::open(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let registry = Registry::open(&config.data_dir)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
         let state = Arc::new(EngineState {

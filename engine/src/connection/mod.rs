@@ -136,9 +136,11 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
         pending: Arc::new(Pending::default()),
     };
     let lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
-    let Conn { session, scheduler, params, .. } = conn;
-    // Dropping the scheduler handle lets it finish accepted work, then end.
-    drop(scheduler);
+    let session = conn.session.clone();
+    let params = conn.params.clone();
+    // Dropping the connection drops its scheduler handle (running lanes finish the
+    // accepted work) and its outbox clone.
+    drop(conn);
     if lost {
         lifecycle::envoy_lost(&state, &params.namespace, &params.envoy_key);
     } else if let Some(epoch) = session.detach(conn_id) {
@@ -152,7 +154,9 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
             }
         });
     }
-    // Let the writer send a queued close frame.
+    // The writer ends once every outbox clone is gone (in-flight lanes may still
+    // answer into it) or after a queued close frame; wait briefly for that.
+    drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer_finished(&mut writer)).await;
     tracing::info!("envoy connection ended");
 }

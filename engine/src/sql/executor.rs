@@ -70,6 +70,9 @@ pub struct Executor {
     settings: ExecSettings,
     /// The writer (None until first use, and again after close).
     writer: Mutex<Option<SqlConn>>,
+    /// Set once the writer opened (the file exists in WAL mode), so readers
+    /// check it without waiting on the writer's lock during a long write.
+    writer_opened: AtomicBool,
     /// Idle readers.
     readers: Mutex<Vec<SqlConn>>,
     /// KV store beside the database (None until first use).
@@ -148,6 +151,7 @@ impl Executor {
                 return Err(self.stopped_error());
             }
             *w = Some(self.open_writer().map_err(|e| map_error(e, None, None))?);
+            self.writer_opened.store(true, Ordering::Release);
         }
         Ok(w)
     }
@@ -173,7 +177,7 @@ impl Executor {
             }
             Lane::Reader => {
                 // Make sure the database exists (in WAL mode) before a read-only open.
-                if self.writer.lock().is_none() {
+                if !self.writer_opened.load(Ordering::Acquire) {
                     if let Err(e) = self.writer() {
                         return ExecuteOutcome::Done(Err(e));
                     }
@@ -532,6 +536,7 @@ impl Executors {
                     dir,
                     settings: settings.clone(),
                     writer: Mutex::new(None),
+                    writer_opened: AtomicBool::new(false),
                     readers: Mutex::new(Vec::new()),
                     kv: Mutex::new(None),
                     interrupts: Mutex::new(Vec::new()),

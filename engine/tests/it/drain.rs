@@ -128,3 +128,4 @@ async fn one_busy_actor_cannot_take_every_permit() {
     ok(c.execute_result(r2).await);
     engine.shutdown().await;
 }
+
