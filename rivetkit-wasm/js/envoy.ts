@@ -73,6 +73,40 @@ export interface KvListOptions {
   limit?: number;
 }
 
+/** Limits the engine enforces before work starts (protocol v3+); past one: LimitExceededError. */
+export interface EngineLimits {
+  maxRequestBytes: number;
+  maxResponseBytes: number;
+  maxKvKeyBytes: number;
+  maxKvValueBytes: number;
+  maxKvBatchEntries: number;
+  maxPendingRequests: number;
+}
+
+/** Limits on SQL requests (protocol v4), checked before a statement is prepared. */
+export interface SqlLimits {
+  maxSqlBytes: number;
+  maxParams: number;
+  /** Largest single bound or returned TEXT/BLOB value. */
+  maxValueBytes: number;
+  /** Statements running longer are interrupted (0: no deadline). */
+  maxStatementMs: number;
+}
+
+/** What the engine advertised when this envoy connected. */
+export interface SessionInfo {
+  protocolVersion: number;
+  envoyId: string;
+  pingIntervalMs: number;
+  envoyLostThresholdMs: number;
+  actorStopThresholdMs: number;
+  maxFrameBytes: number;
+  /** null below protocol v3. */
+  limits: EngineLimits | null;
+  /** null below protocol v4. */
+  sqlLimits: SqlLimits | null;
+}
+
 /** The actor generation the engine stopped on this envoy. */
 export interface ActorStopInfo {
   actorId: string;
@@ -182,6 +216,11 @@ export class Envoy {
   /** The protocol version negotiated with the engine. */
   get protocolVersion(): number {
     return this.#raw.protocolVersion;
+  }
+
+  /** The engine's advertised session settings and limits; null while (re)connecting. */
+  get session(): SessionInfo | null {
+    return this.#raw.session as SessionInfo | null;
   }
 
   /** Finds or creates the actor (name, key) and places it on this envoy. */

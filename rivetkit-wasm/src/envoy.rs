@@ -74,6 +74,41 @@ impl RawEnvoy {
         self.client.session().map(|s| s.protocol_version).unwrap_or(self.first_version)
     }
 
+    /// What the engine advertised (limits enforced before work starts), or `null` while not
+    /// connected. Limits absent at the negotiated version (below v3 / v4) are `null`.
+    #[wasm_bindgen(getter, unchecked_return_type = "any")]
+    pub fn session(&self) -> JsValue {
+        let Some(s) = self.client.session() else { return JsValue::NULL };
+        let o = Object::new();
+        set(&o, "protocolVersion", JsValue::from(s.protocol_version));
+        set(&o, "envoyId", JsValue::from_str(&s.envoy_id));
+        set(&o, "pingIntervalMs", u64_to_js(s.ping_interval_ms));
+        set(&o, "envoyLostThresholdMs", u64_to_js(s.envoy_lost_threshold_ms));
+        set(&o, "actorStopThresholdMs", u64_to_js(s.actor_stop_threshold_ms));
+        set(&o, "maxFrameBytes", JsValue::from(s.max_frame_bytes));
+        let limits = s.limits.map(|l| {
+            let o = Object::new();
+            set(&o, "maxRequestBytes", JsValue::from(l.max_request_bytes));
+            set(&o, "maxResponseBytes", JsValue::from(l.max_response_bytes));
+            set(&o, "maxKvKeyBytes", JsValue::from(l.max_kv_key_bytes));
+            set(&o, "maxKvValueBytes", JsValue::from(l.max_kv_value_bytes));
+            set(&o, "maxKvBatchEntries", JsValue::from(l.max_kv_batch_entries));
+            set(&o, "maxPendingRequests", JsValue::from(l.max_pending_requests));
+            JsValue::from(o)
+        });
+        set(&o, "limits", limits.unwrap_or(JsValue::NULL));
+        let sql = s.sql_limits.map(|l| {
+            let o = Object::new();
+            set(&o, "maxSqlBytes", JsValue::from(l.max_sql_bytes));
+            set(&o, "maxParams", JsValue::from(l.max_params));
+            set(&o, "maxValueBytes", JsValue::from(l.max_value_bytes));
+            set(&o, "maxStatementMs", JsValue::from(l.max_statement_ms));
+            JsValue::from(o)
+        });
+        set(&o, "sqlLimits", sql.unwrap_or(JsValue::NULL));
+        o.into()
+    }
+
     /// Resolves to a `RawActor`.
     #[wasm_bindgen(js_name = getOrCreateActor, unchecked_return_type = "Promise<RawActor>")]
     pub fn get_or_create_actor(&self, name: String, key: String) -> Promise {

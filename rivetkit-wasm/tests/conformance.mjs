@@ -224,6 +224,41 @@ export async function runConformance(ctx) {
     await rejects(db.exec("ATTACH DATABASE ':memory:' AS other"), SqlError, (e) => eq(e.code, "FORBIDDEN", "code"));
   });
 
+  test("advertised limits are enforced with LimitExceeded before work starts", async () => {
+    const envoy = await connect();
+    const session = envoy.session;
+    assert(session && session.sqlLimits && session.limits, `session with limits: ${show(session)}`);
+    eq(session.protocolVersion, 4, "session.protocolVersion");
+    const { maxParams, maxSqlBytes } = session.sqlLimits;
+    const { db, kv } = await envoy.getOrCreateActor("sql", `limits-${run}`);
+    const n = maxParams + 1;
+    await rejects(db.execute(`SELECT ${"?,".repeat(n - 1)}?`, new Array(n).fill(1)), pkg.LimitExceededError, (e) => {
+      eq(e.code, "LIMIT_EXCEEDED", "code");
+      eq(e.group, "limit", "group");
+      eq(e.limit.kind, "PARAMS", "limit.kind");
+      eq(e.limit.max, maxParams, "limit.max");
+      eq(e.limit.actual, n, "limit.actual");
+    });
+    await rejects(db.execute(`SELECT 1 -- ${"x".repeat(maxSqlBytes)}`), pkg.LimitExceededError, (e) => {
+      eq(e.limit.kind, "SQL_BYTES", "limit.kind");
+      eq(e.limit.max, maxSqlBytes, "limit.max");
+    });
+    await rejects(kv.put("k".repeat(session.limits.maxKvKeyBytes + 1), "v"), EnvoyError, (e) => eq(e.code, "LIMIT_EXCEEDED", "KV key code"));
+    // Nothing ran, and the actor is fine.
+    eq((await db.execute("SELECT 1")).rows[0][0], 1, "actor still serves");
+  });
+
+  test("per-call deadline -> TimeoutError (sent: it may have run)", async () => {
+    const envoy = await connect({ requestTimeoutMs: 100 });
+    const { db } = await envoy.getOrCreateActor("sql", `timeout-${run}`);
+    await db.execute("SELECT 1"); // warm: actor placed, connections open
+    await rejects(db.execute(SLOW_SQL), pkg.TimeoutError, (e) => {
+      eq(e.code, "TIMEOUT", "code");
+      eq(e.timeoutMs, 100, "timeoutMs");
+      eq(e.sent, true, "sent");
+    });
+  });
+
   test("KV get/put/delete/list", async () => {
     const envoy = await connect();
     const { kv } = await envoy.getOrCreateActor("kv", `kv-${run}`);

@@ -20,6 +20,7 @@ interface Job {
 export async function usage(): Promise<void> {
   const envoy: Envoy = await Envoy.connect({ endpoint: "ws://127.0.0.1:6420", namespace: "ns", poolName: "default", token: "t" });
   const version: number = envoy.protocolVersion;
+  const maxParams: number | undefined = envoy.session?.sqlLimits?.maxParams;
   envoy.onActorStart(async (actor: Actor) => {
     await actor.db.exec("SELECT 1");
   });
@@ -61,5 +62,5 @@ export async function usage(): Promise<void> {
   // @ts-expect-error poolName is required
   await Envoy.connect({ endpoint: "ws://x", namespace: "ns" });
   await envoy.close();
-  void version, r, first, route, jobs, n, rowid, v, list;
+  void version, maxParams, r, first, route, jobs, n, rowid, v, list;
 }
