@@ -23,6 +23,15 @@ pub fn kv_error(code: KvErrorCode, message: impl Into<String>) -> KvResponseData
     KvResponseData::KvErrorResponse(KvErrorResponse { code, message: message.into(), current_generation: None })
 }
 
+/// Approximate encoded size of a response carrying these payload sizes (length prefixes included).
+fn response_bytes(sizes: impl Iterator<Item = usize>) -> usize {
+    sizes.map(|n| n + 12).sum::<usize>() + 16
+}
+
+fn too_big(max_response: usize) -> KvResponseData {
+    kv_error(KvErrorCode::LimitExceeded, format!("the response would exceed maxResponseBytes ({max_response}); ask for fewer entries"))
+}
+
 fn internal(e: rusqlite::Error) -> KvResponseData {
     kv_error(KvErrorCode::Internal, format!("KV storage failed: {e}"))
 }
@@ -137,13 +146,24 @@ impl KvStore {
 
     /// A list bounded by `maxKvBatchEntries`: an explicit limit was checked before work; without one, a
     /// result longer than the maximum is refused (LIMIT_EXCEEDED: page with a range and a limit).
-    fn list(&self, start: &[u8], end: Option<&[u8]>, reverse: bool, limit: Option<u32>, max: usize) -> KvResponseData {
+    fn list(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        limit: Option<u32>,
+        max: usize,
+        max_response: usize,
+    ) -> KvResponseData {
         let want = limit.map_or(max + 1, |l| l as usize);
         match self.range(start, end, reverse, want) {
             Ok(entries) if limit.is_none() && entries.len() > max => kv_error(
                 KvErrorCode::LimitExceeded,
                 format!("more than maxKvBatchEntries ({max}) entries match; list with a limit"),
             ),
+            Ok(entries) if response_bytes(entries.iter().map(|e| e.key.len() + e.value.len())) > max_response => {
+                too_big(max_response)
+            }
             Ok(entries) => KvResponseData::KvListResponse(KvListResponse { entries }),
             Err(e) => internal(e),
         }
@@ -152,6 +172,7 @@ impl KvStore {
     /// Runs one request (limits already checked).
     pub fn handle(&mut self, data: &KvRequestData, limits: &Limits) -> KvResponseData {
         let max = limits.max_kv_batch_entries as usize;
+        let max_response = limits.max_response_bytes as usize;
         let r: rusqlite::Result<KvResponseData> = (|| {
             Ok(match data {
                 KvRequestData::KvGet(r) => KvResponseData::KvGetResponse(KvGetResponse { value: self.get(&r.key)? }),
@@ -166,10 +187,13 @@ impl KvStore {
                     KvResponseData::KvDeleteResponse
                 }
                 KvRequestData::KvListPrefix(r) => {
-                    return Ok(self.list(&r.prefix, prefix_end(&r.prefix).as_deref(), false, None, max))
+                    return Ok(self.list(&r.prefix, prefix_end(&r.prefix).as_deref(), false, None, max, max_response))
                 }
                 KvRequestData::KvGetBatch(r) => {
                     let values = r.keys.iter().map(|k| self.get(k)).collect::<Result<Vec<_>, _>>()?;
+                    if response_bytes(values.iter().map(|v| v.as_ref().map_or(0, Vec::len))) > max_response {
+                        return Ok(too_big(max_response));
+                    }
                     KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values })
                 }
                 KvRequestData::KvPutBatch(r) => {
@@ -202,11 +226,11 @@ impl KvStore {
                 }
                 KvRequestData::KvList(r) => {
                     return Ok(match &r.query {
-                        KvQuery::All => self.list(&[], None, r.reverse, r.limit, max),
+                        KvQuery::All => self.list(&[], None, r.reverse, r.limit, max, max_response),
                         KvQuery::Prefix(p) => {
-                            self.list(&p.prefix, prefix_end(&p.prefix).as_deref(), r.reverse, r.limit, max)
+                            self.list(&p.prefix, prefix_end(&p.prefix).as_deref(), r.reverse, r.limit, max, max_response)
                         }
-                        KvQuery::Range(q) => self.list(&q.start, Some(&q.end), r.reverse, r.limit, max),
+                        KvQuery::Range(q) => self.list(&q.start, Some(&q.end), r.reverse, r.limit, max, max_response),
                     })
                 }
             })

@@ -52,6 +52,10 @@ struct Conn {
     session: Arc<Session>,
     scheduler: Scheduler,
     pending: Arc<Pending>,
+    /// Set when the envoy said it is going away on purpose (`ToEngineStopping`):
+    /// when its socket ends, its session is dropped at once, without waiting out
+    /// the lost threshold for a resume that will not come.
+    envoy_stopping: std::sync::atomic::AtomicBool,
 }
 
 fn unix_ms() -> i64 {
@@ -134,8 +138,12 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
         session: attachment.session,
         scheduler,
         pending: Arc::new(Pending::default()),
+        envoy_stopping: std::sync::atomic::AtomicBool::new(false),
     };
-    let lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
+    let mut lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
+    if !lost && conn.envoy_stopping.load(std::sync::atomic::Ordering::Acquire) {
+        lost = state.sessions.drop_now(&conn.params.namespace, &conn.params.envoy_key, conn_id);
+    }
     let session = conn.session.clone();
     let params = conn.params.clone();
     // Dropping the connection drops its scheduler handle (running lanes finish the
@@ -248,7 +256,10 @@ impl Conn {
                 }
             }
             ToEngine::AckCommands(a) => self.session.ack_commands(a.last_command_index),
-            ToEngine::Stopping => tracing::info!("envoy says it is stopping"),
+            ToEngine::Stopping => {
+                tracing::info!("envoy says it is stopping; its actors are unplaced when its socket ends");
+                self.envoy_stopping.store(true, std::sync::atomic::Ordering::Release);
+            }
             ToEngine::Pong(_) => {}
             ToEngine::GetOrCreateActor(req) => {
                 let state = state.clone();

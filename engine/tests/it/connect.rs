@@ -105,3 +105,62 @@ async fn oversized_frame_and_mismatched_hello_close_the_connection() {
     assert_eq!(code, Some(close::INVALID_HELLO));
     engine.shutdown().await;
 }
+
+/// xorshift: deterministic pseudo-random bytes without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[tokio::test]
+async fn random_and_mutated_frames_never_break_the_engine() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let mut good = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "good")).await;
+    let a = good.get_or_create("a", "").await;
+    // Valid frames of every request kind, to mutate.
+    let req = SqliteExecuteRequest { actor_id: a.actor_id.clone(), generation: a.generation, sql: "SELECT ?".into(), params: Some(vec![Value::Integer(1), Value::Text("t".into())]) };
+    let seeds: Vec<Vec<u8>> = [
+        ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 1, request: req.clone() }),
+        ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite { request_id: 2, request: req.clone() }),
+        ToEngine::SqliteExec(ToEngineSqliteExec { request_id: 3, request: SqliteExecRequest { actor_id: a.actor_id.clone(), generation: a.generation, sql: "SELECT 1; SELECT 2".into() } }),
+        ToEngine::KvRequest(ToEngineKvRequest { request_id: 4, actor_id: a.actor_id.clone(), generation: a.generation, data: KvRequestData::KvList(KvList { query: KvQuery::All, reverse: true, limit: Some(3) }) }),
+        ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: 5, name: "n".into(), key: "k".into() }),
+        ToEngine::Events(ToEngineEvents { events: vec![EventWrapper { index: 9, inner: Event::ActorIntent(EventActorIntent { actor_id: "zz".into(), generation: 1, intent: ActorIntent::Stop }) }] }),
+        ToEngine::AckCommands(ToEngineAckCommands { last_command_index: 99 }),
+    ]
+    .iter()
+    .map(|m| encode_to_engine(m, 4).unwrap())
+    .collect();
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "fuzz-0")).await;
+    for round in 0..300u32 {
+        let mut frame = seeds[(rng.next() % seeds.len() as u64) as usize].clone();
+        match rng.next() % 3 {
+            0 => {
+                for _ in 0..1 + rng.next() % 4 {
+                    let i = (rng.next() % frame.len() as u64) as usize;
+                    frame[i] = rng.next() as u8;
+                }
+            }
+            1 => frame.truncate((rng.next() % frame.len() as u64) as usize),
+            _ => frame = (0..rng.next() % 64).map(|_| rng.next() as u8).collect(),
+        }
+        use futures_util::SinkExt;
+        let sent = c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(frame.into())).await;
+        // A frame that broke the connection: open a new one (the engine must keep accepting).
+        if sent.is_err() || round % 10 == 9 {
+            c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", &format!("fuzz-{round}"))).await;
+        }
+    }
+    // The engine and the untouched connection are fine.
+    assert_eq!(ok(good.execute(&a, "SELECT 5", vec![]).await).rows, vec![vec![Value::Integer(5)]]);
+    let (status, _) = envoy_engine::cli::http_request(&format!("http://{}", engine.local_addr()), "GET", "/health", None).await.unwrap();
+    assert_eq!(status, 200);
+    engine.shutdown().await;
+}

@@ -115,3 +115,27 @@ async fn kv_is_invisible_to_the_actors_sql() {
     assert_eq!(t.rows, vec![vec![Value::Integer(0)]]);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn kv_responses_are_bounded() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_response_bytes = 3000;
+    cfg.limits.max_kv_value_bytes = 1000;
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("kv", "").await;
+    for i in 0..5u8 {
+        let r = c.kv(&a, KvRequestData::KvPut(KvPut { key: vec![i], value: vec![i; 1000] })).await;
+        assert_eq!(r, KvResponseData::KvPutResponse);
+    }
+    let too_big = |d: KvResponseData| match d {
+        KvResponseData::KvErrorResponse(e) => assert_eq!(e.code, KvErrorCode::LimitExceeded, "{e:?}"),
+        other => panic!("{other:?}"),
+    };
+    too_big(c.kv(&a, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: None })).await);
+    too_big(c.kv(&a, KvRequestData::KvGetBatch(KvGetBatch { keys: (0..5u8).map(|i| vec![i]).collect() })).await);
+    // Two entries fit.
+    assert_eq!(entries(c.kv(&a, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: Some(2) })).await).len(), 2);
+    engine.shutdown().await;
+}

@@ -94,3 +94,18 @@ async fn second_connection_with_the_same_key_evicts_the_first() {
     assert_eq!(ok(second.execute(&a, "SELECT 1", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn envoy_that_says_stopping_is_dropped_when_its_socket_ends() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.envoy_lost_threshold = Duration::from_secs(30);
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "leaving")).await;
+    let _a = c.get_or_create("x", "").await;
+    c.send(&ToEngine::Stopping).await;
+    drop(c);
+    // Not 30 s: at once.
+    eventually(|| engine.actors()[0].state == S::Stopped).await;
+    engine.shutdown().await;
+}
