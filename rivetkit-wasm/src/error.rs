@@ -95,7 +95,8 @@ impl From<&ValueError> for ErrorInfo {
             }
             ValueErrorKind::Undefined
             | ValueErrorKind::BigIntOutOfRange { .. }
-            | ValueErrorKind::InvalidOption { .. } => None,
+            | ValueErrorKind::InvalidOption { .. }
+            | ValueErrorKind::InvalidText => None,
         };
         ErrorInfo::new(e.kind.code(), Group::Value, e.to_string())
             .with("index", e.index.map(|i| Field::U64(i as u64)))

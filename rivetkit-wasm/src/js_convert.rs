@@ -3,7 +3,7 @@
 
 use crate::value::{self, IntegerMode, JsOut, JsParam, ValueError};
 use envoy_protocol::Value;
-use js_sys::{Array, ArrayBuffer, BigInt, Object, Reflect, Uint8Array};
+use js_sys::{Array, ArrayBuffer, BigInt, JsString, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
 /// Classifies one JS value (one type check each; copies bytes and strings out of JS).
@@ -14,8 +14,12 @@ pub fn classify(v: &JsValue) -> JsParam {
         JsParam::Undefined
     } else if let Some(n) = v.as_f64() {
         JsParam::Number(n)
-    } else if let Some(s) = v.as_string() {
-        JsParam::String(s)
+    } else if v.is_string() {
+        let js: &JsString = v.unchecked_ref();
+        match js.is_valid_utf16() {
+            true => JsParam::String(String::from(js)),
+            false => JsParam::InvalidString,
+        }
     } else if let Some(b) = v.as_bool() {
         JsParam::Boolean(b)
     } else if v.is_bigint() {

@@ -12,7 +12,7 @@
 //! | `number`, a safe integer (and not `-0`) | INTEGER |
 //! | any other `number` (fractions, `-0`, ±Infinity, NaN) | REAL (NaN is stored as NULL by SQLite) |
 //! | `bigint` within i64 | INTEGER; outside i64 → [`ValueErrorKind::BigIntOutOfRange`] |
-//! | `string` | TEXT |
+//! | `string` | TEXT; one with unpaired surrogates → [`ValueErrorKind::InvalidText`] (no lossy U+FFFD) |
 //! | `Uint8Array` / `ArrayBuffer` (and other typed-array views) | BLOB |
 //! | `boolean` | INTEGER 0/1 |
 //! | `undefined` | [`ValueErrorKind::Undefined`] — never silently NULL |
@@ -39,6 +39,9 @@ pub enum JsParam {
     /// A `bigint`: its value when it fits in i64, else its decimal text (kept for the error).
     BigInt(Result<i64, String>),
     String(String),
+    /// A string with unpaired UTF-16 surrogates: it has no UTF-8 form, and converting it would
+    /// silently replace them with U+FFFD.
+    InvalidString,
     /// Bytes of a `Uint8Array`, `ArrayBuffer` or other `ArrayBufferView`.
     Bytes(Vec<u8>),
     Boolean(bool),
@@ -95,6 +98,8 @@ pub enum ValueErrorKind {
     InvalidOption { option: &'static str, got: String },
     #[error("must be a string, Uint8Array or ArrayBuffer (got {type_name})")]
     NotBytes { type_name: String },
+    #[error("is a string with unpaired UTF-16 surrogates, which has no UTF-8 (TEXT) form")]
+    InvalidText,
 }
 
 impl ValueErrorKind {
@@ -106,6 +111,7 @@ impl ValueErrorKind {
             ValueErrorKind::BigIntOutOfRange { .. } => "BIGINT_OUT_OF_RANGE",
             ValueErrorKind::InvalidOption { .. } => "INVALID_OPTION",
             ValueErrorKind::NotBytes { .. } => "NOT_BYTES",
+            ValueErrorKind::InvalidText => "INVALID_TEXT",
         }
     }
 }
@@ -126,6 +132,7 @@ pub fn param_to_value(index: Option<usize>, p: JsParam) -> Result<Value, ValueEr
         JsParam::BigInt(Ok(i)) => Value::Integer(i),
         JsParam::BigInt(Err(value)) => return Err(err(ValueErrorKind::BigIntOutOfRange { value })),
         JsParam::String(s) => Value::Text(s),
+        JsParam::InvalidString => return Err(err(ValueErrorKind::InvalidText)),
         JsParam::Bytes(b) => Value::Blob(b),
         JsParam::Boolean(b) => Value::Integer(i64::from(b)),
         JsParam::Other(type_name) => return Err(err(ValueErrorKind::UnsupportedType { type_name })),
@@ -142,6 +149,7 @@ pub fn param_to_bytes(p: JsParam) -> Result<Vec<u8>, ValueError> {
     let type_name = match p {
         JsParam::String(s) => return Ok(s.into_bytes()),
         JsParam::Bytes(b) => return Ok(b),
+        JsParam::InvalidString => return Err(ValueError { index: None, kind: ValueErrorKind::InvalidText }),
         JsParam::Null => "null".to_string(),
         JsParam::Undefined => "undefined".to_string(),
         JsParam::Number(_) => "number".to_string(),
@@ -229,6 +237,9 @@ mod tests {
         let e = p(JsParam::BigInt(Err("9223372036854775808".into()))).unwrap_err();
         assert_eq!(e.kind, ValueErrorKind::BigIntOutOfRange { value: "9223372036854775808".into() });
         assert_eq!(e.kind.code(), "BIGINT_OUT_OF_RANGE");
+
+        assert_eq!(p(JsParam::InvalidString).unwrap_err().kind.code(), "INVALID_TEXT");
+        assert_eq!(param_to_bytes(JsParam::InvalidString).unwrap_err().kind, ValueErrorKind::InvalidText);
 
         let e = p(JsParam::Other("Date".into())).unwrap_err();
         assert_eq!(e.kind, ValueErrorKind::UnsupportedType { type_name: "Date".into() });

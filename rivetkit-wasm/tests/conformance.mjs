@@ -188,6 +188,7 @@ export async function runConformance(ctx) {
     await rejects(db.execute("SELECT ?", [new Date(0)]), InvalidValueError, (e) => eq(e.typeName, "Date", "typeName"));
     await rejects(db.execute("SELECT ?", [[1, 2]]), InvalidValueError, (e) => eq(e.typeName, "Array", "typeName"));
     await rejects(db.execute("SELECT ?", [Symbol("s")]), InvalidValueError, (e) => eq(e.typeName, "symbol", "typeName"));
+    await rejects(db.execute("SELECT ?", ["ok\uD800"]), InvalidValueError, (e) => eq(e.code, "INVALID_TEXT", "lone surrogate"));
     await rejects(db.execute("SELECT ?", [2n ** 63n]), InvalidValueError, (e) => eq(e.code, "BIGINT_OUT_OF_RANGE", "code"));
     await rejects(db.execute("SELECT ?", [-(2n ** 63n) - 1n]), InvalidValueError);
     await rejects(db.execute("SELECT 1", "nope"), InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "code"));
