@@ -18,7 +18,7 @@ async function sqlCli(engineBin, engine, namespace, actor, sql) {
     { label: "envoy-engine sql", timeoutMs: 60_000 },
   );
   if (r.code !== 0) throw new Error(`envoy-engine sql exited ${r.code}`);
-  return parseSqlJson(r.out);
+  return parseSqlJson(r.stdout);
 }
 
 /** Whether this engine build has the `sql` subcommand (the native client's shell). */
@@ -39,11 +39,12 @@ async function sqlJs(root, engine, namespace, actor, sql) {
   }
 }
 
-/** Accepts `[{col: v}]`, `{columns, rows}` or one JSON document per line of either. */
-function parseSqlJson(out) {
-  const text = out.trim();
-  const start = text.search(/[[{]/);
-  const doc = JSON.parse(text.slice(start));
+/** The shell prints `{"columns": [...], "rows": [{col: value}], "changes"?: n}` per statement on
+ *  stdout; the last document is the SELECT's. (Rows as arrays, or a bare array, are accepted too.) */
+export function parseSqlJson(stdout) {
+  const docs = stdout.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("{") || l.startsWith("["));
+  if (docs.length === 0) throw new Error(`no JSON on stdout of envoy-engine sql: ${stdout.slice(0, 300)}`);
+  const doc = JSON.parse(docs[docs.length - 1]);
   if (Array.isArray(doc)) return doc;
   if (doc && Array.isArray(doc.rows) && Array.isArray(doc.columns)) {
     return doc.rows.map((row) => (Array.isArray(row) ? Object.fromEntries(doc.columns.map((c, i) => [c, row[i]])) : row));

@@ -128,18 +128,22 @@ export async function startCutProxy(targetPort) {
   };
 }
 
-/** Runs a command to completion, echoing its output with a prefix; resolves { code, ms, out }. */
+/** Runs a command to completion, echoing its output with a prefix; resolves { code, ms, out, stdout }. */
 export function runProcess(cmd, args, { label, cwd, env, timeoutMs = 300_000 } = {}) {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     const out = [];
+    const stdout = [];
     const echo = (d) => {
       const s = d.toString();
       out.push(s);
       for (const line of s.split("\n")) if (line.trim()) console.log(`  ${label ? `${label} | ` : ""}${line}`);
     };
-    child.stdout.on("data", echo);
+    child.stdout.on("data", (d) => {
+      stdout.push(d.toString());
+      echo(d);
+    });
     child.stderr.on("data", echo);
     const timer = setTimeout(() => {
       out.push(`\n[killed after ${timeoutMs} ms]\n`);
@@ -147,7 +151,7 @@ export function runProcess(cmd, args, { label, cwd, env, timeoutMs = 300_000 } =
     }, timeoutMs);
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
-      resolve({ code: code ?? (signal ? 128 : 1), ms: Math.round(performance.now() - t0), out: out.join("") });
+      resolve({ code: code ?? (signal ? 128 : 1), ms: Math.round(performance.now() - t0), out: out.join(""), stdout: stdout.join("") });
     });
   });
 }
