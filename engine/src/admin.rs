@@ -27,18 +27,20 @@ pub struct ActorView {
     pub inflight: usize,
 }
 
-fn authorized(state: &EngineState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &EngineState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let presented = auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
     if auth::token_ok(state.config.auth_token.as_deref(), presented) {
         Ok(())
     } else {
-        Err((StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or wrong token"}))).into_response())
+        Err(Box::new(
+            (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or wrong token"}))).into_response(),
+        ))
     }
 }
 
 pub async fn health(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let status = if state.shutdown.is_shutdown() { "shutting_down" } else { "ok" };
     Json(serde_json::json!({ "status": status })).into_response()
@@ -46,7 +48,7 @@ pub async fn health(State(state): State<Arc<EngineState>>, headers: HeaderMap) -
 
 pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let rows: Vec<ActorView> = state
         .registry
@@ -68,7 +70,7 @@ pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> 
 
 pub async fn stop(State(state): State<Arc<EngineState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     match crate::drain::drain(&state, &id, None, envoy_protocol::StopReason::Operator, true).await {
         Ok(report) => Json(report).into_response(),

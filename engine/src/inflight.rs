@@ -128,7 +128,7 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(b);
         assert!(waiter.await.unwrap());
-        assert!(!inflight.wait_zero("a", 1, Duration::from_millis(1)).await == false);
+        assert!(inflight.wait_zero("a", 1, Duration::from_millis(1)).await);
     }
 
     #[tokio::test]

@@ -304,7 +304,6 @@ impl Executor {
             index += 1;
         };
         sc.deadline.disarm();
-        drop(batch);
         self.in_txn.store(!conn.is_autocommit(), Ordering::Release);
         match result {
             Ok(()) => Ok(last),
@@ -401,7 +400,7 @@ fn collect_rows(
     stmt: &mut Statement<'_>,
     limits: &crate::config::Limits,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), RowsError> {
-    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
     let n = columns.len();
     let max_value = limits.max_value_bytes as usize;
     let max_response = limits.max_response_bytes as usize;

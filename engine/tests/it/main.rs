@@ -1,5 +1,6 @@
 //! Engine integration tests over a raw protocol client (see `support`).
 
+#[allow(dead_code)]
 mod support;
 
 mod connect;

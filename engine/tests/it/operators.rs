@@ -78,6 +78,7 @@ async fn admin_api_and_cli_stop_while_queries_run() {
 }
 
 /// Starts the real binary on an ephemeral port; returns the child and its address.
+#[allow(clippy::zombie_processes)] // the caller waits for the child
 fn spawn_engine(data_dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut child = Proc::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

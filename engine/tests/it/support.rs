@@ -1,8 +1,6 @@
 //! Test support: a RAW protocol client (tokio-tungstenite + envoy-protocol, not
 //! the SDK), engine start helpers, and a calibrated slow query.
 
-#![allow(dead_code)]
-
 use envoy_engine::{Config, Engine, RunningEngine};
 use envoy_protocol::negotiation::client_offer;
 use envoy_protocol::*;
@@ -117,7 +115,7 @@ impl ConnectOpts {
 
 /// Outcome of an upgrade attempt.
 pub enum Upgrade {
-    Ok(Ws, u16),
+    Ok(Box<Ws>, u16),
     Http(u16, HashMap<String, String>),
 }
 
@@ -134,7 +132,7 @@ pub async fn upgrade(addr: SocketAddr, o: &ConnectOpts) -> Upgrade {
             let proto = resp.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap().to_string();
             assert!(!proto.contains("token"), "the engine must never echo the token");
             let v = negotiation::parse_version_subprotocol(&proto).expect("a version subprotocol");
-            Upgrade::Ok(ws, v)
+            Upgrade::Ok(Box::new(ws), v)
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let headers = resp
@@ -151,7 +149,7 @@ pub async fn upgrade(addr: SocketAddr, o: &ConnectOpts) -> Upgrade {
 impl RawClient {
     pub async fn connect(addr: SocketAddr, o: ConnectOpts) -> RawClient {
         let (mut ws, version) = match upgrade(addr, &o).await {
-            Upgrade::Ok(ws, v) => (ws, v),
+            Upgrade::Ok(ws, v) => (*ws, v),
             Upgrade::Http(status, _) => panic!("upgrade refused with HTTP {status}"),
         };
         let hello = ToEngine::Metadata(ToEngineMetadata {
