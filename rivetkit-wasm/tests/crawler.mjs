@@ -15,15 +15,15 @@ async function sqlCli(engineBin, engine, namespace, actor, sql) {
   const r = await runProcess(
     engineBin,
     ["sql", "--url", engine.wsUrl, "--namespace", namespace, "--actor", actor, "--json", sql],
-    { label: "envoy-engine sql", timeoutMs: 60_000 },
+    { label: "envoy-engine sql", timeoutMs: 60_000, quiet: true },
   );
-  if (r.code !== 0) throw new Error(`envoy-engine sql exited ${r.code}`);
+  if (r.code !== 0) throw new Error(`envoy-engine sql exited ${r.code}:\n${r.out}`);
   return parseSqlJson(r.stdout);
 }
 
 /** Whether this engine build has the `sql` subcommand (the native client's shell). */
 async function hasSqlCli(engineBin) {
-  const r = await runProcess(engineBin, ["sql", "--help"], { label: "envoy-engine sql --help", timeoutMs: 30_000 });
+  const r = await runProcess(engineBin, ["sql", "--help"], { label: "envoy-engine sql --help", timeoutMs: 30_000, quiet: true });
   return r.code === 0;
 }
 

@@ -129,7 +129,7 @@ export async function startCutProxy(targetPort) {
 }
 
 /** Runs a command to completion, echoing its output with a prefix; resolves { code, ms, out, stdout }. */
-export function runProcess(cmd, args, { label, cwd, env, timeoutMs = 300_000 } = {}) {
+export function runProcess(cmd, args, { label, cwd, env, timeoutMs = 300_000, quiet = false } = {}) {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
@@ -138,6 +138,7 @@ export function runProcess(cmd, args, { label, cwd, env, timeoutMs = 300_000 } =
     const echo = (d) => {
       const s = d.toString();
       out.push(s);
+      if (quiet) return;
       for (const line of s.split("\n")) if (line.trim()) console.log(`  ${label ? `${label} | ` : ""}${line}`);
     };
     child.stdout.on("data", (d) => {
