@@ -42,7 +42,11 @@ pub enum Field {
     I64(i64),
     Str(String),
     /// `{ kind, max, actual? }` of a LIMIT_EXCEEDED.
-    Limit { kind: String, max: u64, actual: Option<u64> },
+    Limit {
+        kind: String,
+        max: u64,
+        actual: Option<u64>,
+    },
 }
 
 /// A failure as JS will see it.
@@ -129,10 +133,8 @@ impl From<&Error> for ErrorInfo {
                 .with("timeoutMs", Some(Field::U64(*timeout_ms)))
                 .with("sent", Some(Field::Bool(*sent))),
             Error::LimitExceeded { kind, max, actual, message: _ } => {
-                ErrorInfo::new("LIMIT_EXCEEDED", Group::Limit, message).with(
-                    "limit",
-                    Some(Field::Limit { kind: kind.wire_name().into(), max: *max, actual: *actual }),
-                )
+                ErrorInfo::new("LIMIT_EXCEEDED", Group::Limit, message)
+                    .with("limit", Some(Field::Limit { kind: kind.wire_name().into(), max: *max, actual: *actual }))
             }
             Error::Overloaded { .. } => ErrorInfo::new("OVERLOADED", Group::Limit, message),
             Error::GetOrCreateActor { code, .. } => ErrorInfo::new("GET_OR_CREATE_FAILED", Group::Actor, message)
@@ -173,8 +175,8 @@ impl From<&Error> for ErrorInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_protocol::{LimitKind, ProtocolCompatibilityError, SqliteErrorCode};
     use envoy_protocol::Direction;
+    use envoy_protocol::{LimitKind, ProtocolCompatibilityError, SqliteErrorCode};
 
     #[test]
     fn sql_error_keeps_every_fact_as_a_field() {

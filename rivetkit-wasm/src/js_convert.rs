@@ -70,7 +70,10 @@ pub fn params(v: &JsValue) -> Result<Option<Vec<Value>>, ValueError> {
     if !Array::is_array(v) {
         return Err(ValueError {
             index: None,
-            kind: value::ValueErrorKind::InvalidOption { option: "params", got: format!("{} (not an array)", type_name(v)) },
+            kind: value::ValueErrorKind::InvalidOption {
+                option: "params",
+                got: format!("{} (not an array)", type_name(v)),
+            },
         });
     }
     let arr: &Array = v.unchecked_ref();

@@ -94,7 +94,9 @@ pub fn kv_list(obj: &JsValue) -> Result<KvList, ValueError> {
         return Err(invalid("options", format!("{} (not an object)", describe(obj))));
     }
     let bytes = |key: &'static str| -> Result<Option<Vec<u8>>, ValueError> {
-        get(obj, key).map(|v| js_convert::bytes(&v).map_err(|_| invalid(key, "not a string, Uint8Array or ArrayBuffer"))).transpose()
+        get(obj, key)
+            .map(|v| js_convert::bytes(&v).map_err(|_| invalid(key, "not a string, Uint8Array or ArrayBuffer")))
+            .transpose()
     };
     let (prefix, start, end) = (bytes("prefix")?, bytes("start")?, bytes("end")?);
     let query = match (prefix, start, end) {
