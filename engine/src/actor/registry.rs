@@ -75,6 +75,8 @@ pub struct Registry {
     db: Mutex<Connection>,
     /// Mirror of every row, by actor id; the source of truth for checks.
     actors: Mutex<HashMap<String, ActorRecord>>,
+    /// (namespace, name, key) → actor id, so get-or-create does not scan.
+    by_name: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Registry {
@@ -119,7 +121,11 @@ impl Registry {
                 actors.insert(rec.actor_id.clone(), rec);
             }
         }
-        Ok(Self { db: Mutex::new(db), actors: Mutex::new(actors) })
+        let by_name = actors
+            .values()
+            .map(|a| ((a.namespace.clone(), a.name.clone(), a.key.clone()), a.actor_id.clone()))
+            .collect();
+        Ok(Self { db: Mutex::new(db), actors: Mutex::new(actors), by_name: Mutex::new(by_name) })
     }
 
     /// Runs `f` on the record without cloning it (the hot-path admission check).
@@ -132,7 +138,9 @@ impl Registry {
     }
 
     pub fn find(&self, namespace: &str, name: &str, key: &str) -> Option<ActorRecord> {
-        self.actors.lock().values().find(|a| a.namespace == namespace && a.name == name && a.key == key).cloned()
+        let actors = self.actors.lock();
+        let id = self.by_name.lock().get(&(namespace.to_string(), name.to_string(), key.to_string())).cloned()?;
+        actors.get(&id).cloned()
     }
 
     /// Every actor, sorted by namespace, name, key.
@@ -155,7 +163,9 @@ impl Registry {
     /// Creates a Stopped actor (generation 0) if (namespace, name, key) is new; returns it and whether it was created.
     pub fn get_or_insert(&self, namespace: &str, name: &str, key: &str) -> anyhow::Result<(ActorRecord, bool)> {
         let mut actors = self.actors.lock();
-        if let Some(a) = actors.values().find(|a| a.namespace == namespace && a.name == name && a.key == key) {
+        let mut by_name = self.by_name.lock();
+        let name_key = (namespace.to_string(), name.to_string(), key.to_string());
+        if let Some(a) = by_name.get(&name_key).and_then(|id| actors.get(id)) {
             return Ok((a.clone(), false));
         }
         let db = self.db.lock();
@@ -173,6 +183,7 @@ impl Registry {
             state: ActorState::Stopped,
             envoy: None,
         };
+        by_name.insert(name_key, actor_id.clone());
         actors.insert(actor_id, rec.clone());
         Ok((rec, true))
     }

@@ -10,7 +10,7 @@
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
 
-use super::route::{first_keyword, is_read_candidate, is_transaction_control, Lane};
+use super::route::{first_keyword_is, is_read_candidate, is_transaction_control, Lane};
 use super::sandbox::{self, Deadline};
 use super::values::{from_sqlite, sqlite_value_bytes, wire_bytes, Bind};
 use crate::config::Config;
@@ -257,7 +257,7 @@ impl Executor {
         let rowid_after = conn.last_insert_rowid();
         let inserted = on_writer
             && (rowid_after != rowid_before
-                || (changes > 0 && matches!(first_keyword(sql).as_str(), "INSERT" | "REPLACE")));
+                || (changes > 0 && first_keyword_is(sql, &["INSERT", "REPLACE"])));
         let last_insert_row_id = inserted.then_some(rowid_after);
         Some(match rows {
             Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route }),

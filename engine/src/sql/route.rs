@@ -17,8 +17,8 @@ pub enum Lane {
     Reader,
 }
 
-/// The first SQL keyword, upper-cased, skipping whitespace and comments.
-pub fn first_keyword(sql: &str) -> String {
+/// The first SQL keyword (as written), skipping whitespace and comments. No allocation: this runs per request.
+pub fn first_keyword(sql: &str) -> &str {
     let b = sql.as_bytes();
     let mut i = 0;
     loop {
@@ -32,7 +32,7 @@ pub fn first_keyword(sql: &str) -> String {
         } else if b[i..].starts_with(b"/*") {
             match sql[i + 2..].find("*/") {
                 Some(end) => i += 2 + end + 2,
-                None => return String::new(),
+                None => return "",
             }
         } else {
             break;
@@ -42,17 +42,23 @@ pub fn first_keyword(sql: &str) -> String {
     while i < b.len() && b[i].is_ascii_alphabetic() {
         i += 1;
     }
-    sql[start..i].to_ascii_uppercase()
+    &sql[start..i]
+}
+
+/// Whether the first keyword is one of `words` (upper-case), ignoring case.
+pub fn first_keyword_is(sql: &str, words: &[&str]) -> bool {
+    let k = first_keyword(sql);
+    words.iter().any(|w| w.eq_ignore_ascii_case(k))
 }
 
 /// Whether an `Execute` may be tried on a reader.
 pub fn is_read_candidate(sql: &str) -> bool {
-    matches!(first_keyword(sql).as_str(), "SELECT" | "VALUES" | "WITH" | "EXPLAIN")
+    first_keyword_is(sql, &["SELECT", "VALUES", "WITH", "EXPLAIN"])
 }
 
 /// Transaction control: read-only by `sqlite3_stmt_readonly` yet must run on the writer.
 pub fn is_transaction_control(sql: &str) -> bool {
-    matches!(first_keyword(sql).as_str(), "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE")
+    first_keyword_is(sql, &["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"])
 }
 
 #[cfg(test)]
@@ -61,7 +67,7 @@ mod tests {
 
     #[test]
     fn keywords() {
-        assert_eq!(first_keyword("  -- hi\n /* x */ select 1"), "SELECT");
+        assert_eq!(first_keyword("  -- hi\n /* x */ select 1"), "select");
         assert!(is_read_candidate("WITH t AS (SELECT 1) SELECT * FROM t"));
         assert!(!is_read_candidate("insert into t values (1)"));
         assert!(!is_read_candidate("PRAGMA table_info(t)"));
