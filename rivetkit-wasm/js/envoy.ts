@@ -29,6 +29,12 @@ export interface ConnectOptions {
   envoyKey?: string;
   /** Default for every call: how INTEGER results come back. */
   integers?: IntegerMode;
+  /**
+   * How long `connect` waits for the engine's first answer (default 15 s). In browsers and
+   * Workers a refused upgrade (wrong token: HTTP 401) is indistinguishable from a failed
+   * connect, so it is retried until this deadline and then fails with DISCONNECTED / GAVE_UP.
+   */
+  connectTimeoutMs?: number;
   /** Per-request deadline in milliseconds: 0 means none; omitted, the client default applies. */
   requestTimeoutMs?: number;
 }

@@ -59,7 +59,8 @@ pub struct ConnectOptions {
     pub integers: IntegerMode,
 }
 
-/// Reads `{ endpoint, namespace, poolName, token?, envoyKey?, integers?, requestTimeoutMs? }`.
+/// Reads `{ endpoint, namespace, poolName, token?, envoyKey?, integers?, connectTimeoutMs?,
+/// requestTimeoutMs? }`.
 pub fn connect(obj: &JsValue) -> Result<ConnectOptions, ValueError> {
     if !obj.is_object() {
         return Err(invalid("options", format!("{} (Envoy.connect takes an options object)", describe(obj))));
@@ -73,6 +74,12 @@ pub fn connect(obj: &JsValue) -> Result<ConnectOptions, ValueError> {
     };
     if let Some(key) = string(obj, "envoyKey", false)? {
         config.envoy_key = key;
+    }
+    if let Some(ms) = non_negative_integer(obj, "connectTimeoutMs")? {
+        if ms == 0 {
+            return Err(invalid("connectTimeoutMs", "0 (must be positive)"));
+        }
+        config.initial_connect_timeout_ms = ms;
     }
     if let Some(ms) = non_negative_integer(obj, "requestTimeoutMs")? {
         config.request_timeout_ms = if ms == 0 { None } else { Some(ms) };

@@ -383,6 +383,29 @@ export async function runConformance(ctx) {
     });
   });
 
+  test("token: right one connects, wrong one and no engine fail with ConnectionError", async () => {
+    const good = await Envoy.connect({ ...opts(), endpoint: ctx.authed.wsUrl, token: ctx.authed.token });
+    cleanup.push(good);
+    const actor = await good.getOrCreateActor("auth", `auth-${run}`);
+    eq((await actor.db.execute("SELECT 7")).rows[0][0], 7, "query with the right token");
+    const refused = (extra) => Envoy.connect({ ...opts(), connectTimeoutMs: 600, ...extra });
+    // The three refusals wait out the same short deadline, so they run together.
+    await Promise.all([
+      rejects(refused({ endpoint: ctx.authed.wsUrl, token: "wrong" }), pkg.ConnectionError, (e) => {
+        eq(e.code, "DISCONNECTED", "code");
+        // Native clients see the 401; a host WebSocket cannot, so there it is retried until the deadline.
+        assert(["UNAUTHORIZED", "CLOSED_BY_ENGINE", "GAVE_UP"].includes(e.reason), `reason ${e.reason}`);
+      }),
+      rejects(refused({ endpoint: ctx.authed.wsUrl }), pkg.ConnectionError, (e) => eq(e.code, "DISCONNECTED", "no token")),
+      rejects(refused({ endpoint: "ws://127.0.0.1:9" }), pkg.ConnectionError, (e) => {
+        eq(e.code, "DISCONNECTED", "nothing listening");
+        eq(e.reason, "GAVE_UP", "reason");
+      }),
+    ]);
+    await rejects(Envoy.connect({ ...opts(), token: "bad token" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_CONFIG", "token with a space"));
+    await rejects(Envoy.connect({ endpoint: ctx.engine.wsUrl, namespace: "n" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "missing poolName"));
+  });
+
   test("close: later calls fail with a ConnectionError", async () => {
     const envoy = await Envoy.connect(opts());
     const actor = await envoy.getOrCreateActor("sql", `close-${run}`);

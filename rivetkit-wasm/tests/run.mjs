@@ -26,10 +26,13 @@ const withBench = !args.includes("--no-bench");
 
 const engine = await startEngine(engineBin, { label: "engine v4" });
 const v3 = await startEngine(engineBin, { maxProtocolVersion: 3, label: "engine v3" });
+const authToken = `tok-${Math.floor(Math.random() * 1e9).toString(36)}`;
+const authed = await startEngine(engineBin, { authToken, label: "engine with token" });
 const proxy = await startCutProxy(engine.port);
 const context = {
   engine: { wsUrl: engine.wsUrl, httpUrl: engine.httpUrl },
   v3: { wsUrl: v3.wsUrl },
+  authed: { wsUrl: authed.wsUrl, token: authToken },
   proxy: { wsUrl: proxy.wsUrl, controlUrl: proxy.controlUrl },
   bench: withBench,
 };
@@ -87,6 +90,7 @@ try {
   await proxy.stop();
   await engine.stop();
   await v3.stop();
+  await authed.stop();
 }
 
 console.log("--- summary");

@@ -20,13 +20,13 @@ export async function freePort() {
   });
 }
 
-async function waitHttp(url, timeoutMs, isAlive) {
+async function waitHttp(url, timeoutMs, isAlive, token) {
   const deadline = Date.now() + timeoutMs;
   let last;
   while (Date.now() < deadline) {
     if (!isAlive()) throw new Error(`process serving ${url} exited`);
     try {
-      const r = await fetch(url);
+      const r = await fetch(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
       await r.text();
       if (r.ok) return;
       last = `HTTP ${r.status}`;
@@ -39,11 +39,12 @@ async function waitHttp(url, timeoutMs, isAlive) {
 }
 
 /** Starts `envoy-engine serve` on a free port with a temp data dir. */
-export async function startEngine(bin, { maxProtocolVersion, label = "engine" } = {}) {
+export async function startEngine(bin, { maxProtocolVersion, authToken, label = "engine" } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "rivetkit-wasm-engine-"));
   const args = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir];
   if (maxProtocolVersion) args.push("--max-protocol-version", String(maxProtocolVersion));
+  if (authToken) args.push("--auth-token", authToken);
   const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
   const output = [];
   child.stdout.on("data", (d) => output.push(d.toString()));
@@ -52,7 +53,7 @@ export async function startEngine(bin, { maxProtocolVersion, label = "engine" } 
   child.on("exit", () => (alive = false));
   const httpUrl = `http://127.0.0.1:${port}`;
   try {
-    await waitHttp(`${httpUrl}/health`, 30_000, () => alive);
+    await waitHttp(`${httpUrl}/health`, 30_000, () => alive, authToken);
   } catch (e) {
     console.error(`[${label}] failed to start:\n${output.join("")}`);
     throw e;
