@@ -208,3 +208,28 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let ok = Config::for_tests("/tmp/x");
+        assert!(ok.validate().is_ok());
+        let mut open = Config::new("0.0.0.0:6420".parse().unwrap(), "/tmp/x");
+        assert!(open.validate().unwrap_err().to_string().contains("requires --auth-token"));
+        open.auth_token = Some("t0ken".into());
+        assert!(open.validate().is_ok());
+        open.auth_token = Some("has space".into());
+        assert!(open.validate().is_err());
+        let mut v = Config::for_tests("/tmp/x");
+        v.max_protocol_version = 5;
+        assert!(v.validate().is_err());
+        v.max_protocol_version = 0;
+        assert!(v.validate().is_err());
+        let l = Limits::default();
+        assert_eq!(l.protocol_limits().max_pending_requests, DEFAULT_MAX_PENDING_REQUESTS);
+        assert_eq!(l.sql_limits().max_statement_ms, DEFAULT_MAX_STATEMENT_MS);
+    }
+}

@@ -4,7 +4,9 @@
 //! - an authorizer ([`authorize`]) that denies ATTACH, DETACH, `load_extension`
 //!   and the pragmas that would change the engine's storage contract; a denial
 //!   fails the prepare with SQLITE_AUTH, reported as FORBIDDEN;
-//! - `SQLITE_LIMIT_ATTACHED = 0` as a second wall;
+//! - `SQLITE_LIMIT_ATTACHED = 1` as a second wall: at most one extra database,
+//!   which the authorizer only allows as a private temporary one (empty file
+//!   name), as plain VACUUM needs;
 //! - a progress handler that interrupts a statement past its deadline
 //!   ([`Deadline`]), reported as TIMEOUT.
 //!
@@ -32,12 +34,18 @@ pub const DENIED_PRAGMAS: &[&str] = &[
     "mmap_size",
 ];
 
+/// Databases that may be attached at once: one, for VACUUM's private temporary database.
+pub const MAX_ATTACHED: i32 = 1;
+
 /// Functions an actor may not call.
 pub const DENIED_FUNCTIONS: &[&str] = &["load_extension"];
 
 /// The sandbox policy, one decision per action SQLite asks about.
 pub fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
+        // An empty file name is a private temporary database: plain VACUUM attaches one
+        // internally (VACUUM INTO names a file, and is denied like any ATTACH of a file).
+        AuthAction::Attach { filename } if filename.is_empty() => Authorization::Allow,
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         AuthAction::Function { function_name } => {
             if DENIED_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(function_name)) {
@@ -89,7 +97,7 @@ impl Deadline {
 
 /// Installs the sandbox on a freshly opened connection.
 pub fn install(conn: &mut Connection, deadline: &Deadline) -> rusqlite::Result<()> {
-    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, MAX_ATTACHED)?;
     conn.authorizer(Some(authorize))?;
     let d = deadline.clone();
     conn.progress_handler(PROGRESS_OPS, Some(move || d.passed()))?;

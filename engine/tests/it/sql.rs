@@ -107,6 +107,11 @@ async fn typed_errors() {
         other => panic!("{other:?}"),
     }
     assert!(!std::path::Path::new("/tmp/evil.db").exists());
+    // VACUUM is the actor's own business; VACUUM INTO another file is not.
+    let e = sql_err(c.execute_write(&a, "VACUUM INTO '/tmp/evil-vacuum.db'", vec![]).await);
+    assert_eq!(e.code, SqliteErrorCode::Forbidden, "{e:?}");
+    assert!(!std::path::Path::new("/tmp/evil-vacuum.db").exists());
+    ok(c.execute_write(&a, "VACUUM", vec![]).await);
     engine.shutdown().await;
 }
 
