@@ -104,6 +104,11 @@ export async function runCrawlerTest({ engine, engineBin, workerdBin, root }) {
     check(c.writesStartedDuringFetches > 0, "level 2: no remote write overlapped a page fetch");
     check(c.maxWritesInFlight >= 2 && c.boardsWithParallelTableWrites > 0, "level 3: company and jobs writes never ran in parallel");
 
+    // A second crawl upserts the same rows (no duplicates, same counts).
+    const again = await fetch(`${base}/crawl`);
+    const second = await again.json();
+    check(again.ok && second.companies === data.length && second.jobs === jobCount, `second crawl: ${JSON.stringify(second)}`);
+
     // Read back through the native client's SQL shell (`envoy-engine sql`) when this engine build
     // has it, else through the JS package from Node; compare with the source data.
     const viaCli = await hasSqlCli(engineBin);
