@@ -70,9 +70,15 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
                 }
             }
             ActorState::Stopped => {
-                let started = match state.registry.start(&cur.actor_id, &session.envoy_key) {
-                    Ok(r) => r,
-                    Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
+                // The generation bump is fsynced: keep it off the async workers.
+                let started = {
+                    let (st, id, envoy) = (state.clone(), cur.actor_id.clone(), session.envoy_key.clone());
+                    tokio::task::spawn_blocking(move || st.registry.start(&id, &envoy)).await
+                };
+                let started = match started {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
+                    Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry task: {e}")),
                 };
                 session.send_command(Command::StartActor(CommandStartActor {
                     actor_id: started.actor_id.clone(),

@@ -1,9 +1,13 @@
 //! The actor registry: which actors exist, their generation, state and placement.
 //!
-//! Persisted in `<data>/engine.sqlite` (synchronous=FULL: a generation is on
-//! disk before `StartActor` leaves the engine, so no generation is ever reused,
-//! across restarts too). An in-memory mirror answers the hot-path checks
-//! (placement, generation, stopping) without touching the database.
+//! Persisted in `<data>/engine.sqlite`. Generation bumps commit with
+//! synchronous=FULL (fsync): a generation is on disk before `StartActor` leaves
+//! the engine, so no generation is ever reused, across restarts and power loss
+//! too. Other state changes commit with synchronous=NORMAL (they survive an
+//! engine crash; after a power loss the last ones may be lost, which is
+//! harmless: on start every actor is recorded Stopped anyway). An in-memory
+//! mirror answers the hot-path checks (placement, generation, stopping)
+//! without touching the database.
 
 use anyhow::Context;
 use parking_lot::Mutex;
@@ -87,7 +91,7 @@ impl Registry {
         let path = data_dir.join("engine.sqlite");
         let db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS actors (
                 actor_id   TEXT PRIMARY KEY,
@@ -189,19 +193,23 @@ impl Registry {
     }
 
     /// Raises the generation, places the actor on `envoy` as Starting, and
-    /// persists it (fsync) before returning the new record.
+    /// persists it (fsync) before returning the new record. Blocks on the fsync:
+    /// call it from a blocking thread.
     pub fn start(&self, actor_id: &str, envoy: &str) -> anyhow::Result<ActorRecord> {
         let mut actors = self.actors.lock();
         let rec = actors.get_mut(actor_id).context("unknown actor")?;
         let db = self.db.lock();
-        let generation: i64 = db
+        // This commit must reach the disk before StartActor is sent: fsync it.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        let bumped = db
             .query_row(
                 "UPDATE actors SET generation = generation + 1, state = 'starting', envoy = ?2 WHERE actor_id = ?1 RETURNING generation",
                 params![actor_id, envoy],
-                |r| r.get(0),
+                |r| r.get::<_, i64>(0),
             )
-            .optional()?
-            .context("actor missing from the metadata database")?;
+            .optional();
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        let generation = bumped?.context("actor missing from the metadata database")?;
         rec.generation = generation as u64;
         rec.state = ActorState::Starting;
         rec.envoy = Some(envoy.to_string());
