@@ -79,7 +79,7 @@ async fn pings_and_other_actors_flow_during_a_long_query() {
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
     let slow_actor = c.get_or_create("slow", "").await;
     let fast_actor = c.get_or_create("fast", "").await;
-    let long = c.send_execute(&slow_actor, &slow_sql(Duration::from_millis(1500)), vec![], false).await;
+    let long = c.send_execute(&slow_actor, &slow_sql(Duration::from_millis(2500)), vec![], false).await;
     eventually(|| engine.inflight(&slow_actor.actor_id, slow_actor.generation) == 1).await;
     let pings_before = c.pings.len();
     // Another actor on the same socket is served meanwhile, many times.

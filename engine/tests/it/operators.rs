@@ -117,8 +117,16 @@ async fn sigterm_drains_then_exits_zero() {
     let a = c.get_or_create("t", "").await;
     exec_ok(c.exec(&a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)").await);
     let long = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], false).await;
-    // Let it start, then SIGTERM.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Wait until the engine counts it in flight (admin API), then SIGTERM.
+    let url = format!("http://{addr}");
+    loop {
+        let (_, body) = http_request(&url, "GET", "/actors", None).await.unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        if rows[0]["inflight"].as_u64() == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     // The in-flight query is answered, StopActor(ENGINE_SHUTDOWN) arrives, then GOING_AWAY.
