@@ -152,7 +152,7 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
         if size == 0 {
             return Ok(out);
         }
-        if b.len() < size + 2 {
+        if b.len() < size.saturating_add(2) {
             bail!("truncated chunk");
         }
         out.extend_from_slice(&b[..size]);
