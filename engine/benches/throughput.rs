@@ -2,7 +2,8 @@
 //! and engine in one process sharing the machine's cores):
 //! - sequential round trips of a point SELECT (one request at a time);
 //! - pipelined point SELECTs with 64 requests in flight on one socket;
-//! - pipelined autocommit INSERTs (ExecuteWrite) with 64 in flight.
+//! - pipelined autocommit INSERTs (ExecuteWrite) with 64 in flight;
+//! - 16 sockets (16 envoys, one actor each), each doing sequential point SELECTs.
 //!
 //! Run: `cargo bench -p envoy-engine --bench throughput` (BENCH_SECS=N to change
 //! the duration of each phase, default 3). Figures, not assertions.
@@ -123,6 +124,40 @@ async fn pipelined(c: &mut RawClient, a: &GetOrCreateActorOk, secs: u64, write: 
     println!("{what:<31} {rate:>9.0} req/s   ({IN_FLIGHT} in flight, one socket, {done} requests)");
 }
 
+/// 16 envoys, each with its own actor and table, each one request at a time.
+async fn many_sockets(addr: std::net::SocketAddr, secs: u64) {
+    const SOCKETS: usize = 16;
+    let mut tasks = Vec::new();
+    for i in 0..SOCKETS {
+        tasks.push(tokio::spawn(async move {
+            let mut c = RawClient::connect(addr, ConnectOpts::new("bench", &format!("many-{i}"))).await;
+            let a = c.get_or_create("many", &i.to_string()).await;
+            exec_ok(c.exec(&a, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one')").await);
+            let start = Instant::now();
+            let mut n = 0u64;
+            let mut rid = 10u32;
+            while start.elapsed() < Duration::from_secs(secs) {
+                rid += 1;
+                c.ws.send(select_frame(&a, rid, 1, c.version)).await.unwrap();
+                next_answer(&mut c).await;
+                n += 1;
+            }
+            (n, start.elapsed())
+        }));
+    }
+    let mut total = 0u64;
+    let mut longest = Duration::ZERO;
+    for t in tasks {
+        let (n, d) = t.await.unwrap();
+        total += n;
+        longest = longest.max(d);
+    }
+    println!(
+        "16 sockets, each sequential:    {:>9.0} req/s   (total, {total} requests)",
+        total as f64 / longest.as_secs_f64()
+    );
+}
+
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -148,6 +183,7 @@ fn main() {
         sequential(&mut c, &a, secs).await;
         pipelined(&mut c, &a, secs, false).await;
         pipelined(&mut c, &a, secs, true).await;
+        many_sockets(engine.local_addr(), secs).await;
         engine.shutdown().await;
     });
 }
