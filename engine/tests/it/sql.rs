@@ -93,8 +93,11 @@ async fn typed_errors() {
     assert_eq!(ok(c.execute(&a, "SELECT count(*) FROM u", vec![]).await).rows, vec![vec![Value::Integer(2)]]);
 
     // The sandbox: no other files, no extensions.
+    let evil = _d.path().join("evil.db");
+    let evil_vacuum = _d.path().join("evil-vacuum.db");
+    let attach = format!("ATTACH DATABASE '{}' AS evil", evil.display());
     for sql in [
-        "ATTACH DATABASE '/tmp/evil.db' AS evil",
+        attach.as_str(),
         "DETACH DATABASE main",
         "SELECT load_extension('/tmp/x.so')",
         "PRAGMA journal_mode = DELETE",
@@ -106,11 +109,11 @@ async fn typed_errors() {
         SqliteExecResult::SqliteError(e) => assert_eq!((e.code, e.statement_index), (SqliteErrorCode::Forbidden, Some(1))),
         other => panic!("{other:?}"),
     }
-    assert!(!std::path::Path::new("/tmp/evil.db").exists());
+    assert!(!evil.exists());
     // VACUUM is the actor's own business; VACUUM INTO another file is not.
-    let e = sql_err(c.execute_write(&a, "VACUUM INTO '/tmp/evil-vacuum.db'", vec![]).await);
+    let e = sql_err(c.execute_write(&a, &format!("VACUUM INTO '{}'", evil_vacuum.display()), vec![]).await);
     assert_eq!(e.code, SqliteErrorCode::Forbidden, "{e:?}");
-    assert!(!std::path::Path::new("/tmp/evil-vacuum.db").exists());
+    assert!(!evil_vacuum.exists());
     ok(c.execute_write(&a, "VACUUM", vec![]).await);
     engine.shutdown().await;
 }
