@@ -6,7 +6,9 @@
 //! - 16 sockets (16 envoys, one actor each), each doing sequential point SELECTs.
 //!
 //! Run: `cargo bench -p envoy-engine --bench throughput` (BENCH_SECS=N to change
-//! the duration of each phase, default 3). Figures, not assertions.
+//! the duration of each phase, default 3). BENCH_ADDR=host:port measures an
+//! engine running in another process (e.g. `envoy-engine serve`) instead of an
+//! in-process one. Figures, not assertions.
 
 #[path = "../tests/it/support.rs"]
 #[allow(dead_code)]
@@ -131,7 +133,7 @@ async fn many_sockets(addr: std::net::SocketAddr, secs: u64) {
     for i in 0..SOCKETS {
         tasks.push(tokio::spawn(async move {
             let mut c = RawClient::connect(addr, ConnectOpts::new("bench", &format!("many-{i}"))).await;
-            let a = c.get_or_create("many", &i.to_string()).await;
+            let a = c.get_or_create("many", &format!("{i}-{:?}", std::time::SystemTime::now())).await;
             exec_ok(c.exec(&a, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one')").await);
             let start = Instant::now();
             let mut n = 0u64;
@@ -169,21 +171,32 @@ fn main() {
         if let Some(n) = std::env::var("BENCH_READER_LANES").ok().and_then(|s| s.parse().ok()) {
             cfg.reader_lanes_per_actor = n;
         }
-        println!("reader lanes per actor: {}", cfg.reader_lanes_per_actor);
-        let engine = start_with(cfg).await;
-        let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("bench", "bench-envoy")).await;
-        let a = c.get_or_create("bench", "").await;
+        let external: Option<std::net::SocketAddr> = std::env::var("BENCH_ADDR").ok().map(|a| a.parse().expect("BENCH_ADDR host:port"));
+        let engine = match external {
+            Some(_) => None,
+            None => {
+                println!("in-process engine, reader lanes per actor: {}", cfg.reader_lanes_per_actor);
+                Some(start_with(cfg).await)
+            }
+        };
+        let addr = external.unwrap_or_else(|| engine.as_ref().unwrap().local_addr());
+        let mut c = RawClient::connect(addr, ConnectOpts::new("bench", "bench-envoy")).await;
+        // A fresh table per run, so an external engine can be measured repeatedly.
+        let a = c.get_or_create("bench", &format!("{:?}", std::time::SystemTime::now())).await;
         let mut setup = String::from("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT); BEGIN;");
         for i in 1..=ROWS {
             setup.push_str(&format!("INSERT INTO t VALUES ({i}, 'value-{i:08}');"));
         }
         setup.push_str("COMMIT;");
         exec_ok(c.exec(&a, &setup).await);
-        println!("envoy-engine throughput ({secs} s per phase, loopback, client in the same process)");
+        let where_ = if external.is_some() { "engine in another process" } else { "client in the same process" };
+        println!("envoy-engine throughput ({secs} s per phase, loopback, {where_})");
         sequential(&mut c, &a, secs).await;
         pipelined(&mut c, &a, secs, false).await;
         pipelined(&mut c, &a, secs, true).await;
-        many_sockets(engine.local_addr(), secs).await;
-        engine.shutdown().await;
+        many_sockets(addr, secs).await;
+        if let Some(engine) = engine {
+            engine.shutdown().await;
+        }
     });
 }
