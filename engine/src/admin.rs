@@ -16,12 +16,19 @@ use std::sync::Arc;
 /// One row of `GET /actors`.
 #[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq)]
 pub struct ActorView {
+    /// Tenant the actor belongs to.
     pub namespace: String,
+    /// Engine-assigned actor id (what `actors stop` takes).
     pub id: String,
+    /// Name the envoy addresses the actor by.
     pub name: String,
+    /// Key the envoy addresses the actor by.
     pub key: String,
+    /// `starting`, `running`, `stopping` or `stopped`.
     pub state: String,
+    /// Current generation (raised on every start).
     pub generation: u64,
+    /// Envoy key it is placed on; null when unplaced.
     pub envoy: Option<String>,
     /// Requests of the current generation accepted and not yet answered.
     pub inflight: usize,

@@ -24,6 +24,7 @@ const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// What a drain did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DrainReport {
+    /// The actor drained.
     pub actor_id: String,
     /// The generation that was stopped (the current one if nothing was live).
     pub generation: u64,
@@ -40,6 +41,7 @@ pub struct DrainReport {
 /// Drains in progress by actor id.
 #[derive(Default)]
 pub struct Drains {
+    /// Receivers of running drains by actor id: a second stop waits on the first one's report instead of draining twice.
     map: Mutex<HashMap<String, watch::Receiver<Option<DrainReport>>>>,
 }
 

@@ -15,6 +15,7 @@ use std::path::Path;
 
 /// One actor's KV store.
 pub struct KvStore {
+    /// The actor's `kv.sqlite`; owned, so only the executor's KV lock reaches it.
     conn: Connection,
 }
 

@@ -65,9 +65,11 @@ pub struct ActorRecord {
     pub actor_id: String,
     /// Together with `key`, what envoys address the actor by.
     pub name: String,
+    /// With `name`, the actor's address within its namespace.
     pub key: String,
     /// Raised by one on every start; requests must name the current one.
     pub generation: u64,
+    /// Lifecycle state (decides which requests are served).
     pub state: ActorState,
     /// Envoy key of the envoy it is placed on (None when stopped).
     pub envoy: Option<String>,

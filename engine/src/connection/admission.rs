@@ -133,6 +133,7 @@ pub fn check_sql(limits: &Limits, sql: &str, params: &[Value]) -> Result<(), Rej
 /// Requests accepted but not yet answered on one connection.
 #[derive(Debug, Default)]
 pub struct Pending {
+    /// Accepted and not yet answered.
     count: AtomicUsize,
 }
 

@@ -35,6 +35,7 @@ pub struct ConnectParams {
     pub namespace: String,
     /// Stable envoy identity (resume, eviction, placement).
     pub envoy_key: String,
+    /// Envoy pool (must match the hello).
     pub pool_name: String,
     /// Host software version (not the protocol version).
     #[serde(default)]
@@ -43,14 +44,21 @@ pub struct ConnectParams {
 
 /// What the read loop knows about its connection.
 struct Conn {
+    /// Engine-wide state (registry, sessions, executors).
     state: Arc<EngineState>,
+    /// Tells this connection apart from others with the same envoy key.
     conn_id: u64,
+    /// Namespace and envoy key every request is checked against.
     params: ConnectParams,
     /// Negotiated protocol version.
     version: u16,
+    /// Queue to this connection's writer task.
     outbox: Outbox,
+    /// The envoy session (command log, event index) this connection serves.
     session: Arc<Session>,
+    /// Runs accepted SQL/KV work on blocking lanes.
     scheduler: Scheduler,
+    /// Accepted, unanswered requests on this connection (maxPendingRequests).
     pending: Arc<Pending>,
     /// Set when the envoy said it is going away on purpose (`ToEngineStopping`):
     /// when its socket ends, its session is dropped at once, without waiting out

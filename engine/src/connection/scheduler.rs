@@ -50,6 +50,7 @@ pub enum Work {
 
 /// An accepted request waiting for (or holding) a lane.
 pub struct Job {
+    /// What to run.
     pub work: Work,
     /// The (actor, generation) executor, resolved at acceptance.
     pub executor: Arc<Executor>,
@@ -107,13 +108,17 @@ pub struct SchedulerConfig {
 
 /// A batch to start on a blocking thread.
 struct Launch {
+    /// The actor queue the lane serves.
     key: QueueKey,
+    /// Writer or reader lane.
     lane: Lane,
+    /// First batch to run.
     batch: Vec<Job>,
 }
 
 /// Queues and permits of one connection.
 struct State {
+    /// Per-actor queues with waiting or running work.
     queues: HashMap<QueueKey, ActorQueue>,
     /// Actors with waiting work, served round-robin.
     ready: VecDeque<QueueKey>,
@@ -122,10 +127,13 @@ struct State {
 }
 
 struct Shared {
+    /// Permits, lanes, batch size.
     cfg: SchedulerConfig,
+    /// Answers go to the connection's writer.
     outbox: Outbox,
     /// Runtime whose blocking pool runs the lanes.
     runtime: tokio::runtime::Handle,
+    /// Queues and permits, locked briefly by the read loop and lanes.
     state: Mutex<State>,
 }
 
@@ -137,6 +145,7 @@ struct Shared {
 /// locked enqueue. Lanes hold the shared state, so accepted work completes even
 /// after the read loop ended.
 pub struct Scheduler {
+    /// Shared with running lanes, which outlive the read loop if needed.
     shared: Arc<Shared>,
 }
 

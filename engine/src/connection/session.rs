@@ -21,6 +21,7 @@ pub type SessionKey = (String, String);
 struct Attached {
     /// Tells this connection apart from an evicted predecessor.
     conn_id: u64,
+    /// Where commands for the envoy go.
     outbox: Outbox,
 }
 
@@ -43,8 +44,11 @@ struct Inner {
 /// One envoy's session.
 #[derive(Debug)]
 pub struct Session {
+    /// Namespace of the envoy (part of the session key).
     pub namespace: String,
+    /// Envoy key (part of the session key; actors are placed on it).
     pub envoy_key: String,
+    /// Mutable session state, locked briefly.
     inner: Mutex<Inner>,
 }
 
@@ -110,6 +114,7 @@ impl Session {
 
 /// Result of attaching a connection to a session.
 pub struct Attachment {
+    /// The session the connection now serves.
     pub session: Arc<Session>,
     /// Whether an existing session was resumed.
     pub resumed: bool,
@@ -118,6 +123,7 @@ pub struct Attachment {
 /// Every live session.
 #[derive(Debug, Default)]
 pub struct Sessions {
+    /// Live sessions by (namespace, envoy key).
     map: Mutex<HashMap<SessionKey, Arc<Session>>>,
 }
 

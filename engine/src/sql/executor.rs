@@ -49,7 +49,9 @@ impl ExecSettings {
 
 /// A connection and the deadline its progress handler watches.
 struct SqlConn {
+    /// The SQLite connection (sandboxed).
     conn: Connection,
+    /// Shared with the connection's progress handler: the running statement's deadline.
     deadline: Deadline,
 }
 
@@ -63,10 +65,13 @@ pub enum ExecuteOutcome {
 
 /// One (actor, generation)'s connections.
 pub struct Executor {
+    /// Actor whose files this executor opens.
     pub actor_id: String,
+    /// The generation it serves; a new generation gets a new executor.
     pub generation: u64,
     /// `<data>/actors/<actor_id>`: `db.sqlite` and `kv.sqlite`.
     dir: PathBuf,
+    /// Limits and pool sizes, copied from the engine config.
     settings: ExecSettings,
     /// The writer (None until first use, and again after close).
     writer: Mutex<Option<SqlConn>>,
