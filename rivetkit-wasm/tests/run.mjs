@@ -7,7 +7,7 @@
 
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { runProcess, startCutProxy, startEngine, writeWorkerdConfig } from "./support.mjs";
+import { runProcess, startBlackHole, startCutProxy, startEngine, writeWorkerdConfig } from "./support.mjs";
 import { runCrawlerTest } from "./crawler.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -29,10 +29,12 @@ const v3 = await startEngine(engineBin, { maxProtocolVersion: 3, label: "engine 
 const authToken = `tok-${Math.floor(Math.random() * 1e9).toString(36)}`;
 const authed = await startEngine(engineBin, { authToken, label: "engine with token" });
 const proxy = await startCutProxy(engine.port);
+const blackHole = await startBlackHole({ holdMs: 1500 });
 const context = {
   engine: { wsUrl: engine.wsUrl, httpUrl: engine.httpUrl },
   v3: { wsUrl: v3.wsUrl },
   authed: { wsUrl: authed.wsUrl, token: authToken },
+  blackHole: { wsUrl: blackHole.wsUrl, holdMs: blackHole.holdMs },
   proxy: { wsUrl: proxy.wsUrl, controlUrl: proxy.controlUrl },
   bench: withBench,
 };
@@ -88,6 +90,7 @@ try {
   }
 } finally {
   await proxy.stop();
+  await blackHole.stop();
   await engine.stop();
   await v3.stop();
   await authed.stop();

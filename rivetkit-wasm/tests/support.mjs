@@ -129,6 +129,31 @@ export async function startCutProxy(targetPort) {
   };
 }
 
+/**
+ * A "black hole": accepts TCP connections, never answers (a WebSocket upgrade to it hangs), and
+ * resets each connection after `holdMs` — so a connect attempt is still pending when a short
+ * connect deadline passes, and its socket fails only afterwards.
+ */
+export async function startBlackHole({ holdMs = 1500 } = {}) {
+  const sockets = new Set();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on("error", () => {});
+    s.on("close", () => sockets.delete(s));
+    setTimeout(() => (s.resetAndDestroy ? s.resetAndDestroy() : s.destroy()), holdMs);
+  });
+  const port = await freePort();
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    wsUrl: `ws://127.0.0.1:${port}`,
+    holdMs,
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
 /** Runs a command to completion, echoing its output with a prefix; resolves { code, ms, out, stdout }. */
 export function runProcess(cmd, args, { label, cwd, env, timeoutMs = 300_000, quiet = false } = {}) {
   return new Promise((resolve) => {

@@ -10,5 +10,5 @@ const t0 = performance.now();
 const r = await runConformance({ ...cfg, pkg, host: "deno", log: (l) => console.log(`[deno] ${l}`) });
 console.log(`[deno] suite time: ${Math.round(performance.now() - t0)} ms`);
 if (cfg.bench && r.failed === 0) await runBench({ ...cfg, pkg, host: "deno", log: (l) => console.log(`[deno] ${l}`) });
-console.log(`deno: ${r.passed} passed, ${r.failed} failed`);
+console.log(`deno: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped`);
 Deno.exit(r.failed === 0 ? 0 : 1);

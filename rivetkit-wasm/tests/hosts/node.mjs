@@ -9,5 +9,5 @@ const t0 = performance.now();
 const r = await runConformance({ ...cfg, pkg, host: "node", log: (l) => console.log(`[node] ${l}`) });
 console.log(`[node] suite time: ${Math.round(performance.now() - t0)} ms`);
 if (cfg.bench && r.failed === 0) await runBench({ ...cfg, pkg, host: "node", log: (l) => console.log(`[node] ${l}`) });
-console.log(`node: ${r.passed} passed, ${r.failed} failed`);
+console.log(`node: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped`);
 process.exit(r.failed === 0 ? 0 : 1);
