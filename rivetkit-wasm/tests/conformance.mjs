@@ -99,6 +99,19 @@ export async function runConformance(ctx) {
     eq(again.id, actor.id, "same actor for same name/key");
   });
 
+  test("a handler that throws does not take the envoy down", async () => {
+    const envoy = await connect();
+    let calls = 0;
+    envoy.onActorStart(() => {
+      calls++;
+      throw new Error("expected: a failing onActorStart handler (reported on the console)");
+    });
+    const actor = await envoy.getOrCreateActor("counter", `throwing-${run}`);
+    for (let i = 0; i < 50 && calls === 0; i++) await sleep(10);
+    eq(calls, 1, "handler called");
+    eq((await actor.db.execute("SELECT 2")).rows[0][0], 2, "still serves");
+  });
+
   test("exec, execute, executeWrite, query, run", async () => {
     const envoy = await connect();
     const { db } = await envoy.getOrCreateActor("sql", `basic-${run}`);
