@@ -57,10 +57,6 @@ async function rejects(promise, Class, check) {
   return err;
 }
 
-// See the token test: flip to false once envoy-client's wasm transport detaches the callbacks of
-// an abandoned connect.
-const ABANDONED_CONNECT_CRASHES = true;
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A statement that keeps SQLite busy for a while (a recursive CTE counting up).
@@ -414,15 +410,6 @@ export async function runConformance(ctx) {
 
   test("wrong token, no token, nothing listening -> ConnectionError at the connect deadline", async () => {
     const refused = (extra) => Envoy.connect({ ...opts(), connectTimeoutMs: 600, ...extra });
-    // KNOWN CLIENT BUG (envoy-client, sdk/src/transport/wasm.rs `connect`): when a connect attempt
-    // is abandoned (the connect deadline passes mid-attempt), its WebSocket callbacks are dropped
-    // while still attached; the socket's later error/close event then throws "closure invoked
-    // recursively or after being dropped". In Node and Deno that uncaught exception ends the
-    // process (seen ~1 run in 25); in workerd it is only logged. Until the transport detaches
-    // the callbacks on drop, this test and the next (which end at the deadline) run in workerd only.
-    if (ABANDONED_CONNECT_CRASHES && host !== "workerd") {
-      throw new Skip("known envoy-client wasm transport bug: an abandoned connect frees callbacks still attached to its socket");
-    }
     // The three refusals wait out the same short deadline, so they run together.
     await Promise.all([
       rejects(refused({ endpoint: ctx.authed.wsUrl, token: "wrong" }), pkg.ConnectionError, (e) => {
@@ -439,9 +426,6 @@ export async function runConformance(ctx) {
   });
 
   test("a connect abandoned at its deadline leaves nothing behind", async () => {
-    if (ABANDONED_CONNECT_CRASHES && host !== "workerd") {
-      throw new Skip("known envoy-client wasm transport bug: an abandoned connect frees callbacks still attached to its socket");
-    }
     // The upgrade hangs, the 300 ms deadline passes with the attempt still pending, and the
     // socket fails only later: its late error/close events must find no freed callbacks.
     const t0 = Date.now();

@@ -118,22 +118,22 @@ async fn connect(url: String, protocols: Vec<String>) -> Result<Socket, ConnectF
     ws.set_onmessage(Some(message.as_ref().unchecked_ref()));
     ws.set_onclose(Some(close.as_ref().unchecked_ref()));
     ws.set_onerror(Some(error.as_ref().unchecked_ref()));
-    let callbacks = Callbacks { _open: open, _message: message, _close: close, _error: error };
+    // The sender owns the callbacks from here on: if this future is dropped
+    // while the upgrade is pending (a connect deadline), dropping the sender
+    // detaches them from the socket before they are freed, so the socket's
+    // late error/close events find no freed closure.
+    let sender = Sender {
+        ws: ws.clone(),
+        _callbacks: Rc::new(Callbacks { _open: open, _message: message, _close: close, _error: error }),
+    };
 
     match open_rx.await {
         Ok(Ok(())) => {}
-        Ok(Err(msg)) => {
-            detach(&ws);
-            return Err(ConnectFailure::Other(msg));
-        }
-        Err(_) => {
-            detach(&ws);
-            return Err(ConnectFailure::Other("connect abandoned".into()));
-        }
+        Ok(Err(msg)) => return Err(ConnectFailure::Other(msg)),
+        Err(_) => return Err(ConnectFailure::Other("connect abandoned".into())),
     }
     let protocol = ws.protocol();
     let protocol = if protocol.is_empty() { None } else { Some(protocol) };
-    let sender = Sender { ws: ws.clone(), _callbacks: Rc::new(callbacks) };
     Ok(Socket { protocol, sender: Box::new(sender), incoming: Box::pin(in_rx) })
 }
 
