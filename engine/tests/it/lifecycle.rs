@@ -161,3 +161,48 @@ async fn intent_events_drain_like_an_operator_stop() {
     assert_eq!(engine.actors()[0].state, S::Starting);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn get_or_create_errors_are_typed() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let goc = |rid: u32, name: &str, key: &str| {
+        ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: rid, name: name.into(), key: key.into() })
+    };
+    let code = |m: ToEnvoy| match m {
+        ToEnvoy::GetOrCreateActorResponse(r) => match r.result {
+            GetOrCreateActorResult::GetOrCreateActorError(e) => e.code,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let rid = c.rid();
+    c.send(&goc(rid, "", "k")).await;
+    assert_eq!(code(c.answer(rid).await), ActorErrorCode::InvalidRequest);
+    let rid = c.rid();
+    c.send(&goc(rid, "n", &"k".repeat(2000))).await;
+    assert_eq!(code(c.answer(rid).await), ActorErrorCode::InvalidRequest);
+
+    // During shutdown (held open by a running query), new placements get ENGINE_STOPPING.
+    let a = c.get_or_create("busy", "").await;
+    let long = c.send_execute(&a, &slow_sql(std::time::Duration::from_millis(1000)), vec![], false).await;
+    eventually(|| engine.inflight(&a.actor_id, a.generation) == 1).await;
+    let shutting = tokio::spawn(engine.shutdown());
+    // Wait for the drain to begin (the actor becomes Stopping), then ask for a placement.
+    loop {
+        let probe = c.send_execute(&a, "SELECT 1", vec![], false).await;
+        if let SqliteExecuteResult::SqliteError(e) = c.execute_result(probe).await {
+            assert_eq!(e.code, SqliteErrorCode::ActorStopping);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let rid = c.rid();
+    c.send(&goc(rid, "fresh", "")).await;
+    assert_eq!(code(c.answer(rid).await), ActorErrorCode::EngineStopping);
+    ok(c.execute_result(long).await);
+    let (close_code, _) = c.until_closed().await;
+    assert_eq!(close_code, close::GOING_AWAY);
+    shutting.await.unwrap();
+}
