@@ -25,6 +25,8 @@ pub enum Command {
     /// Operate on actors of a running engine (admin API).
     #[command(subcommand)]
     Actors(ActorsCommand),
+    /// Run SQL against one actor's database: one statement, a file, or an interactive shell.
+    Sql(crate::shell::ShellArgs),
 }
 
 #[derive(Debug, Args)]

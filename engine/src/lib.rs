@@ -32,6 +32,7 @@ mod engine;
 pub mod inflight;
 pub mod kv;
 pub mod server;
+pub mod shell;
 pub mod shutdown;
 pub mod sql;
 

@@ -1,4 +1,4 @@
-//! `envoy-engine` binary: `serve`, `actors list`, `actors stop`.
+//! `envoy-engine` binary: `serve`, `actors list`, `actors stop`, `sql`.
 
 use clap::Parser;
 use envoy_engine::cli::{Cli, Command};
@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Actors(cmd) => envoy_engine::cli::run_actors(cmd).await,
+            Command::Sql(args) => envoy_engine::shell::run(args).await,
         }
     });
     match result {
