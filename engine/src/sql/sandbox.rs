@@ -45,7 +45,7 @@ pub fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         // An empty file name is a private temporary database: plain VACUUM attaches one
         // internally (VACUUM INTO names a file, and is denied like any ATTACH of a file).
-        AuthAction::Attach { filename } if filename.is_empty() => Authorization::Allow,
+        AuthAction::Attach { filename: "" } => Authorization::Allow,
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         AuthAction::Function { function_name } => {
             if DENIED_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(function_name)) {
