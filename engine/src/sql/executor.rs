@@ -12,7 +12,7 @@
 
 use super::route::{first_keyword_is, is_read_candidate, is_transaction_control, Lane};
 use super::sandbox::{self, Deadline};
-use super::values::{from_sqlite, sqlite_value_bytes, wire_bytes, Bind};
+use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind};
 use crate::config::Config;
 use crate::kv::KvStore;
 use envoy_protocol::{
@@ -421,10 +421,10 @@ fn collect_rows(
                 return Err(RowsError::Limit(limit_error(LimitKind::ValueBytes, max_value as u64, Some(vb as u64))));
             }
             let v = from_sqlite(v);
-            size += wire_bytes(&v);
+            size += response_cost(&v);
             r.push(v);
         }
-        size += 5;
+        size += std::mem::size_of::<Vec<Value>>();
         if size > max_response {
             return Err(RowsError::Limit(limit_error(LimitKind::ResponseBytes, max_response as u64, None)));
         }

@@ -28,14 +28,13 @@ pub fn value_bytes(v: &Value) -> usize {
     }
 }
 
-/// Approximate encoded size of a value on the wire (tag + payload + length prefix).
-pub fn wire_bytes(v: &Value) -> usize {
-    match v {
-        Value::Null => 1,
-        Value::Integer(_) | Value::Float(_) => 9,
-        Value::Text(s) => 1 + 5 + s.len(),
-        Value::Blob(b) => 1 + 5 + b.len(),
-    }
+/// What a value counts against `maxResponseBytes`: its size once decoded
+/// (the enum plus its heap bytes), which is never less than its wire size.
+/// Counting decoded size keeps every answer under the limit within the
+/// client's decode budget (`DecodeLimits::ALLOC_FACTOR` × frame), even a
+/// result of a million NULLs (1 byte each on the wire, 32 in memory).
+pub fn response_cost(v: &Value) -> usize {
+    std::mem::size_of::<Value>() + value_bytes(v)
 }
 
 /// Owned wire value of a SQLite column value. TEXT that is not UTF-8 (SQLite
