@@ -114,11 +114,22 @@ export interface SessionInfo {
 }
 
 /** The actor generation the engine stopped on this envoy. */
+/** Why the engine stopped an actor (`UNSPECIFIED` from engines before protocol v3). */
+export type StopReason =
+  | "UNSPECIFIED"
+  | "OPERATOR"
+  | "ENVOY_STOP_INTENT"
+  | "ENVOY_SLEEP_INTENT"
+  | "REPLACED"
+  | "ENGINE_SHUTDOWN"
+  | "ENVOY_LOST";
+
 export interface ActorStopInfo {
   actorId: string;
   name: string;
   key: string;
   generation: number | bigint;
+  reason: StopReason;
 }
 
 /** Remote SQLite of one actor. */

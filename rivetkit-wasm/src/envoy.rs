@@ -55,6 +55,9 @@ fn stop_info(ctx: &ActorContext) -> JsValue {
     set(&o, "name", JsValue::from_str(ctx.name()));
     set(&o, "key", JsValue::from_str(ctx.key()));
     set(&o, "generation", u64_to_js(ctx.generation()));
+    // The schema's name for it, e.g. "REPLACED"; engines before v3 send "UNSPECIFIED".
+    let reason = ctx.stop_reason().unwrap_or(envoy_client::protocol::StopReason::Unspecified);
+    set(&o, "reason", JsValue::from_str(reason.wire_name()));
     o.into()
 }
 

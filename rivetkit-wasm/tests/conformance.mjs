@@ -327,8 +327,8 @@ export async function runConformance(ctx) {
     const movedAway = () => stoppedOnA.some((s) => s.actorId === first.id);
     for (let i = 0; i < 200 && !movedAway(); i++) await sleep(10);
     assert(
-      stoppedOnA.some((s) => s.actorId === first.id && Number(s.generation) === Number(first.generation)),
-      `a's onActorStop saw the move: ${show(stoppedOnA)}`,
+      stoppedOnA.some((s) => s.actorId === first.id && Number(s.generation) === Number(first.generation) && s.reason === "REPLACED"),
+      `a's onActorStop saw the move (reason REPLACED): ${show(stoppedOnA)}`,
     );
     const back = await a.getOrCreateActor("sql", key); // and back to a, at a newer generation
     assert(Number(back.generation) > Number(first.generation), "generation grew");
@@ -360,7 +360,7 @@ export async function runConformance(ctx) {
     assert(resp.ok, `admin stop answered ${resp.status}`);
     await resp.text();
     for (let i = 0; i < 100 && stopped.length === 0; i++) await sleep(10);
-    assert(stopped.some((s) => s.actorId === actor.id), `onActorStop called for ${actor.id}: ${show(stopped)}`);
+    assert(stopped.some((s) => s.actorId === actor.id && s.reason === "OPERATOR"), `onActorStop called for ${actor.id} (reason OPERATOR): ${show(stopped)}`);
   });
 
   test("connection cut during a request -> IndeterminateResult, then reconnects", async () => {

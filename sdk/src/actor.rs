@@ -13,6 +13,9 @@ use crate::sql::Db;
 pub struct ActorContext {
     client: Client,
     info: ActorInfo,
+    /// Set only in the context given to `on_actor_stop`, so a host can tell
+    /// a move (Replaced) from an operator stop or an engine shutdown.
+    stop_reason: Option<envoy_protocol::StopReason>,
 }
 
 /// What `get_or_create_actor` returns: the same as a handler's context.
@@ -20,7 +23,7 @@ pub type ActorHandle = ActorContext;
 
 impl ActorContext {
     pub(crate) fn new(client: Client, info: ActorInfo) -> Self {
-        ActorContext { client, info }
+        ActorContext { client, info, stop_reason: None }
     }
 
     pub fn id(&self) -> &str {
@@ -49,7 +52,23 @@ impl ActorContext {
 
     /// The same actor at another generation (e.g. to show fencing at work).
     pub fn with_generation(&self, generation: u64) -> ActorContext {
-        ActorContext { client: self.client.clone(), info: ActorInfo { generation, ..self.info.clone() } }
+        ActorContext {
+            client: self.client.clone(),
+            info: ActorInfo { generation, ..self.info.clone() },
+            stop_reason: None,
+        }
+    }
+
+    /// Why the engine is stopping this actor: set in the context handed to
+    /// `on_actor_stop`, `None` elsewhere. Engines older than protocol v3 send
+    /// no reason (`StopReason::Unspecified`).
+    pub fn stop_reason(&self) -> Option<envoy_protocol::StopReason> {
+        self.stop_reason
+    }
+
+    pub(crate) fn stopping_because(mut self, reason: envoy_protocol::StopReason) -> Self {
+        self.stop_reason = Some(reason);
+        self
     }
 
     /// The actor's key-value store.

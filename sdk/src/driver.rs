@@ -292,6 +292,7 @@ impl<R: Runtime> Driver<R> {
                 tracing::debug!(actor_id = %actor.actor_id, generation = actor.generation, ?reason, "actor stop");
                 match (self.on_stop.clone(), self.context(actor.clone())) {
                     (Some(h), Some(ctx)) => {
+                        let ctx = ctx.stopping_because(reason);
                         let shared = self.shared.clone();
                         self.rt.spawn(boxed(async move {
                             // A panicking handler still lets the engine finish the stop.

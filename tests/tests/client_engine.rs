@@ -140,9 +140,11 @@ async fn stop_during_in_flight_work_answers_it_and_rejects_new_requests() {
     let client = te.client().await;
     let stops = Arc::new(AtomicUsize::new(0));
     let s = stops.clone();
-    client.on_actor_stop(move |_ctx| {
+    client.on_actor_stop(move |ctx| {
         let s = s.clone();
         async move {
+            // An operator stop through the engine says so (v3+ carries the reason).
+            assert_eq!(ctx.stop_reason(), Some(envoy_client::protocol::StopReason::Operator));
             s.fetch_add(1, Ordering::SeqCst);
         }
     });
