@@ -1,6 +1,6 @@
 //! The public client configuration and the connect URL.
 
-use crate::core::config::{self as d, CoreConfig};
+use crate::core::config as d;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -67,17 +67,16 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        let c = CoreConfig::new("", "default");
         ClientConfig {
             endpoint: "ws://127.0.0.1:6420".into(),
             namespace: "default".into(),
             token: None,
-            pool_name: c.pool_name,
+            pool_name: "default".into(),
             envoy_key: String::new(),
-            host_version: c.host_version,
+            host_version: 1,
             metadata: BTreeMap::new(),
-            min_protocol_version: c.min_protocol_version,
-            max_protocol_version: c.max_protocol_version,
+            min_protocol_version: envoy_protocol::MIN_PROTOCOL_VERSION,
+            max_protocol_version: envoy_protocol::PROTOCOL_VERSION,
             initial_connect_timeout_ms: DEFAULT_INITIAL_CONNECT_TIMEOUT_MS,
             connect_timeout_ms: d::DEFAULT_CONNECT_TIMEOUT_MS,
             handshake_timeout_ms: d::DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -125,28 +124,9 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// The core settings, with `envoy_key` already resolved.
-    pub(crate) fn core_config(&self, envoy_key: String) -> CoreConfig {
-        CoreConfig {
-            envoy_key,
-            pool_name: self.pool_name.clone(),
-            host_version: self.host_version,
-            metadata: self.metadata.clone(),
-            min_protocol_version: self.min_protocol_version,
-            max_protocol_version: self.max_protocol_version,
-            connect_timeout_ms: self.connect_timeout_ms,
-            handshake_timeout_ms: self.handshake_timeout_ms,
-            liveness_timeout_ms: self.liveness_timeout_ms,
-            default_request_timeout_ms: self.request_timeout_ms,
-            retry_idempotent_reads: self.retry_idempotent_reads,
-            backoff_initial_ms: self.backoff_initial_ms,
-            backoff_max_ms: self.backoff_max_ms,
-            max_reconnect_attempts: self.max_reconnect_attempts,
-            max_queued_requests: self.max_queued_requests,
-            max_in_flight: self.max_in_flight,
-            max_frame_bytes: self.max_frame_bytes,
-            close_timeout_ms: self.close_timeout_ms,
-        }
+    /// The settings the core runs with: these, with `envoy_key` resolved.
+    pub(crate) fn core_config(&self, envoy_key: String) -> ClientConfig {
+        ClientConfig { envoy_key, ..self.clone() }
     }
 
     /// The WebSocket URL: endpoint + `/envoys/connect` + query.

@@ -19,8 +19,8 @@ mod tests;
 use crate::error::{DisconnectReason, Error};
 use actors::{Actors, Applied};
 use backoff::Backoff;
-pub use config::CoreConfig;
 use envoy_protocol as p;
+use crate::config::ClientConfig;
 use envoy_protocol::{close, DecodeLimits, EncodeError, ToEngine, ToEnvoy};
 pub use event::{ActorInfo, ConnectionState, Event, SessionInfo};
 use pending::{Pending, Stage};
@@ -57,7 +57,7 @@ enum Conn {
 
 /// The client state machine. See the module docs.
 pub struct Core {
-    cfg: CoreConfig,
+    cfg: ClientConfig,
     conn: Conn,
     pending: Pending,
     actors: Actors,
@@ -80,7 +80,7 @@ pub struct Core {
 impl Core {
     /// A new core; `seed` drives the backoff jitter (pass anything random in
     /// production, a constant in tests).
-    pub fn new(cfg: CoreConfig, seed: u64) -> Self {
+    pub fn new(cfg: ClientConfig, seed: u64) -> Self {
         let backoff = Backoff::new(cfg.backoff_initial_ms, cfg.backoff_max_ms, seed);
         Core {
             cfg,
@@ -98,7 +98,7 @@ impl Core {
         }
     }
 
-    pub fn config(&self) -> &CoreConfig {
+    pub fn config(&self) -> &ClientConfig {
         &self.cfg
     }
 
@@ -253,7 +253,7 @@ impl Core {
             );
             return id;
         }
-        let timeout = opts.timeout_ms.or(self.cfg.default_request_timeout_ms);
+        let timeout = opts.timeout_ms.or(self.cfg.request_timeout_ms);
         let deadline = timeout.map(|t| (now.saturating_add(t), t));
         self.pending.insert_queued(id, request, opts, deadline);
         self.flush_queue();

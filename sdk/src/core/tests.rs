@@ -189,14 +189,17 @@ struct Sim {
     states: Vec<ConnectionState>,
 }
 
-fn cfg() -> CoreConfig {
-    let mut c = CoreConfig::new("key-1", "pool");
-    c.default_request_timeout_ms = None;
-    c
+fn cfg() -> ClientConfig {
+    ClientConfig {
+        envoy_key: "key-1".into(),
+        pool_name: "pool".into(),
+        request_timeout_ms: None,
+        ..ClientConfig::default()
+    }
 }
 
 impl Sim {
-    fn new(cfg: CoreConfig, engine_version: u16) -> Self {
+    fn new(cfg: ClientConfig, engine_version: u16) -> Self {
         let mut s = Sim {
             core: Core::new(cfg, 7),
             engine: FakeEngine::new(engine_version),
@@ -806,7 +809,7 @@ mod properties {
             with_timeouts in any::<bool>(),
         ) {
             let mut c = cfg();
-            c.default_request_timeout_ms = if with_timeouts { Some(1_500) } else { None };
+            c.request_timeout_ms = if with_timeouts { Some(1_500) } else { None };
             let mut sim = Sim::new(c, 4);
             sim.engine.answer = Answer::Hold;
             let mut kinds: HashMap<RequestId, Kind> = HashMap::new();
