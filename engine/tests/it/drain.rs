@@ -14,6 +14,9 @@ async fn accepted_queries_finish_new_ones_are_refused() {
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
     let a = c.get_or_create("busy", "").await;
     exec_ok(c.exec(&a, "CREATE TABLE t (x)").await);
+    // An answer is queued before its guard drops (so a drain never closes a
+    // socket ahead of it): wait for the CREATE's count to clear first.
+    eventually(|| engine.inflight(&a.actor_id, a.generation) == 0).await;
     // A slow read and a queued write behind it, both accepted before the stop.
     let slow = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], true).await;
     let queued = c.send_execute(&a, "INSERT INTO t VALUES (1)", vec![], true).await;

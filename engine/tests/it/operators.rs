@@ -116,17 +116,26 @@ async fn sigterm_drains_then_exits_zero() {
     let mut c = RawClient::connect(addr, ConnectOpts::new("ns", "e")).await;
     let a = c.get_or_create("t", "").await;
     exec_ok(c.exec(&a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)").await);
-    let long = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], false).await;
-    // Wait until the engine counts it in flight (admin API), then SIGTERM.
     let url = format!("http://{addr}");
-    loop {
-        let (_, body) = http_request(&url, "GET", "/actors", None).await.unwrap();
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        if rows[0]["inflight"].as_u64() == Some(1) {
-            break;
+    let inflight = |n: u64| {
+        let url = url.clone();
+        async move {
+            loop {
+                let (_, body) = http_request(&url, "GET", "/actors", None).await.unwrap();
+                let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                if rows[0]["inflight"].as_u64() == Some(n) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    // An answer is queued before its guard drops (so shutdown never closes a
+    // socket ahead of it), so the CREATE may still count for a moment: wait for
+    // 0 first, so the 1 seen next is the long query, accepted before the SIGTERM.
+    inflight(0).await;
+    let long = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], false).await;
+    inflight(1).await;
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     // The in-flight query is answered, StopActor(ENGINE_SHUTDOWN) arrives, then GOING_AWAY.
