@@ -4,7 +4,7 @@
 
 import path from "node:path";
 import { startFixtureServer } from "../examples/crawler-worker/fixture-server.mjs";
-import { freePort, runProcess, startProcess, writeWorkerdConfig } from "./support.mjs";
+import { freePort, runProcess, startProcess, packageModules, writeWorkerdConfig } from "./support.mjs";
 
 function check(cond, msg) {
   if (!cond) throw new Error(msg);
@@ -65,11 +65,7 @@ export async function runCrawlerTest({ engine, engineBin, workerdBin, root }) {
       { name: "crawl.mjs", path: path.join(example, "crawl.mjs"), kind: "esModule" },
       { name: "parse.mjs", path: path.join(example, "parse.mjs"), kind: "esModule" },
       { name: "store.mjs", path: path.join(example, "store.mjs"), kind: "esModule" },
-      { name: "pkg/index.js", path: path.join(pkg, "index.js"), kind: "esModule" },
-      { name: "pkg/envoy.js", path: path.join(pkg, "envoy.js"), kind: "esModule" },
-      { name: "pkg/errors.js", path: path.join(pkg, "errors.js"), kind: "esModule" },
-      { name: "pkg/rivetkit_wasm.js", path: path.join(pkg, "rivetkit_wasm.js"), kind: "esModule" },
-      { name: "pkg/rivetkit_wasm_bg.wasm", path: path.join(pkg, "rivetkit_wasm_bg.wasm"), kind: "wasm" },
+      ...packageModules(pkg),
     ],
     bindings: { ENGINE_URL: engine.wsUrl, PAGES_URL: fixture.url, NAMESPACE: namespace, ACTOR_NAME: "crawler", ACTOR_KEY: actorKey },
     socket: { port },

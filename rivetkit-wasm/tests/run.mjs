@@ -7,7 +7,7 @@
 
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { runProcess, startBlackHole, startCutProxy, startEngine, writeWorkerdConfig } from "./support.mjs";
+import { runProcess, startBlackHole, startCutProxy, startEngine, packageModules, writeWorkerdConfig } from "./support.mjs";
 import { runCrawlerTest } from "./crawler.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -59,11 +59,7 @@ try {
           { name: "worker.mjs", path: path.join(here, "hosts", "workerd.mjs"), kind: "esModule" },
           { name: "conformance.mjs", path: path.join(here, "conformance.mjs"), kind: "esModule" },
           { name: "bench.mjs", path: path.join(here, "bench.mjs"), kind: "esModule" },
-          { name: "pkg/index.js", path: path.join(pkg, "index.js"), kind: "esModule" },
-          { name: "pkg/envoy.js", path: path.join(pkg, "envoy.js"), kind: "esModule" },
-          { name: "pkg/errors.js", path: path.join(pkg, "errors.js"), kind: "esModule" },
-          { name: "pkg/rivetkit_wasm.js", path: path.join(pkg, "rivetkit_wasm.js"), kind: "esModule" },
-          { name: "pkg/rivetkit_wasm_bg.wasm", path: path.join(pkg, "rivetkit_wasm_bg.wasm"), kind: "wasm" },
+          ...packageModules(pkg),
         ],
         bindings: { CONFIG: json },
       });

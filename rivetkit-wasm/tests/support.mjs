@@ -216,6 +216,18 @@ export { waitHttp };
 /** A capnp text literal (JSON string escaping is valid capnp escaping for what we embed). */
 const capnpString = (s) => JSON.stringify(s);
 
+// The package's `web` build as workerd modules, imported by workers as `./pkg/index.js`.
+export function packageModules(pkgDir) {
+  const js = (name) => ({ name: `pkg/${name}`, path: path.join(pkgDir, name), kind: "esModule" });
+  return [
+    js("index.js"),
+    js("envoy.js"),
+    js("errors.js"),
+    js("rivetkit_wasm.js"),
+    { name: "pkg/rivetkit_wasm_bg.wasm", path: path.join(pkgDir, "rivetkit_wasm_bg.wasm"), kind: "wasm" },
+  ];
+}
+
 /**
  * Writes a workerd config into a fresh temp dir and returns its path.
  * modules: [{ name, path, kind: "esModule" | "wasm" }]; bindings: { NAME: text };

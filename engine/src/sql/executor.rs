@@ -121,25 +121,26 @@ impl Executor {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
             rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CANTOPEN), Some(format!("creating actor dir: {e}")))
         })?;
-        let mut conn = Connection::open_with_flags(
+        let conn = Connection::open_with_flags(
             self.db_path(),
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(self.settings.busy_timeout)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let deadline = Deadline::default();
-        sandbox::install(&mut conn, &deadline)?;
-        self.interrupts.lock().push(conn.get_interrupt_handle());
-        Ok(SqlConn { conn, deadline })
+        self.prepare_conn(conn)
     }
 
     fn open_reader(&self) -> rusqlite::Result<SqlConn> {
-        let mut conn = Connection::open_with_flags(
+        let conn = Connection::open_with_flags(
             self.db_path(),
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        self.prepare_conn(conn)
+    }
+
+    /// What every connection of the actor gets: busy timeout, statement cache,
+    /// the sandbox with its deadline, and an interrupt handle for drains.
+    fn prepare_conn(&self, mut conn: Connection) -> rusqlite::Result<SqlConn> {
         conn.busy_timeout(self.settings.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let deadline = Deadline::default();
