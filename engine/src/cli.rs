@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// Blocking permits per connection.
     #[arg(long, default_value_t = crate::config::DEFAULT_PERMITS_PER_CONNECTION)]
     pub permits_per_connection: usize,
+    /// SQLite's process-wide hard heap limit in bytes (0 = none).
+    #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES)]
+    pub sqlite_hard_heap_limit: i64,
+    /// SQLite's process-wide soft heap limit in bytes: page cache is freed past it (0 = none).
+    #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES)]
+    pub sqlite_soft_heap_limit: i64,
 }
 
 impl ServeArgs {
@@ -66,6 +72,8 @@ impl ServeArgs {
         c.envoy_lost_threshold = std::time::Duration::from_millis(self.envoy_lost_threshold_ms);
         c.ping_interval = std::time::Duration::from_millis(self.ping_interval_ms.max(1));
         c.permits_per_connection = self.permits_per_connection;
+        c.sqlite_hard_heap_limit = self.sqlite_hard_heap_limit;
+        c.sqlite_soft_heap_limit = self.sqlite_soft_heap_limit;
         c
     }
 }

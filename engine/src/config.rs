@@ -56,6 +56,14 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reader connections kept per actor executor.
 pub const DEFAULT_READERS_PER_ACTOR: usize = 3;
 
+/// SQLite's process-wide hard heap limit: past it every SQLite allocation of the
+/// process fails (NOMEM), so it is the engine's alone to set and sits well above
+/// what the caches and result budgets use; it only stops runaway growth.
+pub const DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+/// SQLite's process-wide soft heap limit: past it SQLite frees page cache before
+/// growing, which keeps many open actor databases from adding up.
+pub const DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES: i64 = 512 * 1024 * 1024;
+
 /// Limits enforced before work starts; all are advertised in `ToEnvoyInit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -154,6 +162,10 @@ pub struct Config {
     pub readers_per_actor: usize,
     /// Reader busy timeout (waiting on the writer's checkpoint or locks).
     pub busy_timeout: std::time::Duration,
+    /// SQLite's process-wide hard heap limit in bytes (0 = none); set by the engine only.
+    pub sqlite_hard_heap_limit: i64,
+    /// SQLite's process-wide soft heap limit in bytes (0 = none); set by the engine only.
+    pub sqlite_soft_heap_limit: i64,
 }
 
 impl Config {
@@ -173,6 +185,8 @@ impl Config {
             max_batch: DEFAULT_MAX_BATCH,
             readers_per_actor: DEFAULT_READERS_PER_ACTOR,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            sqlite_hard_heap_limit: DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES,
+            sqlite_soft_heap_limit: DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES,
         }
     }
 
@@ -201,6 +215,12 @@ impl Config {
         }
         if self.permits_per_connection == 0 || self.max_batch == 0 || self.readers_per_actor == 0 {
             bail!("permits_per_connection, max_batch and readers_per_actor must be at least 1");
+        }
+        if self.sqlite_hard_heap_limit < 0 || self.sqlite_soft_heap_limit < 0 {
+            bail!("SQLite heap limits cannot be negative (0 means none)");
+        }
+        if self.sqlite_hard_heap_limit > 0 && self.sqlite_hard_heap_limit < 64 * 1024 * 1024 {
+            bail!("the SQLite hard heap limit must be at least 64 MiB (or 0 for none): below that the engine's own registry fails");
         }
         if self.limits.max_response_bytes > self.limits.max_frame_bytes {
             bail!("max_response_bytes cannot exceed max_frame_bytes");

@@ -64,6 +64,8 @@ impl Engine {
     /// Opens the data dir, binds the listener and serves until [`RunningEngine::shutdown`].
     pub async fn start(config: Config) -> anyhow::Result<RunningEngine> {
         config.validate()?;
+        // Process-wide SQLite state belongs to the engine (actors cannot set it: see sql/sandbox.rs).
+        crate::sql::sandbox::set_heap_limits(config.sqlite_soft_heap_limit, config.sqlite_hard_heap_limit);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

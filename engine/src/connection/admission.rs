@@ -110,6 +110,10 @@ pub fn check_sql(limits: &Limits, sql: &str, params: &[Value]) -> Result<(), Rej
             actual: Some(sql.len() as u64),
         });
     }
+    // SQLite would stop reading at a NUL and silently ignore the rest.
+    if let Some(at) = sql.bytes().position(|b| b == 0) {
+        return Err(Rejection::Invalid(format!("the SQL contains a NUL byte (at byte {at}); SQL text may not hold NUL")));
+    }
     if crate::sql::route::first_keyword(sql).is_empty() {
         return Err(Rejection::Invalid("the SQL holds no statement".into()));
     }

@@ -10,8 +10,8 @@
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
 
-use super::route::{first_keyword_is, is_read_candidate, is_transaction_control, Lane};
-use super::sandbox::{self, Deadline};
+use super::route::{first_keyword_is, first_statement, is_read_candidate, is_transaction_control, statements, Lane};
+use super::sandbox::{self, Deadline, Sandbox, SandboxLimits};
 use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind};
 use crate::config::Config;
 use crate::kv::KvStore;
@@ -39,11 +39,18 @@ pub struct ExecSettings {
     pub busy_timeout: Duration,
     /// Idle reader connections kept.
     pub readers: usize,
+    /// The `SQLITE_LIMIT_*` values of every actor connection.
+    pub sandbox: SandboxLimits,
 }
 
 impl ExecSettings {
     pub fn from_config(c: &Config) -> Self {
-        Self { limits: c.limits.clone(), busy_timeout: c.busy_timeout, readers: c.readers_per_actor }
+        Self {
+            limits: c.limits.clone(),
+            busy_timeout: c.busy_timeout,
+            readers: c.readers_per_actor,
+            sandbox: SandboxLimits::from_limits(&c.limits),
+        }
     }
 }
 
@@ -51,8 +58,10 @@ impl ExecSettings {
 struct SqlConn {
     /// The SQLite connection (sandboxed).
     conn: Connection,
-    /// Shared with the connection's progress handler: the running statement's deadline.
+    /// Shared with the connection's progress handler and the watchdog: the running statement's deadline.
     deadline: Deadline,
+    /// The connection's authorizer state: why it refused, and VACUUM's one door.
+    sandbox: Sandbox,
 }
 
 /// Outcome of an `Execute` on a lane.
@@ -144,9 +153,9 @@ impl Executor {
         conn.busy_timeout(self.settings.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let deadline = Deadline::default();
-        sandbox::install(&mut conn, &deadline)?;
+        let sandbox = sandbox::install(&mut conn, &deadline, &self.settings.sandbox)?;
         self.interrupts.lock().push(conn.get_interrupt_handle());
-        Ok(SqlConn { conn, deadline })
+        Ok(SqlConn { conn, deadline, sandbox })
     }
 
     /// The writer, opened on first use (which also creates the file readers need).
@@ -156,10 +165,39 @@ impl Executor {
             if self.closed.load(Ordering::Acquire) {
                 return Err(self.stopped_error());
             }
-            *w = Some(self.open_writer().map_err(|e| map_error(e, None, None))?);
+            *w = Some(self.open_writer().map_err(|e| self.scrub(map_error(e, None, Some(self))))?);
             self.writer_opened.store(true, Ordering::Release);
         }
         Ok(w)
+    }
+
+    /// Finishes an error of a statement run on `sc`: a FORBIDDEN answer says
+    /// what the sandbox refused, and no message carries a path on the engine's disk.
+    fn explain(&self, sc: &SqlConn, mut e: SqliteError) -> SqliteError {
+        if e.code == SqliteErrorCode::Forbidden {
+            if let Some(d) = sc.sandbox.take_denial() {
+                e.message = format!("{} (the sandbox keeps an actor's SQL inside its own database)", d.0);
+            }
+        }
+        self.scrub(e)
+    }
+
+    /// Removes the engine's file paths from an error.
+    fn scrub(&self, mut e: SqliteError) -> SqliteError {
+        e.message = self.scrub_text(&e.message);
+        e
+    }
+
+    /// Replaces the actor's folder and the data folder with placeholders.
+    fn scrub_text(&self, message: &str) -> String {
+        let mut m = message.replace(&*self.dir.to_string_lossy(), "<actor>");
+        if let Some(data) = self.dir.parent().and_then(|p| p.parent()) {
+            let data = data.to_string_lossy();
+            if !data.is_empty() && data != "." {
+                m = m.replace(&*data, "<data>");
+            }
+        }
+        m
     }
 
     /// Runs one `Execute`/`ExecuteWrite` on `lane`.
@@ -193,7 +231,7 @@ impl Executor {
                     Some(sc) => sc,
                     None => match self.open_reader() {
                         Ok(sc) => sc,
-                        Err(e) => return ExecuteOutcome::Done(Err(map_error(e, None, None))),
+                        Err(e) => return ExecuteOutcome::Done(Err(self.scrub(map_error(e, None, Some(self))))),
                     },
                 };
                 let r = self.run_execute(&mut sc, sql, params, None);
@@ -223,13 +261,31 @@ impl Executor {
         let limits = &self.settings.limits;
         let conn = &sc.conn;
         let on_writer = write_request.is_some();
-        let was_autocommit = conn.is_autocommit();
+        // Exactly one statement: what follows it is refused unread (never prepared).
+        let sql = match first_statement(sql) {
+            (Some(first), false) => first,
+            (Some(_), true) => {
+                return Some(Err(err(
+                    SqliteErrorCode::InvalidRequest,
+                    "Execute takes exactly one statement; use Exec for several",
+                    Some(false),
+                )))
+            }
+            (None, _) => return Some(Err(err(SqliteErrorCode::InvalidRequest, "the SQL holds no statement", Some(false)))),
+        };
+        sc.sandbox.clear_denial();
+        // The deadline covers the prepare too (the watchdog interrupts a slow parse).
+        sc.deadline.arm(limits.max_statement_ms);
         let mut stmt = match conn.prepare_cached(sql) {
             Ok(s) => s,
-            Err(e) => return Some(Err(map_error(e, Some(&sc.deadline), Some(self)))),
+            Err(e) => {
+                sc.deadline.disarm();
+                return Some(Err(self.explain(sc, map_error(e, Some(&sc.deadline), Some(self)))));
+            }
         };
         let readonly = stmt.readonly() && !is_transaction_control(sql);
         if !on_writer && !readonly {
+            sc.deadline.disarm();
             return None;
         }
         let route = match write_request {
@@ -240,6 +296,7 @@ impl Executor {
         };
         let expected = stmt.parameter_count();
         if expected != params.len() {
+            sc.deadline.disarm();
             return Some(Err(err(
                 SqliteErrorCode::InvalidRequest,
                 &format!("the statement takes {expected} parameter(s) but {} were given", params.len()),
@@ -248,13 +305,13 @@ impl Executor {
         }
         for (i, p) in params.iter().enumerate() {
             if let Err(e) = stmt.raw_bind_parameter(i + 1, Bind(p)) {
-                return Some(Err(map_error(e, None, Some(self))));
+                sc.deadline.disarm();
+                return Some(Err(self.explain(sc, map_error(e, None, Some(self)))));
             }
         }
         let total_before = conn.total_changes();
         let rowid_before = conn.last_insert_rowid();
-        sc.deadline.arm(limits.max_statement_ms);
-        let rows = collect_rows(&mut stmt, limits);
+        let rows = sc.sandbox.vacuum(conn, sql, || collect_rows(&mut stmt, limits));
         sc.deadline.disarm();
         drop(stmt);
         let changes = conn.total_changes().saturating_sub(total_before);
@@ -267,12 +324,9 @@ impl Executor {
         let last_insert_row_id = inserted.then_some(rowid_after);
         Some(match rows {
             Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route }),
-            Err(RowsError::Sqlite(e)) => {
-                // A failed statement is rolled back (statement-level); inside a
-                // transaction nothing was committed either.
-                let _ = was_autocommit;
-                Err(map_error(e, Some(&sc.deadline), Some(self)))
-            }
+            // A failed statement is rolled back (statement-level); inside a
+            // transaction nothing was committed either.
+            Err(RowsError::Sqlite(e)) => Err(self.explain(sc, map_error(e, Some(&sc.deadline), Some(self)))),
             Err(RowsError::Limit(e)) => {
                 let mut e = e;
                 e.committed = if readonly { Some(false) } else { None };
@@ -293,29 +347,31 @@ impl Executor {
         let was_autocommit = conn.is_autocommit();
         let mut last = QueryResult { columns: Vec::new(), rows: Vec::new() };
         let mut index: u32 = 0;
-        let mut batch = rusqlite::Batch::new(conn, sql);
-        let result = loop {
-            use rusqlite::fallible_iterator::FallibleIterator;
+        let mut result = Ok(());
+        // Statements as sqlite3_complete splits them; each is prepared only when its turn comes.
+        for piece in statements(sql) {
+            sc.sandbox.clear_denial();
             sc.deadline.arm(limits.max_statement_ms);
-            let next = batch.next();
-            let step = match next {
-                Ok(None) => break Ok(()),
-                Ok(Some(mut stmt)) => collect_rows(&mut stmt, limits),
+            let step = match conn.prepare(piece) {
+                Ok(mut stmt) => sc.sandbox.vacuum(conn, piece, || collect_rows(&mut stmt, limits)),
                 Err(e) => Err(RowsError::Sqlite(e)),
             };
+            sc.deadline.disarm();
             match step {
                 Ok((columns, rows)) => last = QueryResult { columns, rows },
-                Err(e) => break Err(e),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
             index += 1;
-        };
-        sc.deadline.disarm();
+        }
         self.in_txn.store(!conn.is_autocommit(), Ordering::Release);
         match result {
             Ok(()) => Ok(last),
             Err(e) => {
                 let mut e = match e {
-                    RowsError::Sqlite(e) => map_error(e, Some(&sc.deadline), Some(self)),
+                    RowsError::Sqlite(e) => self.explain(sc, map_error(e, Some(&sc.deadline), Some(self))),
                     RowsError::Limit(e) => e,
                 };
                 // Statements before the failing one committed one by one in autocommit
@@ -347,7 +403,7 @@ impl Executor {
                 Err(e) => {
                     return KvResponseData::KvErrorResponse(KvErrorResponse {
                         code: KvErrorCode::Internal,
-                        message: format!("opening the KV store: {e}"),
+                        message: self.scrub_text(&format!("opening the KV store: {e}")),
                         current_generation: None,
                     })
                 }
@@ -374,8 +430,10 @@ impl Executor {
         let writer = self.writer.lock().take();
         let readers: Vec<SqlConn> = std::mem::take(&mut *self.readers.lock());
         drop(readers);
-        if let Some(sc) = writer {
-            // The sandbox does not deny wal_checkpoint, so this runs through it.
+        if let Some(mut sc) = writer {
+            // The engine's own checkpoint: the actor's authorizer (which refuses
+            // wal_checkpoint to actors) is lifted first.
+            let _ = sc.conn.authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>);
             if let Err(e) = sc.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
                 tracing::warn!(actor_id = %self.actor_id, generation = self.generation, error = %e, "checkpoint on close failed");
             }
@@ -497,6 +555,13 @@ fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Exec
                     }
                 }
                 return err(SqliteErrorCode::Interrupted, "interrupted", Some(false));
+            }
+            if fe.code == ErrorCode::TooBig {
+                let max = exec.map_or(0, |x| u64::from(x.settings.limits.max_value_bytes));
+                let mut e = limit_error(LimitKind::ValueBytes, max, None);
+                e.message = format!("a string, BLOB or row would exceed maxValueBytes ({max} bytes): {message}");
+                e.extended_code = Some(fe.extended_code);
+                return e;
             }
             let mut e = err(SqliteErrorCode::Sqlite, &message, Some(false));
             e.extended_code = Some(fe.extended_code);
