@@ -685,6 +685,26 @@ mod tests {
         assert!(e.to_string().contains("too big"), "{e}");
     }
 
+    /// SQLite calls no progress handler while it parses and plans: only the
+    /// watchdog stops a prepare that expands a 2^14 view tree.
+    #[test]
+    fn watchdog_interrupts_a_long_prepare() {
+        let (conn, _, d) = open();
+        let mut ddl = String::from("CREATE TABLE t(x); CREATE VIEW v0 AS SELECT x FROM t;");
+        for n in 1..=14 {
+            ddl.push_str(&format!("CREATE VIEW v{n} AS SELECT x FROM v{p} UNION ALL SELECT x FROM v{p};", p = n - 1));
+        }
+        conn.execute_batch(&ddl).unwrap();
+        d.arm(100);
+        let t = Instant::now();
+        let e = conn.prepare("SELECT count(*) FROM v14").map(|_| ()).unwrap_err();
+        d.disarm();
+        assert!(e.to_string().contains("interrupt"), "{e}");
+        println!("prepare interrupted after {:?}", t.elapsed());
+        let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(one, 1);
+    }
+
     #[test]
     fn watchdog_interrupts_a_long_statement() {
         let (conn, _, d) = open();

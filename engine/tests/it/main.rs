@@ -8,5 +8,6 @@ mod drain;
 mod kv;
 mod lifecycle;
 mod resume;
+mod hostile_sql;
 mod sql;
 mod operators;
