@@ -8,6 +8,7 @@ mod drain;
 mod kv;
 mod lifecycle;
 mod resume;
+mod fuzz_frames;
 mod hostile_sql;
 mod sql;
 mod operators;

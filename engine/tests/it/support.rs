@@ -256,6 +256,11 @@ impl RawClient {
         r
     }
 
+    /// Whether the answer to `rid` has arrived (without waiting).
+    pub fn answer_ready(&self, rid: u32) -> bool {
+        self.answers.contains_key(&rid)
+    }
+
     /// Waits for the answer to `rid`.
     pub async fn answer(&mut self, rid: u32) -> ToEnvoy {
         loop {
