@@ -213,10 +213,18 @@ impl Executor {
                 };
                 let Some(sc) = guard.as_mut() else { return ExecuteOutcome::Done(Err(self.stopped_error())) };
                 let r = self.run_execute(sc, sql, params, Some(write_request));
+                // v≤4: a transaction lives within one request (see `end_open_transaction`).
+                let rolled_back = self.end_open_transaction(sc);
                 self.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
-                match r {
-                    Some(r) => ExecuteOutcome::Done(r),
-                    None => ExecuteOutcome::Done(Err(err(SqliteErrorCode::Internal, "writer refused a statement", None))),
+                match (r, rolled_back) {
+                    (Some(Ok(_)), true) => ExecuteOutcome::Done(Err(transaction_left_open(None))),
+                    (Some(Err(mut e)), true) => {
+                        e.committed = Some(false);
+                        e.message.push_str("; the transaction this request opened was rolled back");
+                        ExecuteOutcome::Done(Err(e))
+                    }
+                    (Some(r), false) => ExecuteOutcome::Done(r),
+                    (None, _) => ExecuteOutcome::Done(Err(err(SqliteErrorCode::Internal, "writer refused a statement", None))),
                 }
             }
             Lane::Reader => {
@@ -344,10 +352,11 @@ impl Executor {
         let mut guard = self.writer()?;
         let Some(sc) = guard.as_mut() else { return Err(self.stopped_error()) };
         let conn = &sc.conn;
-        let was_autocommit = conn.is_autocommit();
         let mut last = QueryResult { columns: Vec::new(), rows: Vec::new() };
         let mut index: u32 = 0;
         let mut result = Ok(());
+        // How many leading statements ran to completion in autocommit mode (each committed on its own).
+        let mut committed_alone: u32 = 0;
         // Statements as sqlite3_complete splits them; each is prepared only when its turn comes.
         for piece in statements(sql) {
             sc.sandbox.clear_denial();
@@ -365,22 +374,57 @@ impl Executor {
                 }
             }
             index += 1;
+            if conn.is_autocommit() && committed_alone + 1 == index {
+                committed_alone = index;
+            }
         }
+        let rolled_back = self.end_open_transaction(sc);
         self.in_txn.store(!conn.is_autocommit(), Ordering::Release);
         match result {
+            Ok(()) if rolled_back => {
+                let mut e = transaction_left_open(Some(committed_alone));
+                e.statement_index = None;
+                Err(e)
+            }
             Ok(()) => Ok(last),
             Err(e) => {
                 let mut e = match e {
                     RowsError::Sqlite(e) => self.explain(sc, map_error(e, Some(&sc.deadline), Some(self))),
                     RowsError::Limit(e) => e,
                 };
-                // Statements before the failing one committed one by one in autocommit
-                // mode; inside a transaction nothing is committed yet.
-                e.committed = Some(was_autocommit && conn.is_autocommit() && index > 0);
+                // Statements before the failing one that ran in autocommit mode committed
+                // one by one; what ran inside a transaction was rolled back with it.
+                e.committed = Some(committed_alone > 0);
                 e.statement_index = Some(index);
+                if rolled_back {
+                    e.message.push_str(&format!(
+                        "; the transaction this request opened was rolled back{}",
+                        if committed_alone > 0 {
+                            format!(" (statements 0..{committed_alone} before it had committed on their own)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Ends a transaction a request left open on the writer by rolling it back;
+    /// returns whether there was one. In protocol v≤4 requests carry no
+    /// transaction id, so the engine cannot tell whose statement would continue
+    /// a transaction: a transaction lives within one request, and nothing of it
+    /// can be acknowledged to, joined by, or undone by another request.
+    fn end_open_transaction(&self, sc: &SqlConn) -> bool {
+        if sc.conn.is_autocommit() {
+            return false;
+        }
+        sc.sandbox.clear_denial();
+        if let Err(e) = sc.conn.execute_batch("ROLLBACK") {
+            tracing::error!(actor_id = %self.actor_id, error = %e, "rolling back a transaction left open failed");
+        }
+        true
     }
 
     /// Runs one KV request against the actor's KV store.
@@ -502,6 +546,21 @@ pub fn err(code: SqliteErrorCode, message: &str, committed: Option<bool>) -> Sql
         statement_index: None,
         limit: None,
     }
+}
+
+/// The answer to a request that ended with a transaction still open (now rolled back).
+fn transaction_left_open(committed_alone: Option<u32>) -> SqliteError {
+    let mut e = err(
+        SqliteErrorCode::InvalidRequest,
+        "the request ended inside a transaction it opened, so the transaction was rolled back: in protocol v4 and \
+         earlier a transaction must begin and end within one request (send BEGIN … COMMIT in one Exec)",
+        Some(false),
+    );
+    if let Some(n) = committed_alone.filter(|n| *n > 0) {
+        e.committed = Some(true);
+        e.message.push_str(&format!("; statements 0..{n} before it had committed on their own"));
+    }
+    e
 }
 
 /// LIMIT_EXCEEDED with its details.

@@ -11,4 +11,5 @@ mod resume;
 mod fuzz_frames;
 mod hostile_sql;
 mod sql;
+mod transactions;
 mod operators;

@@ -37,14 +37,15 @@ async fn routing_and_read_your_writes() {
     let r = ok(c.execute_write(&a, "SELECT last_insert_rowid()", vec![]).await);
     assert_eq!(r.rows, vec![vec![Value::Integer(4)]]);
 
-    // Inside a transaction everything goes to the writer; reads report WRITE_FALLBACK and see uncommitted rows.
-    assert_eq!(ok(c.execute(&a, "BEGIN", vec![]).await).route, SqliteRoute::Write);
-    ok(c.execute(&a, "INSERT INTO t (v) VALUES ('in-tx')", vec![]).await);
-    let r = ok(c.execute(&a, "SELECT count(*) FROM t", vec![]).await);
-    assert_eq!((r.route, r.rows.clone()), (SqliteRoute::WriteFallback, vec![vec![Value::Integer(5)]]));
-    assert_eq!(ok(c.execute(&a, "ROLLBACK", vec![]).await).route, SqliteRoute::Write);
+    // v≤4: a transaction lives within one request. A BEGIN sent on its own is rolled back at the
+    // end of its request and answered with a typed error; nothing stays open on the writer.
+    let e = sql_err(c.execute(&a, "BEGIN", vec![]).await);
+    assert_eq!((e.code, e.committed), (SqliteErrorCode::InvalidRequest, Some(false)), "{e:?}");
     let r = ok(c.execute(&a, "SELECT count(*) FROM t", vec![]).await);
     assert_eq!((r.route, r.rows), (SqliteRoute::Read, vec![vec![Value::Integer(4)]]));
+    // Inside one Exec, a transaction works as usual.
+    let q = exec_ok(c.exec(&a, "BEGIN; INSERT INTO t (v) VALUES ('in-tx'); SELECT count(*) FROM t; ROLLBACK; SELECT count(*) FROM t").await);
+    assert_eq!(q.rows, vec![vec![Value::Integer(4)]]);
 
     // Pipelined: 50 writes then a read, sent without waiting, the read sees all of them.
     let mut rids = Vec::new();
