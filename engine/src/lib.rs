@@ -31,10 +31,12 @@ pub mod drain;
 mod engine;
 pub mod inflight;
 pub mod kv;
+mod listener;
 pub mod server;
 pub mod shell;
 pub mod shutdown;
 pub mod sql;
+pub mod tenants;
 
 pub use actor::registry::{ActorRecord, ActorState};
 pub use config::{Config, Limits};
