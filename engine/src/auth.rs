@@ -57,11 +57,7 @@ pub fn authenticate(config: &Config, presented: Option<&str>) -> Option<Identity
         }
     }
     if auth_token_matched {
-        return Some(Identity {
-            name: AUTH_TOKEN_IDENTITY.into(),
-            role: Role::Operator,
-            namespaces: Namespaces::All,
-        });
+        return Some(Identity { name: AUTH_TOKEN_IDENTITY.into(), role: Role::Operator, namespaces: Namespaces::All });
     }
     matched.and_then(|i| config.tokens.get(i)).map(identity_of)
 }

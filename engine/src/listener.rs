@@ -107,10 +107,8 @@ pub async fn serve(listener: TcpListener, router: Router, settings: ListenerSett
         }
     }
     drop(listener);
-    let finished = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let finished =
+        tokio::time::timeout(HTTP_SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
     if finished.is_err() {
         tracing::warn!(remaining = connections.len(), "HTTP connections did not finish in time; closing them");
         connections.abort_all();
@@ -215,11 +213,8 @@ mod tests {
     fn overloaded_response_is_well_formed() {
         let text = overloaded_response();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let len: usize =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.parse().ok()).unwrap();
         assert_eq!(body.len(), len);
         assert!(head.starts_with("HTTP/1.1 503 "));
     }

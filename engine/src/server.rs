@@ -66,9 +66,10 @@ async fn origin_guard(State(state): State<Arc<EngineState>>, req: Request, next:
 
 /// The presented token: subprotocol first, then a bearer header.
 fn presented_token(offer: &Offer, headers: &HeaderMap) -> Option<String> {
-    offer.token.clone().or_else(|| {
-        auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_string)
-    })
+    offer
+        .token
+        .clone()
+        .or_else(|| auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_string))
 }
 
 async fn connect(

@@ -174,8 +174,7 @@ struct EntryShape {
 /// Reads and checks a tokens file.
 pub fn load_tokens_file(path: &Path) -> Result<Vec<Grant>, TokensFileError> {
     let shown = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|source| TokensFileError::Read { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TokensFileError::Read { path: shown.clone(), source })?;
     parse_tokens(&text, &shown)
 }
 
@@ -184,7 +183,8 @@ pub fn parse_tokens(text: &str, path: &str) -> Result<Vec<Grant>, TokensFileErro
     // The parser's own Display quotes the offending line, which may hold a token:
     // report its message and the line number only.
     let shape: FileShape = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1);
+        let line =
+            e.span().map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1);
         let message = match line {
             Some(l) => format!("line {l}: {}", e.message().trim()),
             None => e.message().trim().to_string(),

@@ -168,9 +168,7 @@ async fn serve_inner(
     let attachment = state.sessions.attach(
         &params.namespace,
         &params.envoy_key,
-        owner,
-        conn_id,
-        &outbox,
+        session::Attaching { conn_id, owner, outbox: &outbox },
         hello.last_command_index,
         |last_event_index| {
             ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })

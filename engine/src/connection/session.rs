@@ -123,6 +123,17 @@ pub struct Attachment {
     pub resumed: bool,
 }
 
+/// The connection asking to attach to a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Attaching<'a> {
+    /// Tells it apart from a predecessor with the same envoy key.
+    pub conn_id: u64,
+    /// Its identity (token name): must own the session if one exists.
+    pub owner: &'a str,
+    /// Where the session's commands go once attached.
+    pub outbox: &'a Outbox,
+}
+
 /// Why a connection could not attach to a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
@@ -155,8 +166,8 @@ impl Sessions {
         self.map.lock().values().cloned().collect()
     }
 
-    /// Attaches connection `conn_id` of identity `owner` to the session of
-    /// (namespace, envoy_key). A session created by another identity is left
+    /// Attaches connection `conn.conn_id` of identity `conn.owner` to the session
+    /// of (namespace, envoy_key). A session created by another identity is left
     /// untouched (`AttachError::NotOwner`). Otherwise: evicts a live predecessor
     /// (close EVICTED), drops commands the envoy has
     /// applied (`last_command_index`), and queues the remaining unacked ones on
@@ -166,12 +177,11 @@ impl Sessions {
         &self,
         namespace: &str,
         envoy_key: &str,
-        owner: &str,
-        conn_id: u64,
-        outbox: &Outbox,
+        conn: Attaching<'_>,
         last_command_index: Option<u64>,
         init: impl FnOnce(Option<u64>) -> ToEnvoy,
     ) -> Result<Attachment, AttachError> {
+        let Attaching { conn_id, owner, outbox } = conn;
         let mut map = self.map.lock();
         let key = (namespace.to_string(), envoy_key.to_string());
         let (session, resumed) = match map.get(&key) {
