@@ -66,7 +66,8 @@ fn authorized(state: &EngineState, headers: &HeaderMap, need: Need) -> Result<Id
     };
     if !allowed {
         tracing::warn!(identity = %identity.name, role = %identity.role, ?need, "admin request refused: role");
-        return Err(error(StatusCode::FORBIDDEN, format!("a {} token may not do this", identity.role)));
+        let message = format!("this token's role ({}) may not call this route", identity.role);
+        return Err(error(StatusCode::FORBIDDEN, message));
     }
     Ok(identity)
 }

@@ -116,7 +116,7 @@ async fn connect(
 /// and the envoy key is not held by a live session of another identity.
 fn may_take(state: &EngineState, identity: &Identity, params: &ConnectParams) -> Result<(), String> {
     if !identity.role.may_connect() {
-        return Err(format!("a {} token may not connect as an envoy", identity.role));
+        return Err(format!("this token's role ({}) may not connect as an envoy", identity.role));
     }
     if !identity.may_connect(&params.namespace) {
         return Err(format!("this token may not connect in namespace {:?}", params.namespace));
