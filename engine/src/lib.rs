@@ -7,7 +7,9 @@
 //! | concern | file |
 //! |---|---|
 //! | configuration and every limit | `config.rs` |
-//! | HTTP router, upgrade, version negotiation, auth | `server.rs`, `auth.rs` |
+//! | accept loop: header-read timeout, connection cap | `listener.rs` |
+//! | HTTP router, Origin check, upgrade, version negotiation, auth | `server.rs`, `auth.rs` |
+//! | tenants: tokens file, roles, namespaces | `tenants.rs` |
 //! | a connection's read loop: decode frames, dispatch | `connection/mod.rs` |
 //! | checks before work starts | `connection/admission.rs` |
 //! | per-actor queues, permits, one blocking hop per batch | `connection/scheduler.rs` |
