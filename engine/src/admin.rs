@@ -1,10 +1,14 @@
-//! Admin HTTP API (same port and token as the envoy endpoint; `Authorization: Bearer <token>`).
+//! Admin HTTP API (same port and tokens as the envoy endpoint; `Authorization: Bearer <token>`).
 //!
-//! - `GET /health` → `{"status":"ok"}`
+//! - `GET /health` → `{"status":"ok"}` (any valid token)
 //! - `GET /actors` → `[{namespace, id, name, key, state, generation, envoy, inflight}]`
+//!   (roles `operator` and `read_only_operator`; only the token's namespaces)
 //! - `POST /actors/{id}/stop` → drains, then `{actor_id, generation, duration_ms, interrupted, ...}`
+//!   (role `operator`; an actor outside the token's namespaces answers 404, as if absent)
+//!
+//! No token or a wrong one → 401; a valid token whose role lacks the right → 403.
 
-use crate::auth;
+use crate::auth::{self, Identity};
 use crate::engine::EngineState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -34,19 +38,42 @@ pub struct ActorView {
     pub inflight: usize,
 }
 
-fn authorized(state: &EngineState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// What a route needs from the caller's role.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    /// Any valid token.
+    Any,
+    /// `operator` or `read_only_operator`.
+    Read,
+    /// `operator`.
+    Write,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Box<Response> {
+    Box::new((status, Json(serde_json::json!({"error": message.into()}))).into_response())
+}
+
+/// The caller's identity, if its token is valid and its role allows `need`.
+fn authorized(state: &EngineState, headers: &HeaderMap, need: Need) -> Result<Identity, Box<Response>> {
     let presented = auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    if auth::token_ok(state.config.auth_token.as_deref(), presented) {
-        Ok(())
-    } else {
-        Err(Box::new(
-            (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or wrong token"}))).into_response(),
-        ))
+    let Some(identity) = auth::authenticate(&state.config, presented) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong token"));
+    };
+    let allowed = match need {
+        Need::Any => true,
+        Need::Read => identity.role.may_admin_read(),
+        Need::Write => identity.role.may_admin_write(),
+    };
+    if !allowed {
+        tracing::warn!(identity = %identity.name, role = %identity.role, ?need, "admin request refused: role");
+        let message = format!("this token's role ({}) may not call this route", identity.role);
+        return Err(error(StatusCode::FORBIDDEN, message));
     }
+    Ok(identity)
 }
 
 pub async fn health(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Err(r) = authorized(&state, &headers, Need::Any) {
         return *r;
     }
     let status = if state.shutdown.is_shutdown() { "shutting_down" } else { "ok" };
@@ -54,13 +81,15 @@ pub async fn health(State(state): State<Arc<EngineState>>, headers: HeaderMap) -
 }
 
 pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
+    let identity = match authorized(&state, &headers, Need::Read) {
+        Ok(i) => i,
+        Err(r) => return *r,
+    };
     let rows: Vec<ActorView> = state
         .registry
         .list()
         .into_iter()
+        .filter(|a| identity.namespaces.allows(&a.namespace))
         .map(|a| ActorView {
             inflight: state.inflight.count(&a.actor_id, a.generation),
             state: serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
@@ -76,9 +105,17 @@ pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> 
 }
 
 pub async fn stop(State(state): State<Arc<EngineState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
+    let identity = match authorized(&state, &headers, Need::Write) {
+        Ok(i) => i,
+        Err(r) => return *r,
+    };
+    // An actor of a namespace the token cannot reach is reported absent, not forbidden:
+    // a tenant learns nothing about another tenant's actor ids.
+    let reachable = state.registry.with(&id, |a| a.is_some_and(|a| identity.namespaces.allows(&a.namespace)));
+    if !reachable {
+        return *error(StatusCode::NOT_FOUND, format!("no actor with id {id}"));
     }
+    tracing::info!(identity = %identity.name, actor_id = %id, "operator stop");
     match crate::drain::drain(&state, &id, None, envoy_protocol::StopReason::Operator, true).await {
         Ok(report) => Json(report).into_response(),
         Err(crate::drain::StopError::NotFound(id)) => {

@@ -37,9 +37,27 @@ pub struct ServeArgs {
     /// Directory for the metadata database and actor files (created if missing).
     #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Token envoys and operators must present; required off loopback.
+    /// Token envoys and operators must present: every namespace, every role (identity
+    /// `auth-token`). Off loopback, this or --tokens-file is required. May be combined
+    /// with --tokens-file.
     #[arg(long, env = "ENVOY_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// TOML file of per-tenant tokens (name, token, namespaces, role); see specs/security.md.
+    #[arg(long, value_name = "PATH")]
+    pub tokens_file: Option<PathBuf>,
+    /// Browser origin allowed to call the engine (exact match, e.g. https://app.example.com);
+    /// repeatable. Requests carrying any other Origin header are refused with 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Time a client has to send a complete HTTP request head (ms).
+    #[arg(long, default_value_t = crate::config::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
+    pub header_read_timeout_ms: u64,
+    /// Time an upgraded envoy connection has to send its hello (ms).
+    #[arg(long, default_value_t = crate::config::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    pub handshake_timeout_ms: u64,
+    /// Most TCP connections served at once; beyond it new ones get HTTP 503.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Highest protocol version to speak (lower values emulate an older engine).
     #[arg(long, default_value_t = crate::config::DEFAULT_MAX_PROTOCOL_VERSION)]
     pub max_protocol_version: u16,
@@ -64,9 +82,17 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn into_config(self) -> crate::config::Config {
+    /// The engine configuration these flags describe (reads the tokens file).
+    pub fn into_config(self) -> anyhow::Result<crate::config::Config> {
         let mut c = crate::config::Config::new(self.listen, self.data_dir);
         c.auth_token = self.auth_token.filter(|t| !t.is_empty());
+        if let Some(path) = &self.tokens_file {
+            c.tokens = crate::tenants::load_tokens_file(path)?;
+        }
+        c.allowed_origins = self.allowed_origins;
+        c.header_read_timeout = std::time::Duration::from_millis(self.header_read_timeout_ms);
+        c.handshake_timeout = std::time::Duration::from_millis(self.handshake_timeout_ms);
+        c.max_connections = self.max_connections;
         c.max_protocol_version = self.max_protocol_version;
         c.actor_stop_threshold = std::time::Duration::from_millis(self.actor_stop_threshold_ms);
         c.envoy_lost_threshold = std::time::Duration::from_millis(self.envoy_lost_threshold_ms);
@@ -74,7 +100,7 @@ impl ServeArgs {
         c.permits_per_connection = self.permits_per_connection;
         c.sqlite_hard_heap_limit = self.sqlite_hard_heap_limit;
         c.sqlite_soft_heap_limit = self.sqlite_soft_heap_limit;
-        c
+        Ok(c)
     }
 }
 

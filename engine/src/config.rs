@@ -63,6 +63,19 @@ pub const DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 /// SQLite's process-wide soft heap limit: past it SQLite frees page cache before
 /// growing, which keeps many open actor databases from adding up.
 pub const DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES: i64 = 512 * 1024 * 1024;
+/// How long a client has to send a complete HTTP request head (request line and
+/// headers), from the moment the engine starts waiting for one (a new connection,
+/// or an idle keep-alive one). Real clients send the head in one packet; a peer
+/// that trickles it (or sends nothing) only holds a socket, before any auth.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an upgraded envoy connection has to send its hello (`ToEngineMetadata`).
+/// An envoy sends it right after the upgrade; separate from the lost threshold so
+/// an idle socket that never says who it is is not kept as long as a known envoy.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TCP connections served at once (HTTP and upgraded WebSockets together).
+/// Bounds the descriptors the network can take: each actor database also holds
+/// several (db, WAL, shm, KV, readers), and 1024 is a common soft `ulimit -n`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Limits enforced before work starts; all are advertised in `ToEnvoyInit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +153,22 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Holds the metadata database and every actor's files.
     pub data_dir: PathBuf,
-    /// Shared secret for envoys and operators; required off loopback.
+    /// Shared secret for envoys and operators: every namespace, every role (identity
+    /// `auth-token`). Off loopback, this or `tokens` is required.
     pub auth_token: Option<String>,
+    /// Per-tenant tokens (`--tokens-file`): each limited to namespaces and a role, so
+    /// one tenant's envoys can neither read another's data nor operate the engine.
+    pub tokens: Vec<crate::tenants::Grant>,
+    /// Browser origins allowed to call the engine (exact match of the `Origin`
+    /// header). A request carrying another `Origin` is refused: a web page must not
+    /// reach a tokenless loopback engine. Non-browser clients send no `Origin`.
+    pub allowed_origins: Vec<String>,
+    /// Limit on receiving a request head, so half-sent requests cannot hold sockets.
+    pub header_read_timeout: Duration,
+    /// Limit on receiving the hello after the upgrade, so silent sockets are shed early.
+    pub handshake_timeout: Duration,
+    /// Cap on concurrent TCP connections, so the network cannot exhaust descriptors.
+    pub max_connections: usize,
     /// Highest protocol version to speak: lower values emulate an older engine.
     pub max_protocol_version: u16,
     /// Limits enforced before work starts and advertised to envoys.
@@ -175,6 +202,11 @@ impl Config {
             listen,
             data_dir: data_dir.into(),
             auth_token: None,
+            tokens: Vec::new(),
+            allowed_origins: Vec::new(),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             max_protocol_version: DEFAULT_MAX_PROTOCOL_VERSION,
             limits: Limits::default(),
             ping_interval: DEFAULT_PING_INTERVAL,
@@ -210,8 +242,37 @@ impl Config {
             if !envoy_protocol::negotiation::is_valid_token(t) {
                 bail!("the auth token must be a non-empty RFC 7230 token (letters, digits, !#$%&'*+-.^_`|~)");
             }
-        } else if !self.listen.ip().is_loopback() {
-            bail!("listening on non-loopback address {} requires --auth-token (or ENVOY_AUTH_TOKEN)", self.listen);
+            if self.tokens.iter().any(|g| &g.token == t) {
+                bail!("--auth-token is also a token of the tokens file; one token must map to one identity");
+            }
+        }
+        if self.auth_token.is_none() && self.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            bail!(
+                "listening on non-loopback address {} requires --auth-token (or ENVOY_AUTH_TOKEN) or --tokens-file",
+                self.listen
+            );
+        }
+        for t in &self.tokens {
+            if !envoy_protocol::negotiation::is_valid_token(&t.token) {
+                bail!("the token of {:?} must be a non-empty RFC 7230 token", t.name);
+            }
+        }
+        for o in &self.allowed_origins {
+            if o == "*" {
+                bail!("--allowed-origin takes exact origins (e.g. https://app.example.com); \"*\" is not accepted");
+            }
+            if o.is_empty() || !o.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("--allowed-origin {o:?} must be a non-empty origin without spaces (e.g. https://app.example.com)");
+            }
+            if o.ends_with('/') {
+                bail!("--allowed-origin {o:?}: an origin has no path; drop the trailing '/'");
+            }
+        }
+        if self.header_read_timeout.is_zero() || self.handshake_timeout.is_zero() {
+            bail!("the header read timeout and the handshake timeout must be above 0");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
         }
         if self.permits_per_connection == 0 || self.max_batch == 0 || self.readers_per_actor == 0 {
             bail!("permits_per_connection, max_batch and readers_per_actor must be at least 1");
@@ -243,6 +304,25 @@ mod tests {
         assert!(open.validate().is_ok());
         open.auth_token = Some("has space".into());
         assert!(open.validate().is_err());
+        let mut tenants = Config::new("0.0.0.0:6420".parse().unwrap(), "/tmp/x");
+        tenants.tokens = vec![crate::tenants::Grant {
+            name: "a".into(),
+            token: "t0ken".into(),
+            namespaces: crate::tenants::Namespaces::All,
+            role: crate::tenants::Role::Envoy,
+        }];
+        assert!(tenants.validate().is_ok(), "a tokens file alone is enough off loopback");
+        tenants.auth_token = Some("t0ken".into());
+        assert!(tenants.validate().unwrap_err().to_string().contains("one identity"));
+        let mut o = Config::for_tests("/tmp/x");
+        for bad in ["*", "", "https://a.example/", "has space"] {
+            o.allowed_origins = vec![bad.into()];
+            assert!(o.validate().is_err(), "{bad:?}");
+        }
+        o.allowed_origins = vec!["https://a.example".into()];
+        assert!(o.validate().is_ok());
+        o.max_connections = 0;
+        assert!(o.validate().is_err());
         let mut v = Config::for_tests("/tmp/x");
         v.max_protocol_version = 5;
         assert!(v.validate().is_err());

@@ -87,14 +87,11 @@ impl Engine {
             placement_locks: Default::default(),
         });
         let router = crate::server::router(state.clone());
-        let mut stop_accepting = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(async move { stop_accepting.recv().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
-        });
+        let settings = crate::listener::ListenerSettings {
+            header_read_timeout: state.config.header_read_timeout,
+            max_connections: state.config.max_connections,
+        };
+        let server = tokio::spawn(crate::listener::serve(listener, router, settings, shutdown.clone()));
         tracing::info!(%local_addr, data_dir = %state.config.data_dir.display(),
             max_protocol_version = state.config.max_protocol_version, "envoy engine listening");
         Ok(RunningEngine { local_addr, state, server })

@@ -7,7 +7,9 @@
 //! | concern | file |
 //! |---|---|
 //! | configuration and every limit | `config.rs` |
-//! | HTTP router, upgrade, version negotiation, auth | `server.rs`, `auth.rs` |
+//! | accept loop: header-read timeout, connection cap | `listener.rs` |
+//! | HTTP router, Origin check, upgrade, version negotiation, auth | `server.rs`, `auth.rs` |
+//! | tenants: tokens file, roles, namespaces | `tenants.rs` |
 //! | a connection's read loop: decode frames, dispatch | `connection/mod.rs` |
 //! | checks before work starts | `connection/admission.rs` |
 //! | per-actor queues, permits, one blocking hop per batch | `connection/scheduler.rs` |
@@ -31,10 +33,12 @@ pub mod drain;
 mod engine;
 pub mod inflight;
 pub mod kv;
+mod listener;
 pub mod server;
 pub mod shell;
 pub mod shutdown;
 pub mod sql;
+pub mod tenants;
 
 pub use actor::registry::{ActorRecord, ActorState};
 pub use config::{Config, Limits};

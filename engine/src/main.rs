@@ -38,7 +38,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: envoy_engine::cli::ServeArgs) -> anyhow::Result<()> {
-    let engine = Engine::start(args.into_config()).await?;
+    let engine = Engine::start(args.into_config()?).await?;
     wait_for_signal().await;
     tracing::info!("signal received: draining");
     engine.shutdown().await;

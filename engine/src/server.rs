@@ -1,18 +1,31 @@
 //! The HTTP surface: one axum router for the envoy WebSocket endpoint and the admin API.
 //!
-//! `/envoys/connect` upgrade: the token (subprotocol `envoy.token.<T>` or
-//! `Authorization: Bearer <T>`) is compared in constant time (wrong → 401);
-//! the version is the highest offered in `1..=max_protocol_version` (none →
-//! 426 with `x-envoy-protocol-versions: 1-N`); the answer names exactly that
-//! `envoy.vN` subprotocol, never the token. Message size is capped at
-//! maxFrameBytes.
+//! Every route: a request carrying an `Origin` header not in `--allowed-origin`
+//! is refused with 403 before anything else (browsers send `Origin` on every
+//! WebSocket upgrade and cross-site POST; the CLI, the SDK and the JS hosts we
+//! run in send none).
+//!
+//! `/envoys/connect` upgrade, in order:
+//! 1. the token (subprotocol `envoy.token.<T>` or `Authorization: Bearer <T>`)
+//!    must prove an identity (see `auth`): missing or wrong → 401;
+//! 2. the version is the highest offered in `1..=max_protocol_version` (none →
+//!    426 with `x-envoy-protocol-versions: 1-N`); the answer names exactly that
+//!    `envoy.vN` subprotocol, never the token;
+//! 3. `namespace` and `envoy_key` must be non-empty → else 400;
+//! 4. the identity must be allowed to connect in that namespace → else 403;
+//! 5. a live session for (namespace, envoy_key) created by another identity
+//!    cannot be resumed or evicted → 403 (re-checked when the hello attaches the
+//!    session; a race lost there closes with 4001 UNAUTHORIZED).
+//!
+//! Message size is capped at maxFrameBytes.
 
-use crate::auth;
+use crate::auth::{self, Identity};
 use crate::connection::{self, ConnectParams};
 use crate::engine::EngineState;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -27,14 +40,36 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/health", get(crate::admin::health))
         .route("/actors", get(crate::admin::list))
         .route("/actors/{id}/stop", post(crate::admin::stop))
+        .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
         .with_state(state)
+}
+
+/// Whether every `Origin` header of a request is in the allow-list (exact match).
+/// No `Origin` at all: allowed (not a browser).
+pub fn origins_allowed<'a>(allowed: &[String], mut origins: impl Iterator<Item = &'a HeaderValue>) -> bool {
+    origins.all(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
+}
+
+/// Refuses browser requests from origins that were not allowed.
+async fn origin_guard(State(state): State<Arc<EngineState>>, req: Request, next: Next) -> Response {
+    if !origins_allowed(&state.config.allowed_origins, req.headers().get_all(header::ORIGIN).iter()) {
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("?");
+        tracing::warn!(origin, path = %req.uri().path(), "refused a request from a browser origin not allowed");
+        return (
+            StatusCode::FORBIDDEN,
+            "requests from browser origins are refused unless allowed with --allowed-origin\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// The presented token: subprotocol first, then a bearer header.
 fn presented_token(offer: &Offer, headers: &HeaderMap) -> Option<String> {
-    offer.token.clone().or_else(|| {
-        auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_string)
-    })
+    offer
+        .token
+        .clone()
+        .or_else(|| auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_string))
 }
 
 async fn connect(
@@ -47,9 +82,9 @@ async fn connect(
         headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).collect();
     let offer = Offer::parse(offered);
     let token = presented_token(&offer, &headers);
-    if !auth::token_ok(state.config.auth_token.as_deref(), token.as_deref()) {
+    let Some(identity) = auth::authenticate(&state.config, token.as_deref()) else {
         return (StatusCode::UNAUTHORIZED, "missing or wrong token").into_response();
-    }
+    };
     let max = state.config.max_protocol_version;
     let Some(version) = offer.select(MIN_PROTOCOL_VERSION, max) else {
         return (
@@ -62,6 +97,11 @@ async fn connect(
     if params.namespace.is_empty() || params.envoy_key.is_empty() {
         return (StatusCode::BAD_REQUEST, "namespace and envoy_key must not be empty").into_response();
     }
+    if let Err(refusal) = may_take(&state, &identity, &params) {
+        tracing::warn!(identity = %identity.name, namespace = %params.namespace, envoy_key = %params.envoy_key,
+            "envoy connection refused: {refusal}");
+        return (StatusCode::FORBIDDEN, refusal).into_response();
+    }
     if state.shutdown.is_shutdown() {
         return (StatusCode::SERVICE_UNAVAILABLE, "engine shutting down").into_response();
     }
@@ -69,5 +109,42 @@ async fn connect(
     ws.protocols([version_subprotocol(version)])
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| connection::serve(socket, state, params, version))
+        .on_upgrade(move |socket| connection::serve(socket, state, params, version, identity))
+}
+
+/// Whether `identity` may connect with `params`: its role and namespaces allow it,
+/// and the envoy key is not held by a live session of another identity.
+fn may_take(state: &EngineState, identity: &Identity, params: &ConnectParams) -> Result<(), String> {
+    if !identity.role.may_connect() {
+        return Err(format!("this token's role ({}) may not connect as an envoy", identity.role));
+    }
+    if !identity.may_connect(&params.namespace) {
+        return Err(format!("this token may not connect in namespace {:?}", params.namespace));
+    }
+    if let Some(owner) = state.sessions.owner_of(&params.namespace, &params.envoy_key) {
+        if owner != identity.name {
+            return Err(format!(
+                "envoy key {:?} belongs to a session of another identity; it can be neither resumed nor evicted",
+                params.envoy_key
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example".to_string()];
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(origins_allowed(&allowed, [].iter()));
+        assert!(origins_allowed(&allowed, [v("https://app.example")].iter()));
+        assert!(!origins_allowed(&allowed, [v("https://app.example.evil")].iter()));
+        assert!(!origins_allowed(&allowed, [v("HTTPS://APP.EXAMPLE")].iter()));
+        assert!(!origins_allowed(&allowed, [v("https://app.example"), v("null")].iter()));
+        assert!(!origins_allowed(&[], [v("null")].iter()));
+    }
 }

@@ -38,13 +38,20 @@ async function waitHttp(url, timeoutMs, isAlive, token) {
   throw new Error(`${url} not up after ${timeoutMs} ms (${last})`);
 }
 
-/** Starts `envoy-engine serve` on a free port with a temp data dir. */
-export async function startEngine(bin, { maxProtocolVersion, authToken, label = "engine" } = {}) {
+/**
+ * Starts `envoy-engine serve` on a free port with a temp data dir.
+ *
+ * The engine refuses requests carrying an `Origin` header unless it is passed with `--allowed-origin`.
+ * Node 20 (`WebSocket`, `fetch`), Deno and workerd send no `Origin` from `new WebSocket(url)`, so no
+ * host here needs it; `allowedOrigins` is the switch if one ever starts to.
+ */
+export async function startEngine(bin, { maxProtocolVersion, authToken, allowedOrigins = [], label = "engine" } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "rivetkit-wasm-engine-"));
   const args = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir];
   if (maxProtocolVersion) args.push("--max-protocol-version", String(maxProtocolVersion));
   if (authToken) args.push("--auth-token", authToken);
+  for (const origin of allowedOrigins) args.push("--allowed-origin", origin);
   const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
   const output = [];
   child.stdout.on("data", (d) => output.push(d.toString()));

@@ -70,17 +70,58 @@ fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Serves one upgraded socket until it closes.
-pub async fn serve(socket: WebSocket, state: Arc<EngineState>, params: ConnectParams, version: u16) {
+/// Serves one upgraded socket of `identity` until it closes.
+pub async fn serve(
+    socket: WebSocket,
+    state: Arc<EngineState>,
+    params: ConnectParams,
+    version: u16,
+    identity: crate::auth::Identity,
+) {
     use tracing::Instrument;
     let Some(token) = state.tasks.token() else { return };
     let conn_id = state.next_conn_id();
-    let span = tracing::info_span!("envoy", conn_id, namespace = %params.namespace, envoy_key = %params.envoy_key, version);
-    serve_inner(socket, state, params, version, conn_id).instrument(span).await;
+    let span = tracing::info_span!("envoy", conn_id, identity = %identity.name, namespace = %params.namespace,
+        envoy_key = %params.envoy_key, version);
+    serve_inner(socket, state, params, version, conn_id, &identity.name).instrument(span).await;
     drop(token);
 }
 
-async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: ConnectParams, version: u16, conn_id: u64) {
+/// The close a failed read of the socket deserves, if the peer can still be told.
+/// WebSocket protocol violations (unmasked client frame, reserved opcode or bits,
+/// continuation without a start, invalid UTF-8 in text) are 1002; a message or
+/// frame over maxFrameBytes is 1009; I/O errors and resets get no close frame.
+/// tungstenite reports a violation without changing its state, so the close frame
+/// queued here is still written (its state is still Active).
+fn close_for_read_error(e: axum::Error) -> Option<(u16, String)> {
+    use tungstenite::error::Error as WsError;
+    let inner = e.into_inner();
+    let ws = match inner.downcast::<WsError>() {
+        Ok(ws) => *ws,
+        Err(other) => {
+            tracing::debug!(error = %other, "socket read failed");
+            return None;
+        }
+    };
+    match ws {
+        WsError::Capacity(c) => Some((close::MESSAGE_TOO_BIG, format!("frame exceeds maxFrameBytes: {c}"))),
+        WsError::Protocol(p) => Some((close::PROTOCOL_ERROR, format!("WebSocket protocol violation: {p}"))),
+        WsError::Utf8(_) => Some((close::PROTOCOL_ERROR, "WebSocket protocol violation: invalid UTF-8".into())),
+        other => {
+            tracing::debug!(error = %other, "socket read failed");
+            None
+        }
+    }
+}
+
+async fn serve_inner(
+    socket: WebSocket,
+    state: Arc<EngineState>,
+    params: ConnectParams,
+    version: u16,
+    conn_id: u64,
+    owner: &str,
+) {
     let (sink, mut stream) = socket.split();
     let (outbox, rx) = Outbox::new();
     let mut writer = tokio::spawn(writer::run(sink, rx, version));
@@ -89,7 +130,7 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
     // The hello comes first.
     let mut shutdown = state.shutdown.clone();
     let hello = tokio::select! {
-        r = tokio::time::timeout(state.config.envoy_lost_threshold, stream.next()) => r,
+        r = tokio::time::timeout(state.config.handshake_timeout, stream.next()) => r,
         _ = writer_finished(&mut writer) => return,
         _ = shutdown.recv() => return outbox.close(close::GOING_AWAY, "engine shutting down"),
     };
@@ -101,7 +142,13 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
             Err(e) => return outbox.close(close::PROTOCOL_ERROR, e.to_string()),
         },
         Ok(Some(Ok(_))) => return outbox.close(close::PROTOCOL_ERROR, "the first frame must be a binary hello"),
-        Ok(Some(Err(_)) | None) => return,
+        Ok(Some(Err(e))) => {
+            if let Some((code, reason)) = close_for_read_error(e) {
+                outbox.close(code, reason);
+            }
+            return;
+        }
+        Ok(None) => return,
     };
     if hello.envoy_key != params.envoy_key || hello.pool_name != params.pool_name {
         return outbox.close(close::INVALID_HELLO, "the hello's envoy key or pool name differs from the connection's query");
@@ -121,13 +168,20 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
     let attachment = state.sessions.attach(
         &params.namespace,
         &params.envoy_key,
-        conn_id,
-        &outbox,
+        session::Attaching { conn_id, owner, outbox: &outbox },
         hello.last_command_index,
         |last_event_index| {
             ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })
         },
     );
+    let attachment = match attachment {
+        Ok(a) => a,
+        Err(e) => {
+            // Another identity created this session between our upgrade check and now.
+            tracing::warn!(error = %e, "envoy connection refused after the upgrade");
+            return outbox.close(close::UNAUTHORIZED, e.to_string());
+        }
+    };
     tracing::info!(resumed = attachment.resumed, pool = %params.pool_name, "envoy connected");
     let scheduler = Scheduler::new(
         SchedulerConfig {
@@ -223,9 +277,9 @@ impl Conn {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
                     Some(Ok(Message::Close(_))) | None => return false,
                     Some(Err(e)) => {
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("too big") || text.contains("size") {
-                            self.outbox.close(close::MESSAGE_TOO_BIG, format!("frame exceeds maxFrameBytes: {text}"));
+                        if let Some((code, reason)) = close_for_read_error(e) {
+                            tracing::warn!(code, %reason, "closing the connection");
+                            self.outbox.close(code, reason);
                         }
                         return false;
                     }

@@ -48,6 +48,9 @@ pub struct Session {
     pub namespace: String,
     /// Envoy key (part of the session key; actors are placed on it).
     pub envoy_key: String,
+    /// Identity (token name) that created the session: only it may resume or evict
+    /// it, so another tenant's token cannot take over this envoy's actors and commands.
+    pub owner: String,
     /// Mutable session state, locked briefly.
     inner: Mutex<Inner>,
 }
@@ -120,6 +123,28 @@ pub struct Attachment {
     pub resumed: bool,
 }
 
+/// The connection asking to attach to a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Attaching<'a> {
+    /// Tells it apart from a predecessor with the same envoy key.
+    pub conn_id: u64,
+    /// Its identity (token name): must own the session if one exists.
+    pub owner: &'a str,
+    /// Where the session's commands go once attached.
+    pub outbox: &'a Outbox,
+}
+
+/// Why a connection could not attach to a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// The session was created by another identity.
+    #[error("envoy key {envoy_key:?} belongs to a session of another identity")]
+    NotOwner {
+        /// The envoy key asked for.
+        envoy_key: String,
+    },
+}
+
 /// Every live session.
 #[derive(Debug, Default)]
 pub struct Sessions {
@@ -132,12 +157,19 @@ impl Sessions {
         self.map.lock().get(&(namespace.to_string(), envoy_key.to_string())).cloned()
     }
 
+    /// The identity owning the live session of (namespace, envoy_key), if there is one.
+    pub fn owner_of(&self, namespace: &str, envoy_key: &str) -> Option<String> {
+        self.get(namespace, envoy_key).map(|s| s.owner.clone())
+    }
+
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.map.lock().values().cloned().collect()
     }
 
-    /// Attaches connection `conn_id` to the session of (namespace, envoy_key):
-    /// evicts a live predecessor (close EVICTED), drops commands the envoy has
+    /// Attaches connection `conn.conn_id` of identity `conn.owner` to the session
+    /// of (namespace, envoy_key). A session created by another identity is left
+    /// untouched (`AttachError::NotOwner`). Otherwise: evicts a live predecessor
+    /// (close EVICTED), drops commands the envoy has
     /// applied (`last_command_index`), and queues the remaining unacked ones on
     /// the new outbox — after the caller's Init, since the caller sends Init first
     /// through the same outbox via `init`.
@@ -145,19 +177,21 @@ impl Sessions {
         &self,
         namespace: &str,
         envoy_key: &str,
-        conn_id: u64,
-        outbox: &Outbox,
+        conn: Attaching<'_>,
         last_command_index: Option<u64>,
         init: impl FnOnce(Option<u64>) -> ToEnvoy,
-    ) -> Attachment {
+    ) -> Result<Attachment, AttachError> {
+        let Attaching { conn_id, owner, outbox } = conn;
         let mut map = self.map.lock();
         let key = (namespace.to_string(), envoy_key.to_string());
         let (session, resumed) = match map.get(&key) {
+            Some(s) if s.owner != owner => return Err(AttachError::NotOwner { envoy_key: envoy_key.to_string() }),
             Some(s) => (s.clone(), true),
             None => {
                 let s = Arc::new(Session {
                     namespace: namespace.to_string(),
                     envoy_key: envoy_key.to_string(),
+                    owner: owner.to_string(),
                     inner: Mutex::new(Inner::default()),
                 });
                 map.insert(key, s.clone());
@@ -179,7 +213,7 @@ impl Sessions {
         }
         inner.conn = Some(Attached { conn_id, outbox: outbox.clone() });
         drop(inner);
-        Attachment { session, resumed }
+        Ok(Attachment { session, resumed })
     }
 
     /// Drops the session if it is still disconnected since `epoch`; returns whether it did.

@@ -5,6 +5,7 @@ mod support;
 
 mod connect;
 mod drain;
+mod hostile_net;
 mod kv;
 mod lifecycle;
 mod resume;

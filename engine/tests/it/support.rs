@@ -450,3 +450,152 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// ---- hostile-network helpers (raw HTTP and raw WebSocket frames) ----
+
+/// An upgrade like [`upgrade`] with extra request headers (e.g. `Origin`).
+pub async fn upgrade_with_headers(addr: SocketAddr, o: &ConnectOpts, extra: &[(&str, &str)]) -> Upgrade {
+    let url = format!(
+        "ws://{addr}/envoys/connect?namespace={}&envoy_key={}&pool_name={}&version=1",
+        o.namespace, o.envoy_key, o.pool
+    );
+    let mut req = url.into_client_request().unwrap();
+    let offer = client_offer(o.min_version, o.max_version, o.token.as_deref()).join(", ");
+    req.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
+    for (k, v) in extra {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => {
+            let proto = resp.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap().to_string();
+            let v = negotiation::parse_version_subprotocol(&proto).expect("a version subprotocol");
+            Upgrade::Ok(Box::new(ws), v)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            Upgrade::Http(resp.status().as_u16(), headers)
+        }
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+/// The HTTP status of an upgrade attempt (101 when it was accepted).
+pub async fn upgrade_status(addr: SocketAddr, o: &ConnectOpts) -> u16 {
+    match upgrade(addr, o).await {
+        Upgrade::Ok(..) => 101,
+        Upgrade::Http(status, _) => status,
+    }
+}
+
+/// Writes `request` on a fresh TCP connection and returns everything the engine
+/// sends back until it closes (an error such as a reset also counts as closed).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("the engine did not close the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A WebSocket upgraded by hand on a plain TCP stream (to write frames tungstenite would refuse to).
+pub async fn raw_ws_upgrade(addr: SocketAddr, namespace: &str, envoy_key: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /envoys/connect?namespace={namespace}&envoy_key={envoy_key}&pool_name=default&version=1 HTTP/1.1\r\n\
+         Host: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: {}\r\n\r\n",
+        negotiation::version_subprotocol(PROTOCOL_VERSION)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    // Read the response head byte by byte so no frame byte is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(WAIT, s.read(&mut b)).await.expect("upgrade answer").unwrap();
+        assert_eq!(n, 1, "closed during the upgrade: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+    s
+}
+
+/// One client frame: `first_byte` is FIN/RSV/opcode as sent; masked unless `mask` is None.
+pub fn client_frame(first_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = vec![first_byte];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= 0xffff => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(m) => {
+            f.extend_from_slice(&m);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => f.extend_from_slice(payload),
+    }
+    f
+}
+
+/// The hello of `envoy_key` (pool `default`) as a masked binary frame at the newest version.
+pub fn hello_frame(envoy_key: &str) -> Vec<u8> {
+    let hello = ToEngine::Metadata(ToEngineMetadata {
+        envoy_key: envoy_key.into(),
+        pool_name: "default".into(),
+        version: 1,
+        metadata: Default::default(),
+        last_command_index: None,
+    });
+    client_frame(0x82, &encode_to_engine(&hello, PROTOCOL_VERSION).unwrap(), Some([7, 1, 3, 9]))
+}
+
+/// Reads one server frame: (opcode, payload); None once the socket ends.
+pub async fn read_server_frame(s: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    tokio::time::timeout(WAIT, s.read_exact(&mut h)).await.expect("timed out waiting for a frame").ok()?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).await.ok()?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).await.ok()?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some((h[0] & 0x0f, payload))
+}
+
+/// Reads frames until the server's close frame; its code (None if the socket ended without one).
+pub async fn read_close_code(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    while let Some((opcode, payload)) = read_server_frame(s).await {
+        if opcode == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+    None
+}
