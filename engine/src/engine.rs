@@ -124,6 +124,12 @@ impl RunningEngine {
         self.state.inflight.count(actor_id, generation)
     }
 
+    /// Number of in-flight counters held, across every (actor, generation).
+    /// Only live actors have one; a refused request leaves none behind.
+    pub fn inflight_entries(&self) -> usize {
+        self.state.inflight.entries()
+    }
+
     /// Every actor the registry knows.
     pub fn actors(&self) -> Vec<ActorRecord> {
         self.state.registry.list()

@@ -354,8 +354,9 @@ impl Conn {
         }
     }
 
-    /// All checks before work: in-flight guard first (see admission), placement,
-    /// generation, stopping, the request's own limits, then the pending bound.
+    /// All checks before work: placement, generation and stopping (the in-flight
+    /// guard is taken inside that check, see admission), the request's own
+    /// limits, then the pending bound.
     #[allow(clippy::type_complexity)]
     fn admit(
         &self,
@@ -368,8 +369,8 @@ impl Conn {
         Rejection,
     > {
         let state = &self.state;
-        let inflight = state.inflight.acquire(actor_id, generation);
-        admission::check_actor(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;
+        let inflight =
+            admission::check_and_count(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;
         let max_request = state.config.limits.max_request_bytes;
         if frame_len > max_request as usize {
             return Err(Rejection::Limit {

@@ -10,3 +10,4 @@ mod lifecycle;
 mod resume;
 mod sql;
 mod operators;
+mod hostile_res;
