@@ -23,6 +23,13 @@ pub struct EngineState {
     pub registry: Registry,
     /// In-flight requests per (actor, generation).
     pub inflight: Inflight,
+    /// Bytes of results held engine-wide (built, not yet flushed); every
+    /// connection's budget charges its results here too.
+    pub result_budget: Arc<crate::budget::ResultBudget>,
+    /// Connections whose read loop is paused now because their outbox is over budget.
+    pub reads_paused: std::sync::atomic::AtomicUsize,
+    /// Times any read loop paused for that reason (observability).
+    pub read_pauses: AtomicU64,
     /// Open SQL/KV executors per (actor, generation).
     pub executors: Executors,
     /// Envoy sessions by (namespace, envoy key), surviving quick reconnects.
@@ -70,11 +77,15 @@ impl Engine {
         let registry = Registry::open(&config.data_dir)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
+        let result_budget = Arc::new(crate::budget::ResultBudget::new(config.max_result_memory_bytes));
         let state = Arc::new(EngineState {
             exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
             config,
             registry,
             inflight: Inflight::default(),
+            result_budget,
+            reads_paused: Default::default(),
+            read_pauses: AtomicU64::new(0),
             executors: Executors::default(),
             sessions: Sessions::default(),
             drains: Drains::default(),
@@ -128,6 +139,26 @@ impl RunningEngine {
     /// Only live actors have one; a refused request leaves none behind.
     pub fn inflight_entries(&self) -> usize {
         self.state.inflight.entries()
+    }
+
+    /// Bytes of results the engine holds now (built, not yet flushed), exact.
+    pub fn result_bytes_held(&self) -> usize {
+        self.state.result_budget.used()
+    }
+
+    /// The most result bytes the engine has held at once.
+    pub fn result_bytes_peak(&self) -> usize {
+        self.state.result_budget.peak()
+    }
+
+    /// Connections whose read loop is paused now (outbox over budget).
+    pub fn reads_paused(&self) -> usize {
+        self.state.reads_paused.load(Ordering::Acquire)
+    }
+
+    /// Times a read loop paused because its outbox was over budget.
+    pub fn read_pauses(&self) -> u64 {
+        self.state.read_pauses.load(Ordering::Acquire)
     }
 
     /// Every actor the registry knows.

@@ -18,12 +18,14 @@
 //! | where SQL runs | `sql/executor.rs` (`sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs`) |
 //! | KV storage | `kv.rs` |
 //! | in-flight accounting | `inflight.rs` |
+//! | memory budgets for answers (per connection, engine-wide) | `budget.rs` |
 //! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
 
 pub mod actor;
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -82,7 +82,8 @@ pub async fn serve(socket: WebSocket, state: Arc<EngineState>, params: ConnectPa
 
 async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: ConnectParams, version: u16, conn_id: u64) {
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = Outbox::new();
+    let budget = crate::budget::ConnBudget::new(state.result_budget.clone(), state.config.max_connection_outbox_bytes);
+    let (outbox, rx) = Outbox::new(budget);
     let mut writer = tokio::spawn(writer::run(sink, rx, version));
     let limits = DecodeLimits::for_frame(state.config.limits.max_frame_bytes as usize);
 
@@ -177,6 +178,24 @@ async fn serve_inner(socket: WebSocket, state: Arc<EngineState>, params: Connect
     tracing::info!("envoy connection ended");
 }
 
+/// Counts a connection whose read loop is paused (its outbox is over budget) while alive.
+struct PauseMark(Arc<EngineState>);
+
+impl PauseMark {
+    fn new(state: &Arc<EngineState>) -> Self {
+        tracing::debug!("outbox over its budget; reading paused");
+        state.reads_paused.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        state.read_pauses.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(state.clone())
+    }
+}
+
+impl Drop for PauseMark {
+    fn drop(&mut self) {
+        self.0.reads_paused.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Resolves when the writer task has ended (pending forever after that, so it can be re-polled safely).
 async fn writer_finished(writer: &mut tokio::task::JoinHandle<()>) {
     if writer.is_finished() {
@@ -197,9 +216,23 @@ impl Conn {
         let mut ping = tokio::time::interval(cfg.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
+        // Backpressure: while the bytes queued toward this socket are over the
+        // connection's budget, stop reading it (its requests wait in the socket
+        // buffers, and the peer's own writes eventually block) until the writer
+        // has flushed enough. Pongs are not read meanwhile, so the writer's
+        // progress is what shows the peer alive; a peer that neither reads nor is
+        // read from for the lost threshold is dropped as lost.
+        let budget = self.outbox.budget().clone();
+        let mut released_seen = budget.released();
+        let mut pause_mark: Option<PauseMark> = None;
         loop {
+            let paused = budget.is_full();
+            if paused != pause_mark.is_some() {
+                pause_mark = paused.then(|| PauseMark::new(&self.state));
+            }
             tokio::select! {
-                msg = stream.next() => match msg {
+                _ = budget.wait_below_limit(), if paused => last_seen = Instant::now(),
+                msg = stream.next(), if !paused => match msg {
                     Some(Ok(Message::Binary(b))) => {
                         last_seen = Instant::now();
                         match decode_to_engine(&b, self.version, limits) {
@@ -231,6 +264,11 @@ impl Conn {
                     }
                 },
                 _ = ping.tick() => {
+                    let released = budget.released();
+                    if paused && released != released_seen {
+                        last_seen = Instant::now();
+                    }
+                    released_seen = released;
                     if last_seen.elapsed() > cfg.envoy_lost_threshold {
                         tracing::warn!("envoy silent past the lost threshold; dropping it");
                         self.outbox.close(close::GOING_AWAY, "envoy lost: silent past the lost threshold");

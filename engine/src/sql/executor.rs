@@ -401,7 +401,9 @@ impl From<rusqlite::Error> for RowsError {
 }
 
 /// Steps a statement to the end, copying rows once into wire values while
-/// accounting value and response sizes.
+/// accounting value and response sizes. The bytes are charged, as they are
+/// copied, to the connection's outbox budget and the engine's result budget
+/// (see `crate::budget`); a result that does not fit is refused with OVERLOADED.
 fn collect_rows(
     stmt: &mut Statement<'_>,
     limits: &crate::config::Limits,
@@ -411,6 +413,8 @@ fn collect_rows(
     let max_value = limits.max_value_bytes as usize;
     let max_response = limits.max_response_bytes as usize;
     let mut size: usize = columns.iter().map(|c| c.len() + 5).sum::<usize>() + 32;
+    let mut charge = crate::budget::ResultCharge::start();
+    let refused = |r: crate::budget::Refused| RowsError::Limit(r.sqlite_error());
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
@@ -429,8 +433,10 @@ fn collect_rows(
         if size > max_response {
             return Err(RowsError::Limit(limit_error(LimitKind::ResponseBytes, max_response as u64, None)));
         }
+        charge.grow_to(size).map_err(refused)?;
         out.push(r);
     }
+    charge.grow_to(size).and_then(|()| charge.finish()).map_err(refused)?;
     Ok((columns, out))
 }
 

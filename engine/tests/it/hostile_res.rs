@@ -42,3 +42,121 @@ async fn made_up_actor_ids_leave_no_inflight_entries() {
     engine.stop_actor(&a.actor_id).await.unwrap();
     assert_eq!(engine.inflight_entries(), 0);
 }
+
+const BLOB: usize = 1_000_000;
+
+/// A client that asks for many large results and does not read: the engine
+/// holds at most its budgets (results beyond them get a typed OVERLOADED), stops
+/// reading that socket, keeps serving another tenant, and the socket survives.
+#[tokio::test]
+async fn non_reading_client_is_bounded_and_survives() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_value_bytes = 2 * BLOB as u32;
+    cfg.limits.max_response_bytes = 2 * 1024 * 1024;
+    cfg.max_connection_outbox_bytes = 4 * 1024 * 1024;
+    cfg.max_result_memory_bytes = 6 * 1024 * 1024;
+    let engine = start_with(cfg.clone()).await;
+    let mut a = RawClient::connect(engine.local_addr(), ConnectOpts::new("tenant-a", "ea")).await;
+    let mut b = RawClient::connect(engine.local_addr(), ConnectOpts::new("tenant-b", "eb")).await;
+    let actor_a = a.get_or_create("big", "1").await;
+    let actor_b = b.get_or_create("small", "1").await;
+    exec_ok(b.exec(&actor_b, "CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3)").await);
+    let entries = (0..3u8).map(|i| KvEntry { key: vec![i], value: vec![i; 500_000] }).collect();
+    assert!(matches!(
+        a.kv(&actor_a, KvRequestData::KvPutBatch(KvPutBatch { entries })).await,
+        KvResponseData::KvPutBatchResponse
+    ));
+    let rss_before = rss_kib();
+
+    // Tenant A asks for 60 MB of rows and 30 MB of KV lists, and reads nothing.
+    let mut sql_rids = Vec::new();
+    for _ in 0..60 {
+        sql_rids.push(a.send_execute(&actor_a, &format!("SELECT zeroblob({BLOB}) AS b"), vec![], false).await);
+    }
+    let mut kv_rids = Vec::new();
+    for _ in 0..20 {
+        let list = KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: Some(10) });
+        kv_rids.push(a.send_kv(&actor_a.actor_id, actor_a.generation, list).await);
+    }
+
+    // Meanwhile tenant B keeps getting answers.
+    let mut latencies = Vec::new();
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        let r = ok(b.execute(&actor_b, "SELECT sum(v) FROM t", vec![]).await);
+        latencies.push(t.elapsed());
+        assert_eq!(r.rows, vec![vec![Value::Integer(6)]]);
+    }
+    latencies.sort();
+    println!(
+        "tenant B while A does not read: p50 {:?}, max {:?} over {} queries",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+
+    // A's requests are all answered into its outbox (or its read loop paused with the rest unread).
+    eventually(|| engine.inflight(&actor_a.actor_id, actor_a.generation) == 0 || engine.reads_paused() > 0).await;
+    // Its outbox is full: the next frame it sends is the last one read until it reads.
+    for _ in 0..10 {
+        sql_rids.push(a.send_execute(&actor_a, &format!("SELECT zeroblob({BLOB}) AS b"), vec![], false).await);
+    }
+    eventually(|| engine.reads_paused() == 1).await;
+    assert!(engine.inflight(&actor_a.actor_id, actor_a.generation) <= 1, "requests after the pause wait unread");
+    println!(
+        "A not reading: engine holds {} result bytes (peak {}, budget {}), read loop paused {} time(s), RSS {} KiB (was {} KiB)",
+        engine.result_bytes_held(),
+        engine.result_bytes_peak(),
+        cfg.max_result_memory_bytes,
+        engine.read_pauses(),
+        rss_kib(),
+        rss_before
+    );
+    assert!(engine.result_bytes_peak() <= cfg.max_result_memory_bytes);
+    assert!(engine.result_bytes_held() <= cfg.max_connection_outbox_bytes, "one connection's results stay within its budget");
+
+    // A reads at last: every request got its rows or a typed OVERLOADED naming a budget.
+    let (mut rows, mut overloaded) = (0, 0);
+    for rid in sql_rids {
+        match a.execute_result(rid).await {
+            SqliteExecuteResult::ExecuteResult(r) => {
+                assert_eq!(r.rows, vec![vec![Value::Blob(vec![0; BLOB])]]);
+                rows += 1;
+            }
+            SqliteExecuteResult::SqliteError(e) => {
+                assert_eq!(e.code, SqliteErrorCode::Overloaded, "{e:?}");
+                assert!(e.message.contains("max_connection_outbox_bytes") || e.message.contains("max_result_memory_bytes"));
+                overloaded += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (mut lists, mut kv_overloaded) = (0, 0);
+    for rid in kv_rids {
+        match a.answer(rid).await {
+            ToEnvoy::KvResponse(r) => match r.data {
+                KvResponseData::KvListResponse(l) => {
+                    assert_eq!(l.entries.len(), 3);
+                    lists += 1;
+                }
+                KvResponseData::KvErrorResponse(e) => {
+                    assert_eq!(e.code, KvErrorCode::Overloaded, "{e:?}");
+                    kv_overloaded += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    println!("A: {rows} results and {overloaded} OVERLOADED of 70 SQL; {lists} lists and {kv_overloaded} OVERLOADED of 20 KV");
+    assert!(rows >= 1 && overloaded >= 1, "some results fit, the rest were refused");
+    assert!(kv_overloaded >= 1, "KV results are charged too");
+    assert!(engine.read_pauses() >= 1, "the engine stopped reading the socket that did not read");
+
+    // The same socket answers a normal query, and every byte held was given back.
+    assert_eq!(ok(a.execute(&actor_a, "SELECT 42", vec![]).await).rows, vec![vec![Value::Integer(42)]]);
+    assert!(a.closed.is_none());
+    eventually(|| engine.result_bytes_held() == 0).await;
+    assert_eq!(engine.reads_paused(), 0);
+}
