@@ -308,12 +308,33 @@ impl Conn {
             }
             ToEngine::Pong(_) => {}
             ToEngine::GetOrCreateActor(req) => {
+                // Placement work counts against the pending bound like any request:
+                // the guard lives in the task until its answer is queued.
+                let max = state.config.limits.max_pending_requests;
+                let pending = match self.pending.try_acquire(max) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // v4's ActorErrorCode has no OVERLOADED/LIMIT code (published schemas are frozen).
+                        let e = envoy_protocol::GetOrCreateActorError {
+                            code: envoy_protocol::ActorErrorCode::InvalidRequest,
+                            message: format!(
+                                "more than {max} requests pending on this connection (maxPendingRequests); retry once some are answered"
+                            ),
+                        };
+                        self.outbox.send(ToEnvoy::GetOrCreateActorResponse(envoy_protocol::ToEnvoyGetOrCreateActorResponse {
+                            request_id: req.request_id,
+                            result: envoy_protocol::GetOrCreateActorResult::GetOrCreateActorError(e),
+                        }));
+                        return Ok(());
+                    }
+                };
                 let state = state.clone();
                 let session = self.session.clone();
                 let outbox = self.outbox.clone();
                 tokio::spawn(async move {
                     let answer = lifecycle::get_or_create(&state, &session, req).await;
                     outbox.send(answer);
+                    drop(pending);
                 });
             }
             ToEngine::KvRequest(r) => {

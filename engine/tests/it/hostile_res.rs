@@ -160,3 +160,75 @@ async fn non_reading_client_is_bounded_and_survives() {
     eventually(|| engine.result_bytes_held() == 0).await;
     assert_eq!(engine.reads_paused(), 0);
 }
+
+/// Sends a get-or-create and returns its raw result.
+async fn get_or_create_result(c: &mut RawClient, name: &str, key: &str) -> GetOrCreateActorResult {
+    let rid = c.rid();
+    c.send(&ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: rid, name: name.into(), key: key.into() }))
+        .await;
+    match c.answer(rid).await {
+        ToEnvoy::GetOrCreateActorResponse(r) => r.result,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// One envoy may hold at most `max_actors_per_connection` placed actors; more
+/// get-or-creates are refused with a typed error naming the limit.
+#[tokio::test]
+async fn actors_per_connection_are_capped() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.max_actors_per_connection = 3;
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let mut placed = Vec::new();
+    for k in 0..3 {
+        placed.push(c.get_or_create("a", &k.to_string()).await);
+    }
+    let refused = |r: GetOrCreateActorResult| match r {
+        GetOrCreateActorResult::GetOrCreateActorError(e) => {
+            assert_eq!(e.code, ActorErrorCode::InvalidRequest);
+            assert!(e.message.contains("max_actors_per_connection = 3"), "{}", e.message);
+        }
+        ok => panic!("expected a refusal, got {ok:?}"),
+    };
+    refused(get_or_create_result(&mut c, "a", "3").await);
+    refused(get_or_create_result(&mut c, "other-name", "0").await);
+    // An actor already placed here is answered as before.
+    assert_eq!(c.get_or_create("a", "1").await.generation, placed[1].generation);
+    // Another envoy has its own count.
+    let mut d = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e2")).await;
+    d.get_or_create("a", "100").await;
+    // Stopping one frees its slot.
+    engine.stop_actor(&placed[0].actor_id).await.unwrap();
+    c.get_or_create("a", "3").await;
+    refused(get_or_create_result(&mut c, "a", "4").await);
+}
+
+/// Get-or-create work holds a slot of the connection's pending bound while it
+/// runs (it used to be spawned per frame with no bound).
+#[tokio::test]
+async fn get_or_create_counts_against_the_pending_bound() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_pending_requests = 2;
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("a", "0").await;
+    let slow = slow_sql(std::time::Duration::from_millis(1500));
+    let busy = [
+        c.send_execute(&a, &slow, vec![], false).await,
+        c.send_execute(&a, &slow, vec![], true).await,
+    ];
+    match get_or_create_result(&mut c, "a", "1").await {
+        GetOrCreateActorResult::GetOrCreateActorError(e) => {
+            assert_eq!(e.code, ActorErrorCode::InvalidRequest);
+            assert!(e.message.contains("maxPendingRequests"), "{}", e.message);
+        }
+        ok => panic!("expected a refusal while the pending bound is full, got {ok:?}"),
+    }
+    for rid in busy {
+        ok(c.execute_result(rid).await);
+    }
+    c.get_or_create("a", "1").await;
+}
