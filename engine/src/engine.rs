@@ -77,6 +77,8 @@ impl Engine {
         let registry = Registry::open(&config.data_dir)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
+        crate::fdlimit::raise_and_check(&config);
+        let open_dbs = crate::sql::open_dbs::OpenDbs::new(config.max_open_actor_dbs);
         let result_budget = Arc::new(crate::budget::ResultBudget::new(config.max_result_memory_bytes));
         let state = Arc::new(EngineState {
             exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
@@ -86,7 +88,7 @@ impl Engine {
             result_budget,
             reads_paused: Default::default(),
             read_pauses: AtomicU64::new(0),
-            executors: Executors::default(),
+            executors: Executors::new(open_dbs),
             sessions: Sessions::default(),
             drains: Drains::default(),
             shutdown: shutdown.clone(),
@@ -95,6 +97,11 @@ impl Engine {
             next_conn_id: AtomicU64::new(0),
             placement_locks: Default::default(),
         });
+        tokio::spawn(crate::sql::open_dbs::run_sweeper(
+            state.executors.open_dbs().clone(),
+            state.config.idle_db_close,
+            shutdown.clone(),
+        ));
         let router = crate::server::router(state.clone());
         let mut stop_accepting = shutdown.clone();
         let server = tokio::spawn(async move {
@@ -159,6 +166,16 @@ impl RunningEngine {
     /// Times a read loop paused because its outbox was over budget.
     pub fn read_pauses(&self) -> u64 {
         self.state.read_pauses.load(Ordering::Acquire)
+    }
+
+    /// Actor databases open now (executors holding a slot of `max_open_actor_dbs`).
+    pub fn open_actor_dbs(&self) -> usize {
+        self.state.executors.open_dbs().count()
+    }
+
+    /// The most actor databases open at once.
+    pub fn open_actor_dbs_peak(&self) -> usize {
+        self.state.executors.open_dbs().peak()
     }
 
     /// Every actor the registry knows.

@@ -337,6 +337,11 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>) -> Vec<Job> {
 /// Runs one job on `lane`; None means "not read-only: move it to the writer".
 fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
     let x = &job.executor;
+    // In use for the whole job: the open-database cap cannot close it meanwhile.
+    let _in_use = match x.enter() {
+        Ok(g) => g,
+        Err(message) => return Some(overloaded(&job.work, message)),
+    };
     Some(match &job.work {
         Work::Execute { request_id, sql, params, write } => {
             let result = match x.execute(lane, sql, params, *write) {
@@ -357,4 +362,23 @@ fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
             ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id: *request_id, data: x.kv(data) })
         }
     })
+}
+
+/// The OVERLOADED answer to `work` (the open-database cap had no room).
+fn overloaded(work: &Work, message: String) -> ToEnvoy {
+    let sql = || crate::sql::executor::err(envoy_protocol::SqliteErrorCode::Overloaded, &message, Some(false));
+    match work {
+        Work::Execute { request_id, .. } => ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+            request_id: *request_id,
+            result: SqliteExecuteResult::SqliteError(sql()),
+        }),
+        Work::Exec { request_id, .. } => ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+            request_id: *request_id,
+            result: SqliteExecResult::SqliteError(sql()),
+        }),
+        Work::Kv { request_id, .. } => ToEnvoy::KvResponse(ToEnvoyKvResponse {
+            request_id: *request_id,
+            data: crate::kv::kv_error(envoy_protocol::KvErrorCode::Overloaded, message.clone()),
+        }),
+    }
 }

@@ -232,3 +232,90 @@ async fn get_or_create_counts_against_the_pending_bound() {
     }
     c.get_or_create("a", "1").await;
 }
+
+/// More actors than the open-database cap: the least recently used idle
+/// databases are closed and reopen invisibly; an actor with an open transaction
+/// is never closed; descriptors stay bounded.
+#[tokio::test]
+async fn open_actor_databases_are_capped() {
+    const CAP: usize = 4;
+    const ACTORS: usize = 40;
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.max_open_actor_dbs = CAP;
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+
+    // One actor keeps a transaction open throughout.
+    let t = c.get_or_create("txn", "0").await;
+    exec_ok(c.exec(&t, "CREATE TABLE t (v TEXT); BEGIN; INSERT INTO t VALUES ('uncommitted')").await);
+
+    let (mut max_open, mut max_fds_under, mut max_fds) = (0, 0, 0);
+    let mut actors = Vec::new();
+    for i in 0..ACTORS {
+        let a = c.get_or_create("a", &i.to_string()).await;
+        exec_ok(c.exec(&a, &format!("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES ({i})")).await);
+        let put = KvRequestData::KvPut(KvPut { key: b"k".to_vec(), value: i.to_string().into_bytes() });
+        assert!(matches!(c.kv(&a, put).await, KvResponseData::KvPutResponse));
+        // A read opens reader connections too.
+        assert_eq!(ok(c.execute(&a, "SELECT v FROM t", vec![]).await).rows, vec![vec![Value::Integer(i as i64)]]);
+        max_open = max_open.max(engine.open_actor_dbs());
+        let (total, under) = fds_under(dir.path());
+        max_fds_under = max_fds_under.max(under);
+        max_fds = max_fds.max(total);
+        actors.push(a);
+    }
+    // Every actor's data is intact after its database was closed and reopened.
+    for (i, a) in actors.iter().enumerate() {
+        let r = ok(c.execute(a, "SELECT v FROM t", vec![]).await);
+        assert_eq!(r.rows, vec![vec![Value::Integer(i as i64)]], "actor {i}");
+        let got = c.kv(a, KvRequestData::KvGet(KvGet { key: b"k".to_vec() })).await;
+        assert!(matches!(got, KvResponseData::KvGetResponse(g) if g.value == Some(i.to_string().into_bytes())));
+    }
+    println!(
+        "{ACTORS} actors, cap {CAP}: at most {max_open} databases open (peak {}), {max_fds_under} descriptors under the data dir, {max_fds} in the process",
+        engine.open_actor_dbs_peak()
+    );
+    assert!(engine.open_actor_dbs_peak() <= CAP, "open databases exceeded the cap");
+    let fd_bound = CAP * envoy_engine::fdlimit::FDS_PER_OPEN_DB as usize + 3; // + engine.sqlite and its -wal/-shm
+    assert!(max_fds_under <= fd_bound, "{max_fds_under} descriptors under the data dir (bound {fd_bound})");
+
+    // The transaction survived all of it: its uncommitted row is still there, and it commits.
+    let r = ok(c.execute(&t, "SELECT v FROM t", vec![]).await);
+    assert_eq!((r.route, r.rows), (SqliteRoute::WriteFallback, vec![vec![Value::Text("uncommitted".into())]]));
+    ok(c.execute(&t, "COMMIT", vec![]).await);
+    assert_eq!(ok(c.execute(&t, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
+}
+
+/// When every open database is busy (here: each holds an open transaction), a
+/// request that needs another gets a typed OVERLOADED; idle databases are closed
+/// by the background sweep.
+#[tokio::test]
+async fn open_database_cap_refuses_when_nothing_is_idle_and_idle_ones_close() {
+    let dir = temp_dir();
+    let mut cfg = test_config(dir.path());
+    cfg.max_open_actor_dbs = 2;
+    cfg.idle_db_close = std::time::Duration::from_millis(300);
+    let engine = start_with(cfg).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let t1 = c.get_or_create("t", "1").await;
+    let t2 = c.get_or_create("t", "2").await;
+    let x = c.get_or_create("x", "0").await;
+    for t in [&t1, &t2] {
+        ok(c.execute(t, "BEGIN IMMEDIATE", vec![]).await);
+    }
+    let e = sql_err(c.execute(&x, "SELECT 1", vec![]).await);
+    assert_eq!(e.code, SqliteErrorCode::Overloaded);
+    assert!(e.message.contains("max_open_actor_dbs"), "{}", e.message);
+    let kv = c.kv(&x, KvRequestData::KvGet(KvGet { key: b"k".to_vec() })).await;
+    assert!(matches!(kv, KvResponseData::KvErrorResponse(ref e) if e.code == KvErrorCode::Overloaded), "{kv:?}");
+    // Transactions outlive the idle sweep (a writer in a transaction is never closed).
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(engine.open_actor_dbs(), 2);
+    ok(c.execute(&t1, "COMMIT", vec![]).await);
+    assert_eq!(ok(c.execute(&x, "SELECT 1", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
+    ok(c.execute(&t2, "COMMIT", vec![]).await);
+    // Idle now: the sweep closes them all.
+    eventually(|| engine.open_actor_dbs() == 0).await;
+    assert_eq!(ok(c.execute(&t1, "SELECT 2", vec![]).await).rows, vec![vec![Value::Integer(2)]]);
+}
