@@ -34,6 +34,7 @@ pub fn raise_and_check(config: &Config) -> Option<u64> {
 }
 
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux but not on every unix
 fn raise_soft_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
