@@ -79,6 +79,22 @@ pub struct ServeArgs {
     /// SQLite's process-wide soft heap limit in bytes: page cache is freed past it (0 = none).
     #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES)]
     pub sqlite_soft_heap_limit: i64,
+    /// Bytes of answers one connection may have queued toward its socket; past it results
+    /// get OVERLOADED and the engine stops reading that socket until it drains.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_CONNECTION_OUTBOX_BYTES)]
+    pub max_connection_outbox_bytes: usize,
+    /// Bytes of results the whole engine may hold at once (built, not yet flushed).
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_RESULT_MEMORY_BYTES)]
+    pub max_result_memory_bytes: usize,
+    /// Actors one envoy may have placed at once.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_ACTORS_PER_CONNECTION)]
+    pub max_actors_per_connection: usize,
+    /// Actor databases open at once; the least recently used idle one is closed to make room.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_OPEN_ACTOR_DBS)]
+    pub max_open_actor_dbs: usize,
+    /// Close an actor database unused for this long (ms).
+    #[arg(long, default_value_t = crate::config::DEFAULT_IDLE_DB_CLOSE.as_millis() as u64)]
+    pub idle_db_close_ms: u64,
 }
 
 impl ServeArgs {
@@ -100,6 +116,11 @@ impl ServeArgs {
         c.permits_per_connection = self.permits_per_connection;
         c.sqlite_hard_heap_limit = self.sqlite_hard_heap_limit;
         c.sqlite_soft_heap_limit = self.sqlite_soft_heap_limit;
+        c.max_connection_outbox_bytes = self.max_connection_outbox_bytes;
+        c.max_result_memory_bytes = self.max_result_memory_bytes;
+        c.max_actors_per_connection = self.max_actors_per_connection;
+        c.max_open_actor_dbs = self.max_open_actor_dbs;
+        c.idle_db_close = std::time::Duration::from_millis(self.idle_db_close_ms);
         Ok(c)
     }
 }

@@ -76,6 +76,30 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds the descriptors the network can take: each actor database also holds
 /// several (db, WAL, shm, KV, readers), and 1024 is a common soft `ulimit -n`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Bytes of answers one connection may have queued toward its socket (built,
+/// not yet flushed). A peer that stops reading would otherwise make the engine
+/// buffer every answer it asked for: past this budget a result is refused with
+/// OVERLOADED and the read loop stops reading that socket until the writer has
+/// flushed enough. Twice the largest response, so one answer in flight never
+/// blocks the next.
+pub const DEFAULT_MAX_CONNECTION_OUTBOX_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes of SQL/KV results the whole engine may hold at once, from the first
+/// row copied until the answer is flushed to its socket. Bounds the memory many
+/// connections together can pin (each is also bounded by its outbox budget);
+/// past it a result is refused with OVERLOADED.
+pub const DEFAULT_MAX_RESULT_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+/// Actors one envoy (one connection's namespace and envoy key) may have placed
+/// at once. Each placed actor costs registry memory and, when used, a database;
+/// a get-or-create past it is refused (INVALID_REQUEST naming the limit).
+pub const DEFAULT_MAX_ACTORS_PER_CONNECTION: usize = 1024;
+/// Actor databases (executors with open SQLite connections) open at once,
+/// engine-wide. Each costs up to ~12 file descriptors (writer, readers, KV, with
+/// their -wal/-shm files) and page caches; past the cap the least recently used
+/// idle one is checkpointed and closed (it reopens on its next request).
+pub const DEFAULT_MAX_OPEN_ACTOR_DBS: usize = 256;
+/// An actor database unused for this long is checkpointed and closed by a
+/// background sweep, so idle actors do not hold descriptors and caches.
+pub const DEFAULT_IDLE_DB_CLOSE: Duration = Duration::from_secs(60);
 
 /// Limits enforced before work starts; all are advertised in `ToEnvoyInit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +217,20 @@ pub struct Config {
     pub sqlite_hard_heap_limit: i64,
     /// SQLite's process-wide soft heap limit in bytes (0 = none); set by the engine only.
     pub sqlite_soft_heap_limit: i64,
+    /// Bytes one connection may have queued toward its socket before results are
+    /// refused (OVERLOADED) and its read loop pauses: a peer that does not read
+    /// cannot make the engine buffer without bound.
+    pub max_connection_outbox_bytes: usize,
+    /// Bytes of results the engine holds at once (built, not yet flushed), across
+    /// every connection; past it results are refused with OVERLOADED.
+    pub max_result_memory_bytes: usize,
+    /// Actors one envoy may have placed at once; more get-or-creates are refused.
+    pub max_actors_per_connection: usize,
+    /// Actor databases open at once; the least recently used idle one is closed
+    /// to make room, so descriptors stay bounded however many actors exist.
+    pub max_open_actor_dbs: usize,
+    /// Actor databases unused this long are closed by a background sweep.
+    pub idle_db_close: Duration,
 }
 
 impl Config {
@@ -219,6 +257,11 @@ impl Config {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             sqlite_hard_heap_limit: DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES,
             sqlite_soft_heap_limit: DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES,
+            max_connection_outbox_bytes: DEFAULT_MAX_CONNECTION_OUTBOX_BYTES,
+            max_result_memory_bytes: DEFAULT_MAX_RESULT_MEMORY_BYTES,
+            max_actors_per_connection: DEFAULT_MAX_ACTORS_PER_CONNECTION,
+            max_open_actor_dbs: DEFAULT_MAX_OPEN_ACTOR_DBS,
+            idle_db_close: DEFAULT_IDLE_DB_CLOSE,
         }
     }
 
@@ -286,6 +329,25 @@ impl Config {
         if self.limits.max_response_bytes > self.limits.max_frame_bytes {
             bail!("max_response_bytes cannot exceed max_frame_bytes");
         }
+        // Any single answer within the limits must fit on an idle connection and an
+        // idle engine, or it could never be served.
+        let max_response = self.limits.max_response_bytes as usize;
+        if self.max_connection_outbox_bytes < max_response {
+            bail!("max_connection_outbox_bytes ({}) cannot be below max_response_bytes ({max_response})", self.max_connection_outbox_bytes);
+        }
+        if self.max_result_memory_bytes < self.max_connection_outbox_bytes {
+            bail!(
+                "max_result_memory_bytes ({}) cannot be below max_connection_outbox_bytes ({})",
+                self.max_result_memory_bytes,
+                self.max_connection_outbox_bytes
+            );
+        }
+        if self.max_actors_per_connection == 0 || self.max_open_actor_dbs == 0 {
+            bail!("max_actors_per_connection and max_open_actor_dbs must be at least 1");
+        }
+        if self.idle_db_close.is_zero() {
+            bail!("idle_db_close must be longer than zero");
+        }
         Ok(())
     }
 }
@@ -328,6 +390,21 @@ mod tests {
         assert!(v.validate().is_err());
         v.max_protocol_version = 0;
         assert!(v.validate().is_err());
+        let mut b = Config::for_tests("/tmp/x");
+        b.max_connection_outbox_bytes = b.limits.max_response_bytes as usize - 1;
+        assert!(b.validate().unwrap_err().to_string().contains("max_connection_outbox_bytes"));
+        let mut b = Config::for_tests("/tmp/x");
+        b.max_result_memory_bytes = b.max_connection_outbox_bytes - 1;
+        assert!(b.validate().unwrap_err().to_string().contains("max_result_memory_bytes"));
+        let mut b = Config::for_tests("/tmp/x");
+        b.max_open_actor_dbs = 0;
+        assert!(b.validate().is_err());
+        b.max_open_actor_dbs = 1;
+        b.max_actors_per_connection = 0;
+        assert!(b.validate().is_err());
+        b.max_actors_per_connection = 1;
+        b.idle_db_close = Duration::ZERO;
+        assert!(b.validate().is_err());
         let l = Limits::default();
         assert_eq!(l.protocol_limits().max_pending_requests, DEFAULT_MAX_PENDING_REQUESTS);
         assert_eq!(l.sql_limits().max_statement_ms, DEFAULT_MAX_STATEMENT_MS);

@@ -23,6 +23,13 @@ pub struct EngineState {
     pub registry: Registry,
     /// In-flight requests per (actor, generation).
     pub inflight: Inflight,
+    /// Bytes of results held engine-wide (built, not yet flushed); every
+    /// connection's budget charges its results here too.
+    pub result_budget: Arc<crate::budget::ResultBudget>,
+    /// Connections whose read loop is paused now because their outbox is over budget.
+    pub reads_paused: std::sync::atomic::AtomicUsize,
+    /// Times any read loop paused for that reason (observability).
+    pub read_pauses: AtomicU64,
     /// Open SQL/KV executors per (actor, generation).
     pub executors: Executors,
     /// Envoy sessions by (namespace, envoy key), surviving quick reconnects.
@@ -72,12 +79,18 @@ impl Engine {
         let registry = Registry::open(&config.data_dir)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
+        crate::fdlimit::raise_and_check(&config);
+        let open_dbs = crate::sql::open_dbs::OpenDbs::new(config.max_open_actor_dbs);
+        let result_budget = Arc::new(crate::budget::ResultBudget::new(config.max_result_memory_bytes));
         let state = Arc::new(EngineState {
             exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
             config,
             registry,
             inflight: Inflight::default(),
-            executors: Executors::default(),
+            result_budget,
+            reads_paused: Default::default(),
+            read_pauses: AtomicU64::new(0),
+            executors: Executors::new(open_dbs),
             sessions: Sessions::default(),
             drains: Drains::default(),
             shutdown: shutdown.clone(),
@@ -86,6 +99,11 @@ impl Engine {
             next_conn_id: AtomicU64::new(0),
             placement_locks: Default::default(),
         });
+        tokio::spawn(crate::sql::open_dbs::run_sweeper(
+            state.executors.open_dbs().clone(),
+            state.config.idle_db_close,
+            shutdown.clone(),
+        ));
         let router = crate::server::router(state.clone());
         let settings = crate::listener::ListenerSettings {
             header_read_timeout: state.config.header_read_timeout,
@@ -121,6 +139,42 @@ impl RunningEngine {
     /// Requests of (actor, generation) accepted and not yet answered (queued ones included).
     pub fn inflight(&self, actor_id: &str, generation: u64) -> usize {
         self.state.inflight.count(actor_id, generation)
+    }
+
+    /// Number of in-flight counters held, across every (actor, generation).
+    /// Only live actors have one; a refused request leaves none behind.
+    pub fn inflight_entries(&self) -> usize {
+        self.state.inflight.entries()
+    }
+
+    /// Bytes of results the engine holds now (built, not yet flushed), exact.
+    pub fn result_bytes_held(&self) -> usize {
+        self.state.result_budget.used()
+    }
+
+    /// The most result bytes the engine has held at once.
+    pub fn result_bytes_peak(&self) -> usize {
+        self.state.result_budget.peak()
+    }
+
+    /// Connections whose read loop is paused now (outbox over budget).
+    pub fn reads_paused(&self) -> usize {
+        self.state.reads_paused.load(Ordering::Acquire)
+    }
+
+    /// Times a read loop paused because its outbox was over budget.
+    pub fn read_pauses(&self) -> u64 {
+        self.state.read_pauses.load(Ordering::Acquire)
+    }
+
+    /// Actor databases open now (executors holding a slot of `max_open_actor_dbs`).
+    pub fn open_actor_dbs(&self) -> usize {
+        self.state.executors.open_dbs().count()
+    }
+
+    /// The most actor databases open at once.
+    pub fn open_actor_dbs_peak(&self) -> usize {
+        self.state.executors.open_dbs().peak()
     }
 
     /// Every actor the registry knows.

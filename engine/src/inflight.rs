@@ -72,6 +72,12 @@ impl Inflight {
             .map_or(0, |c| c.count.load(Ordering::Acquire))
     }
 
+    /// Number of (actor, generation) counters held (observability: refused
+    /// requests must not leave any behind).
+    pub fn entries(&self) -> usize {
+        self.counters.lock().values().map(HashMap::len).sum()
+    }
+
     /// Waits until the count is zero or `timeout` passes; returns whether it reached zero.
     pub async fn wait_zero(&self, actor_id: &str, generation: u64, timeout: Duration) -> bool {
         let counter = self.counter(actor_id, generation);

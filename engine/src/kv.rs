@@ -5,6 +5,7 @@
 //! keys and values as BLOBs ordered bytewise (SQLite compares BLOBs with
 //! memcmp), WAL, synchronous=NORMAL like the SQL database.
 
+use crate::budget::ResultCharge;
 use crate::config::Limits;
 use envoy_protocol::{
     KvEntry, KvErrorCode, KvErrorResponse, KvGetBatchResponse, KvGetResponse, KvListResponse, KvQuery,
@@ -24,10 +25,13 @@ pub fn kv_error(code: KvErrorCode, message: impl Into<String>) -> KvResponseData
     KvResponseData::KvErrorResponse(KvErrorResponse { code, message: message.into(), current_generation: None })
 }
 
-/// Approximate encoded size of a response carrying these payload sizes (length prefixes included).
-fn response_bytes(sizes: impl Iterator<Item = usize>) -> usize {
-    sizes.map(|n| n + 12).sum::<usize>() + 16
+/// Approximate encoded size of one entry or value of `n` payload bytes (length prefixes included).
+fn entry_bytes(n: usize) -> usize {
+    n + 12
 }
+
+/// Approximate encoded size of a response with no entries.
+const EMPTY_RESPONSE_BYTES: usize = 16;
 
 fn too_big(max_response: usize) -> KvResponseData {
     kv_error(KvErrorCode::LimitExceeded, format!("the response would exceed maxResponseBytes ({max_response}); ask for fewer entries"))
@@ -128,21 +132,48 @@ impl KvStore {
     }
 
     /// Entries in [start, end) (end None = unbounded), ordered, at most `limit`
-    /// (plus one, to detect an over-long unlimited list).
-    fn range(&self, start: &[u8], end: Option<&[u8]>, reverse: bool, limit: usize) -> rusqlite::Result<Vec<KvEntry>> {
+    /// (plus one, to detect an over-long unlimited list). Entries are charged to
+    /// the result budgets while they are copied, and copying stops as soon as the
+    /// answer would pass `max_response` (answered LIMIT_EXCEEDED) or a budget
+    /// is full (answered OVERLOADED): a refused list never holds more than one
+    /// response's worth of memory.
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+        max_response: usize,
+    ) -> rusqlite::Result<Result<Vec<KvEntry>, KvResponseData>> {
         let order = if reverse { "DESC" } else { "ASC" };
         let sql = match end {
             Some(_) => format!("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key {order} LIMIT ?3"),
             None => format!("SELECT key, value FROM kv WHERE key >= ?1 ORDER BY key {order} LIMIT ?2"),
         };
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let map = |r: &rusqlite::Row<'_>| Ok(KvEntry { key: r.get(0)?, value: r.get(1)? });
         let limit = limit.min(i64::MAX as usize) as i64;
-        let rows = match end {
-            Some(e) => stmt.query_map(params![start, e, limit], map)?.collect::<Result<Vec<_>, _>>()?,
-            None => stmt.query_map(params![start, limit], map)?.collect::<Result<Vec<_>, _>>()?,
+        let mut rows = match end {
+            Some(e) => stmt.query(params![start, e, limit])?,
+            None => stmt.query(params![start, limit])?,
         };
-        Ok(rows)
+        let mut charge = ResultCharge::start();
+        let mut size = EMPTY_RESPONSE_BYTES;
+        let mut entries = Vec::new();
+        while let Some(r) = rows.next()? {
+            let entry = KvEntry { key: r.get(0)?, value: r.get(1)? };
+            size += entry_bytes(entry.key.len() + entry.value.len());
+            if size > max_response {
+                return Ok(Err(too_big(max_response)));
+            }
+            if let Err(refused) = charge.grow_to(size) {
+                return Ok(Err(refused.kv_error()));
+            }
+            entries.push(entry);
+        }
+        if let Err(refused) = charge.finish() {
+            return Ok(Err(refused.kv_error()));
+        }
+        Ok(Ok(entries))
     }
 
     /// A list bounded by `maxKvBatchEntries`: an explicit limit was checked before work; without one, a
@@ -157,17 +188,38 @@ impl KvStore {
         max_response: usize,
     ) -> KvResponseData {
         let want = limit.map_or(max + 1, |l| l as usize);
-        match self.range(start, end, reverse, want) {
-            Ok(entries) if limit.is_none() && entries.len() > max => kv_error(
+        match self.range(start, end, reverse, want, max_response) {
+            Ok(Ok(entries)) if limit.is_none() && entries.len() > max => kv_error(
                 KvErrorCode::LimitExceeded,
                 format!("more than maxKvBatchEntries ({max}) entries match; list with a limit"),
             ),
-            Ok(entries) if response_bytes(entries.iter().map(|e| e.key.len() + e.value.len())) > max_response => {
-                too_big(max_response)
-            }
-            Ok(entries) => KvResponseData::KvListResponse(KvListResponse { entries }),
+            Ok(Ok(entries)) => KvResponseData::KvListResponse(KvListResponse { entries }),
+            Ok(Err(refused)) => refused,
             Err(e) => internal(e),
         }
+    }
+
+    /// Values of `keys` (None where missing), charged as they are read; stops as
+    /// soon as the answer would pass `max_response` or a budget is full.
+    fn get_many(&self, keys: &[Vec<u8>], max_response: usize) -> rusqlite::Result<Result<Vec<Option<Vec<u8>>>, KvResponseData>> {
+        let mut charge = ResultCharge::start();
+        let mut size = EMPTY_RESPONSE_BYTES;
+        let mut values = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = self.get(k)?;
+            size += entry_bytes(v.as_ref().map_or(0, Vec::len));
+            if size > max_response {
+                return Ok(Err(too_big(max_response)));
+            }
+            if let Err(refused) = charge.grow_to(size) {
+                return Ok(Err(refused.kv_error()));
+            }
+            values.push(v);
+        }
+        if let Err(refused) = charge.finish() {
+            return Ok(Err(refused.kv_error()));
+        }
+        Ok(Ok(values))
     }
 
     /// Runs one request (limits already checked).
@@ -176,7 +228,10 @@ impl KvStore {
         let max_response = limits.max_response_bytes as usize;
         let r: rusqlite::Result<KvResponseData> = (|| {
             Ok(match data {
-                KvRequestData::KvGet(r) => KvResponseData::KvGetResponse(KvGetResponse { value: self.get(&r.key)? }),
+                KvRequestData::KvGet(r) => match self.get_many(std::slice::from_ref(&r.key), max_response)? {
+                    Ok(mut values) => KvResponseData::KvGetResponse(KvGetResponse { value: values.pop().flatten() }),
+                    Err(refused) => refused,
+                },
                 KvRequestData::KvPut(r) => {
                     self.conn
                         .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?
@@ -191,11 +246,10 @@ impl KvStore {
                     return Ok(self.list(&r.prefix, prefix_end(&r.prefix).as_deref(), false, None, max, max_response))
                 }
                 KvRequestData::KvGetBatch(r) => {
-                    let values = r.keys.iter().map(|k| self.get(k)).collect::<Result<Vec<_>, _>>()?;
-                    if response_bytes(values.iter().map(|v| v.as_ref().map_or(0, Vec::len))) > max_response {
-                        return Ok(too_big(max_response));
+                    match self.get_many(&r.keys, max_response)? {
+                        Ok(values) => KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values }),
+                        Err(refused) => refused,
                     }
-                    KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values })
                 }
                 KvRequestData::KvPutBatch(r) => {
                     let tx = self.conn.transaction()?;

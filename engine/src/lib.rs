@@ -18,19 +18,24 @@
 //! | actor registry (metadata DB) | `actor/registry.rs` |
 //! | get-or-create, events, intents | `actor/lifecycle.rs` |
 //! | where SQL runs | `sql/executor.rs` (`sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs`) |
+//! | the open actor database cap, idle close | `sql/open_dbs.rs` |
+//! | descriptor limit at start | `fdlimit.rs` |
 //! | KV storage | `kv.rs` |
 //! | in-flight accounting | `inflight.rs` |
+//! | memory budgets for answers (per connection, engine-wide) | `budget.rs` |
 //! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
 
 pub mod actor;
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod drain;
 mod engine;
+pub mod fdlimit;
 pub mod inflight;
 pub mod kv;
 mod listener;

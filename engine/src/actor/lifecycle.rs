@@ -8,7 +8,7 @@
 //!                            Stopping ──in-flight 0 or threshold──▶ Stopped ──get-or-create──▶ Starting (generation + 1)
 //! ```
 
-use crate::actor::registry::ActorState;
+use crate::actor::registry::{ActorState, TooManyActors};
 use crate::connection::session::Session;
 use crate::drain;
 use crate::engine::EngineState;
@@ -44,6 +44,17 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
             format!("actor name must be 1..={MAX_NAME_BYTES} bytes and key at most {MAX_NAME_BYTES} bytes"),
         );
     }
+    // The per-envoy cap, checked before anything is created; `Registry::start`
+    // checks it again atomically with the placement.
+    let max_placed = state.config.max_actors_per_connection;
+    if state.registry.placed_count(&session.namespace, &session.envoy_key) >= max_placed {
+        let placed_here = state.registry.find(&session.namespace, &req.name, &req.key).is_some_and(|r| {
+            r.envoy.as_deref() == Some(session.envoy_key.as_str())
+        });
+        if !placed_here {
+            return error(rid, ActorErrorCode::InvalidRequest, TooManyActors { max: max_placed }.to_string());
+        }
+    }
     let (rec, created) = match state.registry.get_or_insert(&session.namespace, &req.name, &req.key) {
         Ok(x) => x,
         Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
@@ -73,10 +84,14 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
                 // The generation bump is fsynced: keep it off the async workers.
                 let started = {
                     let (st, id, envoy) = (state.clone(), cur.actor_id.clone(), session.envoy_key.clone());
-                    tokio::task::spawn_blocking(move || st.registry.start(&id, &envoy)).await
+                    tokio::task::spawn_blocking(move || st.registry.start(&id, &envoy, max_placed)).await
                 };
                 let started = match started {
                     Ok(Ok(r)) => r,
+                    // v4's ActorErrorCode has no LIMIT code (published schemas are frozen).
+                    Ok(Err(e)) if e.is::<TooManyActors>() => {
+                        return error(rid, ActorErrorCode::InvalidRequest, e.to_string())
+                    }
                     Ok(Err(e)) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
                     Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry task: {e}")),
                 };

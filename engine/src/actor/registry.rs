@@ -83,6 +83,17 @@ pub struct Registry {
     actors: Mutex<HashMap<String, ActorRecord>>,
     /// (namespace, name, key) → actor id, so get-or-create does not scan.
     by_name: Mutex<HashMap<(String, String, String), String>>,
+    /// Actors placed per (namespace, envoy key), kept with `actors` (always locked
+    /// after it) so the per-envoy cap is checked and taken in one step.
+    placed: Mutex<HashMap<(String, String), usize>>,
+}
+
+/// A placement refused because the envoy already holds its cap of actors.
+#[derive(Debug, thiserror::Error)]
+#[error("this envoy already has {max} actors placed (max_actors_per_connection = {max}); stop one before placing another")]
+pub struct TooManyActors {
+    /// The cap (`Config::max_actors_per_connection`).
+    pub max: usize,
 }
 
 impl Registry {
@@ -131,7 +142,13 @@ impl Registry {
             .values()
             .map(|a| ((a.namespace.clone(), a.name.clone(), a.key.clone()), a.actor_id.clone()))
             .collect();
-        Ok(Self { db: Mutex::new(db), actors: Mutex::new(actors), by_name: Mutex::new(by_name) })
+        Ok(Self {
+            db: Mutex::new(db),
+            actors: Mutex::new(actors),
+            by_name: Mutex::new(by_name),
+            // Every actor is Stopped (unplaced) after open.
+            placed: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Runs `f` on the record without cloning it (the hot-path admission check).
@@ -194,12 +211,25 @@ impl Registry {
         Ok((rec, true))
     }
 
+    /// Actors placed on `envoy` in `namespace` now.
+    pub fn placed_count(&self, namespace: &str, envoy: &str) -> usize {
+        let _actors = self.actors.lock();
+        self.placed.lock().get(&(namespace.to_string(), envoy.to_string())).copied().unwrap_or(0)
+    }
+
     /// Raises the generation, places the actor on `envoy` as Starting, and
-    /// persists it (fsync) before returning the new record. Blocks on the fsync:
-    /// call it from a blocking thread.
-    pub fn start(&self, actor_id: &str, envoy: &str) -> anyhow::Result<ActorRecord> {
+    /// persists it (fsync) before returning the new record. Refused with
+    /// [`TooManyActors`] if `envoy` already holds `max_placed` other actors.
+    /// Blocks on the fsync: call it from a blocking thread.
+    pub fn start(&self, actor_id: &str, envoy: &str, max_placed: usize) -> anyhow::Result<ActorRecord> {
         let mut actors = self.actors.lock();
         let rec = actors.get_mut(actor_id).context("unknown actor")?;
+        let mut placed = self.placed.lock();
+        let here = (rec.namespace.clone(), envoy.to_string());
+        let already_here = rec.envoy.as_deref() == Some(envoy);
+        if !already_here && placed.get(&here).copied().unwrap_or(0) >= max_placed {
+            return Err(TooManyActors { max: max_placed }.into());
+        }
         let db = self.db.lock();
         // This commit must reach the disk before StartActor is sent: fsync it.
         db.pragma_update(None, "synchronous", "FULL")?;
@@ -214,6 +244,12 @@ impl Registry {
         let generation = bumped?.context("actor missing from the metadata database")?;
         rec.generation = generation as u64;
         rec.state = ActorState::Starting;
+        if !already_here {
+            if let Some(old) = rec.envoy.take() {
+                unplace(&mut placed, &rec.namespace, old);
+            }
+            *placed.entry(here).or_default() += 1;
+        }
         rec.envoy = Some(envoy.to_string());
         Ok(rec.clone())
     }
@@ -228,7 +264,9 @@ impl Registry {
         }
         rec.state = state;
         if state == ActorState::Stopped {
-            rec.envoy = None;
+            if let Some(old) = rec.envoy.take() {
+                unplace(&mut self.placed.lock(), &rec.namespace, old);
+            }
         }
         self.db.lock().execute(
             "UPDATE actors SET state = ?2, envoy = ?3 WHERE actor_id = ?1",
@@ -253,6 +291,17 @@ impl Registry {
     }
 }
 
+/// Counts one actor fewer on (namespace, envoy), forgetting the entry at zero.
+fn unplace(placed: &mut HashMap<(String, String), usize>, namespace: &str, envoy: String) {
+    let key = (namespace.to_string(), envoy);
+    if let Some(n) = placed.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            placed.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,8 +313,8 @@ mod tests {
             let reg = Registry::open(dir.path()).unwrap();
             let (a, created) = reg.get_or_insert("ns", "counter", "k1").unwrap();
             assert!(created);
-            assert_eq!(reg.start(&a.actor_id, "e1").unwrap().generation, 1);
-            assert_eq!(reg.start(&a.actor_id, "e1").unwrap().generation, 2);
+            assert_eq!(reg.start(&a.actor_id, "e1", 10).unwrap().generation, 1);
+            assert_eq!(reg.start(&a.actor_id, "e1", 10).unwrap().generation, 2);
             (a, created)
         };
         assert!(created);
@@ -276,6 +325,27 @@ mod tests {
         assert_eq!(again.generation, 2);
         assert_eq!(again.state, ActorState::Stopped);
         assert_eq!(again.envoy, None);
-        assert_eq!(reg.start(&a.actor_id, "e2").unwrap().generation, 3);
+        assert_eq!(reg.start(&a.actor_id, "e2", 10).unwrap().generation, 3);
+    }
+
+    #[test]
+    fn placements_per_envoy_are_capped_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let (a, _) = reg.get_or_insert("ns", "n", "a").unwrap();
+        let (b, _) = reg.get_or_insert("ns", "n", "b").unwrap();
+        let (c, _) = reg.get_or_insert("other", "n", "c").unwrap();
+        reg.start(&a.actor_id, "e", 1).unwrap();
+        let e = reg.start(&b.actor_id, "e", 1).unwrap_err();
+        assert!(e.downcast_ref::<TooManyActors>().is_some(), "{e}");
+        // Restarting the same actor on the same envoy is not a new placement.
+        reg.start(&a.actor_id, "e", 1).unwrap();
+        // Another namespace's envoy of the same key has its own count.
+        reg.start(&c.actor_id, "e", 1).unwrap();
+        assert_eq!(reg.placed_count("ns", "e"), 1);
+        let g = reg.get(&a.actor_id).unwrap().generation;
+        reg.set_state(&a.actor_id, g, ActorState::Stopped).unwrap();
+        assert_eq!(reg.placed_count("ns", "e"), 0);
+        reg.start(&b.actor_id, "e", 1).unwrap();
     }
 }

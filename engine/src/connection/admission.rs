@@ -6,13 +6,19 @@
 //! (ACTOR_STOPPING), then request limits (LIMIT_EXCEEDED / INVALID_REQUEST),
 //! then the connection's pending-request bound (OVERLOADED).
 //!
-//! The in-flight guard is taken *before* the placement check: a drain marks
-//! the actor Stopping and then reads the count, so a request either sees
-//! Stopping or is counted by the drain — never neither.
+//! The in-flight guard is taken *while the registry's lock is held*, right
+//! after the placement check passed ([`check_and_count`]): a drain marks the
+//! actor Stopping (under the same lock) and then reads the count, so a request
+//! either sees Stopping or is counted by the drain — never neither. Taking the
+//! guard inside the check, rather than before it, means in-flight counters exist
+//! only for real, live (actor, generation)s: a request naming an unknown actor
+//! or a stale generation leaves nothing behind (counters of a live generation
+//! are forgotten when it stops).
 
 use crate::actor::registry::ActorState;
 use crate::config::Limits;
 use crate::engine::EngineState;
+use crate::inflight::InflightGuard;
 use crate::sql::executor::{err, limit_error};
 use crate::sql::values::value_bytes;
 use envoy_protocol::{
@@ -77,14 +83,23 @@ impl Rejection {
     }
 }
 
-/// Checks placement and generation of (actor, generation) for the envoy `envoy_key` of `namespace`.
-pub fn check_actor(
+/// Checks placement and generation of (actor, generation) for the envoy
+/// `envoy_key` of `namespace` and, if they pass, counts the request in flight.
+///
+/// Why the guard is taken inside the registry's lock (rather than "acquire,
+/// check, release on failure"): the check and the increment are then one step
+/// as far as a drain is concerned — `begin_stop` takes the same lock to mark
+/// the actor Stopping before the drain reads the count — and a refused request
+/// never touches the in-flight map at all, so made-up actor ids (of any size)
+/// cannot create entries. Lock order is registry → in-flight map; nothing takes
+/// them the other way round.
+pub fn check_and_count(
     state: &EngineState,
     namespace: &str,
     envoy_key: &str,
     actor_id: &str,
     generation: u64,
-) -> Result<(), Rejection> {
+) -> Result<InflightGuard, Rejection> {
     state.registry.with(actor_id, |rec| {
         let rec = rec.filter(|r| r.namespace == namespace).ok_or(Rejection::NotFound)?;
         if rec.envoy.as_deref() != Some(envoy_key) {
@@ -94,7 +109,7 @@ pub fn check_actor(
             return Err(Rejection::Fence(rec.generation));
         }
         match rec.state {
-            ActorState::Starting | ActorState::Running => Ok(()),
+            ActorState::Starting | ActorState::Running => Ok(state.inflight.acquire(actor_id, generation)),
             ActorState::Stopping => Err(Rejection::Stopping),
             ActorState::Stopped => Err(Rejection::NotPlaced),
         }

@@ -123,7 +123,8 @@ async fn serve_inner(
     owner: &str,
 ) {
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = Outbox::new();
+    let budget = crate::budget::ConnBudget::new(state.result_budget.clone(), state.config.max_connection_outbox_bytes);
+    let (outbox, rx) = Outbox::new(budget);
     let mut writer = tokio::spawn(writer::run(sink, rx, version));
     let limits = DecodeLimits::for_frame(state.config.limits.max_frame_bytes as usize);
 
@@ -231,6 +232,24 @@ async fn serve_inner(
     tracing::info!("envoy connection ended");
 }
 
+/// Counts a connection whose read loop is paused (its outbox is over budget) while alive.
+struct PauseMark(Arc<EngineState>);
+
+impl PauseMark {
+    fn new(state: &Arc<EngineState>) -> Self {
+        tracing::debug!("outbox over its budget; reading paused");
+        state.reads_paused.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        state.read_pauses.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(state.clone())
+    }
+}
+
+impl Drop for PauseMark {
+    fn drop(&mut self) {
+        self.0.reads_paused.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Resolves when the writer task has ended (pending forever after that, so it can be re-polled safely).
 async fn writer_finished(writer: &mut tokio::task::JoinHandle<()>) {
     if writer.is_finished() {
@@ -251,9 +270,23 @@ impl Conn {
         let mut ping = tokio::time::interval(cfg.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
+        // Backpressure: while the bytes queued toward this socket are over the
+        // connection's budget, stop reading it (its requests wait in the socket
+        // buffers, and the peer's own writes eventually block) until the writer
+        // has flushed enough. Pongs are not read meanwhile, so the writer's
+        // progress is what shows the peer alive; a peer that neither reads nor is
+        // read from for the lost threshold is dropped as lost.
+        let budget = self.outbox.budget().clone();
+        let mut released_seen = budget.released();
+        let mut pause_mark: Option<PauseMark> = None;
         loop {
+            let paused = budget.is_full();
+            if paused != pause_mark.is_some() {
+                pause_mark = paused.then(|| PauseMark::new(&self.state));
+            }
             tokio::select! {
-                msg = stream.next() => match msg {
+                _ = budget.wait_below_limit(), if paused => last_seen = Instant::now(),
+                msg = stream.next(), if !paused => match msg {
                     Some(Ok(Message::Binary(b))) => {
                         last_seen = Instant::now();
                         match decode_to_engine(&b, self.version, limits) {
@@ -285,6 +318,11 @@ impl Conn {
                     }
                 },
                 _ = ping.tick() => {
+                    let released = budget.released();
+                    if paused && released != released_seen {
+                        last_seen = Instant::now();
+                    }
+                    released_seen = released;
                     if last_seen.elapsed() > cfg.envoy_lost_threshold {
                         tracing::warn!("envoy silent past the lost threshold; dropping it");
                         self.outbox.close(close::GOING_AWAY, "envoy lost: silent past the lost threshold");
@@ -324,12 +362,33 @@ impl Conn {
             }
             ToEngine::Pong(_) => {}
             ToEngine::GetOrCreateActor(req) => {
+                // Placement work counts against the pending bound like any request:
+                // the guard lives in the task until its answer is queued.
+                let max = state.config.limits.max_pending_requests;
+                let pending = match self.pending.try_acquire(max) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // v4's ActorErrorCode has no OVERLOADED/LIMIT code (published schemas are frozen).
+                        let e = envoy_protocol::GetOrCreateActorError {
+                            code: envoy_protocol::ActorErrorCode::InvalidRequest,
+                            message: format!(
+                                "more than {max} requests pending on this connection (maxPendingRequests); retry once some are answered"
+                            ),
+                        };
+                        self.outbox.send(ToEnvoy::GetOrCreateActorResponse(envoy_protocol::ToEnvoyGetOrCreateActorResponse {
+                            request_id: req.request_id,
+                            result: envoy_protocol::GetOrCreateActorResult::GetOrCreateActorError(e),
+                        }));
+                        return Ok(());
+                    }
+                };
                 let state = state.clone();
                 let session = self.session.clone();
                 let outbox = self.outbox.clone();
                 tokio::spawn(async move {
                     let answer = lifecycle::get_or_create(&state, &session, req).await;
                     outbox.send(answer);
+                    drop(pending);
                 });
             }
             ToEngine::KvRequest(r) => {
@@ -408,8 +467,9 @@ impl Conn {
         }
     }
 
-    /// All checks before work: in-flight guard first (see admission), placement,
-    /// generation, stopping, the request's own limits, then the pending bound.
+    /// All checks before work: placement, generation and stopping (the in-flight
+    /// guard is taken inside that check, see admission), the request's own
+    /// limits, then the pending bound.
     #[allow(clippy::type_complexity)]
     fn admit(
         &self,
@@ -422,8 +482,8 @@ impl Conn {
         Rejection,
     > {
         let state = &self.state;
-        let inflight = state.inflight.acquire(actor_id, generation);
-        admission::check_actor(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;
+        let inflight =
+            admission::check_and_count(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;
         let max_request = state.config.limits.max_request_bytes;
         if frame_len > max_request as usize {
             return Err(Rejection::Limit {

@@ -18,6 +18,7 @@
 
 use super::admission::PendingGuard;
 use super::writer::Outbox;
+use crate::budget::{self, Charge};
 use crate::inflight::InflightGuard;
 use crate::sql::executor::{ExecuteOutcome, Executor};
 use crate::sql::route::Lane;
@@ -303,23 +304,32 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
 fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>) -> Vec<Job> {
     let mut last_send = Instant::now();
     let mut answers = Vec::with_capacity(batch.len());
+    // What the answers not sent yet hold on the connection's (and engine's) budget.
+    let mut charge = Charge::default();
     let mut answered: Vec<Job> = Vec::with_capacity(batch.len());
     let mut bounced = Vec::new();
     for job in batch {
-        match run_job(&job, lane) {
+        // Results built by the job are charged to this connection (see budget::scope).
+        let (answer, built) = budget::scope(outbox.budget(), || run_job(&job, lane));
+        match answer {
             Some(answer) => {
+                // An error answer releases whatever its job had built before failing.
+                if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
+                    charge.merge(built);
+                }
+                charge.merge(Charge::force(outbox.budget(), budget::small_size(&answer)));
                 answers.push(answer);
                 answered.push(job);
             }
             None => bounced.push(Job { lane: Lane::Writer, ..job }),
         }
         if last_send.elapsed() > EARLY_SEND_AFTER && !answers.is_empty() {
-            outbox.send_batch(std::mem::take(&mut answers));
+            outbox.send_batch(std::mem::take(&mut answers), std::mem::take(&mut charge));
             answered.clear(); // drops their in-flight guards: answered
             last_send = Instant::now();
         }
     }
-    outbox.send_batch(answers);
+    outbox.send_batch(answers, charge);
     drop(answered);
     bounced
 }
@@ -327,6 +337,11 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>) -> Vec<Job> {
 /// Runs one job on `lane`; None means "not read-only: move it to the writer".
 fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
     let x = &job.executor;
+    // In use for the whole job: the open-database cap cannot close it meanwhile.
+    let _in_use = match x.enter() {
+        Ok(g) => g,
+        Err(message) => return Some(overloaded(&job.work, message)),
+    };
     Some(match &job.work {
         Work::Execute { request_id, sql, params, write } => {
             let result = match x.execute(lane, sql, params, *write) {
@@ -347,4 +362,23 @@ fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
             ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id: *request_id, data: x.kv(data) })
         }
     })
+}
+
+/// The OVERLOADED answer to `work` (the open-database cap had no room).
+fn overloaded(work: &Work, message: String) -> ToEnvoy {
+    let sql = || crate::sql::executor::err(envoy_protocol::SqliteErrorCode::Overloaded, &message, Some(false));
+    match work {
+        Work::Execute { request_id, .. } => ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+            request_id: *request_id,
+            result: SqliteExecuteResult::SqliteError(sql()),
+        }),
+        Work::Exec { request_id, .. } => ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+            request_id: *request_id,
+            result: SqliteExecResult::SqliteError(sql()),
+        }),
+        Work::Kv { request_id, .. } => ToEnvoy::KvResponse(ToEnvoyKvResponse {
+            request_id: *request_id,
+            data: crate::kv::kv_error(envoy_protocol::KvErrorCode::Overloaded, message.clone()),
+        }),
+    }
 }

@@ -1,23 +1,32 @@
 //! The outgoing side of one connection.
 //!
-//! Everything sent to an envoy goes through an unbounded queue (`Outbox`) into
-//! one writer task, which encodes every queued frame at the connection's
-//! version, feeds them all to the socket and flushes ONCE per batch: flushing
-//! after every reply halves pipelined throughput (see shared perf facts).
+//! Everything sent to an envoy goes through a queue (`Outbox`) into one writer
+//! task, which encodes every queued frame at the connection's version, feeds
+//! them all to the socket and flushes ONCE per batch: flushing after every reply
+//! halves pipelined throughput (see shared perf facts).
+//!
+//! The queue is a channel without a length bound, but what it holds is bounded
+//! in bytes: every item carries a [`Charge`] on the connection's [`ConnBudget`]
+//! (results were charged while built, everything else is charged here when
+//! queued), given back once the writer has flushed the item. When the budget is
+//! full, results are refused with OVERLOADED and the read loop stops reading
+//! the socket, so a peer that does not read cannot make the engine buffer.
 
+use crate::budget::{Charge, ConnBudget};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use envoy_protocol::{encode_to_envoy, ToEnvoy};
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// What can be queued for the writer.
 #[derive(Debug)]
 pub enum Outbound {
-    /// One message.
-    Msg(ToEnvoy),
-    /// Several messages produced together (one batch of SQL results).
-    Batch(Vec<ToEnvoy>),
+    /// One message and the bytes it holds on the connection's budget.
+    Msg(ToEnvoy, Charge),
+    /// Several messages produced together (one batch of SQL results) and what they hold.
+    Batch(Vec<ToEnvoy>, Charge),
     /// Close the socket with a code and reason after what is already queued.
     Close(u16, String),
 }
@@ -26,23 +35,35 @@ pub enum Outbound {
 /// answers to a dead socket go nowhere.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    /// The queue; unbounded because admission already bounds pending requests.
+    /// The queue; bounded in bytes by `budget`, not in items.
     tx: mpsc::UnboundedSender<Outbound>,
+    /// Bytes queued toward this socket (see the module doc).
+    budget: Arc<ConnBudget>,
 }
 
 impl Outbox {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+    pub fn new(budget: Arc<ConnBudget>) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
+        (Self { tx, budget }, rx)
     }
 
+    /// The connection's budget of queued bytes.
+    pub fn budget(&self) -> &Arc<ConnBudget> {
+        &self.budget
+    }
+
+    /// Queues a message that carries no built result (control messages, errors,
+    /// rejections): charged by its estimated size, never refused.
     pub fn send(&self, msg: ToEnvoy) {
-        let _ = self.tx.send(Outbound::Msg(msg));
+        let charge = Charge::force(&self.budget, crate::budget::small_size(&msg));
+        let _ = self.tx.send(Outbound::Msg(msg, charge));
     }
 
-    pub fn send_batch(&self, msgs: Vec<ToEnvoy>) {
+    /// Queues answers built together with what they hold (a failed send drops
+    /// them, and so gives their charge back).
+    pub fn send_batch(&self, msgs: Vec<ToEnvoy>, charge: Charge) {
         if !msgs.is_empty() {
-            let _ = self.tx.send(Outbound::Batch(msgs));
+            let _ = self.tx.send(Outbound::Batch(msgs, charge));
         }
     }
 
@@ -61,6 +82,8 @@ const MAX_ITEMS_PER_FLUSH: usize = 1024;
 
 /// Runs until the queue closes, a Close is written, or the socket fails.
 pub async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::UnboundedReceiver<Outbound>, version: u16) {
+    // Charges of the items fed since the last flush: given back once flushed.
+    let mut fed: Vec<Charge> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut close = None;
         let mut item = Some(first);
@@ -68,8 +91,12 @@ pub async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Unbounde
         while let Some(it) = item.take() {
             taken += 1;
             let result = match it {
-                Outbound::Msg(m) => feed(&mut sink, &m, version).await,
-                Outbound::Batch(ms) => {
+                Outbound::Msg(m, charge) => {
+                    fed.push(charge);
+                    feed(&mut sink, &m, version).await
+                }
+                Outbound::Batch(ms, charge) => {
+                    fed.push(charge);
                     let mut r = Ok(());
                     for m in &ms {
                         r = feed(&mut sink, m, version).await;
@@ -95,6 +122,7 @@ pub async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Unbounde
         if sink.flush().await.is_err() {
             return;
         }
+        fed.clear();
         if let Some((code, reason)) = close {
             let frame = CloseFrame { code, reason: truncate_reason(&reason).into() };
             let _ = sink.send(Message::Close(Some(frame))).await;

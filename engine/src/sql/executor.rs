@@ -19,11 +19,12 @@ use envoy_protocol::{
     ExecuteResult, KvErrorCode, KvErrorResponse, KvRequestData, KvResponseData, LimitExceeded, LimitKind, QueryResult,
     SqliteError, SqliteErrorCode, SqliteRoute, Value,
 };
-use parking_lot::{Mutex, MutexGuard};
+use super::open_dbs::OpenDbs;
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use rusqlite::{ffi, Connection, ErrorCode, InterruptHandle, OpenFlags, Statement};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +102,86 @@ pub struct Executor {
     in_txn: AtomicBool,
     /// Requests answered INTERRUPTED because of a stop (reported by the drain).
     interrupted: AtomicUsize,
+    /// Held shared by every request while it uses the executor ([`Executor::enter`]);
+    /// closing an idle executor takes it exclusively (without waiting), so it never
+    /// closes connections under a request.
+    in_use: RwLock<()>,
+    /// Whether the executor holds a slot of the engine's open-database cap.
+    open_slot: AtomicBool,
+    /// When a request last entered (`OpenDbs::now_ms`): the LRU order and the idle sweep.
+    last_used_ms: AtomicU64,
+    /// The engine's open-database cap, where this executor takes and gives back its slot.
+    open_dbs: Arc<OpenDbs>,
+}
+
+/// Held while a request uses an executor (see [`Executor::enter`]).
+pub type InUse<'a> = RwLockReadGuard<'a, ()>;
+
+impl Executor {
+    /// Marks the executor in use for one request, taking a slot of the engine's
+    /// open-database cap first if it has none (which may close another, idle,
+    /// executor's connections). Err(message) when the cap is reached and nothing
+    /// can be closed: the caller answers OVERLOADED.
+    pub fn enter(self: &Arc<Self>) -> Result<InUse<'_>, String> {
+        let guard = self.in_use.read();
+        self.last_used_ms.store(self.open_dbs.now_ms(), Ordering::Release);
+        if !self.open_slot.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) {
+            self.open_dbs.admit(self)?;
+        }
+        Ok(guard)
+    }
+
+    /// Called by `OpenDbs` once the slot is taken.
+    pub(crate) fn mark_open(&self) {
+        self.open_slot.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn last_used_ms(&self) -> u64 {
+        self.last_used_ms.load(Ordering::Acquire)
+    }
+
+    /// Closes the connections if the executor is idle — no request in it, no
+    /// transaction open on its writer, no lock held — and returns whether it did
+    /// (or had nothing open). The executor stays usable: its next request
+    /// reopens what it needs. Never waits for a lock.
+    pub(crate) fn try_close_idle(&self) -> bool {
+        let Some(_exclusive) = self.in_use.try_write() else { return false };
+        if self.in_txn() {
+            return false;
+        }
+        let Some(mut writer) = self.writer.try_lock() else { return false };
+        if writer.as_ref().is_some_and(|sc| !sc.conn.is_autocommit()) {
+            return false;
+        }
+        let Some(mut readers) = self.readers.try_lock() else { return false };
+        let Some(mut kv) = self.kv.try_lock() else { return false };
+        // Readers first open the writer again (it recreates the -wal/-shm files a
+        // read-only connection needs).
+        self.writer_opened.store(false, Ordering::Release);
+        readers.clear();
+        if let Some(sc) = writer.take() {
+            self.checkpoint_and_close(sc);
+        }
+        if let Some(store) = kv.take() {
+            store.close();
+        }
+        // Every connection is closed: their interrupt handles are spent.
+        self.interrupts.lock().clear();
+        self.open_slot.store(false, Ordering::Release);
+        true
+    }
+
+    fn checkpoint_and_close(&self, mut sc: SqlConn) {
+        // The engine's own checkpoint: the actor's authorizer (which refuses
+        // wal_checkpoint to actors) is lifted first.
+        let _ = sc.conn.authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>);
+        if let Err(e) = sc.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(actor_id = %self.actor_id, generation = self.generation, error = %e, "checkpoint on close failed");
+        }
+        if let Err((_, e)) = sc.conn.close() {
+            tracing::warn!(actor_id = %self.actor_id, error = %e, "closing the writer failed");
+        }
+    }
 }
 
 impl Executor {
@@ -474,20 +555,15 @@ impl Executor {
         let writer = self.writer.lock().take();
         let readers: Vec<SqlConn> = std::mem::take(&mut *self.readers.lock());
         drop(readers);
-        if let Some(mut sc) = writer {
-            // The engine's own checkpoint: the actor's authorizer (which refuses
-            // wal_checkpoint to actors) is lifted first.
-            let _ = sc.conn.authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>);
-            if let Err(e) = sc.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                tracing::warn!(actor_id = %self.actor_id, generation = self.generation, error = %e, "checkpoint on close failed");
-            }
-            if let Err((_, e)) = sc.conn.close() {
-                tracing::warn!(actor_id = %self.actor_id, error = %e, "closing the writer failed");
-            }
+        if let Some(sc) = writer {
+            self.checkpoint_and_close(sc);
         }
         if let Some(kv) = self.kv.lock().take() {
             kv.close();
         }
+        // Every lock above is released: only now take the cap's map (see OpenDbs::admit).
+        self.open_slot.store(false, Ordering::Release);
+        self.open_dbs.forget(self);
     }
 }
 
@@ -503,7 +579,9 @@ impl From<rusqlite::Error> for RowsError {
 }
 
 /// Steps a statement to the end, copying rows once into wire values while
-/// accounting value and response sizes.
+/// accounting value and response sizes. The bytes are charged, as they are
+/// copied, to the connection's outbox budget and the engine's result budget
+/// (see `crate::budget`); a result that does not fit is refused with OVERLOADED.
 fn collect_rows(
     stmt: &mut Statement<'_>,
     limits: &crate::config::Limits,
@@ -513,6 +591,8 @@ fn collect_rows(
     let max_value = limits.max_value_bytes as usize;
     let max_response = limits.max_response_bytes as usize;
     let mut size: usize = columns.iter().map(|c| c.len() + 5).sum::<usize>() + 32;
+    let mut charge = crate::budget::ResultCharge::start();
+    let refused = |r: crate::budget::Refused| RowsError::Limit(r.sqlite_error());
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
@@ -531,8 +611,10 @@ fn collect_rows(
         if size > max_response {
             return Err(RowsError::Limit(limit_error(LimitKind::ResponseBytes, max_response as u64, None)));
         }
+        charge.grow_to(size).map_err(refused)?;
         out.push(r);
     }
+    charge.grow_to(size).and_then(|()| charge.finish()).map_err(refused)?;
     Ok((columns, out))
 }
 
@@ -642,13 +724,23 @@ fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Exec
 }
 
 /// Every open executor.
-#[derive(Default)]
 pub struct Executors {
     /// By actor id, then generation (nested so a lookup by `&str` allocates nothing).
     map: Mutex<HashMap<String, HashMap<u64, Arc<Executor>>>>,
+    /// The engine's open-database cap, handed to every executor created.
+    open_dbs: Arc<OpenDbs>,
 }
 
 impl Executors {
+    pub fn new(open_dbs: Arc<OpenDbs>) -> Self {
+        Self { map: Mutex::new(HashMap::new()), open_dbs }
+    }
+
+    /// The engine's open-database cap.
+    pub fn open_dbs(&self) -> &Arc<OpenDbs> {
+        &self.open_dbs
+    }
+
     /// The executor of (actor, generation), created (without opening files) if new.
     pub fn get_or_create(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
         let mut map = self.map.lock();
@@ -673,6 +765,10 @@ impl Executors {
                     closed: AtomicBool::new(false),
                     in_txn: AtomicBool::new(false),
                     interrupted: AtomicUsize::new(0),
+                    in_use: RwLock::new(()),
+                    open_slot: AtomicBool::new(false),
+                    last_used_ms: AtomicU64::new(self.open_dbs.now_ms()),
+                    open_dbs: self.open_dbs.clone(),
                 })
             })
             .clone()

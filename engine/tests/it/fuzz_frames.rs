@@ -180,12 +180,31 @@ fn message(r: &mut Rng, actors: &[(String, u64)], rid: u32) -> ToEngine {
     }
 }
 
+/// The message with its request id (if it has one) replaced by `rid`.
+fn with_request_id(msg: ToEngine, rid: u32) -> ToEngine {
+    match msg {
+        ToEngine::KvRequest(m) => ToEngine::KvRequest(ToEngineKvRequest { request_id: rid, ..m }),
+        ToEngine::GetOrCreateActor(m) => ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: rid, ..m }),
+        ToEngine::SqliteExec(m) => ToEngine::SqliteExec(ToEngineSqliteExec { request_id: rid, ..m }),
+        ToEngine::SqliteExecute(m) => ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: rid, ..m }),
+        ToEngine::SqliteExecuteWrite(m) => {
+            ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite { request_id: rid, ..m })
+        }
+        m @ (ToEngine::Metadata(_)
+        | ToEngine::Events(_)
+        | ToEngine::AckCommands(_)
+        | ToEngine::Stopping
+        | ToEngine::Pong(_)) => m,
+    }
+}
+
 /// One frame of an input.
 fn frame(r: &mut Rng, runner: &mut TestRunner, version: u16, actors: &[(String, u64)], rid: u32, raw: bool) -> Message {
     let roll = r.below(100);
     let mut msg = if roll < 12 && raw {
-        // Anything the schema allows, from the protocol's own strategies.
-        proptest::arbitrary::any::<ToEngine>().new_tree(runner).expect("a value").current()
+        // Anything the schema allows, from the protocol's own strategies (under this
+        // input's request id, so two answers never share an id).
+        with_request_id(proptest::arbitrary::any::<ToEngine>().new_tree(runner).expect("a value").current(), rid)
     } else {
         message(r, actors, rid)
     };

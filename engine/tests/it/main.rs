@@ -14,3 +14,4 @@ mod hostile_sql;
 mod sql;
 mod transactions;
 mod operators;
+mod hostile_res;

@@ -599,3 +599,27 @@ pub async fn read_close_code(s: &mut tokio::net::TcpStream) -> Option<u16> {
     }
     None
 }
+
+/// Resident set size of this process in KiB (`VmRSS` in /proc/self/status), for information.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Descriptors open in this process, and how many of them point under `dir`.
+pub fn fds_under(dir: &Path) -> (usize, usize) {
+    let mut total = 0;
+    let mut under = 0;
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        for e in entries.flatten() {
+            total += 1;
+            if std::fs::read_link(e.path()).is_ok_and(|p| p.starts_with(dir)) {
+                under += 1;
+            }
+        }
+    }
+    (total, under)
+}
