@@ -126,7 +126,7 @@ fn message(r: &mut Rng, actors: &[(String, u64)], rid: u32) -> ToEngine {
         _ => actors[r.below(actors.len())].clone(),
     };
     match r.below(12) {
-        0 | 1 | 2 => {
+        0..=2 => {
             let n = r.below(4);
             let params = (0..n).map(|_| value(r)).collect();
             ToEngine::SqliteExecute(ToEngineSqliteExecute {
@@ -134,7 +134,7 @@ fn message(r: &mut Rng, actors: &[(String, u64)], rid: u32) -> ToEngine {
                 request: SqliteExecuteRequest { actor_id, generation, sql: sql(r), params: Some(params) },
             })
         }
-        3 | 4 => {
+        3..=4 => {
             let n = r.below(4);
             let params = (0..n).map(|_| value(r)).collect();
             ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite {
@@ -142,7 +142,7 @@ fn message(r: &mut Rng, actors: &[(String, u64)], rid: u32) -> ToEngine {
                 request: SqliteExecuteRequest { actor_id, generation, sql: sql(r), params: Some(params) },
             })
         }
-        5 | 6 => ToEngine::SqliteExec(ToEngineSqliteExec {
+        5..=6 => ToEngine::SqliteExec(ToEngineSqliteExec {
             request_id: rid,
             request: SqliteExecRequest { actor_id, generation, sql: sql(r) },
         }),
