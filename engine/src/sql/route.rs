@@ -210,6 +210,24 @@ impl<'a> Iterator for Statements<'a> {
     }
 }
 
+/// Whether `sql` holds at least one statement and ends at a top-level `;`
+/// (outside strings, quoted names, comments and trigger bodies): what
+/// `sqlite3_complete` answers, so an interactive shell knows when to run.
+pub fn is_complete(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let (mut state, mut i, mut any) = (Split::Start, 0, false);
+    while i < b.len() {
+        let Some((t, next)) = next_token(b, i) else { return false };
+        let after = step(state, t);
+        if state == Split::Start && after != Split::Start {
+            any = true;
+        }
+        state = after;
+        i = next;
+    }
+    any && state == Split::Start
+}
+
 /// The first statement of `sql` and whether any statement follows it.
 pub fn first_statement(sql: &str) -> (Option<&str>, bool) {
     let mut it = statements(sql);
