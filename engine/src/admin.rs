@@ -77,7 +77,7 @@ pub async fn health(State(state): State<Arc<EngineState>>, headers: HeaderMap) -
         return *r;
     }
     let status = if state.shutdown.is_shutdown() { "shutting_down" } else { "ok" };
-    Json(serde_json::json!({ "status": status })).into_response()
+    Json(serde_json::json!({ "status": status, "durability": state.config.durability.as_str() })).into_response()
 }
 
 pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {

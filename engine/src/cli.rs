@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Blocking permits per connection.
     #[arg(long, default_value_t = crate::config::DEFAULT_PERMITS_PER_CONNECTION)]
     pub permits_per_connection: usize,
+    /// When an acknowledged write is on disk: `fsync` (every commit fsynced before its answer) or
+    /// `os` (survives an engine crash, not a power loss; for caches and tests).
+    #[arg(long, value_enum, default_value_t = crate::config::DEFAULT_DURABILITY)]
+    pub durability: crate::config::Durability,
     /// SQLite's process-wide hard heap limit in bytes (0 = none).
     #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES)]
     pub sqlite_hard_heap_limit: i64,
@@ -114,6 +118,7 @@ impl ServeArgs {
         c.envoy_lost_threshold = std::time::Duration::from_millis(self.envoy_lost_threshold_ms);
         c.ping_interval = std::time::Duration::from_millis(self.ping_interval_ms.max(1));
         c.permits_per_connection = self.permits_per_connection;
+        c.durability = self.durability;
         c.sqlite_hard_heap_limit = self.sqlite_hard_heap_limit;
         c.sqlite_soft_heap_limit = self.sqlite_soft_heap_limit;
         c.max_connection_outbox_bytes = self.max_connection_outbox_bytes;

@@ -101,6 +101,40 @@ pub const DEFAULT_MAX_OPEN_ACTOR_DBS: usize = 256;
 /// background sweep, so idle actors do not hold descriptors and caches.
 pub const DEFAULT_IDLE_DB_CLOSE: Duration = Duration::from_secs(60);
 
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced before its answer leaves the
+    /// engine, so an acknowledged write survives a machine crash or power loss.
+    #[default]
+    Fsync,
+    /// `synchronous=NORMAL`: an acknowledged write survives a crash of the engine
+    /// process, but the last ones before an OS crash or power loss may be lost.
+    /// For caches and tests.
+    Os,
+}
+
+impl Durability {
+    /// The `PRAGMA synchronous` value of actor databases and KV stores.
+    pub fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Fsync => "FULL",
+            Durability::Os => "NORMAL",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Os => "os",
+        }
+    }
+}
+
+/// Acknowledged means on disk by default.
+pub const DEFAULT_DURABILITY: Durability = Durability::Fsync;
+
 /// Limits enforced before work starts; all are advertised in `ToEnvoyInit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -213,6 +247,8 @@ pub struct Config {
     pub readers_per_actor: usize,
     /// Reader busy timeout (waiting on the writer's checkpoint or locks).
     pub busy_timeout: std::time::Duration,
+    /// When an acknowledged write is on disk: fsync (default) or OS buffers.
+    pub durability: Durability,
     /// SQLite's process-wide hard heap limit in bytes (0 = none); set by the engine only.
     pub sqlite_hard_heap_limit: i64,
     /// SQLite's process-wide soft heap limit in bytes (0 = none); set by the engine only.
@@ -255,6 +291,7 @@ impl Config {
             max_batch: DEFAULT_MAX_BATCH,
             readers_per_actor: DEFAULT_READERS_PER_ACTOR,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            durability: DEFAULT_DURABILITY,
             sqlite_hard_heap_limit: DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES,
             sqlite_soft_heap_limit: DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES,
             max_connection_outbox_bytes: DEFAULT_MAX_CONNECTION_OUTBOX_BYTES,

@@ -3,7 +3,7 @@
 //! Kept durably in `<data>/actors/<actor_id>/kv.sqlite`, beside the actor's
 //! SQL database, so it never shows up in the actor's own schema. One table,
 //! keys and values as BLOBs ordered bytewise (SQLite compares BLOBs with
-//! memcmp), WAL, synchronous=NORMAL like the SQL database.
+//! memcmp), WAL, and the same durability as the SQL database (`--durability`).
 
 use crate::budget::ResultCharge;
 use crate::config::Limits;
@@ -104,13 +104,13 @@ pub fn check_limits(data: &KvRequestData, limits: &Limits) -> Result<(), (KvErro
 }
 
 impl KvStore {
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, durability: crate::config::Durability) -> rusqlite::Result<Self> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", durability.synchronous())?;
         conn.execute_batch("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")?;
         Ok(Self { conn })
     }

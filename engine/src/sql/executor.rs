@@ -3,9 +3,9 @@
 //! Created on the first request of a generation, reused by every later one,
 //! closed when the generation stops. It holds one writer connection (serial,
 //! all writes, transactions, DDL) and a small pool of read-only reader
-//! connections over WAL (synchronous=NORMAL: a commit survives a process crash;
-//! the last commits before an OS crash or power loss may be lost — see
-//! specs/engine.md). Connections open lazily on a blocking thread.
+//! connections over WAL. The writer commits at `--durability` (default fsync:
+//! `synchronous=FULL`, a commit is on disk before its answer leaves; `os`:
+//! `synchronous=NORMAL` — see specs/engine.md). Connections open lazily on a blocking thread.
 //!
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
@@ -42,6 +42,8 @@ pub struct ExecSettings {
     pub readers: usize,
     /// The `SQLITE_LIMIT_*` values of every actor connection.
     pub sandbox: SandboxLimits,
+    /// `synchronous` of the writer and the KV store: when an acknowledged write is on disk.
+    pub durability: crate::config::Durability,
 }
 
 impl ExecSettings {
@@ -51,6 +53,7 @@ impl ExecSettings {
             busy_timeout: c.busy_timeout,
             readers: c.readers_per_actor,
             sandbox: SandboxLimits::from_limits(&c.limits),
+            durability: c.durability,
         }
     }
 }
@@ -216,7 +219,7 @@ impl Executor {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", self.settings.durability.synchronous())?;
         self.prepare_conn(conn)
     }
 
@@ -520,7 +523,7 @@ impl Executor {
         }
         let mut kv = self.kv.lock();
         if kv.is_none() {
-            match KvStore::open(&self.dir.join("kv.sqlite")) {
+            match KvStore::open(&self.dir.join("kv.sqlite"), self.settings.durability) {
                 Ok(s) => {
                     self.interrupts.lock().push(s.interrupt_handle());
                     *kv = Some(s);
