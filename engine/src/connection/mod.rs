@@ -189,6 +189,11 @@ async fn serve_inner(
             permits: cfg.permits_per_connection,
             reader_lanes: cfg.reader_lanes_per_actor,
             max_batch: cfg.max_batch,
+            group: crate::sql::group::GroupLimits {
+                max_members: cfg.group_commit_max_members,
+                max_open: cfg.group_commit_max_open,
+                stats: state.group_stats.clone(),
+            },
         },
         outbox.clone(),
     );

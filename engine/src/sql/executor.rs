@@ -284,33 +284,13 @@ impl Executor {
         m
     }
 
-    /// Runs one `Execute`/`ExecuteWrite` on `lane`.
+    /// Runs one `Execute`/`ExecuteWrite` on `lane`, alone (not in a group).
     pub fn execute(&self, lane: Lane, sql: &str, params: &[Value], write_request: bool) -> ExecuteOutcome {
         if self.is_stopping() {
             return ExecuteOutcome::Done(Err(self.stopped_error()));
         }
         match lane {
-            Lane::Writer => {
-                let mut guard = match self.writer() {
-                    Ok(g) => g,
-                    Err(e) => return ExecuteOutcome::Done(Err(e)),
-                };
-                let Some(sc) = guard.as_mut() else { return ExecuteOutcome::Done(Err(self.stopped_error())) };
-                let r = self.run_execute(sc, sql, params, Some(write_request));
-                // v≤4: a transaction lives within one request (see `end_open_transaction`).
-                let rolled_back = self.end_open_transaction(sc);
-                self.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
-                match (r, rolled_back) {
-                    (Some(Ok(_)), true) => ExecuteOutcome::Done(Err(transaction_left_open(None))),
-                    (Some(Err(mut e)), true) => {
-                        e.committed = Some(false);
-                        e.message.push_str("; the transaction this request opened was rolled back");
-                        ExecuteOutcome::Done(Err(e))
-                    }
-                    (Some(r), false) => ExecuteOutcome::Done(r),
-                    (None, _) => ExecuteOutcome::Done(Err(err(SqliteErrorCode::Internal, "writer refused a statement", None))),
-                }
-            }
+            Lane::Writer => ExecuteOutcome::Done(self.lock_writer().and_then(|mut w| w.execute_alone(sql, params, write_request))),
             Lane::Reader => {
                 // Make sure the database exists (in WAL mode) before a read-only open.
                 if !self.writer_opened.load(Ordering::Acquire) {
@@ -339,6 +319,23 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Runs an `Exec` (several statements) on the writer, alone; answers the last statement's rows.
+    pub fn exec(&self, sql: &str) -> Result<QueryResult, SqliteError> {
+        if self.is_stopping() {
+            return Err(self.stopped_error());
+        }
+        self.lock_writer()?.exec_alone(sql)
+    }
+
+    /// The writer, locked for a run of requests (a batch of the writer lane, see `sql::group`).
+    pub fn lock_writer(&self) -> Result<WriterLock<'_>, SqliteError> {
+        let guard = self.writer()?;
+        if guard.is_none() {
+            return Err(self.stopped_error());
+        }
+        Ok(WriterLock { x: self, guard })
     }
 
     /// Runs one statement. `write_request`: None on a reader (returns None if the
@@ -427,18 +424,14 @@ impl Executor {
         })
     }
 
-    /// Runs an `Exec` (several statements) on the writer; answers the last statement's rows.
-    pub fn exec(&self, sql: &str) -> Result<QueryResult, SqliteError> {
-        if self.is_stopping() {
-            return Err(self.stopped_error());
-        }
+    /// Runs the statements of an `Exec` in order on `sc`. Returns the last
+    /// statement's rows, or the error with the index of the failing statement and
+    /// how many statements before it completed in autocommit mode.
+    fn exec_statements(&self, sc: &mut SqlConn, sql: &str) -> Result<QueryResult, (SqliteError, u32, u32)> {
         let limits = &self.settings.limits;
-        let mut guard = self.writer()?;
-        let Some(sc) = guard.as_mut() else { return Err(self.stopped_error()) };
         let conn = &sc.conn;
         let mut last = QueryResult { columns: Vec::new(), rows: Vec::new() };
         let mut index: u32 = 0;
-        let mut result = Ok(());
         // How many leading statements ran to completion in autocommit mode (each committed on its own).
         let mut committed_alone: u32 = 0;
         // Statements as sqlite3_complete splits them; each is prepared only when its turn comes.
@@ -453,8 +446,11 @@ impl Executor {
             match step {
                 Ok((columns, rows)) => last = QueryResult { columns, rows },
                 Err(e) => {
-                    result = Err(e);
-                    break;
+                    let e = match e {
+                        RowsError::Sqlite(e) => self.explain(sc, map_error(e, Some(&sc.deadline), Some(self))),
+                        RowsError::Limit(e) => e,
+                    };
+                    return Err((e, index, committed_alone));
                 }
             }
             index += 1;
@@ -462,37 +458,7 @@ impl Executor {
                 committed_alone = index;
             }
         }
-        let rolled_back = self.end_open_transaction(sc);
-        self.in_txn.store(!conn.is_autocommit(), Ordering::Release);
-        match result {
-            Ok(()) if rolled_back => {
-                let mut e = transaction_left_open(Some(committed_alone));
-                e.statement_index = None;
-                Err(e)
-            }
-            Ok(()) => Ok(last),
-            Err(e) => {
-                let mut e = match e {
-                    RowsError::Sqlite(e) => self.explain(sc, map_error(e, Some(&sc.deadline), Some(self))),
-                    RowsError::Limit(e) => e,
-                };
-                // Statements before the failing one that ran in autocommit mode committed
-                // one by one; what ran inside a transaction was rolled back with it.
-                e.committed = Some(committed_alone > 0);
-                e.statement_index = Some(index);
-                if rolled_back {
-                    e.message.push_str(&format!(
-                        "; the transaction this request opened was rolled back{}",
-                        if committed_alone > 0 {
-                            format!(" (statements 0..{committed_alone} before it had committed on their own)")
-                        } else {
-                            String::new()
-                        }
-                    ));
-                }
-                Err(e)
-            }
-        }
+        Ok(last)
     }
 
     /// Ends a transaction a request left open on the writer by rolling it back;
@@ -511,15 +477,21 @@ impl Executor {
         true
     }
 
-    /// Runs one KV request against the actor's KV store.
+    /// Runs one KV request against the actor's KV store, alone.
     pub fn kv(&self, data: &KvRequestData) -> KvResponseData {
+        self.with_kv(|store, limits| store.handle(data, limits)).unwrap_or_else(|e| e)
+    }
+
+    /// Runs `f` on the actor's KV store (opened on first use). Err is the answer
+    /// when the actor is stopping or the store cannot open.
+    pub fn with_kv<T>(&self, f: impl FnOnce(&mut KvStore, &crate::config::Limits) -> T) -> Result<T, KvResponseData> {
         if self.is_stopping() {
             self.interrupted.fetch_add(1, Ordering::AcqRel);
-            return KvResponseData::KvErrorResponse(KvErrorResponse {
+            return Err(KvResponseData::KvErrorResponse(KvErrorResponse {
                 code: KvErrorCode::ActorStopping,
                 message: "the actor stopped before this request could run".into(),
                 current_generation: None,
-            });
+            }));
         }
         let mut kv = self.kv.lock();
         if kv.is_none() {
@@ -529,16 +501,16 @@ impl Executor {
                     *kv = Some(s);
                 }
                 Err(e) => {
-                    return KvResponseData::KvErrorResponse(KvErrorResponse {
+                    return Err(KvResponseData::KvErrorResponse(KvErrorResponse {
                         code: KvErrorCode::Internal,
                         message: self.scrub_text(&format!("opening the KV store: {e}")),
                         current_generation: None,
-                    })
+                    }))
                 }
             }
         }
         let Some(store) = kv.as_mut() else { unreachable!("opened above") };
-        store.handle(data, &self.settings.limits)
+        Ok(f(store, &self.settings.limits))
     }
 
     /// Marks the executor closing and interrupts whatever runs now. Queued work
@@ -567,6 +539,209 @@ impl Executor {
         // Every lock above is released: only now take the cap's map (see OpenDbs::admit).
         self.open_slot.store(false, Ordering::Release);
         self.open_dbs.forget(self);
+    }
+}
+
+/// The actor's writer, locked: requests run on it one after another, alone or
+/// as members of a group commit (`sql::group`). Holding it keeps the executor
+/// from closing the connection underneath.
+pub struct WriterLock<'a> {
+    /// The executor whose writer this is.
+    x: &'a Executor,
+    /// The locked writer; `Some` for the lock's whole life.
+    guard: MutexGuard<'a, Option<SqlConn>>,
+}
+
+/// How a group member ended (see `sql::group`).
+pub enum MemberOutcome<T> {
+    /// Answered; its effects (if any) are part of the open group.
+    Done(Result<T, SqliteError>),
+    /// SQLite rolled back the whole group transaction while this member ran
+    /// (an interrupted write, `OR ROLLBACK`, an I/O error): this member's answer
+    /// stands, the members before it must run again.
+    Vanished(Result<T, SqliteError>),
+    /// It would leave a deferred foreign-key violation: its effects were undone;
+    /// run it alone, after the group's commit, where its own COMMIT decides.
+    RunAlone,
+}
+
+/// Name of the savepoint around each group member: members never manage
+/// transactions themselves (those requests run alone), so the name is free.
+const MEMBER_SAVEPOINT: &str = "SAVEPOINT envoy_group_member";
+const MEMBER_RELEASE: &str = "RELEASE envoy_group_member";
+const MEMBER_ROLLBACK: &str = "ROLLBACK TO envoy_group_member";
+
+impl WriterLock<'_> {
+    fn sc(&mut self) -> &mut SqlConn {
+        self.guard.as_mut().expect("a WriterLock holds an open writer")
+    }
+
+    /// Whether the executor is stopping (members not started yet are answered INTERRUPTED).
+    pub fn stopping(&self) -> Result<(), SqliteError> {
+        if self.x.is_stopping() {
+            Err(self.x.stopped_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs one `Execute`/`ExecuteWrite` alone. v≤4: a transaction it leaves open is rolled back.
+    pub fn execute_alone(&mut self, sql: &str, params: &[Value], write_request: bool) -> Result<ExecuteResult, SqliteError> {
+        let x = self.x;
+        let sc = self.sc();
+        let r = x.run_execute(sc, sql, params, Some(write_request));
+        let rolled_back = x.end_open_transaction(sc);
+        x.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
+        match (r, rolled_back) {
+            (Some(Ok(_)), true) => Err(transaction_left_open(None)),
+            (Some(Err(mut e)), true) => {
+                e.committed = Some(false);
+                e.message.push_str("; the transaction this request opened was rolled back");
+                Err(e)
+            }
+            (Some(r), false) => r,
+            (None, _) => Err(err(SqliteErrorCode::Internal, "writer refused a statement", None)),
+        }
+    }
+
+    /// Runs an `Exec` alone. v≤4: a transaction it leaves open is rolled back.
+    pub fn exec_alone(&mut self, sql: &str) -> Result<QueryResult, SqliteError> {
+        let x = self.x;
+        let sc = self.sc();
+        let result = x.exec_statements(sc, sql);
+        let rolled_back = x.end_open_transaction(sc);
+        x.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
+        match result {
+            Ok(_) if rolled_back => {
+                // Only statements before the transaction's BEGIN could have committed; count them.
+                let committed_alone = statements(sql)
+                    .take_while(|s| !super::route::first_keyword_is(s, &["BEGIN", "SAVEPOINT"]))
+                    .count() as u32;
+                Err(transaction_left_open(Some(committed_alone)))
+            }
+            Ok(last) => Ok(last),
+            Err((mut e, index, committed_alone)) => {
+                // Statements before the failing one that ran in autocommit mode committed
+                // one by one; what ran inside a transaction was rolled back with it.
+                e.committed = Some(committed_alone > 0);
+                e.statement_index = Some(index);
+                if rolled_back {
+                    e.message.push_str(&format!(
+                        "; the transaction this request opened was rolled back{}",
+                        if committed_alone > 0 {
+                            format!(" (statements 0..{committed_alone} before it had committed on their own)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the engine's own transaction-control statement (BEGIN/COMMIT/ROLLBACK/savepoints of a group).
+    fn control(&mut self, sql: &str) -> Result<(), SqliteError> {
+        let x = self.x;
+        let sc = self.sc();
+        sc.sandbox.clear_denial();
+        let r = sc.conn.prepare_cached(sql).and_then(|mut st| st.raw_execute());
+        r.map(|_| ()).map_err(|e| x.scrub(map_error(e, None, Some(x))))
+    }
+
+    /// Opens a group transaction (IMMEDIATE: the write lock is taken now, so no
+    /// member waits for it).
+    pub fn begin_group(&mut self) -> Result<(), SqliteError> {
+        self.control("BEGIN IMMEDIATE")
+    }
+
+    /// Commits the group transaction: one commit (one fsync at `--durability fsync`) for every member.
+    pub fn commit_group(&mut self) -> Result<(), SqliteError> {
+        let r = self.control("COMMIT");
+        if r.is_err() && !self.sc().conn.is_autocommit() {
+            let _ = self.control("ROLLBACK");
+        }
+        r
+    }
+
+    /// Whether the group transaction is still open (SQLite may have rolled it back).
+    pub fn in_transaction(&mut self) -> bool {
+        !self.sc().conn.is_autocommit()
+    }
+
+    /// Whether the open transaction holds unresolved deferred foreign-key violations.
+    fn deferred_fk_violations(&mut self) -> bool {
+        let (mut cur, mut hi) = (0, 0);
+        // SAFETY: the handle is open while the lock is held; out-pointers are valid.
+        let rc = unsafe {
+            ffi::sqlite3_db_status(self.sc().conn.handle(), ffi::SQLITE_DBSTATUS_DEFERRED_FKS, &mut cur, &mut hi, 0)
+        };
+        rc == ffi::SQLITE_OK && cur > 0
+    }
+
+    /// Runs `f` as one member of the open group, inside its own savepoint.
+    /// `keep_partial`: on an error, keep what the member did before failing
+    /// (an `Exec` whose earlier statements would have committed on their own).
+    fn member<T>(
+        &mut self,
+        keep_partial: bool,
+        f: impl FnOnce(&Executor, &mut SqlConn) -> Result<T, SqliteError>,
+    ) -> MemberOutcome<T> {
+        if let Err(e) = self.stopping() {
+            return MemberOutcome::Done(Err(e));
+        }
+        if let Err(e) = self.control(MEMBER_SAVEPOINT) {
+            return MemberOutcome::Done(Err(e));
+        }
+        let x = self.x;
+        let r = f(x, self.sc());
+        if !self.in_transaction() {
+            return MemberOutcome::Vanished(r);
+        }
+        match r {
+            Ok(v) => {
+                if self.deferred_fk_violations() {
+                    let _ = self.control(MEMBER_ROLLBACK);
+                    let _ = self.control(MEMBER_RELEASE);
+                    return MemberOutcome::RunAlone;
+                }
+                match self.control(MEMBER_RELEASE) {
+                    Ok(()) => MemberOutcome::Done(Ok(v)),
+                    Err(e) => MemberOutcome::Done(Err(e)),
+                }
+            }
+            Err(mut e) => {
+                if !keep_partial || e.committed.is_none() {
+                    let _ = self.control(MEMBER_ROLLBACK);
+                    if e.committed.is_none() {
+                        // A result that failed after its statement wrote: undone now.
+                        e.committed = Some(false);
+                    }
+                }
+                let _ = self.control(MEMBER_RELEASE);
+                MemberOutcome::Done(Err(e))
+            }
+        }
+    }
+
+    /// Runs an `Execute`/`ExecuteWrite` as a member of the open group.
+    pub fn execute_member(&mut self, sql: &str, params: &[Value], write_request: bool) -> MemberOutcome<ExecuteResult> {
+        self.member(false, |x, sc| {
+            x.run_execute(sc, sql, params, Some(write_request))
+                .unwrap_or_else(|| Err(err(SqliteErrorCode::Internal, "writer refused a statement", None)))
+        })
+    }
+
+    /// Runs an `Exec` as a member of the open group: statements before a failing
+    /// one are kept (they would have committed on their own), as alone.
+    pub fn exec_member(&mut self, sql: &str) -> MemberOutcome<QueryResult> {
+        self.member(true, |x, sc| {
+            x.exec_statements(sc, sql).map_err(|(mut e, index, _)| {
+                e.committed = Some(index > 0);
+                e.statement_index = Some(index);
+                e
+            })
+        })
     }
 }
 

@@ -10,6 +10,7 @@ mod kv;
 mod lifecycle;
 mod resume;
 mod fuzz_frames;
+mod group_commit;
 mod hostile_sql;
 mod sql;
 mod transactions;
