@@ -45,7 +45,8 @@ const EARLY_SEND_AFTER: Duration = Duration::from_millis(2);
 /// What a job does.
 pub enum Work {
     Exec { request_id: u32, sql: String },
-    Execute { request_id: u32, sql: String, params: Vec<Value>, write: bool },
+    /// One statement; `route` was decided at admission.
+    Execute { request_id: u32, sql: String, params: Vec<Value>, write: bool, route: crate::sql::route::Route },
     Kv { request_id: u32, data: KvRequestData },
 }
 
@@ -351,8 +352,8 @@ pub(crate) fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
         Err(message) => return Some(overloaded(&job.work, message)),
     };
     Some(match &job.work {
-        Work::Execute { request_id, sql, params, write } => {
-            let result = match x.execute(lane, sql, params, *write) {
+        Work::Execute { request_id, sql, params, write, route } => {
+            let result = match x.execute(lane, sql, route, params, *write) {
                 ExecuteOutcome::Bounce => return None,
                 ExecuteOutcome::Done(Ok(r)) => SqliteExecuteResult::ExecuteResult(r),
                 ExecuteOutcome::Done(Err(e)) => SqliteExecuteResult::SqliteError(e),

@@ -10,7 +10,7 @@
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
 
-use super::route::{first_keyword_is, first_statement, is_read_candidate, is_transaction_control, statements, Lane};
+use super::route::{statements, Kind, Lane, Route};
 use super::sandbox::{self, Deadline, Sandbox, SandboxLimits};
 use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind};
 use crate::config::Config;
@@ -285,12 +285,14 @@ impl Executor {
     }
 
     /// Runs one `Execute`/`ExecuteWrite` on `lane`, alone (not in a group).
-    pub fn execute(&self, lane: Lane, sql: &str, params: &[Value], write_request: bool) -> ExecuteOutcome {
+    pub fn execute(&self, lane: Lane, sql: &str, route: &Route, params: &[Value], write_request: bool) -> ExecuteOutcome {
         if self.is_stopping() {
             return ExecuteOutcome::Done(Err(self.stopped_error()));
         }
         match lane {
-            Lane::Writer => ExecuteOutcome::Done(self.lock_writer().and_then(|mut w| w.execute_alone(sql, params, write_request))),
+            Lane::Writer => {
+                ExecuteOutcome::Done(self.lock_writer().and_then(|mut w| w.execute_alone(sql, route, params, write_request)))
+            }
             Lane::Reader => {
                 // Make sure the database exists (in WAL mode) before a read-only open.
                 if !self.writer_opened.load(Ordering::Acquire) {
@@ -306,7 +308,7 @@ impl Executor {
                         Err(e) => return ExecuteOutcome::Done(Err(self.scrub(map_error(e, None, Some(self))))),
                     },
                 };
-                let r = self.run_execute(&mut sc, sql, params, None);
+                let r = self.run_execute(&mut sc, sql, route, params, None);
                 {
                     let mut pool = self.readers.lock();
                     if pool.len() < self.settings.readers && !self.closed.load(Ordering::Acquire) {
@@ -344,24 +346,15 @@ impl Executor {
         &self,
         sc: &mut SqlConn,
         sql: &str,
+        route: &Route,
         params: &[Value],
         write_request: Option<bool>,
     ) -> Option<Result<ExecuteResult, SqliteError>> {
         let limits = &self.settings.limits;
         let conn = &sc.conn;
         let on_writer = write_request.is_some();
-        // Exactly one statement: what follows it is refused unread (never prepared).
-        let sql = match first_statement(sql) {
-            (Some(first), false) => first,
-            (Some(_), true) => {
-                return Some(Err(err(
-                    SqliteErrorCode::InvalidRequest,
-                    "Execute takes exactly one statement; use Exec for several",
-                    Some(false),
-                )))
-            }
-            (None, _) => return Some(Err(err(SqliteErrorCode::InvalidRequest, "the SQL holds no statement", Some(false)))),
-        };
+        // Exactly one statement, found at admission (what followed it was refused there).
+        let sql = route.statement(sql);
         sc.sandbox.clear_denial();
         // The deadline covers the prepare too (the watchdog interrupts a slow parse).
         sc.deadline.arm(limits.max_statement_ms);
@@ -372,15 +365,15 @@ impl Executor {
                 return Some(Err(self.explain(sc, map_error(e, Some(&sc.deadline), Some(self)))));
             }
         };
-        let readonly = stmt.readonly() && !is_transaction_control(sql);
+        let readonly = stmt.readonly() && route.kind != Kind::Transaction;
         if !on_writer && !readonly {
             sc.deadline.disarm();
             return None;
         }
-        let route = match write_request {
+        let reported = match write_request {
             None => SqliteRoute::Read,
             Some(true) => SqliteRoute::Write,
-            Some(false) if readonly && is_read_candidate(sql) => SqliteRoute::WriteFallback,
+            Some(false) if readonly && route.kind == Kind::Read => SqliteRoute::WriteFallback,
             Some(false) => SqliteRoute::Write,
         };
         let expected = stmt.parameter_count();
@@ -400,7 +393,7 @@ impl Executor {
         }
         let total_before = conn.total_changes();
         let rowid_before = conn.last_insert_rowid();
-        let rows = sc.sandbox.vacuum(conn, sql, || collect_rows(&mut stmt, limits));
+        let rows = sc.sandbox.vacuum(conn, route.kind == Kind::Vacuum, || collect_rows(&mut stmt, limits));
         sc.deadline.disarm();
         drop(stmt);
         let changes = conn.total_changes().saturating_sub(total_before);
@@ -409,10 +402,10 @@ impl Executor {
         let rowid_after = conn.last_insert_rowid();
         let inserted = on_writer
             && (rowid_after != rowid_before
-                || (changes > 0 && first_keyword_is(sql, &["INSERT", "REPLACE"])));
+                || (changes > 0 && route.kind == Kind::Insert));
         let last_insert_row_id = inserted.then_some(rowid_after);
         Some(match rows {
-            Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route }),
+            Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route: reported }),
             // A failed statement is rolled back (statement-level); inside a
             // transaction nothing was committed either.
             Err(RowsError::Sqlite(e)) => Err(self.explain(sc, map_error(e, Some(&sc.deadline), Some(self)))),
@@ -439,7 +432,7 @@ impl Executor {
             sc.sandbox.clear_denial();
             sc.deadline.arm(limits.max_statement_ms);
             let step = match conn.prepare(piece) {
-                Ok(mut stmt) => sc.sandbox.vacuum(conn, piece, || collect_rows(&mut stmt, limits)),
+                Ok(mut stmt) => sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits)),
                 Err(e) => Err(RowsError::Sqlite(e)),
             };
             sc.deadline.disarm();
@@ -586,10 +579,16 @@ impl WriterLock<'_> {
     }
 
     /// Runs one `Execute`/`ExecuteWrite` alone. v≤4: a transaction it leaves open is rolled back.
-    pub fn execute_alone(&mut self, sql: &str, params: &[Value], write_request: bool) -> Result<ExecuteResult, SqliteError> {
+    pub fn execute_alone(
+        &mut self,
+        sql: &str,
+        route: &Route,
+        params: &[Value],
+        write_request: bool,
+    ) -> Result<ExecuteResult, SqliteError> {
         let x = self.x;
         let sc = self.sc();
-        let r = x.run_execute(sc, sql, params, Some(write_request));
+        let r = x.run_execute(sc, sql, route, params, Some(write_request));
         let rolled_back = x.end_open_transaction(sc);
         x.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
         match (r, rolled_back) {
@@ -725,9 +724,15 @@ impl WriterLock<'_> {
     }
 
     /// Runs an `Execute`/`ExecuteWrite` as a member of the open group.
-    pub fn execute_member(&mut self, sql: &str, params: &[Value], write_request: bool) -> MemberOutcome<ExecuteResult> {
+    pub fn execute_member(
+        &mut self,
+        sql: &str,
+        route: &Route,
+        params: &[Value],
+        write_request: bool,
+    ) -> MemberOutcome<ExecuteResult> {
         self.member(false, |x, sc| {
-            x.run_execute(sc, sql, params, Some(write_request))
+            x.run_execute(sc, sql, route, params, Some(write_request))
                 .unwrap_or_else(|| Err(err(SqliteErrorCode::Internal, "writer refused a statement", None)))
         })
     }
@@ -920,7 +925,14 @@ impl Executors {
     }
 
     /// The executor of (actor, generation), created (without opening files) if new.
-    pub fn get_or_create(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
+    /// `dir` is only called when the executor is new (no path is built per request).
+    pub fn get_or_create(
+        &self,
+        actor_id: &str,
+        generation: u64,
+        dir: impl FnOnce() -> PathBuf,
+        settings: &ExecSettings,
+    ) -> Arc<Executor> {
         let mut map = self.map.lock();
         if let Some(x) = map.get(actor_id).and_then(|g| g.get(&generation)) {
             return x.clone();
@@ -932,7 +944,7 @@ impl Executors {
                 Arc::new(Executor {
                     actor_id: actor_id.to_string(),
                     generation,
-                    dir,
+                    dir: dir(),
                     settings: settings.clone(),
                     writer: Mutex::new(None),
                     writer_opened: AtomicBool::new(false),

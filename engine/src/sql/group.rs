@@ -28,7 +28,7 @@
 //! is answered with the commit's error, `committed: false`.
 
 use super::executor::{err, Executor, MemberOutcome, WriterLock};
-use super::route::{first_keyword_is, statements};
+use super::route::{statements, Kind};
 use crate::budget::{self, Charge};
 use crate::connection::scheduler::{run_job, Job, Work};
 use crate::connection::writer::Outbox;
@@ -77,9 +77,6 @@ impl GroupStats {
     }
 }
 
-/// First keywords of statements that run alone, never inside a group.
-const ALONE: &[&str] = &["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "VACUUM", "PRAGMA"];
-
 /// How a request takes part in a writer batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -93,15 +90,15 @@ enum Part {
 
 fn part(work: &Work) -> Part {
     match work {
-        Work::Execute { sql, .. } => {
-            if first_keyword_is(sql, ALONE) {
+        Work::Execute { route, .. } => {
+            if route.kind.runs_alone() {
                 Part::Alone
             } else {
                 Part::Sql
             }
         }
         Work::Exec { sql, .. } => {
-            if statements(sql).any(|s| first_keyword_is(s, ALONE)) {
+            if statements(sql).any(|s| Kind::of(s).runs_alone()) {
                 Part::Alone
             } else {
                 Part::Sql
@@ -260,8 +257,8 @@ fn exec_answer(request_id: u32, r: Result<envoy_protocol::QueryResult, SqliteErr
 /// Runs a SQL job alone on the locked writer.
 fn run_alone(w: &mut WriterLock<'_>, work: &Work) -> ToEnvoy {
     match work {
-        Work::Execute { request_id, sql, params, write } => {
-            execute_answer(*request_id, w.stopping().and_then(|()| w.execute_alone(sql, params, *write)))
+        Work::Execute { request_id, sql, params, write, route } => {
+            execute_answer(*request_id, w.stopping().and_then(|()| w.execute_alone(sql, route, params, *write)))
         }
         Work::Exec { request_id, sql } => exec_answer(*request_id, w.stopping().and_then(|()| w.exec_alone(sql))),
         Work::Kv { request_id, .. } => {
@@ -353,8 +350,8 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                     b.opened.get_or_insert_with(Instant::now);
                 }
                 let (outcome, built) = budget::scope(outbox.budget(), || match &job.work {
-                    Work::Execute { request_id, sql, params, write } => {
-                        map_outcome(w.execute_member(sql, params, *write), |r| execute_answer(*request_id, r))
+                    Work::Execute { request_id, sql, params, write, route } => {
+                        map_outcome(w.execute_member(sql, route, params, *write), |r| execute_answer(*request_id, r))
                     }
                     Work::Exec { request_id, sql } => map_outcome(w.exec_member(sql), |r| exec_answer(*request_id, r)),
                     Work::Kv { .. } => unreachable!("part() said SQL"),
