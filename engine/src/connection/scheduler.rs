@@ -68,7 +68,7 @@ impl Job {
     /// The lane this job would take now (a read goes to the writer while a transaction is open there).
     fn lane_now(&self) -> Lane {
         match self.lane {
-            Lane::Reader if !self.executor.in_txn() => Lane::Reader,
+            Lane::Reader if !self.executor.in_txn() && !self.executor.reads_need_writer() => Lane::Reader,
             Lane::Reader | Lane::Writer => Lane::Writer,
         }
     }

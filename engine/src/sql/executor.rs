@@ -12,7 +12,7 @@
 
 use super::route::{statements, Kind, Lane, Route};
 use super::sandbox::{self, Deadline, Sandbox, SandboxLimits};
-use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind};
+use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind, NotUtf8};
 use crate::config::Config;
 use crate::kv::KvStore;
 use envoy_protocol::{
@@ -103,6 +103,10 @@ pub struct Executor {
     closed: AtomicBool,
     /// Whether a transaction is open on the writer (reads then go to the writer).
     in_txn: AtomicBool,
+    /// Set by the writer's authorizer once the writer holds connection state of
+    /// its own (TEMP objects, connection PRAGMAs): from then on every read of
+    /// the actor runs on the writer, so no answer depends on which connection ran it.
+    writer_local: Arc<AtomicBool>,
     /// Requests answered INTERRUPTED because of a stop (reported by the drain).
     interrupted: AtomicUsize,
     /// Held shared by every request while it uses the executor ([`Executor::enter`]);
@@ -149,7 +153,9 @@ impl Executor {
     /// reopens what it needs. Never waits for a lock.
     pub(crate) fn try_close_idle(&self) -> bool {
         let Some(_exclusive) = self.in_use.try_write() else { return false };
-        if self.in_txn() {
+        // Closing a writer that holds TEMP objects or connection settings would
+        // lose them: such an actor keeps its databases open (documented).
+        if self.in_txn() || self.reads_need_writer() {
             return false;
         }
         let Some(mut writer) = self.writer.try_lock() else { return false };
@@ -192,6 +198,12 @@ impl Executor {
         self.dir.join("db.sqlite")
     }
 
+    /// Whether reads must run on the writer because it holds connection state the
+    /// readers lack (TEMP objects, connection PRAGMAs). Set for good once it does.
+    pub fn reads_need_writer(&self) -> bool {
+        self.writer_local.load(Ordering::Acquire)
+    }
+
     /// Whether a transaction is open on the writer.
     pub fn in_txn(&self) -> bool {
         self.in_txn.load(Ordering::Acquire)
@@ -220,7 +232,7 @@ impl Executor {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", self.settings.durability.synchronous())?;
-        self.prepare_conn(conn)
+        self.prepare_conn(conn, Some(self.writer_local.clone()))
     }
 
     fn open_reader(&self) -> rusqlite::Result<SqlConn> {
@@ -228,16 +240,16 @@ impl Executor {
             self.db_path(),
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        self.prepare_conn(conn)
+        self.prepare_conn(conn, None)
     }
 
     /// What every connection of the actor gets: busy timeout, statement cache,
     /// the sandbox with its deadline, and an interrupt handle for drains.
-    fn prepare_conn(&self, mut conn: Connection) -> rusqlite::Result<SqlConn> {
+    fn prepare_conn(&self, mut conn: Connection, local: Option<Arc<AtomicBool>>) -> rusqlite::Result<SqlConn> {
         conn.busy_timeout(self.settings.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let deadline = Deadline::default();
-        let sandbox = sandbox::install(&mut conn, &deadline, &self.settings.sandbox)?;
+        let sandbox = sandbox::install(&mut conn, &deadline, &self.settings.sandbox, local)?;
         self.interrupts.lock().push(conn.get_interrupt_handle());
         Ok(SqlConn { conn, deadline, sandbox })
     }
@@ -769,16 +781,24 @@ fn collect_rows(
     stmt: &mut Statement<'_>,
     limits: &crate::config::Limits,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), RowsError> {
-    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
-    let n = columns.len();
     let max_value = limits.max_value_bytes as usize;
     let max_response = limits.max_response_bytes as usize;
-    let mut size: usize = columns.iter().map(|c| c.len() + 5).sum::<usize>() + 32;
     let mut charge = crate::budget::ResultCharge::start();
     let refused = |r: crate::budget::Refused| RowsError::Limit(r.sqlite_error());
+    // The result's shape is read after the first step: a step re-prepares a
+    // statement whose schema changed (a cached statement, another connection's
+    // ALTER TABLE), and only then are its columns the current ones.
+    let mut columns: Option<Vec<String>> = None;
+    let mut size: usize = 32;
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
+        let names = columns.get_or_insert_with(|| {
+            let names: Vec<String> = AsRef::<Statement<'_>>::as_ref(row).column_names().map(String::from).collect();
+            size += names.iter().map(|c| c.len() + 5).sum::<usize>();
+            names
+        });
+        let n = names.len();
         let mut r = Vec::with_capacity(n);
         for i in 0..n {
             let v = row.get_ref(i)?;
@@ -786,7 +806,7 @@ fn collect_rows(
             if vb > max_value {
                 return Err(RowsError::Limit(limit_error(LimitKind::ValueBytes, max_value as u64, Some(vb as u64))));
             }
-            let v = from_sqlite(v);
+            let v = from_sqlite(v).map_err(|NotUtf8| RowsError::Limit(not_utf8(names, i)))?;
             size += response_cost(&v);
             r.push(v);
         }
@@ -797,8 +817,27 @@ fn collect_rows(
         charge.grow_to(size).map_err(refused)?;
         out.push(r);
     }
+    drop(rows);
+    // No row: the statement ran to its end (and was re-prepared if it had to be).
+    let columns = columns.unwrap_or_else(|| stmt.column_names().map(String::from).collect());
     charge.grow_to(size).and_then(|()| charge.finish()).map_err(refused)?;
     Ok((columns, out))
+}
+
+/// The answer to a TEXT value that is not UTF-8: the protocol's text is UTF-8,
+/// so the bytes cannot travel as TEXT, and changing them silently is not an option.
+fn not_utf8(columns: &[String], i: usize) -> SqliteError {
+    let name = columns.get(i).map_or("?", String::as_str);
+    let mut e = err(
+        SqliteErrorCode::Sqlite,
+        &format!(
+            "column {i} ({name:?}) holds TEXT that is not valid UTF-8, which the protocol cannot carry as text; \
+             read it as a BLOB instead, e.g. CAST({name} AS BLOB)"
+        ),
+        Some(false),
+    );
+    e.extended_code = Some(ffi::SQLITE_MISMATCH);
+    e
 }
 
 /// A typed SQLite error.
@@ -954,6 +993,7 @@ impl Executors {
                     closing: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     in_txn: AtomicBool::new(false),
+                    writer_local: Arc::new(AtomicBool::new(false)),
                     interrupted: AtomicUsize::new(0),
                     in_use: RwLock::new(()),
                     open_slot: AtomicBool::new(false),

@@ -294,6 +294,14 @@ impl Kind {
     }
 }
 
+/// Whether the text names a function that reports on its connection's own writes
+/// (a word match, case-insensitive; a false positive only costs a reader lane).
+fn mentions_connection_functions(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let has = |needle: &[u8]| b.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    has(b"changes") || has(b"last_insert_rowid")
+}
+
 /// What admission decides about an `Execute`/`ExecuteWrite`, once; the request carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -318,7 +326,13 @@ impl Route {
         }
         let start = first.as_ptr() as usize - sql.as_ptr() as usize;
         let kind = Kind::of(first);
-        let lane = if !write && kind == Kind::Read { Lane::Reader } else { Lane::Writer };
+        // changes(), total_changes() and last_insert_rowid() answer about the
+        // connection that ran the writes: only the writer knows.
+        let lane = if !write && kind == Kind::Read && !mentions_connection_functions(first) {
+            Lane::Reader
+        } else {
+            Lane::Writer
+        };
         Ok(Route { lane, kind, start, end: start + first.len() })
     }
 
@@ -345,6 +359,7 @@ mod tests {
         assert_eq!(Route::of_execute("SELECT 1", true).unwrap().lane, Lane::Writer);
         assert!(Route::of_execute("SELECT 1; SELECT * FROM q", false).is_err());
         assert!(Route::of_execute(" -- nothing", false).is_err());
+        assert_eq!(Route::of_execute("SELECT last_insert_rowid(), Changes()", false).unwrap().lane, Lane::Writer);
         assert_eq!(first_keyword("/* unterminated"), "");
         assert_eq!(first_keyword(""), "");
         assert_eq!(first_keyword(" ;; select 1"), "select");

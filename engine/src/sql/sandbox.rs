@@ -255,6 +255,38 @@ struct SandboxState {
     vacuum: AtomicBool,
     /// The reason of the last refusal, taken by the executor to explain FORBIDDEN.
     denial: Mutex<Option<Denial>>,
+    /// Set (for good) once a statement creates TEMP objects or sets a
+    /// connection-local PRAGMA on this connection: state other connections of
+    /// the actor do not have (see `Executor::reads_need_writer`).
+    local_state: Option<Arc<AtomicBool>>,
+}
+
+/// PRAGMAs whose setting lives on the connection, not in the database file.
+const CONNECTION_PRAGMAS: &[&str] = &[
+    "analysis_limit",
+    "automatic_index",
+    "case_sensitive_like",
+    "defer_foreign_keys",
+    "foreign_keys",
+    "ignore_check_constraints",
+    "legacy_alter_table",
+    "recursive_triggers",
+    "reverse_unordered_selects",
+    "secure_delete",
+];
+
+/// Whether an allowed action gives the connection state of its own.
+fn creates_local_state(action: &AuthAction<'_>) -> bool {
+    match action {
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => true,
+        AuthAction::Pragma { pragma_name, pragma_value: Some(_) } => {
+            CONNECTION_PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name))
+        }
+        _ => false,
+    }
 }
 
 /// The sandbox installed on one connection.
@@ -418,7 +450,14 @@ fn db_config(conn: &Connection, op: i32, on: bool) -> rusqlite::Result<()> {
 }
 
 /// Installs the sandbox on a freshly opened connection, before any actor SQL.
-pub fn install(conn: &mut Connection, deadline: &Deadline, limits: &SandboxLimits) -> rusqlite::Result<Sandbox> {
+/// `local_state`: set when a statement on this connection gives it state of its
+/// own (TEMP objects, connection PRAGMAs); passed for an actor's writer.
+pub fn install(
+    conn: &mut Connection,
+    deadline: &Deadline,
+    limits: &SandboxLimits,
+    local_state: Option<Arc<AtomicBool>>,
+) -> rusqlite::Result<Sandbox> {
     limits.apply(conn)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
@@ -427,11 +466,18 @@ pub fn install(conn: &mut Connection, deadline: &Deadline, limits: &SandboxLimit
     db_config(conn, ffi::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
-    let sandbox = Sandbox { state: Arc::new(SandboxState::default()) };
+    let sandbox = Sandbox { state: Arc::new(SandboxState { local_state, ..SandboxState::default() }) };
     let state = sandbox.state.clone();
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         match decide(&ctx, state.vacuum.load(Ordering::Acquire)) {
-            Ok(()) => Authorization::Allow,
+            Ok(()) => {
+                if let Some(flag) = &state.local_state {
+                    if creates_local_state(&ctx.action) {
+                        flag.store(true, Ordering::Release);
+                    }
+                }
+                Authorization::Allow
+            }
             Err(d) => {
                 *state.denial.lock() = Some(d);
                 Authorization::Deny
@@ -551,7 +597,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         let d = Deadline::default();
         let limits = SandboxLimits::from_limits(&crate::config::Limits::default());
-        let s = install(&mut conn, &d, &limits).unwrap();
+        let s = install(&mut conn, &d, &limits, None).unwrap();
         (conn, s, d)
     }
 

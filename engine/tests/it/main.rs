@@ -9,6 +9,7 @@ mod hostile_net;
 mod kv;
 mod lifecycle;
 mod resume;
+mod exactness;
 mod fuzz_frames;
 mod group_commit;
 mod hostile_sql;
