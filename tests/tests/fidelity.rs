@@ -64,6 +64,7 @@
 //! ```sh
 //! cargo test -p envoy-tests --test fidelity -- --nocapture
 //! ENVOY_FIDELITY_CASE=stale cargo test -p envoy-tests --test fidelity   # only cases whose name contains "stale"
+//! ENVOY_FIDELITY_CASE=session37 ENVOY_FIDELITY_TRACE=1 cargo test -p envoy-tests --test fidelity   # every step, both answers
 //! ENVOY_FIDELITY_SEED=7 ENVOY_FIDELITY_SESSIONS=500 cargo test -p envoy-tests --test fidelity
 //! ```
 //!
@@ -580,7 +581,6 @@ fn invalid_utf8_columns(o: &OkAnswer) -> Vec<String> {
 fn compare(kind: Kind, engine: &Answer, local: &Answer) -> Option<String> {
     match (engine, local) {
         (Ok(e), Ok(l)) => {
-            let bad_text = invalid_utf8_columns(l);
             if e.columns != l.columns {
                 return Some(format!("column names differ: engine {:?}, SQLite {:?}", e.columns, l.columns));
             }
@@ -608,7 +608,6 @@ fn compare(kind: Kind, engine: &Answer, local: &Answer) -> Option<String> {
                     }
                 }
             }
-            let _ = bad_text;
             if let (Some(ec), Some(lc)) = (e.changes, l.changes) {
                 if ec != lc {
                     return Some(format!("changes differ: engine {ec}, SQLite {lc}"));
@@ -645,6 +644,9 @@ fn compare(kind: Kind, engine: &Answer, local: &Answer) -> Option<String> {
                 if e.class != "InvalidRequest" {
                     return Some(format!("expected INVALID_REQUEST ({}), engine answered {}", l.class, e.class));
                 }
+                if e.message.contains("no such") {
+                    return Some("INVALID_REQUEST, but its message shows a later statement was prepared".into());
+                }
                 return None;
             }
             if let (Some(ee), Some(le)) = (e.ext, l.ext) {
@@ -675,11 +677,10 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
     {
         let mut s = vec![exec("CREATE TABLE t(a); INSERT INTO t VALUES(1);")];
         s.extend(all_kinds(sel));
-        for (i, col) in ["b DEFAULT 2", "c2 DEFAULT 'x'", "d2 REAL DEFAULT 1.5"].iter().enumerate() {
+        for col in ["b DEFAULT 2", "c2 DEFAULT 'x'", "d2 REAL DEFAULT 1.5"] {
             s.push(exec(format!("ALTER TABLE t ADD COLUMN {col}")));
             s.extend(all_kinds(sel));
             s.push(query("SELECT * FROM t WHERE rowid = ?", vec![Value::Integer(1)]));
-            let _ = i;
         }
         cases.push(case("1a_stale_shape_add_column_via_exec", s));
     }
@@ -1000,6 +1001,24 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
         ];
         cases.push(case("6h_exec_results_and_transactions", s));
     }
+    {
+        // A statement that fails leaves nothing behind (statement atomicity in autocommit mode),
+        // also when it fails half-way through its rows (a STRICT type check on the 2nd row).
+        let count = "SELECT count(*), group_concat(c) FROM s";
+        let mut s = vec![exec("CREATE TABLE s(c REAL) STRICT")];
+        s.push(exec("INSERT INTO s VALUES (1), (x'00'), (2)"));
+        s.push(query(count, vec![]));
+        s.push(exec("INSERT INTO s VALUES (3); INSERT INTO s VALUES (4), ('x');"));
+        s.push(query(count, vec![]));
+        s.push(execute("INSERT INTO s VALUES (5), (x'00')", vec![]));
+        s.push(write("INSERT INTO s VALUES (6), (?)", vec![Value::Text("x".into())]));
+        s.push(query(count, vec![]));
+        s.push(exec("CREATE TABLE nn(c NOT NULL); INSERT INTO nn VALUES (1), (NULL);"));
+        s.push(exec("INSERT INTO s VALUES (7), (8); UPDATE s SET c = x'01' WHERE c > 6;"));
+        s.push(query(count, vec![]));
+        s.push(execute("UPDATE s SET c = c + 1", vec![]));
+        cases.push(case("6i_failed_statement_leaves_nothing", s));
+    }
     cases
 }
 
@@ -1275,6 +1294,7 @@ async fn fidelity() {
     let seed = env_u64("ENVOY_FIDELITY_SEED").unwrap_or(0x5eed);
     let sessions = env_u64("ENVOY_FIDELITY_SESSIONS").unwrap_or(50) as usize;
     let filter = std::env::var("ENVOY_FIDELITY_CASE").ok();
+    let trace = std::env::var_os("ENVOY_FIDELITY_TRACE").is_some();
     let mut cases = hand_cases(&limits);
     cases.extend((0..sessions).map(|i| gen_session(seed, i, 20)));
     cases.retain(|c| filter.as_deref().is_none_or(|f| c.name.contains(f)));
@@ -1291,6 +1311,17 @@ async fn fidelity() {
             let engine = run_engine(&db, step).await;
             let local_answer = local.run(step);
             steps_run += 1;
+            if trace {
+                eprintln!(
+                    "{} step {i} {:?}: {}{}\n  engine: {}\n  SQLite: {}",
+                    case.name,
+                    step.kind,
+                    short(&step.sql, 400),
+                    short(&show_params(&step.params), 300),
+                    short(&show(&engine), 600),
+                    short(&show(&local_answer), 600)
+                );
+            }
             if let Some(what) = compare(step.kind, &engine, &local_answer) {
                 let m = Mismatch {
                     case: case.name.clone(),
