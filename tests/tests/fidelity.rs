@@ -1190,7 +1190,7 @@ fn gen_session(seed: u64, index: usize, steps: usize) -> Case {
         }
         let ti = r.below(tables.len());
         let roll = r.below(100);
-        let read = roll >= 35 && roll < 75;
+        let read = (35..75).contains(&roll);
         let kind = gen_kind(&mut r, read);
         let bind = kind != Kind::Exec;
         let mut params = Vec::new();
@@ -1381,4 +1381,32 @@ async fn fidelity() {
         }
         panic!("fidelity: the engine is not indistinguishable from one local SQLite connection:\n{summary}");
     }
+}
+
+/// The comparator itself: the three outcomes for TEXT that is not UTF-8, and bit-exact REAL.
+#[test]
+fn comparator_rules() {
+    let ok = |v: V| -> Answer {
+        Ok(OkAnswer { columns: vec!["bad".into()], rows: vec![vec![v]], changes: None, last_insert_rowid: None })
+    };
+    let fail = |m: &str| -> Answer {
+        Err(Fail { class: "Sqlite".into(), doc: false, ext: None, message: m.into(), index: None })
+    };
+    let local = ok(V::Text(vec![0xff, 0x41]));
+    // The exact bytes: faithful.
+    assert_eq!(compare(Kind::Query, &ok(V::Text(vec![0xff, 0x41])), &local), None);
+    // A typed error naming the column and how to read it: faithful.
+    let typed = fail("column \"bad\" holds TEXT that is not valid UTF-8; read it as a BLOB: CAST(bad AS BLOB)");
+    assert_eq!(compare(Kind::Query, &typed, &local), None);
+    // A silent replacement, or an error that says neither: not.
+    assert!(compare(Kind::Query, &ok(V::Text("\u{FFFD}A".as_bytes().to_vec())), &local).is_some());
+    assert!(compare(Kind::Query, &fail("invalid UTF-8"), &local).is_some());
+    // REAL bit-for-bit: -0.0 is not 0.0.
+    assert!(compare(Kind::Query, &ok(V::Real(0.0f64.to_bits())), &ok(V::Real((-0.0f64).to_bits()))).is_some());
+    assert!(compare(Kind::Query, &ok(V::Int(1)), &ok(V::Real(1.0f64.to_bits()))).is_some());
+    // Documented refusals must be INVALID_REQUEST.
+    let doc: Answer = Err(documented("several statements in one execute"));
+    let invalid: Answer = Err(Fail { class: "InvalidRequest".into(), doc: false, ext: None, message: "Execute takes exactly one statement".into(), index: None });
+    assert_eq!(compare(Kind::Execute, &invalid, &doc), None);
+    assert!(compare(Kind::Execute, &fail("no such table: q"), &doc).is_some());
 }
