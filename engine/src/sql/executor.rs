@@ -408,7 +408,11 @@ impl Executor {
         let rows = sc.sandbox.vacuum(conn, route.kind == Kind::Vacuum, || collect_rows(&mut stmt, limits));
         sc.deadline.disarm();
         drop(stmt);
-        let changes = conn.total_changes().saturating_sub(total_before);
+        // SQLite's own count for the statement (`sqlite3_changes`: rows it changed
+        // directly, not those of its triggers or foreign-key actions). That count
+        // is only set by a statement that changed something, so one that did not
+        // (a SELECT, DDL, a DML that matched nothing) reports 0, never a stale value.
+        let changes = if conn.total_changes() != total_before { conn.changes() } else { 0 };
         // This statement inserted iff the connection's last rowid moved, or it is an
         // INSERT/REPLACE that changed rows (re-inserting the same rowid leaves it unchanged).
         let rowid_after = conn.last_insert_rowid();
@@ -432,9 +436,15 @@ impl Executor {
     /// Runs the statements of an `Exec` in order on `sc`. Returns the last
     /// statement's rows, or the error with the index of the failing statement and
     /// how many statements before it completed in autocommit mode.
-    fn exec_statements(&self, sc: &mut SqlConn, sql: &str) -> Result<QueryResult, (SqliteError, u32, u32)> {
+    /// `in_group`: the statements run inside a group transaction, where SQLite
+    /// does not always undo a failing statement's earlier rows (a multi-row
+    /// INSERT failing a STRICT check keeps them inside an explicit transaction);
+    /// each statement then gets a savepoint, so a failing one leaves nothing, as
+    /// it would in autocommit mode.
+    fn exec_statements(&self, sc: &mut SqlConn, sql: &str, in_group: bool) -> Result<QueryResult, (SqliteError, u32, u32)> {
         let limits = &self.settings.limits;
         let conn = &sc.conn;
+        let control = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.raw_execute()).map(|_| ());
         let mut last = QueryResult { columns: Vec::new(), rows: Vec::new() };
         let mut index: u32 = 0;
         // How many leading statements ran to completion in autocommit mode (each committed on its own).
@@ -442,12 +452,23 @@ impl Executor {
         // Statements as sqlite3_complete splits them; each is prepared only when its turn comes.
         for piece in statements(sql) {
             sc.sandbox.clear_denial();
+            if in_group {
+                if let Err(e) = control("SAVEPOINT envoy_group_statement") {
+                    return Err((self.scrub(map_error(e, None, Some(self))), index, committed_alone));
+                }
+            }
             sc.deadline.arm(limits.max_statement_ms);
             let step = match conn.prepare(piece) {
                 Ok(mut stmt) => sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits)),
                 Err(e) => Err(RowsError::Sqlite(e)),
             };
             sc.deadline.disarm();
+            if in_group && !conn.is_autocommit() {
+                if step.is_err() {
+                    let _ = control("ROLLBACK TO envoy_group_statement");
+                }
+                let _ = control("RELEASE envoy_group_statement");
+            }
             match step {
                 Ok((columns, rows)) => last = QueryResult { columns, rows },
                 Err(e) => {
@@ -619,7 +640,7 @@ impl WriterLock<'_> {
     pub fn exec_alone(&mut self, sql: &str) -> Result<QueryResult, SqliteError> {
         let x = self.x;
         let sc = self.sc();
-        let result = x.exec_statements(sc, sql);
+        let result = x.exec_statements(sc, sql, false);
         let rolled_back = x.end_open_transaction(sc);
         x.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
         match result {
@@ -753,7 +774,7 @@ impl WriterLock<'_> {
     /// one are kept (they would have committed on their own), as alone.
     pub fn exec_member(&mut self, sql: &str) -> MemberOutcome<QueryResult> {
         self.member(true, |x, sc| {
-            x.exec_statements(sc, sql).map_err(|(mut e, index, _)| {
+            x.exec_statements(sc, sql, true).map_err(|(mut e, index, _)| {
                 e.committed = Some(index > 0);
                 e.statement_index = Some(index);
                 e
@@ -806,7 +827,16 @@ fn collect_rows(
             if vb > max_value {
                 return Err(RowsError::Limit(limit_error(LimitKind::ValueBytes, max_value as u64, Some(vb as u64))));
             }
-            let v = from_sqlite(v).map_err(|NotUtf8| RowsError::Limit(not_utf8(names, i)))?;
+            let v = match from_sqlite(v) {
+                Ok(v) => v,
+                Err(NotUtf8) => {
+                    // What a local connection would see first wins: if a later row
+                    // fails in SQLite itself, that error is the answer.
+                    let e = not_utf8(names, i);
+                    while rows.next()?.is_some() {}
+                    return Err(RowsError::Limit(e));
+                }
+            };
             size += response_cost(&v);
             r.push(v);
         }
