@@ -56,7 +56,8 @@ impl InProc {
         let mut stmt = self.conn.prepare_cached(crate::workloads::WIDE_SQL)?;
         while Instant::now() < end {
             let s = Instant::now();
-            let rows: Vec<(i64, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let rows: Vec<(i64, String)> =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             t.record(s);
             anyhow::ensure!(rows.len() == WIDE_ROWS as usize, "wide select returned {} rows", rows.len());
         }

@@ -61,7 +61,12 @@ pub fn run(repo: &Path, data: &Path, url: &str, t: &Timing) -> Result<Vec<Summar
         .output()
         .context("running node (Node 20+ is needed for W8)")?;
     if !out.status.success() {
-        bail!("node W8 failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "node W8 failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON line from the W8 script")?;
@@ -74,7 +79,8 @@ pub fn run(repo: &Path, data: &Path, url: &str, t: &Timing) -> Result<Vec<Summar
     let mut res = Vec::new();
     for (id, name) in names {
         let w = &v[id];
-        let rates: Vec<f64> = w["roundRates"].as_array().context("roundRates")?.iter().filter_map(|x| x.as_f64()).collect();
+        let rates: Vec<f64> =
+            w["roundRates"].as_array().context("roundRates")?.iter().filter_map(|x| x.as_f64()).collect();
         res.push(Summary {
             id: id.into(),
             name: name.into(),

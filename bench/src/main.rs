@@ -5,6 +5,7 @@
 //!
 //! Usage: `scripts/bench.sh [--short] [--secs S] [--rounds N] [--with-js]`
 //! (which builds and runs `envoy-bench`). `envoy-bench --help` lists every flag.
+//! `envoy-bench check-json FILE` checks a written report is complete (the smoke test).
 //! Figures only: nothing here fails because something is slow.
 
 mod echo;
@@ -83,6 +84,10 @@ fn main() -> Result<()> {
         let listen = argv.get(3).context("usage: envoy-bench echo-server --listen ADDR")?.parse()?;
         return echo::serve(listen);
     }
+    if argv.get(1).map(String::as_str) == Some("check-json") {
+        let path = argv.get(2).context("usage: envoy-bench check-json FILE")?;
+        return report::check_json(std::path::Path::new(path));
+    }
     let mut args = Args::parse();
     if args.short {
         args.secs = args.secs.min(0.2);
@@ -156,25 +161,52 @@ impl Phase {
     fn describe(self, frame: usize) -> (&'static str, String, &'static str) {
         const SDK: &str = "envoy-client (native transport)";
         match self {
-            Phase::L1Seq => ("L1-seq", format!("WebSocket echo, {frame} B frames, sequential"), "tokio-tungstenite both sides"),
-            Phase::L1Pipe => ("L1-64", format!("WebSocket echo, {frame} B frames, 64 in flight, one socket"), "tokio-tungstenite both sides"),
-            Phase::L1Many => ("L1-16", format!("WebSocket echo, {frame} B frames, 16 sockets each sequential"), "tokio-tungstenite both sides"),
-            Phase::L2Point => ("L2-point", "in-process rusqlite: point SELECT by primary key".into(), "rusqlite, cached statement, WAL"),
-            Phase::L2Wide => ("L2-1000", "in-process rusqlite: SELECT 1 000 rows × 100 B".into(), "rusqlite, owned values, WAL"),
-            Phase::L2Full => ("L2-full", "in-process rusqlite: autocommit INSERT, synchronous=FULL".into(), "rusqlite, WAL: one fsync per commit"),
-            Phase::L2Normal => ("L2-normal", "in-process rusqlite: autocommit INSERT, synchronous=NORMAL".into(), "rusqlite, WAL"),
+            Phase::L1Seq => {
+                ("L1-seq", format!("WebSocket echo, {frame} B frames, sequential"), "tokio-tungstenite both sides")
+            }
+            Phase::L1Pipe => (
+                "L1-64",
+                format!("WebSocket echo, {frame} B frames, 64 in flight, one socket"),
+                "tokio-tungstenite both sides",
+            ),
+            Phase::L1Many => (
+                "L1-16",
+                format!("WebSocket echo, {frame} B frames, 16 sockets each sequential"),
+                "tokio-tungstenite both sides",
+            ),
+            Phase::L2Point => (
+                "L2-point",
+                "in-process rusqlite: point SELECT by primary key".into(),
+                "rusqlite, cached statement, WAL",
+            ),
+            Phase::L2Wide => {
+                ("L2-1000", "in-process rusqlite: SELECT 1 000 rows × 100 B".into(), "rusqlite, owned values, WAL")
+            }
+            Phase::L2Full => (
+                "L2-full",
+                "in-process rusqlite: autocommit INSERT, synchronous=FULL".into(),
+                "rusqlite, WAL: one fsync per commit",
+            ),
+            Phase::L2Normal => {
+                ("L2-normal", "in-process rusqlite: autocommit INSERT, synchronous=NORMAL".into(), "rusqlite, WAL")
+            }
             Phase::W1 => ("W1", "point SELECT by primary key, sequential".into(), SDK),
             Phase::W2 => ("W2", "point SELECT, 64 in flight, one socket".into(), SDK),
             Phase::W3Fsync => ("W3-fsync", "autocommit INSERT, 64 writers, one actor, --durability fsync".into(), SDK),
             Phase::W3Os => ("W3-os", "autocommit INSERT, 64 writers, one actor, --durability os".into(), SDK),
             Phase::W4 => ("W4", "SELECT 1 000 rows × 100 B, sequential".into(), SDK),
-            Phase::W5 => ("W5", "16 clients × 16 actors, each sequential, 80 % point SELECT / 20 % INSERT (fsync)".into(), SDK),
+            Phase::W5 => {
+                ("W5", "16 clients × 16 actors, each sequential, 80 % point SELECT / 20 % INSERT (fsync)".into(), SDK)
+            }
         }
     }
 }
 
+/// A round of in-process SQLite, handed to a blocking thread.
+type InProcRound = Box<dyn FnOnce(&mut inproc::InProc) -> Result<Round> + Send>;
+
 async fn run_phase(ctx: &mut Ctx, phase: Phase, dur: Duration) -> Result<Round> {
-    let blocking = |f: Box<dyn FnOnce(&mut inproc::InProc) -> Result<Round> + Send>| {
+    let blocking = |f: InProcRound| {
         let ip = ctx.inproc.clone();
         tokio::task::spawn_blocking(move || f(&mut ip.lock().unwrap_or_else(|e| e.into_inner())))
     };
@@ -228,7 +260,11 @@ async fn run(args: Args) -> Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("envoy-engine"),
     };
-    anyhow::ensure!(engine_bin.exists(), "no engine binary at {} (build it, or pass --engine-bin)", engine_bin.display());
+    anyhow::ensure!(
+        engine_bin.exists(),
+        "no engine binary at {} (build it, or pass --engine-bin)",
+        engine_bin.display()
+    );
     let data = args.data_dir.clone();
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
@@ -245,7 +281,10 @@ async fn run(args: Args) -> Result<()> {
             js::build_package(&args.repo)?;
             run_js = true;
         } else {
-            skipped.push("W8 skipped: build the JS package first (bash rivetkit-wasm/scripts/build.sh, or pass --with-js)".into());
+            skipped.push(
+                "W8 skipped: build the JS package first (bash rivetkit-wasm/scripts/build.sh, or pass --with-js)"
+                    .into(),
+            );
         }
     } else if args.no_js {
         skipped.push("W8 skipped: --no-js".into());

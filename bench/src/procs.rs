@@ -84,7 +84,13 @@ pub struct EngineSettings {
 }
 
 /// Starts `envoy-engine serve` on a free loopback port with its own data directory.
-pub fn start_engine(bin: &Path, data: &Path, label: &str, durability: &str, extra: &[String]) -> Result<(Proc, EngineSettings)> {
+pub fn start_engine(
+    bin: &Path,
+    data: &Path,
+    label: &str,
+    durability: &str,
+    extra: &[String],
+) -> Result<(Proc, EngineSettings)> {
     let port = free_port()?;
     let dir = data.join(label);
     std::fs::create_dir_all(&dir)?;
@@ -101,12 +107,14 @@ pub fn start_engine(bin: &Path, data: &Path, label: &str, durability: &str, extr
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let p = Proc::spawn(label, cmd, addr, dir.join("engine.log"))?;
     let health = http_get(addr, "/health").with_context(|| format!("{label}: GET /health"))?;
-    let v: serde_json::Value = serde_json::from_str(&health).with_context(|| format!("{label}: /health said {health:?}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&health).with_context(|| format!("{label}: /health said {health:?}"))?;
     let reported = v["durability"].as_str().unwrap_or("?").to_string();
     if reported != durability {
         bail!("{label}: asked for --durability {durability}, /health reports {reported:?}");
     }
-    let flag = |name: &str| extra.iter().position(|a| a == name).and_then(|i| extra.get(i + 1)).and_then(|v| v.parse().ok());
+    let flag =
+        |name: &str| extra.iter().position(|a| a == name).and_then(|i| extra.get(i + 1)).and_then(|v| v.parse().ok());
     let settings = EngineSettings {
         durability: reported,
         idle_db_close_ms: flag("--idle-db-close-ms"),
@@ -223,7 +231,9 @@ fn disk_of(path: &Path) -> String {
             (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
         })
         .max_by_key(|(_, mp, _)| mp.len());
-    let Some((dev, mp, fs)) = best else { return "unknown".into() };
+    let Some((dev, mp, fs)) = best else {
+        return "unknown".into();
+    };
     let name = dev.rsplit('/').next().unwrap_or("").to_string();
     let rot = std::fs::read_to_string(format!("/sys/block/{name}/queue/rotational")).ok();
     let kind = match rot.as_deref().map(str::trim) {
@@ -238,7 +248,9 @@ fn disk_of(path: &Path) -> String {
 /// `git rev-parse --short HEAD` (+ `-dirty` when the tree has changes), or `unknown`.
 pub fn git_revision() -> String {
     let run = |args: &[&str]| Command::new("git").args(args).output().ok().filter(|o| o.status.success());
-    let Some(rev) = run(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".into() };
+    let Some(rev) = run(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
     let rev = String::from_utf8_lossy(&rev.stdout).trim().to_string();
     let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
     if dirty {

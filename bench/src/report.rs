@@ -239,3 +239,64 @@ pub fn markdown(r: &Report) -> String {
     }
     o
 }
+
+/// Every workload and baseline a run must report (W8 only when it was not skipped).
+const REQUIRED: [&str; 14] = [
+    "L1-seq",
+    "L1-64",
+    "L1-16",
+    "L2-point",
+    "L2-1000",
+    "L2-full",
+    "L2-normal",
+    "W1",
+    "W2",
+    "W3-fsync",
+    "W3-os",
+    "W4",
+    "W5",
+    "W6",
+];
+
+/// Reads a report back and checks it is whole: every workload present with
+/// operations counted, W7 measured, W8 either measured or said to be skipped,
+/// every ratio computed. Nothing about speed.
+pub fn check_json(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::{bail, ensure, Context};
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    ensure!(v["schema"] == "envoy-bench/1", "unknown schema {}", v["schema"]);
+    for key in ["date", "git_revision"] {
+        ensure!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key} missing");
+    }
+    ensure!(v["machine"]["nproc"].as_u64().is_some_and(|n| n > 0), "machine.nproc missing");
+    let workloads = v["workloads"].as_array().context("workloads missing")?;
+    let count = |id: &str| workloads.iter().find(|w| w["id"] == id).and_then(|w| w["count"].as_u64());
+    for id in REQUIRED {
+        match count(id) {
+            Some(n) if n > 0 => {}
+            Some(_) => bail!("{id} measured no operation"),
+            None => bail!("{id} missing"),
+        }
+    }
+    let skipped = v["skipped"].as_array().context("skipped missing")?;
+    let w8_skipped = skipped.iter().any(|s| s.as_str().is_some_and(|s| s.starts_with("W8")));
+    for id in ["W8-W1", "W8-W2", "W8-W4"] {
+        ensure!(w8_skipped || count(id).is_some_and(|n| n > 0), "{id} missing and W8 not reported skipped");
+    }
+    let w7 = &v["w7"];
+    ensure!(w7["actors"].as_u64().is_some_and(|n| n > 0), "w7 missing");
+    ensure!(w7["peak_rss_bytes"].as_u64().is_some_and(|n| n > 0), "w7.peak_rss_bytes missing");
+    ensure!(w7["peak_fds"].as_u64().is_some_and(|n| n > 0), "w7.peak_fds missing");
+    for r in v["ratios"].as_array().context("ratios missing")? {
+        ensure!(r["ratio"].is_number(), "ratio {} / {} not computed", r["workload"], r["baseline"]);
+    }
+    println!(
+        "{}: well-formed, {} workloads, W8 {}",
+        path.display(),
+        workloads.len(),
+        if w8_skipped { "skipped" } else { "ran" }
+    );
+    Ok(())
+}

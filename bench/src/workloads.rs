@@ -119,19 +119,19 @@ async fn worker(db: Db, op: Op, seed: u64, end: Instant) -> Result<Round> {
 /// `concurrency` workers sharing `db` (so one socket), for `dur`.
 pub async fn closed_loop(db: &Db, op: Op, concurrency: usize, dur: Duration) -> Result<Round> {
     let end = Instant::now() + dur;
-    let parts = futures_util::future::try_join_all(
-        (0..concurrency).map(|w| worker(db.clone(), op, w as u64 * 7919, end)),
-    )
-    .await?;
+    let parts =
+        futures_util::future::try_join_all((0..concurrency).map(|w| worker(db.clone(), op, w as u64 * 7919, end)))
+            .await?;
     Ok(join_parallel(parts))
 }
 
 /// W5: one worker per database (each on its own client and socket), for `dur`.
 pub async fn per_db(dbs: &[Db], op: Op, dur: Duration) -> Result<Round> {
     let end = Instant::now() + dur;
-    let parts =
-        futures_util::future::try_join_all(dbs.iter().enumerate().map(|(w, db)| worker(db.clone(), op, w as u64 * 7919, end)))
-            .await?;
+    let parts = futures_util::future::try_join_all(
+        dbs.iter().enumerate().map(|(w, db)| worker(db.clone(), op, w as u64 * 7919, end)),
+    )
+    .await?;
     Ok(join_parallel(parts))
 }
 
