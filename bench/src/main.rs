@@ -73,6 +73,10 @@ struct Args {
     /// W7: actors per connection (the engine allows 1024 by default).
     #[arg(long)]
     w7_per_connection: Option<usize>,
+    /// Run only these ids, comma-separated (e.g. `W1,L1-seq` or `W7`), for profiling one workload.
+    /// The report then lacks the others (and `check-json` refuses it).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// W7: the engine's `--idle-db-close-ms`.
     #[arg(long)]
     w7_idle_close_ms: Option<u64>,
@@ -295,10 +299,21 @@ async fn run(args: Args) -> Result<()> {
     let w7_per_conn = args.w7_per_connection.unwrap_or(if args.short { 25 } else { 1_000 });
     let w7_idle_ms = args.w7_idle_close_ms.unwrap_or(if args.short { 300 } else { 1_000 });
 
-    progress(&format!("engines {} (fsync, os), echo server; data in {}", engine_bin.display(), data.display()));
+    let wanted = |id: &str| args.only.is_empty() || args.only.iter().any(|o| o == id);
+    let phases: Vec<Phase> = PHASES.into_iter().filter(|p| wanted(p.describe(0).0)).collect();
+    run_js &= wanted("W8-W1") || wanted("W8-W2") || wanted("W8-W4") || wanted("W8");
+
     let echo_srv = procs::start_echo(&data)?;
     let (eng_fsync, set_fsync) = procs::start_engine(&engine_bin, &data, "engine-fsync", "fsync", &[])?;
     let (eng_os, set_os) = procs::start_engine(&engine_bin, &data, "engine-os", "os", &[])?;
+    progress(&format!(
+        "engines {} (fsync pid {}, os pid {}), echo server pid {}; data in {}",
+        engine_bin.display(),
+        eng_fsync.pid(),
+        eng_os.pid(),
+        echo_srv.pid(),
+        data.display()
+    ));
 
     progress("setting up actors and tables");
     let stamp = format!("{}-{}", std::process::id(), date.replace(':', ""));
@@ -336,33 +351,35 @@ async fn run(args: Args) -> Result<()> {
 
     let secs = Duration::from_secs_f64(args.secs);
     progress(&format!("warm-up: {} s per workload", args.warmup));
-    for p in PHASES {
+    for &p in &phases {
         run_phase(&mut ctx, p, Duration::from_secs_f64(args.warmup)).await.with_context(|| format!("warm-up {p:?}"))?;
     }
     let mut rounds: BTreeMap<Phase, Vec<Round>> = BTreeMap::new();
     for r in 0..args.rounds {
-        progress(&format!("round {}/{}: {} workloads × {} s", r + 1, args.rounds, PHASES.len(), args.secs));
-        for p in PHASES {
+        progress(&format!("round {}/{}: {} workloads × {} s", r + 1, args.rounds, phases.len(), args.secs));
+        for &p in &phases {
             let round = run_phase(&mut ctx, p, secs).await.with_context(|| format!("{p:?}"))?;
             rounds.entry(p).or_default().push(round);
         }
     }
     let mut all: Vec<Summary> = Vec::new();
-    for p in PHASES {
+    for &p in &phases {
         let (id, name, notes) = p.describe(payload_len);
         all.push(summarize(id, &name, notes, rounds.remove(&p).unwrap_or_default()));
     }
 
-    progress(&format!("W6: {w6_actors} new actors"));
-    let c_w6 = workloads::connect(&eng_fsync.ws_url(), "w6").await?;
-    let w6 = workloads::cold_actors(&c_w6, &stamp, w6_actors, 16).await?;
-    c_w6.close().await;
-    all.push(summarize(
-        "W6",
-        &format!("{w6_actors} new actors: get-or-create + write + read each, 16 at a time (ops = actors)"),
-        "envoy-client; latency per actor (3 requests); fsync engine; one round",
-        vec![w6],
-    ));
+    if wanted("W6") {
+        progress(&format!("W6: {w6_actors} new actors"));
+        let c_w6 = workloads::connect(&eng_fsync.ws_url(), "w6").await?;
+        let w6 = workloads::cold_actors(&c_w6, &stamp, w6_actors, 16).await?;
+        c_w6.close().await;
+        all.push(summarize(
+            "W6",
+            &format!("{w6_actors} new actors: get-or-create + write + read each, 16 at a time (ops = actors)"),
+            "envoy-client; latency per actor (3 requests); fsync engine; one round",
+            vec![w6],
+        ));
+    }
 
     if run_js {
         progress("W8: the JS package in Node");
@@ -381,11 +398,15 @@ async fn run(args: Args) -> Result<()> {
     drop(eng_os);
     drop(echo_srv);
 
-    progress(&format!("W7: {w7_actors} actors over connections of {w7_per_conn}, idle close {w7_idle_ms} ms"));
-    let w7_flags = vec!["--idle-db-close-ms".to_string(), w7_idle_ms.to_string()];
-    let (eng_w7, set_w7) = procs::start_engine(&engine_bin, &data, "engine-w7", "fsync", &w7_flags)?;
-    let w7 = workloads::idle_actors(&eng_w7, w7_actors, w7_per_conn, w7_idle_ms, 256).await?;
-    drop(eng_w7);
+    let (w7, set_w7) = if wanted("W7") {
+        progress(&format!("W7: {w7_actors} actors over connections of {w7_per_conn}, idle close {w7_idle_ms} ms"));
+        let w7_flags = vec!["--idle-db-close-ms".to_string(), w7_idle_ms.to_string()];
+        let (eng_w7, set_w7) = procs::start_engine(&engine_bin, &data, "engine-w7", "fsync", &w7_flags)?;
+        let w7 = workloads::idle_actors(&eng_w7, w7_actors, w7_per_conn, w7_idle_ms, 256).await?;
+        (Some(w7), Some(set_w7))
+    } else {
+        (None, None)
+    };
 
     let mut ratios: Vec<_> = [
         ratio(&all, "W1", "L1-seq", true, Goal::AtMost(1.2)),
@@ -401,7 +422,9 @@ async fn run(args: Args) -> Result<()> {
     .into_iter()
     .flatten()
     .collect();
-    ratios.extend(report::w7_ratios(&w7));
+    if let Some(w7) = &w7 {
+        ratios.extend(report::w7_ratios(w7));
+    }
 
     let report = Report {
         schema: "envoy-bench/1",
@@ -418,7 +441,7 @@ async fn run(args: Args) -> Result<()> {
             w6_actors,
             engine_fsync: set_fsync,
             engine_os: set_os,
-            engine_w7: Some(set_w7),
+            engine_w7: set_w7,
             processes: "engines and echo server: separate processes (tokio multi-thread); clients: this process, \
                         one tokio current-thread runtime; all on loopback, TCP_NODELAY"
                 .into(),
@@ -426,7 +449,7 @@ async fn run(args: Args) -> Result<()> {
         },
         workloads: all,
         ratios,
-        w7: Some(w7),
+        w7,
         skipped,
     };
     let md = report::markdown(&report);
