@@ -258,8 +258,15 @@ fn progress(msg: &str) {
     eprintln!("[envoy-bench] {msg}");
 }
 
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 async fn run(args: Args) -> Result<()> {
     let date = date_utc();
+    let load_average_start = load_average();
     let engine_bin = match &args.engine_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("envoy-engine"),
@@ -446,6 +453,8 @@ async fn run(args: Args) -> Result<()> {
                         one tokio current-thread runtime; all on loopback, TCP_NODELAY"
                 .into(),
             data_dir: data.display().to_string(),
+            load_average_start,
+            load_average_end: load_average(),
         },
         workloads: all,
         ratios,

@@ -116,6 +116,11 @@ pub struct Settings {
     pub processes: String,
     /// Where the databases lived.
     pub data_dir: String,
+    /// /proc/loadavg (1, 5, 15 min) when the run started: other work on the
+    /// machine shows here, and the figures should be read with it.
+    pub load_average_start: String,
+    /// /proc/loadavg when the run ended.
+    pub load_average_end: String,
 }
 
 /// Everything one run wrote to its JSON file.
@@ -178,10 +183,13 @@ pub fn markdown(r: &Report) -> String {
         r.date, r.git_revision, m.nproc, m.cpu_model, m.mem_mib, m.kernel, m.disk
     ));
     o.push_str(&format!(
-        "{} rounds × {} s per workload after {} s warm-up; ops/s is the median round, latencies pool every round{}\n\n",
+        "{} rounds × {} s per workload after {} s warm-up; ops/s is the median round, latencies pool every round; \
+         load average {} at start, {} at end{}\n\n",
         r.settings.rounds,
         r.settings.secs_per_round,
         r.settings.warmup_secs,
+        r.settings.load_average_start,
+        r.settings.load_average_end,
         if r.settings.short { " — SHORT FORM: figures mean nothing" } else { "" }
     ));
     o.push_str("| id | workload | ops/s | p50 µs | p99 µs | p99.9 µs | n | vs baseline | target | met? |\n");
