@@ -317,9 +317,25 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
     let mut charge = Charge::default();
     let mut answered: Vec<Job> = Vec::with_capacity(batch.len());
     let mut bounced = Vec::new();
-    for job in batch {
+    // One reader and one WAL snapshot for the whole batch (see ReadSession), with one
+    // admission to the open-database cap.
+    let Some(x) = batch.first().map(|j| j.executor.clone()) else { return bounced };
+    let in_use = x.enter();
+    let mut reads = in_use.is_ok().then(|| x.read_session());
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
         // Results built by the job are charged to this connection (see budget::scope).
-        let (answer, built) = budget::scope(outbox.budget(), || run_job(&job, lane));
+        let (answer, built) = budget::scope(outbox.budget(), || match (&mut reads, &job.work) {
+            (Some(rs), Work::Execute { request_id, sql, params, route, .. }) => {
+                let result = match rs.execute(sql, route, params) {
+                    ExecuteOutcome::Bounce => return None,
+                    ExecuteOutcome::Done(Ok(r)) => SqliteExecuteResult::ExecuteResult(r),
+                    ExecuteOutcome::Done(Err(e)) => SqliteExecuteResult::SqliteError(e),
+                };
+                Some(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id: *request_id, result }))
+            }
+            _ => run_job(&job, lane),
+        });
         match answer {
             Some(answer) => {
                 // An error answer releases whatever its job had built before failing.
@@ -330,7 +346,12 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
                 answers.push(answer);
                 answered.push(job);
             }
-            None => bounced.push(Job { lane: Lane::Writer, ..job }),
+            None => {
+                // It writes after all: it and every later read wait for the writer
+                // (a read never runs before an earlier request that writes).
+                bounced.push(Job { lane: Lane::Writer, ..job });
+                bounced.extend(jobs.by_ref());
+            }
         }
         if last_send.elapsed() > EARLY_SEND_AFTER && !answers.is_empty() {
             outbox.send_batch(std::mem::take(&mut answers), std::mem::take(&mut charge));
@@ -338,6 +359,8 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
             last_send = Instant::now();
         }
     }
+    drop(reads);
+    drop(in_use);
     outbox.send_batch(answers, charge);
     drop(answered);
     bounced

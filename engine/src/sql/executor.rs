@@ -305,33 +305,33 @@ impl Executor {
             Lane::Writer => {
                 ExecuteOutcome::Done(self.lock_writer().and_then(|mut w| w.execute_alone(sql, route, params, write_request)))
             }
-            Lane::Reader => {
-                // Make sure the database exists (in WAL mode) before a read-only open.
-                if !self.writer_opened.load(Ordering::Acquire) {
-                    if let Err(e) = self.writer() {
-                        return ExecuteOutcome::Done(Err(e));
-                    }
-                }
-                let pooled = self.readers.lock().pop();
-                let mut sc = match pooled {
-                    Some(sc) => sc,
-                    None => match self.open_reader() {
-                        Ok(sc) => sc,
-                        Err(e) => return ExecuteOutcome::Done(Err(self.scrub(map_error(e, None, Some(self))))),
-                    },
-                };
-                let r = self.run_execute(&mut sc, sql, route, params, None);
-                {
-                    let mut pool = self.readers.lock();
-                    if pool.len() < self.settings.readers && !self.closed.load(Ordering::Acquire) {
-                        pool.push(sc);
-                    }
-                }
-                match r {
-                    Some(r) => ExecuteOutcome::Done(r),
-                    None => ExecuteOutcome::Bounce,
-                }
-            }
+            Lane::Reader => self.read_session().execute(sql, route, params),
+        }
+    }
+
+    /// A reader connection for a run of reads (a batch of a reader lane).
+    pub fn read_session(&self) -> ReadSession<'_> {
+        ReadSession { x: self, sc: None, snapshot: false }
+    }
+
+    /// A reader from the pool, or a new one.
+    fn take_reader(&self) -> Result<SqlConn, SqliteError> {
+        // Make sure the database exists (in WAL mode) before a read-only open.
+        if !self.writer_opened.load(Ordering::Acquire) {
+            drop(self.writer()?);
+        }
+        let pooled = self.readers.lock().pop();
+        match pooled {
+            Some(sc) => Ok(sc),
+            None => self.open_reader().map_err(|e| self.scrub(map_error(e, None, Some(self)))),
+        }
+    }
+
+    /// Returns a reader to the pool (or closes it).
+    fn give_back_reader(&self, sc: SqlConn) {
+        let mut pool = self.readers.lock();
+        if pool.len() < self.settings.readers && !self.closed.load(Ordering::Acquire) {
+            pool.push(sc);
         }
     }
 
@@ -576,6 +576,58 @@ pub struct WriterLock<'a> {
     x: &'a Executor,
     /// The locked writer; `Some` for the lock's whole life.
     guard: MutexGuard<'a, Option<SqlConn>>,
+}
+
+/// A reader connection held for a batch of reads, all answered from one WAL
+/// snapshot: one read transaction (and its file locks) for the batch instead of
+/// one per statement. Every read of the batch was admitted before the batch
+/// began, so the snapshot (taken at its first statement) already holds every
+/// write acknowledged before any of them was sent.
+pub struct ReadSession<'a> {
+    /// The executor whose reader this is.
+    x: &'a Executor,
+    /// The reader, taken on first use.
+    sc: Option<SqlConn>,
+    /// Whether a read transaction is open on it.
+    snapshot: bool,
+}
+
+impl ReadSession<'_> {
+    /// Runs one read-candidate `Execute`; Bounce if it turns out to write.
+    pub fn execute(&mut self, sql: &str, route: &Route, params: &[Value]) -> ExecuteOutcome {
+        let x = self.x;
+        if x.is_stopping() {
+            return ExecuteOutcome::Done(Err(x.stopped_error()));
+        }
+        if self.sc.is_none() {
+            match x.take_reader() {
+                Ok(sc) => self.sc = Some(sc),
+                Err(e) => return ExecuteOutcome::Done(Err(e)),
+            }
+        }
+        let Some(sc) = self.sc.as_mut() else { unreachable!("taken above") };
+        if !self.snapshot {
+            self.snapshot = sc.conn.prepare_cached("BEGIN").and_then(|mut s| s.raw_execute()).is_ok();
+        }
+        match x.run_execute(sc, sql, route, params, None) {
+            Some(r) => ExecuteOutcome::Done(r),
+            None => ExecuteOutcome::Bounce,
+        }
+    }
+}
+
+impl Drop for ReadSession<'_> {
+    fn drop(&mut self) {
+        if let Some(sc) = self.sc.take() {
+            if !sc.conn.is_autocommit() {
+                if let Err(e) = sc.conn.execute_batch("COMMIT") {
+                    tracing::warn!(actor_id = %self.x.actor_id, error = %e, "ending a read snapshot failed");
+                    return; // dropped, not pooled
+                }
+            }
+            self.x.give_back_reader(sc);
+        }
+    }
 }
 
 /// How a group member ended (see `sql::group`).
