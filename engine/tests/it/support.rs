@@ -120,30 +120,7 @@ pub enum Upgrade {
 }
 
 pub async fn upgrade(addr: SocketAddr, o: &ConnectOpts) -> Upgrade {
-    let url = format!(
-        "ws://{addr}/envoys/connect?namespace={}&envoy_key={}&pool_name={}&version=1",
-        o.namespace, o.envoy_key, o.pool
-    );
-    let mut req = url.into_client_request().unwrap();
-    let offer = client_offer(o.min_version, o.max_version, o.token.as_deref()).join(", ");
-    req.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, resp)) => {
-            let proto = resp.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap().to_string();
-            assert!(!proto.contains("token"), "the engine must never echo the token");
-            let v = negotiation::parse_version_subprotocol(&proto).expect("a version subprotocol");
-            Upgrade::Ok(Box::new(ws), v)
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect();
-            Upgrade::Http(resp.status().as_u16(), headers)
-        }
-        Err(e) => panic!("upgrade failed: {e}"),
-    }
+    upgrade_with_headers(addr, o, &[]).await
 }
 
 impl RawClient {
@@ -471,6 +448,7 @@ pub async fn upgrade_with_headers(addr: SocketAddr, o: &ConnectOpts, extra: &[(&
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, resp)) => {
             let proto = resp.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap().to_string();
+            assert!(!proto.contains("token"), "the engine must never echo the token");
             let v = negotiation::parse_version_subprotocol(&proto).expect("a version subprotocol");
             Upgrade::Ok(Box::new(ws), v)
         }
