@@ -596,7 +596,7 @@ async fn verify(wire: &Wire, m: &mut ActorModel, problems: &Problems, full: bool
         }
     }
     let (upto, mut rows, mut bytes, mut absent) = (m.next_write, 0, 0, Vec::new());
-    for (id, e) in m.writes.range(m.writes_verified_upto + 1..=m.next_write) {
+    for (id, e) in m.writes.range(m.writes_verified_upto + 1..) {
         if e.fate.must_exist() {
             rows += 1;
             bytes += write_payload(m.index, *id).len() as i64;
@@ -814,11 +814,12 @@ async fn verify_all(wires: &[Arc<Wire>], models: &[Model], problems: &Problems, 
         total.add(&c);
     }
     eprintln!(
-        "  restarted, {} pass: integrity ok {}/{ACTORS}; {} rows read; acked writes present {} one by one + {} by count \
+        "  verified, {} pass: integrity ok {}/{}; {} rows read; acked writes present {} one by one + {} by count \
          (refused absent {}, unknown present {} / absent {}); txs acked present {} (refused absent {}, unknown present {} / absent {}); \
          kv batches acked present {} (unknown present {} / absent {}); generations {:?}",
         if full { "full" } else { "incremental" },
         total.integrity_ok,
+        models.len(),
         total.rows_read,
         total.acked_writes,
         total.acked_writes_by_count,
@@ -1010,4 +1011,113 @@ async fn sigkill_under_write_load_loses_nothing_acknowledged() {
         totals_load[6],
         totals.integrity_ok,
     );
+}
+
+/// The checks above can fail. Against a real engine, a model that claims more than the
+/// database holds, or a database holding part of a transaction or KV batch, or work that
+/// was refused, is reported — by the incremental pass (aggregates for earlier rows) and by
+/// the full pass (row by row). This is what acknowledging before commit would look like
+/// after a crash: an acknowledged row or transaction that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_catch_loss_half_applied_and_refused_work() {
+    let dir = DataDir(Some(tempfile::tempdir().expect("temp dir")));
+    let engine = EngineProcess::start(dir.path(), &[]).expect("the engine starts");
+    let model = Arc::new(Mutex::new(ActorModel::new(0)));
+    let models = vec![model.clone()];
+    let problems = Problems::default();
+    let wires = place(&engine, &models, 0, &problems).await;
+    fail_on(&problems, "placing");
+    let wire = &wires[0];
+    let (id, generation) = {
+        let m = model.lock().unwrap();
+        (m.actor_id.clone(), m.generation)
+    };
+    let sql = |s: String| {
+        let (wire, id) = (wire.clone(), id.clone());
+        async move {
+            match answered(&s, wire.exec(&id, generation, &s)).await {
+                SqliteExecResult::QueryResult(_) => {}
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+    };
+    let kv_put = |keys: Vec<Vec<u8>>| {
+        let (wire, id) = (wire.clone(), id.clone());
+        async move {
+            let entries = keys.iter().map(|k| KvEntry { key: k.clone(), value: kv_value(k) }).collect();
+            let answer = answered("kv put", wire.kv(&id, generation, KvRequestData::KvPutBatch(KvPutBatch { entries }))).await;
+            assert_eq!(answer, KvResponseData::KvPutBatchResponse);
+        }
+    };
+    let insert = |w: i64| format!("INSERT INTO w VALUES ({w}, '{}')", write_payload(0, w));
+    sql(SCHEMA.to_string()).await;
+
+    // Genuine, acknowledged work: three rows, one transaction, one KV batch.
+    for w in 1..=3 {
+        sql(insert(w)).await;
+    }
+    sql(tx_sql(1, 3, TxPlan::Commit, &mut Rng::new(7))).await;
+    let batch1 = vec![b"b00000001/0".to_vec(), b"b00000001/1".to_vec()];
+    kv_put(batch1.clone()).await;
+    {
+        let mut m = model.lock().unwrap();
+        for w in 1..=3 {
+            m.writes.insert(w, Entry { fate: Fate::Acked, cycle: 0 });
+        }
+        m.next_write = 3;
+        m.txs.insert(1, TxRecord { members: 3, plan: TxPlan::Commit, fate: Fate::Acked, cycle: 0 });
+        m.next_tx = 1;
+        m.kv.insert(1, KvRecord { keys: batch1, fate: Fate::Acked, cycle: 0 });
+        m.next_kv = 1;
+    }
+    let mut sample = Rng::new(1);
+    verify_all(&wires, &models, &problems, false, &mut sample, "on genuine data").await;
+
+    // Damage and lies, one of each kind.
+    sql("DELETE FROM w WHERE id = 2".into()).await; // an earlier acknowledged row disappears
+    sql(insert(5)).await; // a refused write is present
+    sql("INSERT INTO tx_rows VALUES (2, 0, 3, ''); INSERT INTO tx_rows VALUES (2, 1, 3, '')".into()).await; // 2 of 3 members
+    kv_put(vec![b"b00000002/0".to_vec()]).await; // 1 of 2 keys
+    {
+        let mut m = model.lock().unwrap();
+        m.writes.insert(4, Entry { fate: Fate::Acked, cycle: 1 }); // "acknowledged", never written
+        m.writes.insert(5, Entry { fate: Fate::Refused, cycle: 1 });
+        m.next_write = 5;
+        m.txs.insert(2, TxRecord { members: 3, plan: TxPlan::Commit, fate: Fate::Unknown, cycle: 1 });
+        m.txs.insert(3, TxRecord { members: 2, plan: TxPlan::Commit, fate: Fate::Acked, cycle: 1 }); // never written
+        m.next_tx = 3;
+        let keys = |b: u64| (0..2).map(|j| format!("b{b:08}/{j}").into_bytes()).collect();
+        m.kv.insert(2, KvRecord { keys: keys(2), fate: Fate::Unknown, cycle: 1 });
+        m.kv.insert(3, KvRecord { keys: keys(3), fate: Fate::Acked, cycle: 1 }); // never written
+        m.next_kv = 3;
+    }
+    let expect = |found: Vec<String>, wanted: &[&str]| {
+        for w in wanted {
+            assert!(found.iter().any(|p| p.contains(w)), "no problem mentions {w:?}; found: {found:#?}");
+        }
+    };
+    let mut m = model.lock().unwrap().clone_for_verify();
+    verify(wire, &mut m, &problems, false, &mut sample).await;
+    expect(
+        problems.take(),
+        &[
+            "LOST or changed earlier writes: 2 rows",
+            "LOST acknowledged write 4",
+            "write 5 (cycle 1, Refused) is present",
+            "HALF-APPLIED transaction 2 (cycle 1, Unknown): 2 of 3 members",
+            "counter says 1 transactions / 3 members, the rows 2 / 5",
+            "LOST acknowledged transaction 3",
+            "HALF-APPLIED KV batch 2 (cycle 1, Unknown): 1 of 2 keys",
+            "LOST acknowledged KV batch 3",
+        ],
+    );
+    // The full pass names the earlier row that went missing.
+    verify(wire, &mut m, &problems, true, &mut sample).await;
+    expect(problems.take(), &["LOST acknowledged write 2 (cycle 0, Acked)"]);
+    drop(wires);
+
+    // A generation not above the highest seen is reported.
+    model.lock().unwrap().generation = 1000;
+    drop(place(&engine, &models, 1, &problems).await);
+    expect(problems.take(), &["generation went from 1000 to 2"]);
 }
