@@ -888,13 +888,46 @@ async fn sigkill_under_write_load_loses_nothing_acknowledged() {
     let problems = Problems::default();
     let mut totals = Checked::default();
     let mut totals_load = [0u64; 9];
+    let (mut round, mut extra_kills) = (0usize, 0u64);
 
     for cycle in 0..=cycles {
         let last = cycle == cycles;
         let durability = if cycle % 3 == 1 { "os" } else { "fsync" };
         let ctx = format!("(seed {seed}, cycle {cycle}, data {})", dir.path().display());
         let mut engine = EngineProcess::start(dir.path(), &["--durability", durability]).expect("the engine starts");
-        let wires = place(&engine, &models, cycle, &problems).await;
+        round += 1;
+        let mut wires = place(&engine, &models, round, &problems).await;
+        if cycle > 0 && rng.below(5) == 0 {
+            // Now and then a second crash while the restarted engine opens the databases
+            // (WAL recovery, first reads), with nothing that writes in flight.
+            let after = Duration::from_millis(rng.below(30));
+            let mut probes = Vec::new();
+            for model in &models {
+                let (id, generation, name, index) = {
+                    let m = model.lock().unwrap();
+                    (m.actor_id.clone(), m.generation, m.name.clone(), m.index)
+                };
+                let (wire, problems) = (wires[index % CONNECTIONS].clone(), problems.clone());
+                probes.push(tokio::spawn(async move {
+                    match wire.execute(&id, generation, "PRAGMA integrity_check", vec![], false).await {
+                        Ok(SqliteExecuteResult::ExecuteResult(r)) if r.rows == vec![vec![Value::Text("ok".into())]] => {}
+                        Err(NoAnswer) => {}
+                        Ok(other) => problems.push(format!("{name}: integrity_check during recovery answered {other:?}")),
+                    }
+                }));
+            }
+            tokio::time::sleep(after).await;
+            let status = engine.kill().expect("SIGKILL");
+            for p in probes {
+                tokio::time::timeout(HANG, p).await.expect("a probe ends once its socket is gone").expect("probe");
+            }
+            drop(wires);
+            extra_kills += 1;
+            eprintln!("  extra SIGKILL {} ms into the restart, databases opening ({status})", after.as_millis());
+            engine = EngineProcess::start(dir.path(), &["--durability", durability]).expect("the engine starts");
+            round += 1;
+            wires = place(&engine, &models, round, &problems).await;
+        }
         if cycle == 0 {
             let m0 = models[0].lock().unwrap().generation;
             assert_eq!(m0, 1, "a fresh data directory starts at generation 1");
@@ -995,10 +1028,12 @@ async fn sigkill_under_write_load_loses_nothing_acknowledged() {
     }
 
     let rows_at_end: i64 = models.iter().map(|m| m.lock().unwrap().old_rows).sum();
+    let t = &totals;
     eprintln!(
-        "crash harness: seed {seed}: {cycles} SIGKILLs in {:.1} s; {} writes acknowledged; {} acknowledged-write checks after restarts \
-         ({} one by one, {} by count); {rows_at_end} rows checked one by one at the end; txs committed {} / failed as planned {} / sent {}; \
-         kv batches acked {} / sent {}; integrity_check ok {} times; no loss, nothing half-applied",
+        "crash harness: seed {seed}: {cycles} SIGKILLs under load + {extra_kills} during restarts in {:.1} s; {} writes acknowledged; \
+         {} acknowledged-write checks after restarts ({} one by one, {} by count); {rows_at_end} rows checked one by one at the end; \
+         txs committed {} / failed as planned {} / sent {}; kv batches acked {} / sent {}; unanswered at the kill and found present / absent: \
+         writes {} / {}, txs {} / {} (all whole), kv batches {} / {} (all whole); integrity_check ok {} times; no loss, nothing half-applied",
         started.elapsed().as_secs_f64(),
         totals_load[1],
         totals.acked_writes + totals.acked_writes_by_count,
@@ -1009,7 +1044,13 @@ async fn sigkill_under_write_load_loses_nothing_acknowledged() {
         totals_load[3],
         totals_load[7],
         totals_load[6],
-        totals.integrity_ok,
+        t.unknown_writes_present,
+        t.unknown_writes_absent,
+        t.unknown_txs_present,
+        t.unknown_txs_absent,
+        t.unknown_kv_present,
+        t.unknown_kv_absent,
+        t.integrity_ok,
     );
 }
 
