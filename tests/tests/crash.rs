@@ -985,6 +985,10 @@ async fn sigkill_under_write_load_loses_nothing_acknowledged() {
         let killed_at = load_started.elapsed();
         let status = engine.kill().expect("SIGKILL");
         stop.store(true, Relaxed);
+        // Shown, not judged: what the engine complained about before it died.
+        for line in engine.log_tail().iter().filter(|l| l.contains("ERROR") || l.contains("WARN")).take(5) {
+            eprintln!("  engine log: {line}");
+        }
         for w in workers {
             tokio::time::timeout(HANG, w).await.expect("a load worker ends once its socket is gone").expect("worker");
         }
