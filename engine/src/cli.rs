@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// `os` (survives an engine crash, not a power loss; for caches and tests).
     #[arg(long, value_enum, default_value_t = crate::config::DEFAULT_DURABILITY)]
     pub durability: crate::config::Durability,
+    /// Most requests committed together in one group commit (1 = no grouping).
+    #[arg(long, default_value_t = crate::config::DEFAULT_GROUP_COMMIT_MAX_MEMBERS)]
+    pub group_commit_max_members: usize,
+    /// Longest one group commit stays open collecting requests already queued (ms).
+    #[arg(long, default_value_t = crate::config::DEFAULT_GROUP_COMMIT_MAX_OPEN.as_millis() as u64)]
+    pub group_commit_max_open_ms: u64,
     /// SQLite's process-wide hard heap limit in bytes (0 = none).
     #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES)]
     pub sqlite_hard_heap_limit: i64,
@@ -119,6 +125,8 @@ impl ServeArgs {
         c.ping_interval = std::time::Duration::from_millis(self.ping_interval_ms.max(1));
         c.permits_per_connection = self.permits_per_connection;
         c.durability = self.durability;
+        c.group_commit_max_members = self.group_commit_max_members;
+        c.group_commit_max_open = std::time::Duration::from_millis(self.group_commit_max_open_ms);
         c.sqlite_hard_heap_limit = self.sqlite_hard_heap_limit;
         c.sqlite_soft_heap_limit = self.sqlite_soft_heap_limit;
         c.max_connection_outbox_bytes = self.max_connection_outbox_bytes;

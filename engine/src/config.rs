@@ -132,6 +132,13 @@ impl Durability {
     }
 }
 
+/// Most requests committed together in one group commit: bounds how many
+/// answers wait for one commit (and how much one failed commit answers).
+pub const DEFAULT_GROUP_COMMIT_MAX_MEMBERS: usize = 256;
+/// Longest a group stays open taking members that were already queued before it
+/// commits: bounds how long the first member's answer waits for the last.
+pub const DEFAULT_GROUP_COMMIT_MAX_OPEN: Duration = Duration::from_millis(20);
+
 /// Acknowledged means on disk by default.
 pub const DEFAULT_DURABILITY: Durability = Durability::Fsync;
 
@@ -249,6 +256,10 @@ pub struct Config {
     pub busy_timeout: std::time::Duration,
     /// When an acknowledged write is on disk: fsync (default) or OS buffers.
     pub durability: Durability,
+    /// Most requests in one group commit.
+    pub group_commit_max_members: usize,
+    /// Longest one group commit stays open collecting queued requests.
+    pub group_commit_max_open: Duration,
     /// SQLite's process-wide hard heap limit in bytes (0 = none); set by the engine only.
     pub sqlite_hard_heap_limit: i64,
     /// SQLite's process-wide soft heap limit in bytes (0 = none); set by the engine only.
@@ -292,6 +303,8 @@ impl Config {
             readers_per_actor: DEFAULT_READERS_PER_ACTOR,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             durability: DEFAULT_DURABILITY,
+            group_commit_max_members: DEFAULT_GROUP_COMMIT_MAX_MEMBERS,
+            group_commit_max_open: DEFAULT_GROUP_COMMIT_MAX_OPEN,
             sqlite_hard_heap_limit: DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES,
             sqlite_soft_heap_limit: DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES,
             max_connection_outbox_bytes: DEFAULT_MAX_CONNECTION_OUTBOX_BYTES,
@@ -354,8 +367,8 @@ impl Config {
         if self.max_connections == 0 {
             bail!("max_connections must be at least 1");
         }
-        if self.permits_per_connection == 0 || self.max_batch == 0 || self.readers_per_actor == 0 {
-            bail!("permits_per_connection, max_batch and readers_per_actor must be at least 1");
+        if self.permits_per_connection == 0 || self.max_batch == 0 || self.readers_per_actor == 0 || self.group_commit_max_members == 0 {
+            bail!("permits_per_connection, max_batch, readers_per_actor and group_commit_max_members must be at least 1");
         }
         if self.sqlite_hard_heap_limit < 0 || self.sqlite_soft_heap_limit < 0 {
             bail!("SQLite heap limits cannot be negative (0 means none)");

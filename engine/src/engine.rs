@@ -40,6 +40,8 @@ pub struct EngineState {
     pub shutdown: Shutdown,
     /// Flips `shutdown`.
     pub shutdown_trigger: ShutdownTrigger,
+    /// What group commits did, across every connection.
+    pub group_stats: Arc<crate::sql::group::GroupStats>,
     /// Connection tasks; shutdown waits for all of them.
     pub tasks: TaskTracker,
     /// Source of connection ids (tell an evicted connection from its successor).
@@ -96,6 +98,7 @@ impl Engine {
             shutdown: shutdown.clone(),
             shutdown_trigger,
             tasks: TaskTracker::new(),
+            group_stats: Default::default(),
             next_conn_id: AtomicU64::new(0),
             placement_locks: Default::default(),
         });
@@ -175,6 +178,13 @@ impl RunningEngine {
     /// The most actor databases open at once.
     pub fn open_actor_dbs_peak(&self) -> usize {
         self.state.executors.open_dbs().peak()
+    }
+
+    /// Group commits so far: (commits, requests they carried, largest group, failed commits).
+    pub fn group_commits(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.state.group_stats;
+        (s.commits.load(Relaxed), s.members.load(Relaxed), s.largest.load(Relaxed), s.failed.load(Relaxed))
     }
 
     /// Every actor the registry knows.

@@ -115,6 +115,38 @@ impl KvStore {
         Ok(Self { conn })
     }
 
+    /// Opens a group transaction: the KV requests of one writer batch commit together.
+    pub fn begin_group(&mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute().map(|_| ())
+    }
+
+    /// Commits the group transaction (one commit, one fsync at `--durability fsync`).
+    pub fn commit_group(&mut self) -> rusqlite::Result<()> {
+        let r = self.conn.prepare_cached("COMMIT").and_then(|mut s| s.raw_execute());
+        if r.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        r.map(|_| ())
+    }
+
+    /// Runs one request as a member of the open group, in its own savepoint: a
+    /// failing request leaves nothing behind and does not affect the others.
+    /// Returns the answer and whether the group transaction is still open.
+    pub fn handle_member(&mut self, data: &KvRequestData, limits: &Limits) -> (KvResponseData, bool) {
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT envoy_kv_member") {
+            return (internal(e), !self.conn.is_autocommit());
+        }
+        let answer = self.handle(data, limits);
+        if self.conn.is_autocommit() {
+            return (answer, false);
+        }
+        if matches!(answer, KvResponseData::KvErrorResponse(_)) {
+            let _ = self.conn.execute_batch("ROLLBACK TO envoy_kv_member");
+        }
+        let _ = self.conn.execute_batch("RELEASE envoy_kv_member");
+        (answer, !self.conn.is_autocommit())
+    }
+
     pub fn interrupt_handle(&self) -> InterruptHandle {
         self.conn.get_interrupt_handle()
     }
@@ -252,7 +284,8 @@ impl KvStore {
                     }
                 }
                 KvRequestData::KvPutBatch(r) => {
-                    let tx = self.conn.transaction()?;
+                    // A savepoint: atomic on its own, and nests inside a group commit's transaction.
+                    let tx = self.conn.savepoint()?;
                     {
                         let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
                         for e in &r.entries {
@@ -263,7 +296,7 @@ impl KvStore {
                     KvResponseData::KvPutBatchResponse
                 }
                 KvRequestData::KvDeleteBatch(r) => {
-                    let tx = self.conn.transaction()?;
+                    let tx = self.conn.savepoint()?;
                     {
                         let mut stmt = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
                         for k in &r.keys {

@@ -39,8 +39,8 @@ async function sqlJs(root, engine, namespace, actor, sql) {
   }
 }
 
-/** The shell prints `{"columns": [...], "rows": [{col: value}], "changes"?: n}` per statement on
- *  stdout; the last document is the SELECT's. (Rows as arrays, or a bare array, are accepted too.) */
+/** The shell prints `{"columns": [...], "rows": [[v, ...]], "changes"?: n}` per statement on
+ *  stdout; the last document is the SELECT's (rows are arrays in column order; objects are accepted too). */
 export function parseSqlJson(stdout) {
   const docs = stdout.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("{") || l.startsWith("["));
   if (docs.length === 0) throw new Error(`no JSON on stdout of envoy-engine sql: ${stdout.slice(0, 300)}`);

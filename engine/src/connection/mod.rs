@@ -13,7 +13,7 @@ pub mod writer;
 
 use crate::actor::lifecycle;
 use crate::engine::EngineState;
-use crate::sql::route::{is_read_candidate, Lane};
+use crate::sql::route::{Lane, Route};
 use admission::{Pending, Rejection};
 use axum::extract::ws::{Message, WebSocket};
 use envoy_protocol::{
@@ -189,6 +189,11 @@ async fn serve_inner(
             permits: cfg.permits_per_connection,
             reader_lanes: cfg.reader_lanes_per_actor,
             max_batch: cfg.max_batch,
+            group: crate::sql::group::GroupLimits {
+                max_members: cfg.group_commit_max_members,
+                max_open: cfg.group_commit_max_open,
+                stats: state.group_stats.clone(),
+            },
         },
         outbox.clone(),
     );
@@ -443,15 +448,19 @@ impl Conn {
 
     fn execute(&self, request_id: u32, req: envoy_protocol::SqliteExecuteRequest, write: bool, frame_len: usize) {
         let params = req.params.unwrap_or_default();
+        // The route is decided here, once, and travels with the request.
+        let mut route = None;
         match self.admit(&req.actor_id, req.generation, frame_len, || {
-            admission::check_sql(&self.state.config.limits, &req.sql, &params)
+            admission::check_sql(&self.state.config.limits, &req.sql, &params)?;
+            route = Some(Route::of_execute(&req.sql, write).map_err(|m| Rejection::Invalid(m.into()))?);
+            Ok(())
         }) {
             Ok((executor, inflight, pending)) => {
-                let lane = if !write && is_read_candidate(&req.sql) { Lane::Reader } else { Lane::Writer };
+                let Some(route) = route else { unreachable!("admitted requests have a route") };
                 self.scheduler.submit(Job {
-                    work: Work::Execute { request_id, sql: req.sql, params, write },
+                    work: Work::Execute { request_id, sql: req.sql, params, write, route },
                     executor,
-                    lane,
+                    lane: route.lane,
                     inflight,
                     pending,
                 });
@@ -495,7 +504,7 @@ impl Conn {
         limits()?;
         let pending = self.pending.try_acquire(state.config.limits.max_pending_requests)?;
         let executor =
-            state.executors.get_or_create(actor_id, generation, state.actor_dir(actor_id), &state.exec_settings);
+            state.executors.get_or_create(actor_id, generation, || state.actor_dir(actor_id), &state.exec_settings);
         Ok((executor, inflight, pending))
     }
 }

@@ -45,7 +45,8 @@ const EARLY_SEND_AFTER: Duration = Duration::from_millis(2);
 /// What a job does.
 pub enum Work {
     Exec { request_id: u32, sql: String },
-    Execute { request_id: u32, sql: String, params: Vec<Value>, write: bool },
+    /// One statement; `route` was decided at admission.
+    Execute { request_id: u32, sql: String, params: Vec<Value>, write: bool, route: crate::sql::route::Route },
     Kv { request_id: u32, data: KvRequestData },
 }
 
@@ -67,7 +68,7 @@ impl Job {
     /// The lane this job would take now (a read goes to the writer while a transaction is open there).
     fn lane_now(&self) -> Lane {
         match self.lane {
-            Lane::Reader if !self.executor.in_txn() => Lane::Reader,
+            Lane::Reader if !self.executor.in_txn() && !self.executor.reads_need_writer() => Lane::Reader,
             Lane::Reader | Lane::Writer => Lane::Writer,
         }
     }
@@ -97,7 +98,7 @@ struct ActorQueue {
 }
 
 /// Scheduler parameters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// Blocking permits of the connection.
     pub permits: usize,
@@ -105,6 +106,8 @@ pub struct SchedulerConfig {
     pub reader_lanes: usize,
     /// Most jobs in one batch.
     pub max_batch: usize,
+    /// Bounds of a group commit on the writer lane.
+    pub group: crate::sql::group::GroupLimits,
 }
 
 /// A batch to start on a blocking thread.
@@ -152,12 +155,13 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig, outbox: Outbox) -> Self {
+        let free = cfg.permits;
         Self {
             shared: Arc::new(Shared {
                 cfg,
                 outbox,
                 runtime: tokio::runtime::Handle::current(),
-                state: Mutex::new(State { queues: HashMap::new(), ready: VecDeque::new(), free: cfg.permits }),
+                state: Mutex::new(State { queues: HashMap::new(), ready: VecDeque::new(), free }),
             }),
         }
     }
@@ -257,9 +261,9 @@ fn spawn_lane(shared: Arc<Shared>, launch: Launch) {
 /// Runs batches on one lane until its actor's queue has nothing more for it.
 fn run_lane(shared: Arc<Shared>, launch: Launch) {
     let Launch { key, lane, mut batch } = launch;
-    let cfg = shared.cfg;
+    let cfg = &shared.cfg;
     loop {
-        let bounced = run_batch(&shared.outbox, lane, batch);
+        let bounced = run_batch(&shared.outbox, lane, batch, cfg);
         let launches = {
             let mut st = shared.state.lock();
             for job in bounced.into_iter().rev() {
@@ -290,7 +294,7 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
                 st.ready.push_back(key);
             }
             st.free += 1;
-            st.dispatch(&cfg)
+            st.dispatch(cfg)
         };
         for l in launches {
             spawn_lane(shared.clone(), l);
@@ -301,7 +305,12 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
 
 /// Runs one batch, sends its answers (early if the batch runs long), and
 /// returns the jobs that must move to the writer.
-fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>) -> Vec<Job> {
+fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig) -> Vec<Job> {
+    if lane == Lane::Writer {
+        // Writes commit together (one transaction, one fsync); see sql/group.rs.
+        crate::sql::group::run_writer_batch(outbox, batch, &cfg.group);
+        return Vec::new();
+    }
     let mut last_send = Instant::now();
     let mut answers = Vec::with_capacity(batch.len());
     // What the answers not sent yet hold on the connection's (and engine's) budget.
@@ -335,7 +344,7 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>) -> Vec<Job> {
 }
 
 /// Runs one job on `lane`; None means "not read-only: move it to the writer".
-fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
+pub(crate) fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
     let x = &job.executor;
     // In use for the whole job: the open-database cap cannot close it meanwhile.
     let _in_use = match x.enter() {
@@ -343,8 +352,8 @@ fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
         Err(message) => return Some(overloaded(&job.work, message)),
     };
     Some(match &job.work {
-        Work::Execute { request_id, sql, params, write } => {
-            let result = match x.execute(lane, sql, params, *write) {
+        Work::Execute { request_id, sql, params, write, route } => {
+            let result = match x.execute(lane, sql, route, params, *write) {
                 ExecuteOutcome::Bounce => return None,
                 ExecuteOutcome::Done(Ok(r)) => SqliteExecuteResult::ExecuteResult(r),
                 ExecuteOutcome::Done(Err(e)) => SqliteExecuteResult::SqliteError(e),

@@ -38,7 +38,9 @@ pub struct ShellArgs {
     /// Run the SQL in this file (several statements allowed) and exit.
     #[arg(short = 'f', long = "file", conflicts_with = "sql")]
     pub file: Option<PathBuf>,
-    /// Print results as JSON (an array of objects per statement) instead of a table.
+    /// Print results as JSON instead of a table: one line per statement,
+    /// {"columns": [...], "rows": [[...], ...], "changes": n}, each row an array in column
+    /// order (duplicate column names keep every value; blobs are {"blob": "<hex>"}).
     #[arg(long)]
     pub json: bool,
     /// Per-statement timeout in milliseconds.

@@ -75,21 +75,18 @@ fn float(f: f64) -> String {
     }
 }
 
-/// `{"columns": [...], "rows": [{col: value, ...}, ...], "changes": n}`, keys in column order.
+/// One line per statement: `{"columns": [...], "rows": [[...], ...], "changes": n}`.
+/// Rows are arrays in column order, so duplicate column names (`SELECT 52 AS c,
+/// 13 AS c`) keep every value.
 fn json(out: &Output) -> String {
     let cols = out.rows.columns();
-    let keys: Vec<String> = cols.iter().map(|c| serde_json::Value::from(c.as_str()).to_string()).collect();
-    let rows: Vec<String> = out
-        .rows
-        .iter()
-        .map(|r| {
-            let fields: Vec<String> =
-                keys.iter().zip(r.values()).map(|(k, v)| format!("{k}:{}", json_value(v))).collect();
-            format!("{{{}}}", fields.join(","))
-        })
-        .collect();
-    let changes = out.changes.map(|n| format!(",\"changes\":{n}")).unwrap_or_default();
-    format!("{{\"columns\":{},\"rows\":[{}]{changes}}}\n", serde_json::Value::from(cols.to_vec()), rows.join(","))
+    let rows: Vec<serde_json::Value> =
+        out.rows.iter().map(|r| serde_json::Value::Array(r.values().iter().map(json_value).collect())).collect();
+    let mut doc = serde_json::json!({ "columns": cols, "rows": rows });
+    if let Some(n) = out.changes {
+        doc["changes"] = n.into();
+    }
+    format!("{doc}\n")
 }
 
 /// JSON for one value: integers stay exact, non-finite floats become strings,

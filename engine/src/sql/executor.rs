@@ -10,9 +10,9 @@
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
 
-use super::route::{first_keyword_is, first_statement, is_read_candidate, is_transaction_control, statements, Lane};
+use super::route::{statements, Kind, Lane, Route};
 use super::sandbox::{self, Deadline, Sandbox, SandboxLimits};
-use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind};
+use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind, NotUtf8};
 use crate::config::Config;
 use crate::kv::KvStore;
 use envoy_protocol::{
@@ -103,6 +103,10 @@ pub struct Executor {
     closed: AtomicBool,
     /// Whether a transaction is open on the writer (reads then go to the writer).
     in_txn: AtomicBool,
+    /// Set by the writer's authorizer once the writer holds connection state of
+    /// its own (TEMP objects, connection PRAGMAs): from then on every read of
+    /// the actor runs on the writer, so no answer depends on which connection ran it.
+    writer_local: Arc<AtomicBool>,
     /// Requests answered INTERRUPTED because of a stop (reported by the drain).
     interrupted: AtomicUsize,
     /// Held shared by every request while it uses the executor ([`Executor::enter`]);
@@ -149,7 +153,9 @@ impl Executor {
     /// reopens what it needs. Never waits for a lock.
     pub(crate) fn try_close_idle(&self) -> bool {
         let Some(_exclusive) = self.in_use.try_write() else { return false };
-        if self.in_txn() {
+        // Closing a writer that holds TEMP objects or connection settings would
+        // lose them: such an actor keeps its databases open (documented).
+        if self.in_txn() || self.reads_need_writer() {
             return false;
         }
         let Some(mut writer) = self.writer.try_lock() else { return false };
@@ -192,6 +198,12 @@ impl Executor {
         self.dir.join("db.sqlite")
     }
 
+    /// Whether reads must run on the writer because it holds connection state the
+    /// readers lack (TEMP objects, connection PRAGMAs). Set for good once it does.
+    pub fn reads_need_writer(&self) -> bool {
+        self.writer_local.load(Ordering::Acquire)
+    }
+
     /// Whether a transaction is open on the writer.
     pub fn in_txn(&self) -> bool {
         self.in_txn.load(Ordering::Acquire)
@@ -220,7 +232,7 @@ impl Executor {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", self.settings.durability.synchronous())?;
-        self.prepare_conn(conn)
+        self.prepare_conn(conn, Some(self.writer_local.clone()))
     }
 
     fn open_reader(&self) -> rusqlite::Result<SqlConn> {
@@ -228,16 +240,16 @@ impl Executor {
             self.db_path(),
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        self.prepare_conn(conn)
+        self.prepare_conn(conn, None)
     }
 
     /// What every connection of the actor gets: busy timeout, statement cache,
     /// the sandbox with its deadline, and an interrupt handle for drains.
-    fn prepare_conn(&self, mut conn: Connection) -> rusqlite::Result<SqlConn> {
+    fn prepare_conn(&self, mut conn: Connection, local: Option<Arc<AtomicBool>>) -> rusqlite::Result<SqlConn> {
         conn.busy_timeout(self.settings.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let deadline = Deadline::default();
-        let sandbox = sandbox::install(&mut conn, &deadline, &self.settings.sandbox)?;
+        let sandbox = sandbox::install(&mut conn, &deadline, &self.settings.sandbox, local)?;
         self.interrupts.lock().push(conn.get_interrupt_handle());
         Ok(SqlConn { conn, deadline, sandbox })
     }
@@ -284,32 +296,14 @@ impl Executor {
         m
     }
 
-    /// Runs one `Execute`/`ExecuteWrite` on `lane`.
-    pub fn execute(&self, lane: Lane, sql: &str, params: &[Value], write_request: bool) -> ExecuteOutcome {
+    /// Runs one `Execute`/`ExecuteWrite` on `lane`, alone (not in a group).
+    pub fn execute(&self, lane: Lane, sql: &str, route: &Route, params: &[Value], write_request: bool) -> ExecuteOutcome {
         if self.is_stopping() {
             return ExecuteOutcome::Done(Err(self.stopped_error()));
         }
         match lane {
             Lane::Writer => {
-                let mut guard = match self.writer() {
-                    Ok(g) => g,
-                    Err(e) => return ExecuteOutcome::Done(Err(e)),
-                };
-                let Some(sc) = guard.as_mut() else { return ExecuteOutcome::Done(Err(self.stopped_error())) };
-                let r = self.run_execute(sc, sql, params, Some(write_request));
-                // v≤4: a transaction lives within one request (see `end_open_transaction`).
-                let rolled_back = self.end_open_transaction(sc);
-                self.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
-                match (r, rolled_back) {
-                    (Some(Ok(_)), true) => ExecuteOutcome::Done(Err(transaction_left_open(None))),
-                    (Some(Err(mut e)), true) => {
-                        e.committed = Some(false);
-                        e.message.push_str("; the transaction this request opened was rolled back");
-                        ExecuteOutcome::Done(Err(e))
-                    }
-                    (Some(r), false) => ExecuteOutcome::Done(r),
-                    (None, _) => ExecuteOutcome::Done(Err(err(SqliteErrorCode::Internal, "writer refused a statement", None))),
-                }
+                ExecuteOutcome::Done(self.lock_writer().and_then(|mut w| w.execute_alone(sql, route, params, write_request)))
             }
             Lane::Reader => {
                 // Make sure the database exists (in WAL mode) before a read-only open.
@@ -326,7 +320,7 @@ impl Executor {
                         Err(e) => return ExecuteOutcome::Done(Err(self.scrub(map_error(e, None, Some(self))))),
                     },
                 };
-                let r = self.run_execute(&mut sc, sql, params, None);
+                let r = self.run_execute(&mut sc, sql, route, params, None);
                 {
                     let mut pool = self.readers.lock();
                     if pool.len() < self.settings.readers && !self.closed.load(Ordering::Acquire) {
@@ -341,30 +335,38 @@ impl Executor {
         }
     }
 
+    /// Runs an `Exec` (several statements) on the writer, alone; answers the last statement's rows.
+    pub fn exec(&self, sql: &str) -> Result<QueryResult, SqliteError> {
+        if self.is_stopping() {
+            return Err(self.stopped_error());
+        }
+        self.lock_writer()?.exec_alone(sql)
+    }
+
+    /// The writer, locked for a run of requests (a batch of the writer lane, see `sql::group`).
+    pub fn lock_writer(&self) -> Result<WriterLock<'_>, SqliteError> {
+        let guard = self.writer()?;
+        if guard.is_none() {
+            return Err(self.stopped_error());
+        }
+        Ok(WriterLock { x: self, guard })
+    }
+
     /// Runs one statement. `write_request`: None on a reader (returns None if the
     /// statement must move to the writer), Some(true) for ExecuteWrite.
     fn run_execute(
         &self,
         sc: &mut SqlConn,
         sql: &str,
+        route: &Route,
         params: &[Value],
         write_request: Option<bool>,
     ) -> Option<Result<ExecuteResult, SqliteError>> {
         let limits = &self.settings.limits;
         let conn = &sc.conn;
         let on_writer = write_request.is_some();
-        // Exactly one statement: what follows it is refused unread (never prepared).
-        let sql = match first_statement(sql) {
-            (Some(first), false) => first,
-            (Some(_), true) => {
-                return Some(Err(err(
-                    SqliteErrorCode::InvalidRequest,
-                    "Execute takes exactly one statement; use Exec for several",
-                    Some(false),
-                )))
-            }
-            (None, _) => return Some(Err(err(SqliteErrorCode::InvalidRequest, "the SQL holds no statement", Some(false)))),
-        };
+        // Exactly one statement, found at admission (what followed it was refused there).
+        let sql = route.statement(sql);
         sc.sandbox.clear_denial();
         // The deadline covers the prepare too (the watchdog interrupts a slow parse).
         sc.deadline.arm(limits.max_statement_ms);
@@ -375,15 +377,15 @@ impl Executor {
                 return Some(Err(self.explain(sc, map_error(e, Some(&sc.deadline), Some(self)))));
             }
         };
-        let readonly = stmt.readonly() && !is_transaction_control(sql);
+        let readonly = stmt.readonly() && route.kind != Kind::Transaction;
         if !on_writer && !readonly {
             sc.deadline.disarm();
             return None;
         }
-        let route = match write_request {
+        let reported = match write_request {
             None => SqliteRoute::Read,
             Some(true) => SqliteRoute::Write,
-            Some(false) if readonly && is_read_candidate(sql) => SqliteRoute::WriteFallback,
+            Some(false) if readonly && route.kind == Kind::Read => SqliteRoute::WriteFallback,
             Some(false) => SqliteRoute::Write,
         };
         let expected = stmt.parameter_count();
@@ -403,7 +405,7 @@ impl Executor {
         }
         let total_before = conn.total_changes();
         let rowid_before = conn.last_insert_rowid();
-        let rows = sc.sandbox.vacuum(conn, sql, || collect_rows(&mut stmt, limits));
+        let rows = sc.sandbox.vacuum(conn, route.kind == Kind::Vacuum, || collect_rows(&mut stmt, limits));
         sc.deadline.disarm();
         drop(stmt);
         let changes = conn.total_changes().saturating_sub(total_before);
@@ -412,10 +414,10 @@ impl Executor {
         let rowid_after = conn.last_insert_rowid();
         let inserted = on_writer
             && (rowid_after != rowid_before
-                || (changes > 0 && first_keyword_is(sql, &["INSERT", "REPLACE"])));
+                || (changes > 0 && route.kind == Kind::Insert));
         let last_insert_row_id = inserted.then_some(rowid_after);
         Some(match rows {
-            Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route }),
+            Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route: reported }),
             // A failed statement is rolled back (statement-level); inside a
             // transaction nothing was committed either.
             Err(RowsError::Sqlite(e)) => Err(self.explain(sc, map_error(e, Some(&sc.deadline), Some(self)))),
@@ -427,18 +429,14 @@ impl Executor {
         })
     }
 
-    /// Runs an `Exec` (several statements) on the writer; answers the last statement's rows.
-    pub fn exec(&self, sql: &str) -> Result<QueryResult, SqliteError> {
-        if self.is_stopping() {
-            return Err(self.stopped_error());
-        }
+    /// Runs the statements of an `Exec` in order on `sc`. Returns the last
+    /// statement's rows, or the error with the index of the failing statement and
+    /// how many statements before it completed in autocommit mode.
+    fn exec_statements(&self, sc: &mut SqlConn, sql: &str) -> Result<QueryResult, (SqliteError, u32, u32)> {
         let limits = &self.settings.limits;
-        let mut guard = self.writer()?;
-        let Some(sc) = guard.as_mut() else { return Err(self.stopped_error()) };
         let conn = &sc.conn;
         let mut last = QueryResult { columns: Vec::new(), rows: Vec::new() };
         let mut index: u32 = 0;
-        let mut result = Ok(());
         // How many leading statements ran to completion in autocommit mode (each committed on its own).
         let mut committed_alone: u32 = 0;
         // Statements as sqlite3_complete splits them; each is prepared only when its turn comes.
@@ -446,15 +444,18 @@ impl Executor {
             sc.sandbox.clear_denial();
             sc.deadline.arm(limits.max_statement_ms);
             let step = match conn.prepare(piece) {
-                Ok(mut stmt) => sc.sandbox.vacuum(conn, piece, || collect_rows(&mut stmt, limits)),
+                Ok(mut stmt) => sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits)),
                 Err(e) => Err(RowsError::Sqlite(e)),
             };
             sc.deadline.disarm();
             match step {
                 Ok((columns, rows)) => last = QueryResult { columns, rows },
                 Err(e) => {
-                    result = Err(e);
-                    break;
+                    let e = match e {
+                        RowsError::Sqlite(e) => self.explain(sc, map_error(e, Some(&sc.deadline), Some(self))),
+                        RowsError::Limit(e) => e,
+                    };
+                    return Err((e, index, committed_alone));
                 }
             }
             index += 1;
@@ -462,37 +463,7 @@ impl Executor {
                 committed_alone = index;
             }
         }
-        let rolled_back = self.end_open_transaction(sc);
-        self.in_txn.store(!conn.is_autocommit(), Ordering::Release);
-        match result {
-            Ok(()) if rolled_back => {
-                let mut e = transaction_left_open(Some(committed_alone));
-                e.statement_index = None;
-                Err(e)
-            }
-            Ok(()) => Ok(last),
-            Err(e) => {
-                let mut e = match e {
-                    RowsError::Sqlite(e) => self.explain(sc, map_error(e, Some(&sc.deadline), Some(self))),
-                    RowsError::Limit(e) => e,
-                };
-                // Statements before the failing one that ran in autocommit mode committed
-                // one by one; what ran inside a transaction was rolled back with it.
-                e.committed = Some(committed_alone > 0);
-                e.statement_index = Some(index);
-                if rolled_back {
-                    e.message.push_str(&format!(
-                        "; the transaction this request opened was rolled back{}",
-                        if committed_alone > 0 {
-                            format!(" (statements 0..{committed_alone} before it had committed on their own)")
-                        } else {
-                            String::new()
-                        }
-                    ));
-                }
-                Err(e)
-            }
-        }
+        Ok(last)
     }
 
     /// Ends a transaction a request left open on the writer by rolling it back;
@@ -511,15 +482,21 @@ impl Executor {
         true
     }
 
-    /// Runs one KV request against the actor's KV store.
+    /// Runs one KV request against the actor's KV store, alone.
     pub fn kv(&self, data: &KvRequestData) -> KvResponseData {
+        self.with_kv(|store, limits| store.handle(data, limits)).unwrap_or_else(|e| e)
+    }
+
+    /// Runs `f` on the actor's KV store (opened on first use). Err is the answer
+    /// when the actor is stopping or the store cannot open.
+    pub fn with_kv<T>(&self, f: impl FnOnce(&mut KvStore, &crate::config::Limits) -> T) -> Result<T, KvResponseData> {
         if self.is_stopping() {
             self.interrupted.fetch_add(1, Ordering::AcqRel);
-            return KvResponseData::KvErrorResponse(KvErrorResponse {
+            return Err(KvResponseData::KvErrorResponse(KvErrorResponse {
                 code: KvErrorCode::ActorStopping,
                 message: "the actor stopped before this request could run".into(),
                 current_generation: None,
-            });
+            }));
         }
         let mut kv = self.kv.lock();
         if kv.is_none() {
@@ -529,16 +506,16 @@ impl Executor {
                     *kv = Some(s);
                 }
                 Err(e) => {
-                    return KvResponseData::KvErrorResponse(KvErrorResponse {
+                    return Err(KvResponseData::KvErrorResponse(KvErrorResponse {
                         code: KvErrorCode::Internal,
                         message: self.scrub_text(&format!("opening the KV store: {e}")),
                         current_generation: None,
-                    })
+                    }))
                 }
             }
         }
         let Some(store) = kv.as_mut() else { unreachable!("opened above") };
-        store.handle(data, &self.settings.limits)
+        Ok(f(store, &self.settings.limits))
     }
 
     /// Marks the executor closing and interrupts whatever runs now. Queued work
@@ -570,6 +547,221 @@ impl Executor {
     }
 }
 
+/// The actor's writer, locked: requests run on it one after another, alone or
+/// as members of a group commit (`sql::group`). Holding it keeps the executor
+/// from closing the connection underneath.
+pub struct WriterLock<'a> {
+    /// The executor whose writer this is.
+    x: &'a Executor,
+    /// The locked writer; `Some` for the lock's whole life.
+    guard: MutexGuard<'a, Option<SqlConn>>,
+}
+
+/// How a group member ended (see `sql::group`).
+pub enum MemberOutcome<T> {
+    /// Answered; its effects (if any) are part of the open group.
+    Done(Result<T, SqliteError>),
+    /// SQLite rolled back the whole group transaction while this member ran
+    /// (an interrupted write, `OR ROLLBACK`, an I/O error): this member's answer
+    /// stands, the members before it must run again.
+    Vanished(Result<T, SqliteError>),
+    /// It would leave a deferred foreign-key violation: its effects were undone;
+    /// run it alone, after the group's commit, where its own COMMIT decides.
+    RunAlone,
+}
+
+/// Name of the savepoint around each group member: members never manage
+/// transactions themselves (those requests run alone), so the name is free.
+const MEMBER_SAVEPOINT: &str = "SAVEPOINT envoy_group_member";
+const MEMBER_RELEASE: &str = "RELEASE envoy_group_member";
+const MEMBER_ROLLBACK: &str = "ROLLBACK TO envoy_group_member";
+
+impl WriterLock<'_> {
+    fn sc(&mut self) -> &mut SqlConn {
+        self.guard.as_mut().expect("a WriterLock holds an open writer")
+    }
+
+    /// Whether the executor is stopping (members not started yet are answered INTERRUPTED).
+    pub fn stopping(&self) -> Result<(), SqliteError> {
+        if self.x.is_stopping() {
+            Err(self.x.stopped_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs one `Execute`/`ExecuteWrite` alone. v≤4: a transaction it leaves open is rolled back.
+    pub fn execute_alone(
+        &mut self,
+        sql: &str,
+        route: &Route,
+        params: &[Value],
+        write_request: bool,
+    ) -> Result<ExecuteResult, SqliteError> {
+        let x = self.x;
+        let sc = self.sc();
+        let r = x.run_execute(sc, sql, route, params, Some(write_request));
+        let rolled_back = x.end_open_transaction(sc);
+        x.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
+        match (r, rolled_back) {
+            (Some(Ok(_)), true) => Err(transaction_left_open(None)),
+            (Some(Err(mut e)), true) => {
+                e.committed = Some(false);
+                e.message.push_str("; the transaction this request opened was rolled back");
+                Err(e)
+            }
+            (Some(r), false) => r,
+            (None, _) => Err(err(SqliteErrorCode::Internal, "writer refused a statement", None)),
+        }
+    }
+
+    /// Runs an `Exec` alone. v≤4: a transaction it leaves open is rolled back.
+    pub fn exec_alone(&mut self, sql: &str) -> Result<QueryResult, SqliteError> {
+        let x = self.x;
+        let sc = self.sc();
+        let result = x.exec_statements(sc, sql);
+        let rolled_back = x.end_open_transaction(sc);
+        x.in_txn.store(!sc.conn.is_autocommit(), Ordering::Release);
+        match result {
+            Ok(_) if rolled_back => {
+                // Only statements before the transaction's BEGIN could have committed; count them.
+                let committed_alone = statements(sql)
+                    .take_while(|s| !super::route::first_keyword_is(s, &["BEGIN", "SAVEPOINT"]))
+                    .count() as u32;
+                Err(transaction_left_open(Some(committed_alone)))
+            }
+            Ok(last) => Ok(last),
+            Err((mut e, index, committed_alone)) => {
+                // Statements before the failing one that ran in autocommit mode committed
+                // one by one; what ran inside a transaction was rolled back with it.
+                e.committed = Some(committed_alone > 0);
+                e.statement_index = Some(index);
+                if rolled_back {
+                    e.message.push_str(&format!(
+                        "; the transaction this request opened was rolled back{}",
+                        if committed_alone > 0 {
+                            format!(" (statements 0..{committed_alone} before it had committed on their own)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the engine's own transaction-control statement (BEGIN/COMMIT/ROLLBACK/savepoints of a group).
+    fn control(&mut self, sql: &str) -> Result<(), SqliteError> {
+        let x = self.x;
+        let sc = self.sc();
+        sc.sandbox.clear_denial();
+        let r = sc.conn.prepare_cached(sql).and_then(|mut st| st.raw_execute());
+        r.map(|_| ()).map_err(|e| x.scrub(map_error(e, None, Some(x))))
+    }
+
+    /// Opens a group transaction (IMMEDIATE: the write lock is taken now, so no
+    /// member waits for it).
+    pub fn begin_group(&mut self) -> Result<(), SqliteError> {
+        self.control("BEGIN IMMEDIATE")
+    }
+
+    /// Commits the group transaction: one commit (one fsync at `--durability fsync`) for every member.
+    pub fn commit_group(&mut self) -> Result<(), SqliteError> {
+        let r = self.control("COMMIT");
+        if r.is_err() && !self.sc().conn.is_autocommit() {
+            let _ = self.control("ROLLBACK");
+        }
+        r
+    }
+
+    /// Whether the group transaction is still open (SQLite may have rolled it back).
+    pub fn in_transaction(&mut self) -> bool {
+        !self.sc().conn.is_autocommit()
+    }
+
+    /// Whether the open transaction holds unresolved deferred foreign-key violations.
+    fn deferred_fk_violations(&mut self) -> bool {
+        let (mut cur, mut hi) = (0, 0);
+        // SAFETY: the handle is open while the lock is held; out-pointers are valid.
+        let rc = unsafe {
+            ffi::sqlite3_db_status(self.sc().conn.handle(), ffi::SQLITE_DBSTATUS_DEFERRED_FKS, &mut cur, &mut hi, 0)
+        };
+        rc == ffi::SQLITE_OK && cur > 0
+    }
+
+    /// Runs `f` as one member of the open group, inside its own savepoint.
+    /// `keep_partial`: on an error, keep what the member did before failing
+    /// (an `Exec` whose earlier statements would have committed on their own).
+    fn member<T>(
+        &mut self,
+        keep_partial: bool,
+        f: impl FnOnce(&Executor, &mut SqlConn) -> Result<T, SqliteError>,
+    ) -> MemberOutcome<T> {
+        if let Err(e) = self.stopping() {
+            return MemberOutcome::Done(Err(e));
+        }
+        if let Err(e) = self.control(MEMBER_SAVEPOINT) {
+            return MemberOutcome::Done(Err(e));
+        }
+        let x = self.x;
+        let r = f(x, self.sc());
+        if !self.in_transaction() {
+            return MemberOutcome::Vanished(r);
+        }
+        match r {
+            Ok(v) => {
+                if self.deferred_fk_violations() {
+                    let _ = self.control(MEMBER_ROLLBACK);
+                    let _ = self.control(MEMBER_RELEASE);
+                    return MemberOutcome::RunAlone;
+                }
+                match self.control(MEMBER_RELEASE) {
+                    Ok(()) => MemberOutcome::Done(Ok(v)),
+                    Err(e) => MemberOutcome::Done(Err(e)),
+                }
+            }
+            Err(mut e) => {
+                if !keep_partial || e.committed.is_none() {
+                    let _ = self.control(MEMBER_ROLLBACK);
+                    if e.committed.is_none() {
+                        // A result that failed after its statement wrote: undone now.
+                        e.committed = Some(false);
+                    }
+                }
+                let _ = self.control(MEMBER_RELEASE);
+                MemberOutcome::Done(Err(e))
+            }
+        }
+    }
+
+    /// Runs an `Execute`/`ExecuteWrite` as a member of the open group.
+    pub fn execute_member(
+        &mut self,
+        sql: &str,
+        route: &Route,
+        params: &[Value],
+        write_request: bool,
+    ) -> MemberOutcome<ExecuteResult> {
+        self.member(false, |x, sc| {
+            x.run_execute(sc, sql, route, params, Some(write_request))
+                .unwrap_or_else(|| Err(err(SqliteErrorCode::Internal, "writer refused a statement", None)))
+        })
+    }
+
+    /// Runs an `Exec` as a member of the open group: statements before a failing
+    /// one are kept (they would have committed on their own), as alone.
+    pub fn exec_member(&mut self, sql: &str) -> MemberOutcome<QueryResult> {
+        self.member(true, |x, sc| {
+            x.exec_statements(sc, sql).map_err(|(mut e, index, _)| {
+                e.committed = Some(index > 0);
+                e.statement_index = Some(index);
+                e
+            })
+        })
+    }
+}
+
 enum RowsError {
     Sqlite(rusqlite::Error),
     Limit(SqliteError),
@@ -589,16 +781,24 @@ fn collect_rows(
     stmt: &mut Statement<'_>,
     limits: &crate::config::Limits,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), RowsError> {
-    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
-    let n = columns.len();
     let max_value = limits.max_value_bytes as usize;
     let max_response = limits.max_response_bytes as usize;
-    let mut size: usize = columns.iter().map(|c| c.len() + 5).sum::<usize>() + 32;
     let mut charge = crate::budget::ResultCharge::start();
     let refused = |r: crate::budget::Refused| RowsError::Limit(r.sqlite_error());
+    // The result's shape is read after the first step: a step re-prepares a
+    // statement whose schema changed (a cached statement, another connection's
+    // ALTER TABLE), and only then are its columns the current ones.
+    let mut columns: Option<Vec<String>> = None;
+    let mut size: usize = 32;
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
+        let names = columns.get_or_insert_with(|| {
+            let names: Vec<String> = AsRef::<Statement<'_>>::as_ref(row).column_names().map(String::from).collect();
+            size += names.iter().map(|c| c.len() + 5).sum::<usize>();
+            names
+        });
+        let n = names.len();
         let mut r = Vec::with_capacity(n);
         for i in 0..n {
             let v = row.get_ref(i)?;
@@ -606,7 +806,7 @@ fn collect_rows(
             if vb > max_value {
                 return Err(RowsError::Limit(limit_error(LimitKind::ValueBytes, max_value as u64, Some(vb as u64))));
             }
-            let v = from_sqlite(v);
+            let v = from_sqlite(v).map_err(|NotUtf8| RowsError::Limit(not_utf8(names, i)))?;
             size += response_cost(&v);
             r.push(v);
         }
@@ -617,8 +817,27 @@ fn collect_rows(
         charge.grow_to(size).map_err(refused)?;
         out.push(r);
     }
+    drop(rows);
+    // No row: the statement ran to its end (and was re-prepared if it had to be).
+    let columns = columns.unwrap_or_else(|| stmt.column_names().map(String::from).collect());
     charge.grow_to(size).and_then(|()| charge.finish()).map_err(refused)?;
     Ok((columns, out))
+}
+
+/// The answer to a TEXT value that is not UTF-8: the protocol's text is UTF-8,
+/// so the bytes cannot travel as TEXT, and changing them silently is not an option.
+fn not_utf8(columns: &[String], i: usize) -> SqliteError {
+    let name = columns.get(i).map_or("?", String::as_str);
+    let mut e = err(
+        SqliteErrorCode::Sqlite,
+        &format!(
+            "column {i} ({name:?}) holds TEXT that is not valid UTF-8, which the protocol cannot carry as text; \
+             read it as a BLOB instead, e.g. CAST({name} AS BLOB)"
+        ),
+        Some(false),
+    );
+    e.extended_code = Some(ffi::SQLITE_MISMATCH);
+    e
 }
 
 /// A typed SQLite error.
@@ -745,7 +964,14 @@ impl Executors {
     }
 
     /// The executor of (actor, generation), created (without opening files) if new.
-    pub fn get_or_create(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
+    /// `dir` is only called when the executor is new (no path is built per request).
+    pub fn get_or_create(
+        &self,
+        actor_id: &str,
+        generation: u64,
+        dir: impl FnOnce() -> PathBuf,
+        settings: &ExecSettings,
+    ) -> Arc<Executor> {
         let mut map = self.map.lock();
         if let Some(x) = map.get(actor_id).and_then(|g| g.get(&generation)) {
             return x.clone();
@@ -757,7 +983,7 @@ impl Executors {
                 Arc::new(Executor {
                     actor_id: actor_id.to_string(),
                     generation,
-                    dir,
+                    dir: dir(),
                     settings: settings.clone(),
                     writer: Mutex::new(None),
                     writer_opened: AtomicBool::new(false),
@@ -767,6 +993,7 @@ impl Executors {
                     closing: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     in_txn: AtomicBool::new(false),
+                    writer_local: Arc::new(AtomicBool::new(false)),
                     interrupted: AtomicUsize::new(0),
                     in_use: RwLock::new(()),
                     open_slot: AtomicBool::new(false),

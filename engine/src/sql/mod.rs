@@ -1,6 +1,7 @@
 //! Remote SQL: per-(actor, generation) executors, routing, sandbox, values.
 
 pub mod executor;
+pub mod group;
 pub mod open_dbs;
 pub mod route;
 pub mod sandbox;

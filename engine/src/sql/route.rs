@@ -1,10 +1,15 @@
-//! Which connection a statement runs on.
+//! Which connection a statement runs on, decided once per request.
 //!
-//! `ExecuteWrite` and `Exec` always use the writer. An `Execute` is first
-//! classified by its leading keyword: only `SELECT`, `VALUES`, `WITH` and
-//! `EXPLAIN` are read candidates; everything else (transaction control,
-//! savepoints, DDL, DML, PRAGMA) goes to the writer. A read candidate runs on a
-//! reader only if no transaction is open on the writer and SQLite confirms the
+//! Admission classifies an `Execute`/`ExecuteWrite` once ([`Route::of_execute`]):
+//! it finds the one statement (text after it is refused before any work), the
+//! class of its leading keyword ([`Kind`]) and the lane it queues on, and the
+//! request carries that [`Route`] to the scheduler, the group commit and the
+//! executor, which never scan the text again.
+//!
+//! `ExecuteWrite` and `Exec` always use the writer. An `Execute` is a read
+//! candidate only if its keyword is `SELECT`, `VALUES`, `WITH` or `EXPLAIN`;
+//! everything else (transaction control, savepoints, DDL, DML, PRAGMA) goes to
+//! the writer. A read candidate runs on a reader only if SQLite confirms the
 //! prepared statement is read-only (`sqlite3_stmt_readonly`); otherwise it is
 //! handed to the writer (a `WITH ... INSERT` is caught this way).
 
@@ -241,14 +246,100 @@ pub fn first_keyword_is(sql: &str, words: &[&str]) -> bool {
     words.iter().any(|w| w.eq_ignore_ascii_case(k))
 }
 
-/// Whether an `Execute` may be tried on a reader.
-pub fn is_read_candidate(sql: &str) -> bool {
-    first_keyword_is(sql, &["SELECT", "VALUES", "WITH", "EXPLAIN"])
+/// The class of a statement's leading keyword: all that routing, group commit
+/// and result reporting need to know about its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `SELECT`, `VALUES`, `WITH`, `EXPLAIN`: may run on a reader.
+    Read,
+    /// `INSERT`, `REPLACE`: its rowid is reported even when it did not move.
+    Insert,
+    /// `BEGIN`, `COMMIT`, `END`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`: read-only per
+    /// `sqlite3_stmt_readonly` yet must run on the writer, and alone.
+    Transaction,
+    /// `VACUUM`: cannot run inside a transaction; needs its private attachment.
+    Vacuum,
+    /// `PRAGMA`: some behave differently inside a transaction, so it runs alone.
+    Pragma,
+    /// Everything else (DDL, UPDATE, DELETE, ANALYZE, ...).
+    Other,
 }
 
-/// Transaction control: read-only by `sqlite3_stmt_readonly` yet must run on the writer.
-pub fn is_transaction_control(sql: &str) -> bool {
-    first_keyword_is(sql, &["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"])
+impl Kind {
+    /// The class of the first statement of `sql`.
+    pub fn of(sql: &str) -> Kind {
+        let k = first_keyword(sql);
+        let is = |w: &str| k.eq_ignore_ascii_case(w);
+        if is("SELECT") || is("VALUES") || is("WITH") || is("EXPLAIN") {
+            Kind::Read
+        } else if is("INSERT") || is("REPLACE") {
+            Kind::Insert
+        } else if is("BEGIN") || is("COMMIT") || is("END") || is("ROLLBACK") || is("SAVEPOINT") || is("RELEASE") {
+            Kind::Transaction
+        } else if is("VACUUM") {
+            Kind::Vacuum
+        } else if is("PRAGMA") {
+            Kind::Pragma
+        } else {
+            Kind::Other
+        }
+    }
+
+    /// Whether a request holding such a statement runs alone, outside a group commit.
+    pub fn runs_alone(self) -> bool {
+        match self {
+            Kind::Transaction | Kind::Vacuum | Kind::Pragma => true,
+            Kind::Read | Kind::Insert | Kind::Other => false,
+        }
+    }
+}
+
+/// Whether the text names a function that reports on its connection's own writes
+/// (a word match, case-insensitive; a false positive only costs a reader lane).
+fn mentions_connection_functions(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let has = |needle: &[u8]| b.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    has(b"changes") || has(b"last_insert_rowid")
+}
+
+/// What admission decides about an `Execute`/`ExecuteWrite`, once; the request carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The lane it queues on first (a reader may still hand it to the writer).
+    pub lane: Lane,
+    /// The class of its statement.
+    pub kind: Kind,
+    /// Where the one statement starts within the request's SQL.
+    start: usize,
+    /// Where it ends.
+    end: usize,
+}
+
+impl Route {
+    /// Classifies an `Execute` (`write` = `ExecuteWrite`). Err when the text holds
+    /// no statement or more than one (refused before any work).
+    pub fn of_execute(sql: &str, write: bool) -> Result<Route, &'static str> {
+        let (first, more) = first_statement(sql);
+        let first = first.ok_or("the SQL holds no statement")?;
+        if more {
+            return Err("Execute takes exactly one statement; use Exec for several");
+        }
+        let start = first.as_ptr() as usize - sql.as_ptr() as usize;
+        let kind = Kind::of(first);
+        // changes(), total_changes() and last_insert_rowid() answer about the
+        // connection that ran the writes: only the writer knows.
+        let lane = if !write && kind == Kind::Read && !mentions_connection_functions(first) {
+            Lane::Reader
+        } else {
+            Lane::Writer
+        };
+        Ok(Route { lane, kind, start, end: start + first.len() })
+    }
+
+    /// The statement's text within the request's SQL.
+    pub fn statement<'a>(&self, sql: &'a str) -> &'a str {
+        &sql[self.start..self.end]
+    }
 }
 
 #[cfg(test)]
@@ -258,11 +349,17 @@ mod tests {
     #[test]
     fn keywords() {
         assert_eq!(first_keyword("  -- hi\n /* x */ select 1"), "select");
-        assert!(is_read_candidate("WITH t AS (SELECT 1) SELECT * FROM t"));
-        assert!(!is_read_candidate("insert into t values (1)"));
-        assert!(!is_read_candidate("PRAGMA table_info(t)"));
-        assert!(is_transaction_control("begin immediate"));
-        assert!(is_transaction_control("Savepoint a"));
+        assert_eq!(Kind::of("WITH t AS (SELECT 1) SELECT * FROM t"), Kind::Read);
+        assert_eq!(Kind::of("insert into t values (1)"), Kind::Insert);
+        assert_eq!(Kind::of("PRAGMA table_info(t)"), Kind::Pragma);
+        assert_eq!(Kind::of("begin immediate"), Kind::Transaction);
+        assert_eq!(Kind::of("Savepoint a"), Kind::Transaction);
+        let r = Route::of_execute(" ;SELECT 1; -- done", false).unwrap();
+        assert_eq!((r.lane, r.kind, r.statement(" ;SELECT 1; -- done")), (Lane::Reader, Kind::Read, "SELECT 1;"));
+        assert_eq!(Route::of_execute("SELECT 1", true).unwrap().lane, Lane::Writer);
+        assert!(Route::of_execute("SELECT 1; SELECT * FROM q", false).is_err());
+        assert!(Route::of_execute(" -- nothing", false).is_err());
+        assert_eq!(Route::of_execute("SELECT last_insert_rowid(), Changes()", false).unwrap().lane, Lane::Writer);
         assert_eq!(first_keyword("/* unterminated"), "");
         assert_eq!(first_keyword(""), "");
         assert_eq!(first_keyword(" ;; select 1"), "select");

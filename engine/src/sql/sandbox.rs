@@ -255,6 +255,38 @@ struct SandboxState {
     vacuum: AtomicBool,
     /// The reason of the last refusal, taken by the executor to explain FORBIDDEN.
     denial: Mutex<Option<Denial>>,
+    /// Set (for good) once a statement creates TEMP objects or sets a
+    /// connection-local PRAGMA on this connection: state other connections of
+    /// the actor do not have (see `Executor::reads_need_writer`).
+    local_state: Option<Arc<AtomicBool>>,
+}
+
+/// PRAGMAs whose setting lives on the connection, not in the database file.
+const CONNECTION_PRAGMAS: &[&str] = &[
+    "analysis_limit",
+    "automatic_index",
+    "case_sensitive_like",
+    "defer_foreign_keys",
+    "foreign_keys",
+    "ignore_check_constraints",
+    "legacy_alter_table",
+    "recursive_triggers",
+    "reverse_unordered_selects",
+    "secure_delete",
+];
+
+/// Whether an allowed action gives the connection state of its own.
+fn creates_local_state(action: &AuthAction<'_>) -> bool {
+    match action {
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => true,
+        AuthAction::Pragma { pragma_name, pragma_value: Some(_) } => {
+            CONNECTION_PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name))
+        }
+        _ => false,
+    }
 }
 
 /// The sandbox installed on one connection.
@@ -275,11 +307,11 @@ impl Sandbox {
         *self.state.denial.lock() = None;
     }
 
-    /// Runs `f` (the stepping of one statement whose text is `sql`). When that
-    /// statement is a plain VACUUM, the one attachment VACUUM makes (a private
-    /// temporary database, empty file name) is admitted for its duration.
-    pub fn vacuum<T>(&self, conn: &Connection, sql: &str, f: impl FnOnce() -> T) -> T {
-        if !super::route::first_keyword(sql).eq_ignore_ascii_case("VACUUM") {
+    /// Runs `f` (the stepping of one statement). When that statement is a plain
+    /// VACUUM (`is_vacuum`, from its route), the one attachment VACUUM makes (a
+    /// private temporary database, empty file name) is admitted for its duration.
+    pub fn vacuum<T>(&self, conn: &Connection, is_vacuum: bool, f: impl FnOnce() -> T) -> T {
+        if !is_vacuum {
             return f();
         }
         let _ = conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 1);
@@ -418,7 +450,14 @@ fn db_config(conn: &Connection, op: i32, on: bool) -> rusqlite::Result<()> {
 }
 
 /// Installs the sandbox on a freshly opened connection, before any actor SQL.
-pub fn install(conn: &mut Connection, deadline: &Deadline, limits: &SandboxLimits) -> rusqlite::Result<Sandbox> {
+/// `local_state`: set when a statement on this connection gives it state of its
+/// own (TEMP objects, connection PRAGMAs); passed for an actor's writer.
+pub fn install(
+    conn: &mut Connection,
+    deadline: &Deadline,
+    limits: &SandboxLimits,
+    local_state: Option<Arc<AtomicBool>>,
+) -> rusqlite::Result<Sandbox> {
     limits.apply(conn)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
@@ -427,11 +466,18 @@ pub fn install(conn: &mut Connection, deadline: &Deadline, limits: &SandboxLimit
     db_config(conn, ffi::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
     db_config(conn, ffi::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
-    let sandbox = Sandbox { state: Arc::new(SandboxState::default()) };
+    let sandbox = Sandbox { state: Arc::new(SandboxState { local_state, ..SandboxState::default() }) };
     let state = sandbox.state.clone();
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         match decide(&ctx, state.vacuum.load(Ordering::Acquire)) {
-            Ok(()) => Authorization::Allow,
+            Ok(()) => {
+                if let Some(flag) = &state.local_state {
+                    if creates_local_state(&ctx.action) {
+                        flag.store(true, Ordering::Release);
+                    }
+                }
+                Authorization::Allow
+            }
             Err(d) => {
                 *state.denial.lock() = Some(d);
                 Authorization::Deny
@@ -551,7 +597,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         let d = Deadline::default();
         let limits = SandboxLimits::from_limits(&crate::config::Limits::default());
-        let s = install(&mut conn, &d, &limits).unwrap();
+        let s = install(&mut conn, &d, &limits, None).unwrap();
         (conn, s, d)
     }
 
@@ -661,10 +707,10 @@ mod tests {
         let e = conn.query_row("SELECT count(*) FROM doc_hits", [], |r| r.get::<_, i64>(0)).unwrap_err();
         assert!(e.to_string().contains("unsafe use"), "{e}");
         // Plain VACUUM through its one door; VACUUM INTO stays shut.
-        s.vacuum(&conn, "VACUUM", || conn.execute_batch("VACUUM")).unwrap_or_else(|e| panic!("{e}: {:?}", s.take_denial()));
+        s.vacuum(&conn, true, || conn.execute_batch("VACUUM")).unwrap_or_else(|e| panic!("{e}: {:?}", s.take_denial()));
         let dir = tempfile_dir();
         let into = format!("VACUUM INTO '{}'", dir.join("copy.db").display());
-        assert!(s.vacuum(&conn, &into, || conn.execute_batch(&into)).is_err());
+        assert!(s.vacuum(&conn, true, || conn.execute_batch(&into)).is_err());
         assert!(!dir.join("copy.db").exists());
         // After VACUUM the door is closed again.
         assert!(conn.execute_batch("ATTACH '' AS x").is_err());

@@ -37,16 +37,21 @@ pub fn response_cost(v: &Value) -> usize {
     std::mem::size_of::<Value>() + value_bytes(v)
 }
 
-/// Owned wire value of a SQLite column value. TEXT that is not UTF-8 (SQLite
-/// accepts it) is returned lossily converted rather than failing the row.
-pub fn from_sqlite(v: ValueRef<'_>) -> Value {
-    match v {
+/// A TEXT value whose bytes are not UTF-8 (SQLite stores them as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotUtf8;
+
+/// Owned wire value of a SQLite column value. TEXT that is not UTF-8 is an
+/// error: the caller answers a typed error naming the column, never a silently
+/// changed string.
+pub fn from_sqlite(v: ValueRef<'_>) -> Result<Value, NotUtf8> {
+    Ok(match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Integer(i),
         ValueRef::Real(f) => Value::Float(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => Value::Text(std::str::from_utf8(t).map_err(|_| NotUtf8)?.to_owned()),
         ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    }
+    })
 }
 
 /// Size of a column value before it is copied (for limits checked before copying).

@@ -158,3 +158,26 @@ async fn sigterm_drains_then_exits_zero() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `envoy-engine sql --json`: one line per statement, rows as arrays in column
+/// order, so duplicate column names keep every value.
+#[tokio::test]
+async fn sql_shell_json_keeps_every_column() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let url = format!("ws://{}", engine.local_addr());
+    let sql = "SELECT 52 AS c, 13 AS c; SELECT x'00ff' AS b, NULL AS n, 1.5 AS f";
+    let out = tokio::task::spawn_blocking(move || {
+        Proc::new(BIN).args(["sql", "--url", &url, "--actor", "shell:json", "--json", sql]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    assert_eq!(docs[0]["columns"], serde_json::json!(["c", "c"]));
+    assert_eq!(docs[0]["rows"], serde_json::json!([[52, 13]]));
+    assert_eq!(docs[1]["rows"], serde_json::json!([[{ "blob": "00ff" }, null, 1.5]]));
+    engine.shutdown().await;
+}

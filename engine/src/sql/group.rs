@@ -1,0 +1,409 @@
+//! Group commit: the writes of one actor that are waiting at the same moment
+//! commit together, in one transaction with one commit (one fsync at
+//! `--durability fsync`), and every answer of the group leaves only after it.
+//!
+//! A writer-lane batch (every request of the actor queued when its lane ran,
+//! see `connection::scheduler`) is walked in order:
+//! - **members** — an `Execute`/`ExecuteWrite`/`Exec` that does not manage
+//!   transactions itself, and every KV request — run inside the open group
+//!   transaction (SQL and KV are two files, so two transactions), each in its
+//!   own SAVEPOINT: a failing member rolls back only itself and gets its own
+//!   error, its own `changes` and `lastInsertRowId`;
+//! - requests that **run alone** — any statement starting with BEGIN, COMMIT,
+//!   END, ROLLBACK, SAVEPOINT, RELEASE, VACUUM or PRAGMA (transaction control,
+//!   or behaviour that differs inside a transaction) — first commit the group
+//!   and send its answers, then run as they always did;
+//! - a member that would leave a **deferred foreign-key violation** is undone
+//!   and runs alone after the group's commit, where its own COMMIT fails as it
+//!   would have;
+//! - if SQLite rolls back the **whole** group transaction while a member runs
+//!   (an interrupted write, `OR ROLLBACK`, an I/O error), that member keeps its
+//!   own error and the members before it run again, alone, so nothing
+//!   acknowledged is lost and every answer matches what running one by one
+//!   would have given.
+//!
+//! The group is bounded by `group_commit_max_members` and by
+//! `group_commit_max_ms` (a group open that long commits and answers, and the
+//! next member opens a new one). If a commit fails, every member of that group
+//! is answered with the commit's error, `committed: false`.
+
+use super::executor::{err, Executor, MemberOutcome, WriterLock};
+use super::route::{statements, Kind};
+use crate::budget::{self, Charge};
+use crate::connection::scheduler::{run_job, Job, Work};
+use crate::connection::writer::Outbox;
+use crate::sql::route::Lane;
+use envoy_protocol::{
+    KvErrorCode, KvErrorResponse, KvResponseData, SqliteError, SqliteExecResult, SqliteExecuteResult, ToEnvoy,
+    ToEnvoyKvResponse, ToEnvoySqliteExecResponse, ToEnvoySqliteExecuteResponse,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Group-commit bounds, and where the engine counts what groups did.
+#[derive(Debug, Clone)]
+pub struct GroupLimits {
+    /// Most members in one group.
+    pub max_members: usize,
+    /// Longest a group stays open collecting members before it commits.
+    pub max_open: Duration,
+    /// Counters shared by every connection of the engine.
+    pub stats: Arc<GroupStats>,
+}
+
+/// What group commits did (observability; tests check grouping happened).
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    /// Group transactions committed (SQL and KV counted separately).
+    pub commits: AtomicU64,
+    /// Requests those commits carried.
+    pub members: AtomicU64,
+    /// The largest group committed.
+    pub largest: AtomicU64,
+    /// Group commits that failed (every member answered with the error).
+    pub failed: AtomicU64,
+}
+
+impl GroupStats {
+    fn record(&self, members: u64, ok: bool) {
+        if ok {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.members.fetch_add(members, Ordering::Relaxed);
+            self.largest.fetch_max(members, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How a request takes part in a writer batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// A member of the SQL group.
+    Sql,
+    /// A member of the KV group.
+    Kv,
+    /// Runs alone, after the open group committed.
+    Alone,
+}
+
+fn part(work: &Work) -> Part {
+    match work {
+        Work::Execute { route, .. } => {
+            if route.kind.runs_alone() {
+                Part::Alone
+            } else {
+                Part::Sql
+            }
+        }
+        Work::Exec { sql, .. } => {
+            if statements(sql).any(|s| Kind::of(s).runs_alone()) {
+                Part::Alone
+            } else {
+                Part::Sql
+            }
+        }
+        Work::Kv { .. } => Part::Kv,
+    }
+}
+
+/// An answer built inside an open group: sent only after the group commits.
+struct Held {
+    /// The request (its in-flight and pending guards end when the answer is queued).
+    job: Job,
+    /// Its answer, valid once the group it belongs to commits.
+    answer: ToEnvoy,
+    /// What the answer holds on the budgets.
+    charge: Charge,
+    /// Which group it belongs to (None: already committed on its own).
+    part: Option<Part>,
+}
+
+/// The state of one writer batch.
+struct Batch<'a> {
+    /// Answers are queued here.
+    outbox: &'a Outbox,
+    /// Bounds of a group.
+    limits: &'a GroupLimits,
+    /// Answers not sent yet, in request order.
+    held: Vec<Held>,
+    /// When the open SQL or KV group began (None: no group open).
+    opened: Option<Instant>,
+    /// Whether a SQL group transaction is open on the writer.
+    sql_open: bool,
+    /// Whether a KV group transaction is open on the KV store.
+    kv_open: bool,
+    /// Members in the open groups.
+    members: usize,
+}
+
+impl Batch<'_> {
+    /// Builds an answer with its charges (results charged to this connection while built).
+    fn charge(&self, answer: ToEnvoy, built: Option<Charge>) -> (ToEnvoy, Charge) {
+        let mut charge = Charge::default();
+        if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
+            charge.merge(built);
+        }
+        charge.merge(Charge::force(self.outbox.budget(), budget::small_size(&answer)));
+        (answer, charge)
+    }
+
+    fn hold(&mut self, job: Job, answer: ToEnvoy, built: Option<Charge>, part: Option<Part>) {
+        let (answer, charge) = self.charge(answer, built);
+        self.held.push(Held { job, answer, charge, part });
+    }
+
+    /// Commits the open groups and sends every held answer (replacing those of a
+    /// group whose commit failed by its error).
+    fn flush(&mut self, x: &Executor, w: &mut WriterLock<'_>) {
+        let count = |p: Part| self.held.iter().filter(|h| h.part == Some(p)).count() as u64;
+        let (sql_members, kv_members) = (count(Part::Sql), count(Part::Kv));
+        let sql_failed = if std::mem::take(&mut self.sql_open) {
+            let r = w.commit_group().err();
+            self.limits.stats.record(sql_members, r.is_none());
+            r
+        } else {
+            None
+        };
+        let kv_failed = if std::mem::take(&mut self.kv_open) {
+            let r = x.with_kv(|kv, _| kv.commit_group()).ok().and_then(Result::err);
+            self.limits.stats.record(kv_members, r.is_none());
+            r
+        } else {
+            None
+        };
+        self.opened = None;
+        self.members = 0;
+        let mut answers = Vec::with_capacity(self.held.len());
+        let mut charge = Charge::default();
+        let mut jobs = Vec::with_capacity(self.held.len());
+        for h in self.held.drain(..) {
+            let answer = match (h.part, &sql_failed, &kv_failed) {
+                (Some(Part::Sql), Some(e), _) => commit_failed_sql(&h.answer, e),
+                (Some(Part::Kv), _, Some(e)) => commit_failed_kv(&h.answer, e),
+                _ => {
+                    charge.merge(h.charge);
+                    answers.push(h.answer);
+                    jobs.push(h.job);
+                    continue;
+                }
+            };
+            answers.push(answer);
+            jobs.push(h.job);
+        }
+        self.outbox.send_batch(answers, charge);
+        drop(jobs); // answered: their in-flight guards end
+    }
+
+    fn should_flush(&self) -> bool {
+        self.members >= self.limits.max_members || self.opened.is_some_and(|t| t.elapsed() >= self.limits.max_open)
+    }
+}
+
+/// The answer of a SQL member whose group failed to commit.
+fn commit_failed_sql(answer: &ToEnvoy, e: &SqliteError) -> ToEnvoy {
+    let mut e = e.clone();
+    e.committed = Some(false);
+    e.message = format!("the group commit failed, nothing of this request was committed: {}", e.message);
+    match answer {
+        ToEnvoy::SqliteExecuteResponse(r) => ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+            request_id: r.request_id,
+            result: SqliteExecuteResult::SqliteError(e),
+        }),
+        ToEnvoy::SqliteExecResponse(r) => ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+            request_id: r.request_id,
+            result: SqliteExecResult::SqliteError(e),
+        }),
+        other => other.clone(),
+    }
+}
+
+/// The answer of a KV member whose group failed to commit.
+fn commit_failed_kv(answer: &ToEnvoy, e: &rusqlite::Error) -> ToEnvoy {
+    match answer {
+        ToEnvoy::KvResponse(r) => ToEnvoy::KvResponse(ToEnvoyKvResponse {
+            request_id: r.request_id,
+            data: KvResponseData::KvErrorResponse(KvErrorResponse {
+                code: KvErrorCode::Internal,
+                message: format!("the group commit failed, nothing of this request was committed: {e}"),
+                current_generation: None,
+            }),
+        }),
+        other => other.clone(),
+    }
+}
+
+fn execute_answer(request_id: u32, r: Result<envoy_protocol::ExecuteResult, SqliteError>) -> ToEnvoy {
+    ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+        request_id,
+        result: match r {
+            Ok(r) => SqliteExecuteResult::ExecuteResult(r),
+            Err(e) => SqliteExecuteResult::SqliteError(e),
+        },
+    })
+}
+
+fn exec_answer(request_id: u32, r: Result<envoy_protocol::QueryResult, SqliteError>) -> ToEnvoy {
+    ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+        request_id,
+        result: match r {
+            Ok(r) => SqliteExecResult::QueryResult(r),
+            Err(e) => SqliteExecResult::SqliteError(e),
+        },
+    })
+}
+
+/// Runs a SQL job alone on the locked writer.
+fn run_alone(w: &mut WriterLock<'_>, work: &Work) -> ToEnvoy {
+    match work {
+        Work::Execute { request_id, sql, params, write, route } => {
+            execute_answer(*request_id, w.stopping().and_then(|()| w.execute_alone(sql, route, params, *write)))
+        }
+        Work::Exec { request_id, sql } => exec_answer(*request_id, w.stopping().and_then(|()| w.exec_alone(sql))),
+        Work::Kv { request_id, .. } => {
+            exec_answer(*request_id, Err(err(envoy_protocol::SqliteErrorCode::Internal, "KV is not SQL", None)))
+        }
+    }
+}
+
+/// Runs one writer-lane batch of one actor with group commit, answering every job.
+pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) {
+    let Some(first) = batch.first() else { return };
+    let x = first.executor.clone();
+    // One admission to the open-database cap for the whole batch.
+    let in_use = x.enter();
+    let mut w = match (&in_use, x.lock_writer()) {
+        (Ok(_), Ok(w)) => w,
+        _ => {
+            // The database cannot be used (no room, cannot open, stopping): answer each job as before.
+            drop(in_use);
+            let mut answers = Vec::with_capacity(batch.len());
+            let mut charge = Charge::default();
+            for job in &batch {
+                let (answer, built) = budget::scope(outbox.budget(), || run_job(job, Lane::Writer));
+                let answer = answer.unwrap_or_else(|| {
+                    execute_answer(0, Err(err(envoy_protocol::SqliteErrorCode::Internal, "writer refused a statement", None)))
+                });
+                if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
+                    charge.merge(built);
+                }
+                charge.merge(Charge::force(outbox.budget(), budget::small_size(&answer)));
+                answers.push(answer);
+            }
+            outbox.send_batch(answers, charge);
+            return;
+        }
+    };
+    let mut b = Batch { outbox, limits, held: Vec::with_capacity(batch.len()), opened: None, sql_open: false, kv_open: false, members: 0 };
+    for job in batch {
+        match part(&job.work) {
+            Part::Alone => {
+                b.flush(&x, &mut w);
+                let (answer, built) = budget::scope(outbox.budget(), || run_alone(&mut w, &job.work));
+                b.hold(job, answer, built, None);
+                b.flush(&x, &mut w);
+            }
+            Part::Kv => {
+                let Work::Kv { request_id, data } = &job.work else { unreachable!("part() said KV") };
+                if !b.kv_open {
+                    match x.with_kv(|kv, _| kv.begin_group()) {
+                        Ok(Ok(())) => {
+                            b.kv_open = true;
+                            b.opened.get_or_insert_with(Instant::now);
+                        }
+                        // Cannot group (stopping, cannot open): answer it alone.
+                        _ => {
+                            let (answer, built) = budget::scope(outbox.budget(), || run_job(&job, Lane::Writer));
+                            let answer = answer.unwrap_or_else(|| unreachable!("KV jobs always answer"));
+                            b.hold(job, answer, built, None);
+                            continue;
+                        }
+                    }
+                }
+                let (r, built) = budget::scope(outbox.budget(), || x.with_kv(|kv, l| kv.handle_member(data, l)));
+                let data = match r {
+                    Ok((data, still_open)) => {
+                        b.kv_open = still_open;
+                        data
+                    }
+                    Err(data) => data,
+                };
+                let answer = ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id: *request_id, data });
+                let part = if b.kv_open { Some(Part::Kv) } else { None };
+                b.hold(job, answer, built, part);
+                b.members += 1;
+            }
+            Part::Sql => {
+                if !b.sql_open {
+                    if let Err(e) = w.stopping().and_then(|()| w.begin_group()) {
+                        let answer = match &job.work {
+                            Work::Exec { request_id, .. } => exec_answer(*request_id, Err(e)),
+                            Work::Execute { request_id, .. } | Work::Kv { request_id, .. } => {
+                                execute_answer(*request_id, Err(e))
+                            }
+                        };
+                        b.hold(job, answer, None, None);
+                        continue;
+                    }
+                    b.sql_open = true;
+                    b.opened.get_or_insert_with(Instant::now);
+                }
+                let (outcome, built) = budget::scope(outbox.budget(), || match &job.work {
+                    Work::Execute { request_id, sql, params, write, route } => {
+                        map_outcome(w.execute_member(sql, route, params, *write), |r| execute_answer(*request_id, r))
+                    }
+                    Work::Exec { request_id, sql } => map_outcome(w.exec_member(sql), |r| exec_answer(*request_id, r)),
+                    Work::Kv { .. } => unreachable!("part() said SQL"),
+                });
+                match outcome {
+                    Step::Done(answer) => {
+                        b.hold(job, answer, built, Some(Part::Sql));
+                        b.members += 1;
+                    }
+                    Step::Vanished(answer) => {
+                        // The group transaction is gone: earlier SQL members of it run again, alone.
+                        b.sql_open = false;
+                        for h in b.held.iter_mut().filter(|h| h.part == Some(Part::Sql)) {
+                            let (again, built) = budget::scope(outbox.budget(), || run_alone(&mut w, &h.job.work));
+                            let mut charge = Charge::default();
+                            if let Some(built) = built.filter(|_| budget::carries_result(&again)) {
+                                charge.merge(built);
+                            }
+                            charge.merge(Charge::force(outbox.budget(), budget::small_size(&again)));
+                            h.answer = again;
+                            h.charge = charge;
+                            h.part = None;
+                        }
+                        b.hold(job, answer, built, None);
+                    }
+                    Step::RunAlone => {
+                        b.flush(&x, &mut w);
+                        let (answer, built) = budget::scope(outbox.budget(), || run_alone(&mut w, &job.work));
+                        b.hold(job, answer, built, None);
+                        b.flush(&x, &mut w);
+                    }
+                }
+            }
+        }
+        if b.should_flush() {
+            b.flush(&x, &mut w);
+        }
+    }
+    b.flush(&x, &mut w);
+}
+
+/// A member's outcome with its answer built.
+enum Step {
+    Done(ToEnvoy),
+    Vanished(ToEnvoy),
+    RunAlone,
+}
+
+fn map_outcome<T>(o: MemberOutcome<T>, f: impl FnOnce(Result<T, SqliteError>) -> ToEnvoy) -> Step {
+    match o {
+        MemberOutcome::Done(r) => Step::Done(f(r)),
+        MemberOutcome::Vanished(r) => Step::Vanished(f(r)),
+        MemberOutcome::RunAlone => Step::RunAlone,
+    }
+}
