@@ -1,8 +1,11 @@
 //! Cross-crate test helpers: an engine on an ephemeral port with its own data
-//! directory, and a TCP proxy that can cut or freeze the link between client
-//! and engine.
+//! directory, a TCP proxy that can cut or freeze the link between client
+//! and engine, the real engine binary as a child process, and a raw protocol
+//! connection that keeps many requests in flight.
 
+pub mod process;
 pub mod proxy;
+pub mod wire;
 
 use envoy_client::{Client, ClientConfig};
 use envoy_engine::{Config, Engine, RunningEngine};
