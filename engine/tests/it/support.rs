@@ -70,6 +70,8 @@ pub struct RawClient {
     next_request_id: u32,
     /// Whether pings are answered automatically.
     pub auto_pong: bool,
+    /// Whether two answers may share a request id (a fuzzer's mutated frames reuse ids).
+    pub duplicate_ids_allowed: bool,
     pub namespace: String,
     pub envoy_key: String,
 }
@@ -160,6 +162,7 @@ impl RawClient {
             closed: None,
             next_request_id: 1,
             auto_pong: true,
+            duplicate_ids_allowed: false,
             namespace: o.namespace.clone(),
             envoy_key: o.envoy_key.clone(),
         };
@@ -224,7 +227,8 @@ impl RawClient {
 
     fn store(&mut self, rid: u32, m: ToEnvoy) {
         self.answer_order.push(rid);
-        assert!(self.answers.insert(rid, m).is_none(), "two answers for request {rid}");
+        let first = self.answers.insert(rid, m).is_none();
+        assert!(first || self.duplicate_ids_allowed, "two answers for request {rid}");
     }
 
     pub fn rid(&mut self) -> u32 {
