@@ -314,6 +314,17 @@ fn check(s: &Schema) -> Result<(), String> {
             _ => Ok(()),
         }
     }
+    // Every type is defined before it is used, as a strict BARE compiler
+    // (one pass over the text) requires.
+    let mut defined = std::collections::HashSet::new();
+    for name in &s.order {
+        let mut refs = Vec::new();
+        collect_refs(&s.types[name].def, &mut refs);
+        if let Some(r) = refs.iter().find(|r| !defined.contains(r.as_str())) {
+            return Err(format!("type {name} uses {r} before its definition"));
+        }
+        defined.insert(name.as_str());
+    }
     for name in &s.order {
         let t = &s.types[name];
         match &t.def {
