@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-const VERSIONS: &[u16] = &[1, 2, 3, 4];
+const VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
 
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");

@@ -18,6 +18,11 @@ fn feature_text(f: Feature) -> &'static str {
         Feature::KvList => "KV list with query, limit and direction",
         Feature::ActorIntents => "actor intents",
         Feature::RemoteSqlite => "remote SQLite execution",
+        Feature::RequestKeys => "SQL request keys and cost",
+        Feature::AtomicBatch => "atomic SQL batches",
+        Feature::Transactions => "interactive SQL transactions",
+        Feature::ResultStreams => "streamed SQL results",
+        Feature::LimitErrors => "typed limit and overload errors",
     }
 }
 
