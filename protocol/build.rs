@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-const VERSIONS: &[u16] = &[1, 2, 3, 4];
+const VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
 
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
@@ -313,6 +313,17 @@ fn check(s: &Schema) -> Result<(), String> {
             Ty::Prim("uint") | Ty::Prim("int") => Err(format!("{ctx}: use fixed-width integers")),
             _ => Ok(()),
         }
+    }
+    // Every type is defined before it is used, as a strict BARE compiler
+    // (one pass over the text) requires.
+    let mut defined = std::collections::HashSet::new();
+    for name in &s.order {
+        let mut refs = Vec::new();
+        collect_refs(&s.types[name].def, &mut refs);
+        if let Some(r) = refs.iter().find(|r| !defined.contains(r.as_str())) {
+            return Err(format!("type {name} uses {r} before its definition"));
+        }
+        defined.insert(name.as_str());
     }
     for name in &s.order {
         let t = &s.types[name];

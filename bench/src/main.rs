@@ -19,7 +19,7 @@ mod workloads;
 use anyhow::{Context, Result};
 use clap::Parser;
 use envoy_client::protocol::{
-    encode_to_engine, SqliteExecuteRequest, ToEngine, ToEngineSqliteExecute, Value, PROTOCOL_VERSION,
+    encode_to_engine, SqliteExecuteRequest, ToEngine, ToEngineSqliteExecute, Value, IMPLEMENTED_PROTOCOL_VERSION,
 };
 use envoy_client::{Client, Db};
 use report::{ratio, Goal, Report, Settings};
@@ -242,7 +242,7 @@ fn w1_frame_bytes(actor_id: &str, generation: u64) -> Result<usize> {
             params: Some(vec![Value::Integer(5_000)]),
         },
     });
-    Ok(encode_to_engine(&msg, PROTOCOL_VERSION)?.len())
+    Ok(encode_to_engine(&msg, IMPLEMENTED_PROTOCOL_VERSION)?.len())
 }
 
 fn date_utc() -> String {

@@ -318,6 +318,19 @@ pub fn small_size(msg: &envoy_protocol::ToEnvoy) -> usize {
                 SqliteExecuteResult::SqliteError(e) => sql_error(e),
                 SqliteExecuteResult::ExecuteResult(_) | SqliteExecuteResult::SqliteFenceMismatch(_) => 0,
             },
+            // v5 members: this engine speaks at most v4 and never builds them;
+            // only the fixed overhead is counted until it does.
+            ToEnvoy::InitV5(_)
+            | ToEnvoy::SqliteExecResponseV5(_)
+            | ToEnvoy::SqliteExecuteResponseV5(_)
+            | ToEnvoy::SqliteBatchResponse(_)
+            | ToEnvoy::SqliteBeginResponse(_)
+            | ToEnvoy::SqliteTransactionExecuteResponse(_)
+            | ToEnvoy::SqliteCommitResponse(_)
+            | ToEnvoy::SqliteRollbackResponse(_)
+            | ToEnvoy::SqliteTransactionEnded(_)
+            | ToEnvoy::SqliteStreamChunk(_)
+            | ToEnvoy::SqliteStreamFailed(_) => 0,
         }
 }
 

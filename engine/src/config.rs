@@ -12,8 +12,10 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6420";
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Highest protocol version spoken by default (the newest this build knows).
-pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = envoy_protocol::PROTOCOL_VERSION;
+/// Highest protocol version spoken by default: the newest this engine
+/// implements, which may be older than the newest the protocol crate defines
+/// (`envoy_protocol::PROTOCOL_VERSION`).
+pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION;
 
 /// How often the engine pings each envoy.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(3);
@@ -324,11 +326,13 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;
         let v = self.max_protocol_version;
-        if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::PROTOCOL_VERSION).contains(&v) {
+        // Bounded by what the engine implements, not by what the protocol
+        // crate defines: a defined but unimplemented version is never offered.
+        if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION).contains(&v) {
             bail!(
                 "--max-protocol-version {v} is outside {}..={}",
                 envoy_protocol::MIN_PROTOCOL_VERSION,
-                envoy_protocol::PROTOCOL_VERSION
+                envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
             );
         }
         if let Some(t) = &self.auth_token {

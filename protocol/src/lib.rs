@@ -2,14 +2,19 @@
 //!
 //! Envoys (actor hosts) and the engine exchange binary WebSocket messages, each
 //! one BARE-encoded top-level message: [`ToEngine`] (envoy → engine) or
-//! [`ToEnvoy`] (engine → envoy). The schemas in `schemas/v1.bare` … `v4.bare`
+//! [`ToEnvoy`] (engine → envoy). The schemas in `schemas/v1.bare` … `v5.bare`
 //! are the single source of truth; `build.rs` generates the types of every
-//! version ([`v1`] … [`v4`]) from them.
+//! version ([`v1`] … [`v5`]) from them.
 //!
 //! Code works with the latest types (re-exported at the crate root) and uses
 //! [`encode_to_engine`] / [`decode_to_engine`] (and the `to_envoy` pair) to
 //! speak any version. A message that cannot be represented at the peer's
 //! version fails with a typed [`ProtocolCompatibilityError`].
+//!
+//! The crate knows every version up to [`PROTOCOL_VERSION`]; the engine and
+//! the SDK of this workspace implement up to [`IMPLEMENTED_PROTOCOL_VERSION`]
+//! and never offer or accept more, so a version the crate defines before
+//! anything implements it is never negotiated.
 
 pub mod bare;
 pub mod close;
@@ -41,13 +46,21 @@ pub mod v4 {
     include!(concat!(env!("OUT_DIR"), "/v4.rs"));
 }
 
+/// Types of protocol v5 (request keys, batches, transactions, streams, cost,
+/// typed limits, engine metadata).
+#[allow(clippy::all)] // generated code
+pub mod v5 {
+    include!(concat!(env!("OUT_DIR"), "/v5.rs"));
+}
+
 /// The latest version's types, which the rest of the project uses.
-pub use v4::*;
+pub use v5::*;
 
 pub use bare::{DecodeError, DecodeErrorKind};
 pub use versioned::{
     decode_to_engine, decode_to_envoy, encode_to_engine, encode_to_envoy, DecodeLimits, Direction, EncodeError,
-    Feature, ProtocolCompatibilityError, ProtocolDecodeError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Feature, ProtocolCompatibilityError, ProtocolDecodeError, IMPLEMENTED_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 
 /// Default largest frame either side accepts (16 MiB).

@@ -1,12 +1,12 @@
 //! Version negotiation in the WebSocket upgrade.
 //!
 //! The client offers one subprotocol per version it speaks, highest first
-//! (`envoy.v4`, `envoy.v3`, …), plus `envoy.token.<TOKEN>` when it has a token.
+//! (`envoy.v5`, `envoy.v4`, …), plus `envoy.token.<TOKEN>` when it has a token.
 //! The engine answers with exactly one of the version subprotocols: the
 //! highest version both speak. It never echoes the token. So the version is
 //! known to both sides before the first frame, in one round trip.
 
-/// Prefix of a version subprotocol: `envoy.v4`.
+/// Prefix of a version subprotocol: `envoy.v5`.
 pub const VERSION_PREFIX: &str = "envoy.v";
 /// Prefix of the token subprotocol: `envoy.token.<TOKEN>`.
 pub const TOKEN_PREFIX: &str = "envoy.token.";
@@ -90,6 +90,25 @@ mod tests {
         assert_eq!(parsed.select(5, 9), None);
         // An older client offering only v1..v2 gets v2 from a v4 engine.
         assert_eq!(Offer::parse(["envoy.v2", "envoy.v1"]).select(1, 4), Some(2));
+    }
+
+    #[test]
+    fn a_v5_peer_is_offered_and_selected_v5() {
+        use crate::{IMPLEMENTED_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+        // A client speaking everything the crate knows offers envoy.v5 first.
+        let offer = client_offer(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, None);
+        assert_eq!(offer, ["envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1"]);
+        let parsed = Offer::parse([offer.join(",").as_str()]);
+        // An engine that speaks v5 selects it; one that implements v4 selects v4.
+        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), Some(5));
+        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION), Some(4));
+        // A v4 client meets a v5 engine at v4; a v5-only client meets a v4 engine nowhere.
+        assert_eq!(Offer::parse(["envoy.v4, envoy.v3"]).select(1, 5), Some(4));
+        assert_eq!(Offer::parse(["envoy.v5"]).select(1, 4), None);
+        assert_eq!(parse_version_subprotocol("envoy.v5"), Some(5));
+        assert_eq!(version_subprotocol(5), "envoy.v5");
+        // What the engine and SDK offer today: nothing above v4.
+        assert_eq!(client_offer(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None)[0], "envoy.v4");
     }
 
     #[test]

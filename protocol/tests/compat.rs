@@ -18,6 +18,11 @@ fn feature_text(f: Feature) -> &'static str {
         Feature::KvList => "KV list with query, limit and direction",
         Feature::ActorIntents => "actor intents",
         Feature::RemoteSqlite => "remote SQLite execution",
+        Feature::RequestKeys => "SQL request keys and cost",
+        Feature::AtomicBatch => "atomic SQL batches",
+        Feature::Transactions => "interactive SQL transactions",
+        Feature::ResultStreams => "streamed SQL results",
+        Feature::LimitErrors => "typed limit and overload errors",
     }
 }
 
@@ -38,6 +43,19 @@ const TO_ENGINE_GATES: &[(&str, Feature, u16)] = &[
     ("sqlite_execute_empty_params", Feature::RemoteSqlite, 4),
     ("sqlite_execute_params", Feature::RemoteSqlite, 4),
     ("sqlite_execute_write", Feature::RemoteSqlite, 4),
+    ("sqlite_exec_v5_keyed", Feature::RequestKeys, 5),
+    ("sqlite_exec_v5_no_key", Feature::RequestKeys, 5),
+    ("sqlite_execute_v5_keyed_writer", Feature::RequestKeys, 5),
+    ("sqlite_execute_v5_routed", Feature::RequestKeys, 5),
+    ("sqlite_batch_write", Feature::AtomicBatch, 5),
+    ("sqlite_batch_read_empty", Feature::AtomicBatch, 5),
+    ("sqlite_begin_deferred", Feature::Transactions, 5),
+    ("sqlite_transaction_execute", Feature::Transactions, 5),
+    ("sqlite_commit_keyed", Feature::Transactions, 5),
+    ("sqlite_rollback", Feature::Transactions, 5),
+    ("sqlite_stream_open", Feature::ResultStreams, 5),
+    ("sqlite_stream_credit", Feature::ResultStreams, 5),
+    ("sqlite_stream_cancel", Feature::ResultStreams, 5),
 ];
 
 const TO_ENVOY_GATES: &[(&str, Feature, u16)] = &[
@@ -52,6 +70,35 @@ const TO_ENVOY_GATES: &[(&str, Feature, u16)] = &[
     ("sqlite_execute_write_result", Feature::RemoteSqlite, 4),
     ("sqlite_execute_fence_mismatch", Feature::RemoteSqlite, 4),
     ("sqlite_execute_limit_error", Feature::RemoteSqlite, 4),
+    // v5 enum values inside v4 messages: the v5 gate wins at every lower
+    // version, because the message is converted v5 → v4 first.
+    ("get_or_create_actor_limit_exceeded", Feature::LimitErrors, 5),
+    ("sqlite_execute_transaction_busy", Feature::Transactions, 5),
+    ("sqlite_exec_result_memory_limit", Feature::LimitErrors, 5),
+    // v5 members. (`init_v5*` and `kv_limit_exceeded` downgrade instead.)
+    ("sqlite_exec_v5_executed", Feature::RequestKeys, 5),
+    ("sqlite_exec_v5_key_expired", Feature::RequestKeys, 5),
+    ("sqlite_execute_v5_replayed", Feature::RequestKeys, 5),
+    ("sqlite_execute_v5_replayed_without_rows", Feature::RequestKeys, 5),
+    ("sqlite_batch_ok", Feature::AtomicBatch, 5),
+    ("sqlite_batch_statement_failed", Feature::AtomicBatch, 5),
+    ("sqlite_batch_fence_mismatch", Feature::AtomicBatch, 5),
+    ("sqlite_begin_started", Feature::Transactions, 5),
+    ("sqlite_begin_fence_mismatch", Feature::Transactions, 5),
+    ("sqlite_begin_too_many", Feature::Transactions, 5),
+    ("sqlite_transaction_execute_ok", Feature::Transactions, 5),
+    ("sqlite_transaction_execute_expired", Feature::Transactions, 5),
+    ("sqlite_commit_committed", Feature::Transactions, 5),
+    ("sqlite_commit_fence_mismatch", Feature::Transactions, 5),
+    ("sqlite_commit_aborted", Feature::Transactions, 5),
+    ("sqlite_rollback_done", Feature::Transactions, 5),
+    ("sqlite_rollback_fence_mismatch", Feature::Transactions, 5),
+    ("sqlite_rollback_not_found", Feature::Transactions, 5),
+    ("sqlite_transaction_ended", Feature::Transactions, 5),
+    ("sqlite_stream_first_chunk", Feature::ResultStreams, 5),
+    ("sqlite_stream_last_chunk", Feature::ResultStreams, 5),
+    ("sqlite_stream_expired", Feature::ResultStreams, 5),
+    ("sqlite_stream_fence_mismatch", Feature::ResultStreams, 5),
 ];
 
 fn check_gates<T: std::fmt::Debug>(
@@ -109,6 +156,9 @@ fn feature_required_versions() {
     assert_eq!(Feature::KvList.required_version(), 2);
     assert_eq!(Feature::ActorIntents.required_version(), 3);
     assert_eq!(Feature::RemoteSqlite.required_version(), 4);
+    for f in [Feature::RequestKeys, Feature::AtomicBatch, Feature::Transactions, Feature::ResultStreams, Feature::LimitErrors] {
+        assert_eq!(f.required_version(), 5, "{f:?}");
+    }
 }
 
 #[test]
@@ -140,16 +190,19 @@ fn one_intent_among_state_updates_gates_the_whole_batch() {
 
 #[test]
 fn unsupported_versions_are_typed_errors() {
-    for v in [0u16, 5, u16::MAX] {
+    for v in [0u16, 6, u16::MAX] {
         assert_eq!(encode_to_engine(&ToEngine::Stopping, v), Err(EncodeError::UnsupportedVersion(v)));
         assert_eq!(encode_to_envoy(&ToEnvoy::Ping(ToEnvoyPing { ts: 0 }), v), Err(EncodeError::UnsupportedVersion(v)));
         assert_eq!(decode_to_engine(&[3], v, &common::limits()), Err(ProtocolDecodeError::UnsupportedVersion(v)));
         assert_eq!(decode_to_envoy(&[3], v, &common::limits()), Err(ProtocolDecodeError::UnsupportedVersion(v)));
     }
     assert_eq!(
-        EncodeError::UnsupportedVersion(5).to_string(),
-        "envoy protocol v5 is not supported (this build speaks v1–v4)"
+        EncodeError::UnsupportedVersion(6).to_string(),
+        "envoy protocol v6 is not supported (this build speaks v1–v5)"
     );
+    assert_eq!(PROTOCOL_VERSION, 5);
+    // The engine and the SDK implement less than the crate defines.
+    assert_eq!(IMPLEMENTED_PROTOCOL_VERSION, 4);
 }
 
 fn kv_error(code: KvErrorCode) -> ToEnvoy {
@@ -200,7 +253,7 @@ fn kv_error_code_folds_into_the_v1_message_and_upgrades_to_unknown() {
             })
         );
         // v2 and later carry the code and generation unchanged.
-        for v in 2..=4 {
+        for v in 2..=5 {
             let bytes = encode_to_envoy(&kv_error(code), v).unwrap();
             assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), kv_error(code), "v{v}");
         }
@@ -226,7 +279,7 @@ fn stop_reason_is_dropped_below_v3_and_unspecified_when_upgraded() {
             assert_eq!(bytes, encode_to_envoy(&stop(StopReason::Unspecified), v).unwrap());
             assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(StopReason::Unspecified));
         }
-        for v in 3..=4 {
+        for v in 3..=5 {
             let bytes = encode_to_envoy(&stop(reason), v).unwrap();
             assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(reason));
         }
@@ -260,8 +313,13 @@ fn init_limits_are_dropped_below_v3_and_sql_limits_below_v4() {
     };
     let sql = SqlLimits { max_sql_bytes: 7, max_params: 8, max_value_bytes: 9, max_statement_ms: 10 };
     let full = init(Some(limits.clone()), Some(sql.clone()));
-    let cases =
-        [(1, init(None, None)), (2, init(None, None)), (3, init(Some(limits.clone()), None)), (4, full.clone())];
+    let cases = [
+        (1, init(None, None)),
+        (2, init(None, None)),
+        (3, init(Some(limits.clone()), None)),
+        (4, full.clone()),
+        (5, full.clone()),
+    ];
     for (v, expected) in cases {
         let bytes = encode_to_envoy(&full, v).unwrap();
         assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), expected, "v{v}");
@@ -296,7 +354,7 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
     ];
     for (case, msg) in samples::to_engine().into_iter().filter(|(c, _)| same_engine.contains(c)) {
         let v1 = encode_to_engine(&msg, 1).unwrap();
-        for v in 2..=4 {
+        for v in 2..=5 {
             assert_eq!(encode_to_engine(&msg, v).unwrap(), v1, "{case} at v{v}");
         }
     }
@@ -317,13 +375,13 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
     ];
     for (case, msg) in samples::to_envoy().into_iter().filter(|(c, _)| same_envoy.contains(c)) {
         let v1 = encode_to_envoy(&msg, 1).unwrap();
-        for v in 2..=4 {
+        for v in 2..=5 {
             assert_eq!(encode_to_envoy(&msg, v).unwrap(), v1, "{case} at v{v}");
         }
     }
     // A KV error is the same from v2 on; a stop with a reason from v3 on.
     let err = kv_error(KvErrorCode::FenceMismatch);
-    assert_eq!(encode_to_envoy(&err, 2).unwrap(), encode_to_envoy(&err, 4).unwrap());
+    assert_eq!(encode_to_envoy(&err, 2).unwrap(), encode_to_envoy(&err, 5).unwrap());
     assert_eq!(
         encode_to_envoy(&stop(StopReason::Operator), 3).unwrap(),
         encode_to_envoy(&stop(StopReason::Operator), 4).unwrap()
@@ -355,4 +413,223 @@ fn a_newer_member_is_an_unknown_tag_to_an_older_decoder() {
         decode_to_engine(&bytes, 3, &common::limits()).unwrap_err().to_string(),
         "cannot decode ToEngine at envoy protocol v3: at byte 0: unknown tag 7 for union ToEngine"
     );
+}
+
+// ---------------------------------------------------------------- v5
+
+#[test]
+fn every_v4_sample_has_the_same_bytes_at_v5() {
+    // v5 only appends: whatever travels at v4 is the same frame at v5, and a
+    // v5 decoder reads a v4 frame as the same message.
+    let mut checked = 0;
+    for (case, msg) in samples::to_engine() {
+        let Ok(v4) = encode_to_engine(&msg, 4) else { continue };
+        if encode_to_engine(&msg, 5).unwrap() != v4 {
+            // Only a v5 member may downgrade to different bytes.
+            panic!("{case}: v4 and v5 bytes differ");
+        }
+        // Compared as bytes, so NaN payloads count.
+        let read_at_5 = decode_to_engine(&v4, 5, &common::limits()).unwrap();
+        assert_eq!(encode_to_engine(&read_at_5, 4).unwrap(), v4, "{case}");
+        checked += 1;
+    }
+    // Samples that downgrade (a v5 member becoming its v4 form) are not v4 samples.
+    let downgraded = ["init_v5", "init_v5_os_no_limits", "kv_limit_exceeded"];
+    for (case, msg) in samples::to_envoy() {
+        let Ok(v4) = encode_to_envoy(&msg, 4) else { continue };
+        if downgraded.contains(&case) {
+            assert_ne!(encode_to_envoy(&msg, 5).unwrap(), v4, "{case}");
+            continue;
+        }
+        assert_eq!(encode_to_envoy(&msg, 5).unwrap(), v4, "{case}: v4 and v5 bytes differ");
+        let read_at_5 = decode_to_envoy(&v4, 5, &common::limits()).unwrap();
+        assert_eq!(encode_to_envoy(&read_at_5, 4).unwrap(), v4, "{case}");
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} v4 samples checked");
+    // The committed v4 vectors, read as v5 frames, re-encode to themselves.
+    for vec in common::committed_vectors().into_iter().filter(|v| v.version == 4) {
+        let at5 = common::Vector { version: 5, ..vec.clone() };
+        assert_eq!(at5.decode_and_reencode(&common::limits()).unwrap(), vec.bytes, "v4/{}/{}", vec.top, vec.case);
+    }
+}
+
+fn execute_error(code: SqliteErrorCode, limit: Option<LimitExceeded>) -> ToEnvoy {
+    ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+        request_id: 1,
+        result: SqliteExecuteResult::SqliteError(SqliteError {
+            code,
+            message: "m".into(),
+            extended_code: None,
+            committed: Some(false),
+            statement_index: None,
+            limit,
+        }),
+    })
+}
+
+/// Checks `msg` at every version: below `known_since` its own gate (or
+/// nothing) applies; a v5-only value fails with `feature` at every version
+/// below 5; v5 carries it.
+fn check_value_gate(name: &str, msg: &ToEnvoy, v5_feature: Option<Feature>, older_gate: Option<(Feature, u16)>) {
+    for v in common::VERSIONS {
+        let result = encode_to_envoy(msg, v);
+        let expected = match (v5_feature, older_gate) {
+            (Some(f), _) if v < 5 => Some((f, 5)),
+            (_, Some((f, r))) if v < r => Some((f, r)),
+            _ => None,
+        };
+        match expected {
+            Some((feature, required)) => assert_eq!(
+                result,
+                Err(EncodeError::Compatibility(ProtocolCompatibilityError {
+                    feature,
+                    direction: Direction::ToEnvoy,
+                    required_version: required,
+                    target_version: v,
+                })),
+                "{name} at v{v}"
+            ),
+            None => {
+                let bytes = result.unwrap_or_else(|e| panic!("{name} at v{v}: {e}"));
+                assert_eq!(&decode_to_envoy(&bytes, v, &common::limits()).unwrap(), msg, "{name} at v{v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_v5_sqlite_error_code_is_gated_below_v5() {
+    let v5_only = [
+        (SqliteErrorCode::RequestKeyExpired, Feature::RequestKeys),
+        (SqliteErrorCode::RequestKeyConflict, Feature::RequestKeys),
+        (SqliteErrorCode::TransactionNotFound, Feature::Transactions),
+        (SqliteErrorCode::TransactionExpired, Feature::Transactions),
+        (SqliteErrorCode::TransactionBusy, Feature::Transactions),
+        (SqliteErrorCode::TransactionAborted, Feature::Transactions),
+        (SqliteErrorCode::StreamExpired, Feature::ResultStreams),
+        (SqliteErrorCode::Cancelled, Feature::ResultStreams),
+    ];
+    assert_eq!(SqliteErrorCode::ALL.len(), v4::SqliteErrorCode::ALL.len() + v5_only.len(), "a new code needs a row here");
+    for (i, &code) in SqliteErrorCode::ALL.iter().enumerate() {
+        let feature = v5_only.iter().find(|(c, _)| *c == code).map(|(_, f)| *f);
+        // Appended: the first values are v4's, in v4's order.
+        assert_eq!(feature.is_none(), i < v4::SqliteErrorCode::ALL.len(), "{code:?}");
+        check_value_gate(code.wire_name(), &execute_error(code, None), feature, Some((Feature::RemoteSqlite, 4)));
+    }
+}
+
+#[test]
+fn every_v5_limit_kind_is_gated_below_v5() {
+    let n4 = v4::LimitKind::ALL.len();
+    assert_eq!(LimitKind::ALL.len(), n4 + 10, "a new limit kind needs a look here");
+    for (i, &kind) in LimitKind::ALL.iter().enumerate() {
+        assert_eq!(v4::LimitKind::ALL.get(i).map(|k| k.wire_name()), (i < n4).then(|| kind.wire_name()));
+        let limit = LimitExceeded { kind, max: 10, actual: Some(11) };
+        let msg = execute_error(SqliteErrorCode::LimitExceeded, Some(limit));
+        let feature = (i >= n4).then_some(Feature::LimitErrors);
+        check_value_gate(kind.wire_name(), &msg, feature, Some((Feature::RemoteSqlite, 4)));
+    }
+}
+
+#[test]
+fn every_v5_actor_error_code_is_gated_below_v5() {
+    let n4 = v4::ActorErrorCode::ALL.len();
+    assert_eq!(ActorErrorCode::ALL.len(), n4 + 2);
+    for (i, &code) in ActorErrorCode::ALL.iter().enumerate() {
+        let msg = ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+            request_id: 1,
+            result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError { code, message: "m".into() }),
+        });
+        let feature = (i >= n4).then_some(Feature::LimitErrors);
+        check_value_gate(code.wire_name(), &msg, feature, None);
+    }
+}
+
+#[test]
+fn init_v5_becomes_the_older_init() {
+    let (_, msg) = samples::to_envoy().into_iter().find(|(c, _)| *c == "init_v5").unwrap();
+    let ToEnvoy::InitV5(full) = msg.clone() else { panic!("wrong member") };
+    // What each version keeps: the v4 Init, then the usual drops below v4.
+    let v4_init = ToEnvoy::Init(ToEnvoyInit {
+        envoy_id: full.envoy_id.clone(),
+        last_event_index: full.last_event_index,
+        metadata: full.metadata.clone(),
+    });
+    for v in 1..=4 {
+        let bytes = encode_to_envoy(&msg, v).unwrap();
+        assert_eq!(bytes, encode_to_envoy(&v4_init, v).unwrap(), "v{v}");
+    }
+    let bytes = encode_to_envoy(&msg, 5).unwrap();
+    assert_eq!(decode_to_envoy(&bytes, 5, &common::limits()).unwrap(), msg);
+    // A v4 Init stays a v4 Init at v5 (tag 0), not an InitV5.
+    assert_eq!(encode_to_envoy(&v4_init, 5).unwrap(), encode_to_envoy(&v4_init, 4).unwrap());
+}
+
+#[test]
+fn kv_limit_exceeded_becomes_a_limit_exceeded_kv_error() {
+    let limited = ToEnvoy::KvResponse(ToEnvoyKvResponse {
+        request_id: 9,
+        data: KvResponseData::KvLimitExceeded(KvLimitExceeded {
+            message: "value too large".into(),
+            limit: LimitExceeded { kind: LimitKind::KvValueBytes, max: 10, actual: None },
+        }),
+    });
+    let as_error = |message: &str| {
+        ToEnvoy::KvResponse(ToEnvoyKvResponse {
+            request_id: 9,
+            data: KvResponseData::KvErrorResponse(KvErrorResponse {
+                code: KvErrorCode::LimitExceeded,
+                message: message.into(),
+                current_generation: None,
+            }),
+        })
+    };
+    for v in 2..=4 {
+        let bytes = encode_to_envoy(&limited, v).unwrap();
+        assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), as_error("value too large"), "v{v}");
+    }
+    // v1 folds the code into the message, as for any KV error.
+    let bytes = encode_to_envoy(&limited, 1).unwrap();
+    let back = decode_to_envoy(&bytes, 1, &common::limits()).unwrap();
+    let ToEnvoy::KvResponse(ToEnvoyKvResponse { data: KvResponseData::KvErrorResponse(e), .. }) = back else {
+        panic!("wrong member")
+    };
+    assert_eq!(e.message, "LIMIT_EXCEEDED: value too large");
+    let bytes = encode_to_envoy(&limited, 5).unwrap();
+    assert_eq!(decode_to_envoy(&bytes, 5, &common::limits()).unwrap(), limited);
+}
+
+#[test]
+fn v5_members_and_values_are_unknown_to_a_v4_decoder() {
+    let engine = samples::to_engine();
+    let first_v5 = |case: &str| engine.iter().find(|(c, _)| *c == case).unwrap().1.clone();
+    let bytes = encode_to_engine(&first_v5("sqlite_exec_v5_keyed"), 5).unwrap();
+    assert_eq!(bytes[0], 10);
+    for v in 1..=4 {
+        let err = decode_to_engine(&bytes, v, &common::limits()).unwrap_err();
+        let ProtocolDecodeError::Malformed { source, .. } = err else { panic!("{err}") };
+        assert_eq!(source.kind, DecodeErrorKind::UnknownUnionTag { ty: "ToEngine", tag: 10 }, "v{v}");
+    }
+    let envoy = samples::to_envoy();
+    let find = |case: &str| envoy.iter().find(|(c, _)| *c == case).unwrap().1.clone();
+    let bytes = encode_to_envoy(&find("init_v5"), 5).unwrap();
+    assert_eq!(bytes[0], 8);
+    let err = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot decode ToEnvoy at envoy protocol v4: at byte 0: unknown tag 8 for union ToEnvoy"
+    );
+    // A v5 value inside a v4 member: an unknown enum value, never misread.
+    let bytes = encode_to_envoy(&find("sqlite_execute_transaction_busy"), 5).unwrap();
+    let ProtocolDecodeError::Malformed { source, .. } = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(source.kind, DecodeErrorKind::UnknownEnumValue { ty: "SqliteErrorCode", value: 15 });
+    // A v5 KvResponseData member inside a v4 message.
+    let bytes = encode_to_envoy(&find("kv_limit_exceeded"), 5).unwrap();
+    let ProtocolDecodeError::Malformed { source, .. } = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(source.kind, DecodeErrorKind::UnknownUnionTag { ty: "KvResponseData", tag: 9 });
 }

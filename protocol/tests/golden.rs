@@ -84,6 +84,9 @@ fn generated_unions(version: u16) -> BTreeMap<String, Vec<String>> {
         }
         4 => unions!(v4: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData,
             Value, SqliteExecResult, SqliteExecuteResult, ToEngine, ToEnvoy),
+        5 => unions!(v5: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData,
+            Value, SqliteExecResult, SqliteExecuteResult, SqliteFailure, SqliteBatchResult, SqliteBeginResult,
+            SqliteCommitResult, SqliteRollbackResult, ToEngine, ToEnvoy),
         other => panic!("no generated-union table for v{other}: add one"),
     };
     list.into_iter().collect()
@@ -163,6 +166,7 @@ fn reencode_generated(vec: &Vector) -> Vec<u8> {
         2 => at!(v2),
         3 => at!(v3),
         4 => at!(v4),
+        5 => at!(v5),
         other => panic!("v{other}"),
     }
 }
@@ -185,6 +189,7 @@ fn reencode_serde_bare(vec: &Vector) -> Vec<u8> {
         2 => at!(v2),
         3 => at!(v3),
         4 => at!(v4),
+        5 => at!(v5),
         other => panic!("v{other}"),
     }
 }

@@ -1,5 +1,5 @@
 //! Hostile input to every decoder (`decode_to_engine` / `decode_to_envoy` at
-//! v1..v4): random bytes, mutated and truncated golden vectors, lying length
+//! v1..v5): random bytes, mutated and truncated golden vectors, lying length
 //! prefixes, bad tags, non-canonical numbers, trailing bytes, oversized frames
 //! and tiny allocation budgets. Each must give `Ok` or a `ProtocolDecodeError`
 //! naming the version and where it failed — never a panic — and a decode must
@@ -140,7 +140,7 @@ proptest! {
 
     /// A valid tag first, so the random tail reaches the member decoders.
     #[test]
-    fn random_bodies(tag in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..300)) {
+    fn random_bodies(tag in 0u8..22, body in proptest::collection::vec(any::<u8>(), 0..300)) {
         let mut bytes = vec![tag];
         bytes.extend(body);
         for v in VERSIONS {
@@ -372,7 +372,7 @@ fn counts_within_the_input_but_past_the_budget_fail_before_allocating() {
 fn bad_bool_and_optional_tags() {
     // KvList { query: All, reverse: 2 } (v2+).
     let bytes = cat(&[&kv_request_head(), &[8, 0, 2, 0]]);
-    for v in 2..=4 {
+    for v in 2..=5 {
         assert_error(
             engine_error(&bytes, v, &common::limits()),
             17,
@@ -423,7 +423,7 @@ fn unknown_union_tag_deep_inside_names_the_path() {
         DecodeErrorKind::UnknownUnionTag { ty: "Value", tag: 9 },
     );
     // Every version's first unknown top-level tag.
-    for (v, engine_tag, envoy_tag) in [(1u16, 7u8, 6u8), (2, 7, 6), (3, 7, 6), (4, 10, 8)] {
+    for (v, engine_tag, envoy_tag) in [(1u16, 7u8, 6u8), (2, 7, 6), (3, 7, 6), (4, 10, 8), (5, 20, 19)] {
         assert_error(
             engine_error(&[engine_tag], v, &common::limits()),
             0,
@@ -450,7 +450,7 @@ fn unknown_enum_value_names_the_path() {
     let mut bytes = encode_to_envoy(&msg, 3).unwrap();
     let last = bytes.len() - 1;
     bytes[last] = 7;
-    for v in 3..=4 {
+    for v in 3..=5 {
         let (_, _, source) = malformed(decode_to_envoy(&bytes, v, &common::limits()).unwrap_err());
         assert_error(
             source,
@@ -571,5 +571,91 @@ fn null_heavy_frames_hit_the_budget_before_the_frame_limit() {
     println!(
         "a {frame}-byte frame limit admits at most {fits} NULL values ({} B on the wire) with Value = {per_value} B",
         ok.len() + 8
+    );
+}
+
+// ---------------------------------------------------------------- v5 members
+
+fn envoy_error(bytes: &[u8], v: u16) -> DecodeError {
+    let (version, message, source) = malformed(decode_to_envoy(bytes, v, &common::limits()).unwrap_err());
+    assert_eq!((version, message), (v, "ToEnvoy"));
+    source
+}
+
+#[test]
+fn v5_members_name_their_paths() {
+    // A batch whose second statement's first parameter has tag 9.
+    let batch = ToEngine::SqliteBatch(ToEngineSqliteBatch {
+        request_id: 1,
+        request: SqliteBatchRequest {
+            actor_id: "a".into(),
+            generation: 1,
+            mode: SqliteTransactionMode::Write,
+            statements: vec![
+                SqliteStatement { sql: "SELECT 1".into(), params: None },
+                SqliteStatement { sql: "SELECT ?".into(), params: Some(vec![Value::Null]) },
+            ],
+            request_key: None,
+        },
+    });
+    let mut bytes = encode_to_engine(&batch, 5).unwrap();
+    let at = bytes.len() - 2; // the Value tag, before the absent request key
+    bytes[at] = 9;
+    assert_error(
+        engine_error(&bytes, 5, &common::limits()),
+        at,
+        "ToEngineSqliteBatch.request.statements[1].params[0]",
+        DecodeErrorKind::UnknownUnionTag { ty: "Value", tag: 9 },
+    );
+    // The mode enum past its last value (DEFERRED is 2).
+    let mut bytes = encode_to_engine(&batch, 5).unwrap();
+    let mode_at = 1 + 4 + 2 + 8;
+    assert_eq!(bytes[mode_at], 1);
+    bytes[mode_at] = 3;
+    assert_error(
+        engine_error(&bytes, 5, &common::limits()),
+        mode_at,
+        "ToEngineSqliteBatch.request.mode",
+        DecodeErrorKind::UnknownEnumValue { ty: "SqliteTransactionMode", value: 3 },
+    );
+    // ExecuteV5.writer = 2.
+    let exec = ToEngine::SqliteExecuteV5(ToEngineSqliteExecuteV5 {
+        request_id: 1,
+        request: SqliteExecuteRequestV5 {
+            actor_id: "a".into(),
+            generation: 1,
+            statement: SqliteStatement { sql: String::new(), params: None },
+            writer: true,
+            request_key: None,
+        },
+    });
+    let mut bytes = encode_to_engine(&exec, 5).unwrap();
+    let writer_at = bytes.len() - 2;
+    assert_eq!(bytes[writer_at], 1);
+    bytes[writer_at] = 2;
+    assert_error(
+        engine_error(&bytes, 5, &common::limits()),
+        writer_at,
+        "ToEngineSqliteExecuteV5.request.writer",
+        DecodeErrorKind::InvalidBool(2),
+    );
+    // A stream chunk promising 2^40 rows with 3 bytes left: no allocation.
+    let head = cat(&[&uint(17), &1u32.to_le_bytes(), &0u32.to_le_bytes(), &[0]]);
+    let bytes = cat(&[&head, &uint(1 << 40), &[0, 0, 0]]);
+    let (source, allocated) = allocated_by(|| envoy_error(&bytes, 5));
+    assert!(allocated < 1024, "allocated {allocated} for a lie");
+    assert_error(
+        source,
+        head.len(),
+        "ToEnvoySqliteStreamChunk.rows",
+        DecodeErrorKind::LengthExceedsInput { len: 1 << 40, remaining: 3 },
+    );
+    // A stream failure whose failure tag is unknown (SqliteFailure has 2 members).
+    let bytes = cat(&[&uint(18), &1u32.to_le_bytes(), &0u32.to_le_bytes(), &[2]]);
+    assert_error(
+        envoy_error(&bytes, 5),
+        9,
+        "ToEnvoySqliteStreamFailed.failure",
+        DecodeErrorKind::UnknownUnionTag { ty: "SqliteFailure", tag: 2 },
     );
 }

@@ -88,6 +88,13 @@ pub fn feature_name(f: Feature) -> &'static str {
         Feature::KvList => "KvList",
         Feature::ActorIntents => "ActorIntents",
         Feature::RemoteSqlite => "RemoteSqlite",
+        // v5 features: defined by the protocol crate; this client speaks at
+        // most v4, so it never uses them, but a gate error may still name them.
+        Feature::RequestKeys => "RequestKeys",
+        Feature::AtomicBatch => "AtomicBatch",
+        Feature::Transactions => "Transactions",
+        Feature::ResultStreams => "ResultStreams",
+        Feature::LimitErrors => "LimitErrors",
     }
 }
 

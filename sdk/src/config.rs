@@ -76,7 +76,9 @@ impl Default for ClientConfig {
             host_version: 1,
             metadata: BTreeMap::new(),
             min_protocol_version: envoy_protocol::MIN_PROTOCOL_VERSION,
-            max_protocol_version: envoy_protocol::PROTOCOL_VERSION,
+            // The newest version this SDK implements (not the newest the
+            // protocol crate defines).
+            max_protocol_version: envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION,
             initial_connect_timeout_ms: DEFAULT_INITIAL_CONNECT_TIMEOUT_MS,
             connect_timeout_ms: d::DEFAULT_CONNECT_TIMEOUT_MS,
             handshake_timeout_ms: d::DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -106,12 +108,12 @@ impl ClientConfig {
         }
         if self.min_protocol_version > self.max_protocol_version
             || self.min_protocol_version < envoy_protocol::MIN_PROTOCOL_VERSION
-            || self.max_protocol_version > envoy_protocol::PROTOCOL_VERSION
+            || self.max_protocol_version > envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
         {
             return Err(Error::Config(format!(
                 "protocol versions must satisfy {} <= min <= max <= {}",
                 envoy_protocol::MIN_PROTOCOL_VERSION,
-                envoy_protocol::PROTOCOL_VERSION
+                envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
             )));
         }
         let scheme_ok = ["ws://", "wss://", "http://", "https://"].iter().any(|s| self.endpoint.starts_with(s));
@@ -184,5 +186,14 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = ClientConfig { min_protocol_version: 4, max_protocol_version: 3, ..Default::default() };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_sdk_offers_only_what_it_implements() {
+        // The protocol crate defines v5; the SDK implements v4 and never offers more.
+        assert_eq!(ClientConfig::default().max_protocol_version, envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION);
+        assert!(envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION < envoy_protocol::PROTOCOL_VERSION);
+        let v5 = ClientConfig { max_protocol_version: envoy_protocol::PROTOCOL_VERSION, ..Default::default() };
+        assert!(matches!(v5.validate(), Err(Error::Config(_))));
     }
 }

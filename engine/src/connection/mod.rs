@@ -442,6 +442,22 @@ impl Conn {
             }
             ToEngine::SqliteExecute(r) => self.execute(r.request_id, r.request, false, frame_len),
             ToEngine::SqliteExecuteWrite(r) => self.execute(r.request_id, r.request, true, frame_len),
+            // v5 members. The engine accepts at most IMPLEMENTED_PROTOCOL_VERSION
+            // (v4) in the upgrade, and a frame decoded at v4 or below never holds
+            // them; one here means the peer speaks something this engine does not
+            // implement yet: a protocol error (the connection closes with 1002).
+            m @ (ToEngine::SqliteExecV5(_)
+            | ToEngine::SqliteExecuteV5(_)
+            | ToEngine::SqliteBatch(_)
+            | ToEngine::SqliteBegin(_)
+            | ToEngine::SqliteTransactionExecute(_)
+            | ToEngine::SqliteCommit(_)
+            | ToEngine::SqliteRollback(_)
+            | ToEngine::SqliteStreamOpen(_)
+            | ToEngine::SqliteStreamCredit(_)
+            | ToEngine::SqliteStreamCancel(_)) => {
+                return Err(format!("{} is not supported by this engine (envoy protocol v5)", m.member_name()));
+            }
         }
         Ok(())
     }

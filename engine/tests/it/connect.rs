@@ -164,3 +164,28 @@ async fn random_and_mutated_frames_never_break_the_engine() {
     assert_eq!(status, 200);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_v5_offer_is_answered_with_the_implemented_version() {
+    // The protocol crate defines v5; the engine implements v4, refuses to be
+    // configured above it, and answers a client offering v5..v1 with v4.
+    let dir = temp_dir();
+    let mut over = test_config(dir.path());
+    over.max_protocol_version = PROTOCOL_VERSION;
+    assert!(over.validate().is_err());
+    assert_eq!(envoy_engine::config::DEFAULT_MAX_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION);
+    let engine = start_with(test_config(dir.path())).await;
+    let mut offer = ConnectOpts::new("ns", "v5-client");
+    offer.max_version = PROTOCOL_VERSION;
+    let c = RawClient::connect(engine.local_addr(), offer).await;
+    assert_eq!(c.version, IMPLEMENTED_PROTOCOL_VERSION);
+    // A client offering only v5 finds no common version.
+    match upgrade(engine.local_addr(), &ConnectOpts::new("ns", "v5-only").version(PROTOCOL_VERSION)).await {
+        Upgrade::Http(status, headers) => {
+            assert_eq!(status, close::NO_COMMON_VERSION_STATUS);
+            assert_eq!(headers.get(close::VERSIONS_HEADER).map(String::as_str), Some("1-4"));
+        }
+        Upgrade::Ok(..) => panic!("a v5-only offer was accepted by a v4 engine"),
+    }
+    engine.shutdown().await;
+}

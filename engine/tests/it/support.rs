@@ -95,7 +95,7 @@ impl ConnectOpts {
             envoy_key: envoy_key.into(),
             pool: "default".into(),
             min_version: 1,
-            max_version: PROTOCOL_VERSION,
+            max_version: IMPLEMENTED_PROTOCOL_VERSION,
             token: None,
             last_command_index: None,
         }
@@ -222,6 +222,18 @@ impl RawClient {
             ToEnvoy::GetOrCreateActorResponse(ref r) => self.store(r.request_id, m.clone()),
             ToEnvoy::SqliteExecResponse(ref r) => self.store(r.request_id, m.clone()),
             ToEnvoy::SqliteExecuteResponse(ref r) => self.store(r.request_id, m.clone()),
+            // The engine implements at most v4; a v5 member is a bug in it.
+            ToEnvoy::InitV5(_)
+            | ToEnvoy::SqliteExecResponseV5(_)
+            | ToEnvoy::SqliteExecuteResponseV5(_)
+            | ToEnvoy::SqliteBatchResponse(_)
+            | ToEnvoy::SqliteBeginResponse(_)
+            | ToEnvoy::SqliteTransactionExecuteResponse(_)
+            | ToEnvoy::SqliteCommitResponse(_)
+            | ToEnvoy::SqliteRollbackResponse(_)
+            | ToEnvoy::SqliteTransactionEnded(_)
+            | ToEnvoy::SqliteStreamChunk(_)
+            | ToEnvoy::SqliteStreamFailed(_) => panic!("a v5 message ({}) from an engine that speaks v4", m.member_name()),
         }
     }
 
@@ -496,7 +508,7 @@ pub async fn raw_ws_upgrade(addr: SocketAddr, namespace: &str, envoy_key: &str) 
          Host: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Protocol: {}\r\n\r\n",
-        negotiation::version_subprotocol(PROTOCOL_VERSION)
+        negotiation::version_subprotocol(IMPLEMENTED_PROTOCOL_VERSION)
     );
     s.write_all(req.as_bytes()).await.unwrap();
     // Read the response head byte by byte so no frame byte is consumed.
@@ -546,7 +558,7 @@ pub fn hello_frame(envoy_key: &str) -> Vec<u8> {
         metadata: Default::default(),
         last_command_index: None,
     });
-    client_frame(0x82, &encode_to_engine(&hello, PROTOCOL_VERSION).unwrap(), Some([7, 1, 3, 9]))
+    client_frame(0x82, &encode_to_engine(&hello, IMPLEMENTED_PROTOCOL_VERSION).unwrap(), Some([7, 1, 3, 9]))
 }
 
 /// Reads one server frame: (opcode, payload); None once the socket ends.

@@ -1,29 +1,36 @@
 //! Encoding and decoding at any protocol version.
 //!
-//! Every message travels through the chain v1 ↔ v2 ↔ v3 ↔ v4. Upgrades never
+//! Every message travels through the chain v1 ↔ v2 ↔ v3 ↔ v4 ↔ v5. Upgrades never
 //! fail: every older message has a newer form. Downgrades fail with a
 //! [`ProtocolCompatibilityError`] where the target version cannot carry the
-//! message; fields that only inform (a stop reason, advertised limits) are
+//! message; fields that only inform (a stop reason, advertised limits, a
+//! KV error's limit detail) are
 //! dropped instead. Every match over a message enum is exhaustive, so a new
 //! variant forces a decision here at every gate.
 
 mod v1_v2;
 mod v2_v3;
 mod v3_v4;
+mod v4_v5;
 
 use crate::bare::{self, DecodeError, Encode};
-use crate::{v1, v2, v3, v4};
+use crate::{v1, v2, v3, v4, v5};
 use std::fmt;
 
-/// The newest protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// The newest protocol version this crate speaks (encodes, decodes, converts).
+pub const PROTOCOL_VERSION: u16 = 5;
+/// The newest protocol version the engine and the SDK of this workspace
+/// implement. They offer and accept at most this version (their defaults, and
+/// the bound their configuration is checked against), so a version this crate
+/// already defines is not negotiated before its behaviour exists.
+pub const IMPLEMENTED_PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this crate speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// Generated `From` conversions for types identical between adjacent versions.
 #[allow(clippy::all)]
 mod generated {
-    use crate::{v1, v2, v3, v4};
+    use crate::{v1, v2, v3, v4, v5};
     include!(concat!(env!("OUT_DIR"), "/conversions.rs"));
 }
 
@@ -58,6 +65,20 @@ pub enum Feature {
     ActorIntents,
     /// Remote SQLite execution: Exec, Execute, ExecuteWrite (v4).
     RemoteSqlite,
+    /// Exec and Execute with an exactly-once request key and a cost in the
+    /// answer; the REQUEST_KEY_* error codes (v5).
+    RequestKeys,
+    /// Atomic batches of statements (v5).
+    AtomicBatch,
+    /// Interactive transactions with a lease: begin, statements, commit,
+    /// rollback, the end notice; the TRANSACTION_* error codes (v5).
+    Transactions,
+    /// Streamed query results with credit and cancel; the STREAM_EXPIRED and
+    /// CANCELLED error codes (v5).
+    ResultStreams,
+    /// The limit kinds added in v5, and LIMIT_EXCEEDED / OVERLOADED for
+    /// get-or-create (v5).
+    LimitErrors,
 }
 
 impl Feature {
@@ -67,6 +88,11 @@ impl Feature {
             Feature::KvBatch | Feature::KvDeleteRange | Feature::KvList => 2,
             Feature::ActorIntents => 3,
             Feature::RemoteSqlite => 4,
+            Feature::RequestKeys
+            | Feature::AtomicBatch
+            | Feature::Transactions
+            | Feature::ResultStreams
+            | Feature::LimitErrors => 5,
         }
     }
 }
@@ -79,6 +105,11 @@ impl fmt::Display for Feature {
             Feature::KvList => "KV list with query, limit and direction",
             Feature::ActorIntents => "actor intents",
             Feature::RemoteSqlite => "remote SQLite execution",
+            Feature::RequestKeys => "SQL request keys and cost",
+            Feature::AtomicBatch => "atomic SQL batches",
+            Feature::Transactions => "interactive SQL transactions",
+            Feature::ResultStreams => "streamed SQL results",
+            Feature::LimitErrors => "typed limit and overload errors",
         })
     }
 }
@@ -159,56 +190,83 @@ fn decode_at<T: bare::Decode>(
         .map_err(|source| ProtocolDecodeError::Malformed { version, message, source })
 }
 
-/// Encodes an envoy → engine message for a peer speaking `version`.
-pub fn encode_to_engine(msg: &v4::ToEngine, version: u16) -> Result<Vec<u8>, EncodeError> {
+fn check_version<E>(version: u16, unsupported: fn(u16) -> E) -> Result<(), E> {
+    if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        Ok(())
+    } else {
+        Err(unsupported(version))
+    }
+}
+
+/// Encodes an envoy → engine message for a peer speaking `version`: down the
+/// chain one version at a time, stopping at `version`.
+pub fn encode_to_engine(msg: &v5::ToEngine, version: u16) -> Result<Vec<u8>, EncodeError> {
     let t = version;
-    Ok(match version {
-        4 => msg.to_bytes(),
-        3 => v3_v4::to_engine_down(msg.clone(), t)?.to_bytes(),
-        2 => v2_v3::to_engine_down(v3_v4::to_engine_down(msg.clone(), t)?, t)?.to_bytes(),
-        1 => v1_v2::to_engine_down(v2_v3::to_engine_down(v3_v4::to_engine_down(msg.clone(), t)?, t)?, t)?
-            .to_bytes(),
-        other => return Err(EncodeError::UnsupportedVersion(other)),
-    })
+    check_version(version, EncodeError::UnsupportedVersion)?;
+    if t == 5 {
+        return Ok(msg.to_bytes());
+    }
+    let m4 = v4_v5::to_engine_down(msg.clone(), t)?;
+    if t == 4 {
+        return Ok(m4.to_bytes());
+    }
+    let m3 = v3_v4::to_engine_down(m4, t)?;
+    if t == 3 {
+        return Ok(m3.to_bytes());
+    }
+    let m2 = v2_v3::to_engine_down(m3, t)?;
+    if t == 2 {
+        return Ok(m2.to_bytes());
+    }
+    Ok(v1_v2::to_engine_down(m2, t)?.to_bytes())
 }
 
 /// Encodes an engine → envoy message for a peer speaking `version`.
-pub fn encode_to_envoy(msg: &v4::ToEnvoy, version: u16) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_to_envoy(msg: &v5::ToEnvoy, version: u16) -> Result<Vec<u8>, EncodeError> {
     let t = version;
-    Ok(match version {
-        4 => msg.to_bytes(),
-        3 => v3_v4::to_envoy_down(msg.clone(), t)?.to_bytes(),
-        2 => v2_v3::to_envoy_down(v3_v4::to_envoy_down(msg.clone(), t)?, t)?.to_bytes(),
-        1 => v1_v2::to_envoy_down(v2_v3::to_envoy_down(v3_v4::to_envoy_down(msg.clone(), t)?, t)?, t)?
-            .to_bytes(),
-        other => return Err(EncodeError::UnsupportedVersion(other)),
-    })
+    check_version(version, EncodeError::UnsupportedVersion)?;
+    if t == 5 {
+        return Ok(msg.to_bytes());
+    }
+    let m4 = v4_v5::to_envoy_down(msg.clone(), t)?;
+    if t == 4 {
+        return Ok(m4.to_bytes());
+    }
+    let m3 = v3_v4::to_envoy_down(m4, t)?;
+    if t == 3 {
+        return Ok(m3.to_bytes());
+    }
+    let m2 = v2_v3::to_envoy_down(m3, t)?;
+    if t == 2 {
+        return Ok(m2.to_bytes());
+    }
+    Ok(v1_v2::to_envoy_down(m2, t)?.to_bytes())
 }
 
 /// Decodes an envoy → engine frame sent at `version`, upgraded to the latest types.
-pub fn decode_to_engine(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Result<v4::ToEngine, ProtocolDecodeError> {
+pub fn decode_to_engine(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Result<v5::ToEngine, ProtocolDecodeError> {
     const M: &str = "ToEngine";
-    Ok(match version {
-        4 => decode_at::<v4::ToEngine>(bytes, 4, M, limits)?,
-        3 => v3_v4::to_engine_up(decode_at::<v3::ToEngine>(bytes, 3, M, limits)?),
-        2 => v3_v4::to_engine_up(v2_v3::to_engine_up(decode_at::<v2::ToEngine>(bytes, 2, M, limits)?)),
-        1 => v3_v4::to_engine_up(v2_v3::to_engine_up(v1_v2::to_engine_up(decode_at::<v1::ToEngine>(
-            bytes, 1, M, limits,
-        )?))),
+    let m2 = match version {
+        5 => return decode_at::<v5::ToEngine>(bytes, 5, M, limits),
+        4 => return Ok(v4_v5::to_engine_up(decode_at::<v4::ToEngine>(bytes, 4, M, limits)?)),
+        3 => return Ok(v4_v5::to_engine_up(v3_v4::to_engine_up(decode_at::<v3::ToEngine>(bytes, 3, M, limits)?))),
+        2 => decode_at::<v2::ToEngine>(bytes, 2, M, limits)?,
+        1 => v1_v2::to_engine_up(decode_at::<v1::ToEngine>(bytes, 1, M, limits)?),
         other => return Err(ProtocolDecodeError::UnsupportedVersion(other)),
-    })
+    };
+    Ok(v4_v5::to_engine_up(v3_v4::to_engine_up(v2_v3::to_engine_up(m2))))
 }
 
 /// Decodes an engine → envoy frame sent at `version`, upgraded to the latest types.
-pub fn decode_to_envoy(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Result<v4::ToEnvoy, ProtocolDecodeError> {
+pub fn decode_to_envoy(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Result<v5::ToEnvoy, ProtocolDecodeError> {
     const M: &str = "ToEnvoy";
-    Ok(match version {
-        4 => decode_at::<v4::ToEnvoy>(bytes, 4, M, limits)?,
-        3 => v3_v4::to_envoy_up(decode_at::<v3::ToEnvoy>(bytes, 3, M, limits)?),
-        2 => v3_v4::to_envoy_up(v2_v3::to_envoy_up(decode_at::<v2::ToEnvoy>(bytes, 2, M, limits)?)),
-        1 => v3_v4::to_envoy_up(v2_v3::to_envoy_up(v1_v2::to_envoy_up(decode_at::<v1::ToEnvoy>(
-            bytes, 1, M, limits,
-        )?))),
+    let m2 = match version {
+        5 => return decode_at::<v5::ToEnvoy>(bytes, 5, M, limits),
+        4 => return Ok(v4_v5::to_envoy_up(decode_at::<v4::ToEnvoy>(bytes, 4, M, limits)?)),
+        3 => return Ok(v4_v5::to_envoy_up(v3_v4::to_envoy_up(decode_at::<v3::ToEnvoy>(bytes, 3, M, limits)?))),
+        2 => decode_at::<v2::ToEnvoy>(bytes, 2, M, limits)?,
+        1 => v1_v2::to_envoy_up(decode_at::<v1::ToEnvoy>(bytes, 1, M, limits)?),
         other => return Err(ProtocolDecodeError::UnsupportedVersion(other)),
-    })
+    };
+    Ok(v4_v5::to_envoy_up(v3_v4::to_envoy_up(v2_v3::to_envoy_up(m2))))
 }

@@ -9,7 +9,7 @@ use envoy_protocol::*;
 use std::path::PathBuf;
 
 /// Every protocol version this crate speaks.
-pub const VERSIONS: [u16; 4] = [1, 2, 3, 4];
+pub const VERSIONS: [u16; 5] = [1, 2, 3, 4, 5];
 
 /// The two top-level message types, as named in the schemas and vector folders.
 pub const TOP_LEVEL: [&str; 2] = ["ToEngine", "ToEnvoy"];

@@ -417,6 +417,25 @@ impl Core {
             | ToEnvoy::GetOrCreateActorResponse(_)
             | ToEnvoy::SqliteExecResponse(_)
             | ToEnvoy::SqliteExecuteResponse(_) => self.on_response(msg, now),
+            // v5 members. The SDK offers at most IMPLEMENTED_PROTOCOL_VERSION
+            // (v4), and a frame decoded at v4 or below never holds them; if one
+            // shows up anyway the connection speaks something we do not, which
+            // is a protocol error.
+            ToEnvoy::InitV5(_)
+            | ToEnvoy::SqliteExecResponseV5(_)
+            | ToEnvoy::SqliteExecuteResponseV5(_)
+            | ToEnvoy::SqliteBatchResponse(_)
+            | ToEnvoy::SqliteBeginResponse(_)
+            | ToEnvoy::SqliteTransactionExecuteResponse(_)
+            | ToEnvoy::SqliteCommitResponse(_)
+            | ToEnvoy::SqliteRollbackResponse(_)
+            | ToEnvoy::SqliteTransactionEnded(_)
+            | ToEnvoy::SqliteStreamChunk(_)
+            | ToEnvoy::SqliteStreamFailed(_) => {
+                let what = msg.member_name();
+                tracing::warn!(member = what, version, "v5 message on a connection the SDK speaks below v5");
+                self.drop_socket(close::PROTOCOL_ERROR, format!("{what} is not supported at envoy protocol v{version}"), now);
+            }
         }
     }
 

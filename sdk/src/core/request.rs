@@ -158,6 +158,21 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
         T::Init(_) | T::Commands(_) | T::AckEvents(_) | T::Ping(_) => {
             Err(Error::Protocol("not a response message".into()))
         }
+        // v5 members: never decoded on a connection the SDK negotiates (at
+        // most v4, see IMPLEMENTED_PROTOCOL_VERSION); not supported yet.
+        T::InitV5(_)
+        | T::SqliteExecResponseV5(_)
+        | T::SqliteExecuteResponseV5(_)
+        | T::SqliteBatchResponse(_)
+        | T::SqliteBeginResponse(_)
+        | T::SqliteTransactionExecuteResponse(_)
+        | T::SqliteCommitResponse(_)
+        | T::SqliteRollbackResponse(_)
+        | T::SqliteTransactionEnded(_)
+        | T::SqliteStreamChunk(_)
+        | T::SqliteStreamFailed(_) => {
+            Err(Error::Protocol(format!("{} is not supported by this client (envoy protocol v5)", msg.member_name())))
+        }
     }
 }
 
@@ -171,6 +186,9 @@ fn map_kv(data: p::KvResponseData) -> Result<Response, Error> {
         D::KvPutResponse | D::KvDeleteResponse | D::KvPutBatchResponse | D::KvDeleteBatchResponse | D::KvDeleteRangeResponse => {
             Ok(Response::KvDone)
         }
+        // v5 only (at v4 the engine's downgrade turns it into a
+        // KvErrorResponse); the SDK speaks at most v4, so this is a protocol error.
+        D::KvLimitExceeded(_) => Err(Error::Protocol("KvLimitExceeded is not supported by this client (envoy protocol v5)".into())),
     }
 }
 
@@ -211,7 +229,18 @@ fn map_sql_error(e: p::SqliteError) -> Error {
         | SqliteErrorCode::Forbidden
         | SqliteErrorCode::Timeout
         | SqliteErrorCode::Interrupted
-        | SqliteErrorCode::Internal => Error::Sql {
+        | SqliteErrorCode::Internal
+        // v5 codes: a v4 frame cannot carry them (the encoder gates them), so
+        // they never arrive on a connection the SDK negotiates; passed through
+        // as they are if they ever do.
+        | SqliteErrorCode::RequestKeyExpired
+        | SqliteErrorCode::RequestKeyConflict
+        | SqliteErrorCode::TransactionNotFound
+        | SqliteErrorCode::TransactionExpired
+        | SqliteErrorCode::TransactionBusy
+        | SqliteErrorCode::TransactionAborted
+        | SqliteErrorCode::StreamExpired
+        | SqliteErrorCode::Cancelled => Error::Sql {
             code: e.code,
             extended_code: e.extended_code,
             message: e.message,
@@ -230,6 +259,18 @@ pub fn response_id(msg: &p::ToEnvoy) -> Option<RequestId> {
         T::SqliteExecResponse(r) => Some(r.request_id),
         T::SqliteExecuteResponse(r) => Some(r.request_id),
         T::Init(_) | T::Commands(_) | T::AckEvents(_) | T::Ping(_) => None,
+        // v5 members: not answers to anything the SDK sends (it speaks at most v4).
+        T::InitV5(_)
+        | T::SqliteExecResponseV5(_)
+        | T::SqliteExecuteResponseV5(_)
+        | T::SqliteBatchResponse(_)
+        | T::SqliteBeginResponse(_)
+        | T::SqliteTransactionExecuteResponse(_)
+        | T::SqliteCommitResponse(_)
+        | T::SqliteRollbackResponse(_)
+        | T::SqliteTransactionEnded(_)
+        | T::SqliteStreamChunk(_)
+        | T::SqliteStreamFailed(_) => None,
     }
 }
 

@@ -114,6 +114,17 @@ impl FakeEngine {
             p::ToEngine::GetOrCreateActor(r) => {
                 *self.seen.entry(r.request_id).or_default() += 1;
             }
+            // v5 members: the SDK speaks at most v4 and never sends them.
+            p::ToEngine::SqliteExecV5(_)
+            | p::ToEngine::SqliteExecuteV5(_)
+            | p::ToEngine::SqliteBatch(_)
+            | p::ToEngine::SqliteBegin(_)
+            | p::ToEngine::SqliteTransactionExecute(_)
+            | p::ToEngine::SqliteCommit(_)
+            | p::ToEngine::SqliteRollback(_)
+            | p::ToEngine::SqliteStreamOpen(_)
+            | p::ToEngine::SqliteStreamCredit(_)
+            | p::ToEngine::SqliteStreamCancel(_) => panic!("the SDK sent a v5 message: {}", msg.member_name()),
         }
     }
 
