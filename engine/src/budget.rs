@@ -304,7 +304,16 @@ pub fn small_size(msg: &envoy_protocol::ToEnvoy) -> usize {
             ToEnvoy::AckEvents(_) | ToEnvoy::Ping(_) => 0,
             ToEnvoy::KvResponse(r) => match &r.data {
                 KvResponseData::KvErrorResponse(e) => e.message.len(),
-                _ => 0,
+                KvResponseData::KvLimitExceeded(e) => e.message.len(),
+                // Data-carrying answers are charged while they are built (ResultCharge).
+                KvResponseData::KvGetResponse(_)
+                | KvResponseData::KvPutResponse
+                | KvResponseData::KvDeleteResponse
+                | KvResponseData::KvListResponse(_)
+                | KvResponseData::KvGetBatchResponse(_)
+                | KvResponseData::KvPutBatchResponse
+                | KvResponseData::KvDeleteBatchResponse
+                | KvResponseData::KvDeleteRangeResponse => 0,
             },
             ToEnvoy::GetOrCreateActorResponse(r) => match &r.result {
                 GetOrCreateActorResult::GetOrCreateActorOk(ok) => ok.actor_id.len(),
@@ -339,10 +348,42 @@ pub fn small_size(msg: &envoy_protocol::ToEnvoy) -> usize {
 pub fn carries_result(msg: &envoy_protocol::ToEnvoy) -> bool {
     use envoy_protocol::{KvResponseData, SqliteExecResult, SqliteExecuteResult, ToEnvoy};
     match msg {
-        ToEnvoy::KvResponse(r) => !matches!(r.data, KvResponseData::KvErrorResponse(_)),
-        ToEnvoy::SqliteExecResponse(r) => matches!(r.result, SqliteExecResult::QueryResult(_)),
-        ToEnvoy::SqliteExecuteResponse(r) => matches!(r.result, SqliteExecuteResult::ExecuteResult(_)),
-        _ => false,
+        ToEnvoy::KvResponse(r) => match r.data {
+            KvResponseData::KvErrorResponse(_) | KvResponseData::KvLimitExceeded(_) => false,
+            KvResponseData::KvGetResponse(_)
+            | KvResponseData::KvPutResponse
+            | KvResponseData::KvDeleteResponse
+            | KvResponseData::KvListResponse(_)
+            | KvResponseData::KvGetBatchResponse(_)
+            | KvResponseData::KvPutBatchResponse
+            | KvResponseData::KvDeleteBatchResponse
+            | KvResponseData::KvDeleteRangeResponse => true,
+        },
+        ToEnvoy::SqliteExecResponse(r) => match r.result {
+            SqliteExecResult::QueryResult(_) => true,
+            SqliteExecResult::SqliteError(_) | SqliteExecResult::SqliteFenceMismatch(_) => false,
+        },
+        ToEnvoy::SqliteExecuteResponse(r) => match r.result {
+            SqliteExecuteResult::ExecuteResult(_) => true,
+            SqliteExecuteResult::SqliteError(_) | SqliteExecuteResult::SqliteFenceMismatch(_) => false,
+        },
+        // Nothing else carries a result built under a charge (v5 answers are not built by this engine yet).
+        ToEnvoy::Init(_)
+        | ToEnvoy::Commands(_)
+        | ToEnvoy::AckEvents(_)
+        | ToEnvoy::Ping(_)
+        | ToEnvoy::GetOrCreateActorResponse(_)
+        | ToEnvoy::InitV5(_)
+        | ToEnvoy::SqliteExecResponseV5(_)
+        | ToEnvoy::SqliteExecuteResponseV5(_)
+        | ToEnvoy::SqliteBatchResponse(_)
+        | ToEnvoy::SqliteBeginResponse(_)
+        | ToEnvoy::SqliteTransactionExecuteResponse(_)
+        | ToEnvoy::SqliteCommitResponse(_)
+        | ToEnvoy::SqliteRollbackResponse(_)
+        | ToEnvoy::SqliteTransactionEnded(_)
+        | ToEnvoy::SqliteStreamChunk(_)
+        | ToEnvoy::SqliteStreamFailed(_) => false,
     }
 }
 

@@ -42,7 +42,7 @@ impl Wire {
     pub async fn connect(addr: SocketAddr, namespace: &str, envoy_key: &str) -> anyhow::Result<Wire> {
         let url = format!("ws://{addr}/envoys/connect?namespace={namespace}&envoy_key={envoy_key}&pool_name=default&version=1");
         let mut request = url.into_client_request()?;
-        let offer = client_offer(PROTOCOL_VERSION, PROTOCOL_VERSION, None).join(", ");
+        let offer = client_offer(IMPLEMENTED_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None).join(", ");
         request.headers_mut().insert("sec-websocket-protocol", offer.parse()?);
         let (mut ws, response) = tokio_tungstenite::connect_async(request).await?;
         let chosen = response

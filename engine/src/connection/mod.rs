@@ -401,9 +401,19 @@ impl Conn {
                 let data = r.data;
                 let checked = self
                     .admit(&r.actor_id, r.generation, frame_len, || {
-                        crate::kv::check_limits(&data, &state.config.limits).map_err(|(code, m)| match code {
-                            envoy_protocol::KvErrorCode::LimitExceeded => Rejection::KvLimit(m),
-                            _ => Rejection::Invalid(m),
+                        crate::kv::check_limits(&data, &state.config.limits).map_err(|(code, m)| {
+                            use envoy_protocol::KvErrorCode as C;
+                            match code {
+                                C::LimitExceeded => Rejection::KvLimit(m),
+                                C::InvalidRequest
+                                | C::Unknown
+                                | C::ActorNotFound
+                                | C::ActorNotPlaced
+                                | C::FenceMismatch
+                                | C::ActorStopping
+                                | C::Overloaded
+                                | C::Internal => Rejection::Invalid(m),
+                            }
                         })
                     })
                     .map(|admitted| (admitted, data));
