@@ -34,6 +34,9 @@ pub struct DrainReport {
     pub interrupted: u64,
     /// Whether in-flight work reached zero before the threshold.
     pub drained_in_time: bool,
+    /// Requests that had not started when the stop began: answered ACTOR_STOPPING
+    /// at once (never run, safe to retry) instead of being run first.
+    pub turned_away: u64,
     /// False when the actor was not live (nothing to drain).
     pub was_running: bool,
 }
@@ -108,6 +111,7 @@ pub async fn drain(
                 duration_ms: 0,
                 interrupted: 0,
                 drained_in_time: true,
+                turned_away: 0,
                 was_running: false,
             });
         }
@@ -125,9 +129,14 @@ pub async fn drain(
             }
         }
     }
+    // Queued requests that have not started are turned away from here on; a stop
+    // takes as long as the work running, not the work queued.
+    let executor = state.executors.get(actor_id, generation);
+    if let Some(x) = &executor {
+        x.begin_drain();
+    }
     let threshold = state.config.actor_stop_threshold;
     let drained_in_time = state.inflight.wait_zero(actor_id, generation, threshold).await;
-    let executor = state.executors.get(actor_id, generation);
     if !drained_in_time {
         tracing::warn!(actor_id, generation, inflight = state.inflight.count(actor_id, generation),
             "stop threshold passed; interrupting in-flight work");
@@ -142,8 +151,10 @@ pub async fn drain(
         }
     }
     let mut interrupted = 0;
+    let mut turned_away = 0;
     if let Some(x) = state.executors.remove(actor_id, generation) {
         interrupted = x.interrupted_count() as u64;
+        turned_away = x.turned_away_count() as u64;
         // close() takes the connection locks, so it waits for any statement still on them.
         let closing = x.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
@@ -159,6 +170,7 @@ pub async fn drain(
         duration_ms: started.elapsed().as_millis() as u64,
         interrupted,
         drained_in_time,
+        turned_away,
         was_running: true,
     };
     tracing::info!(actor_id, generation, duration_ms = report.duration_ms, interrupted, "actor stopped");
@@ -180,6 +192,7 @@ async fn wait_for(mut rx: watch::Receiver<Option<DrainReport>>) -> DrainReport {
                 duration_ms: 0,
                 interrupted: 0,
                 drained_in_time: false,
+                turned_away: 0,
                 was_running: false,
             });
         }

@@ -103,6 +103,10 @@ pub struct Executor {
     closed: AtomicBool,
     /// Whether a transaction is open on the writer (reads then go to the writer).
     in_txn: AtomicBool,
+    /// Set when a drain of this generation begins: requests not started yet are turned away.
+    draining: AtomicBool,
+    /// Requests turned away by a drain (reported by it).
+    turned_away: AtomicUsize,
     /// Set by the writer's authorizer once the writer holds connection state of
     /// its own (TEMP objects, connection PRAGMAs): from then on every read of
     /// the actor runs on the writer, so no answer depends on which connection ran it.
@@ -222,6 +226,36 @@ impl Executor {
         self.closing.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire)
     }
 
+    /// Marks the start of a drain: requests of this generation that have not
+    /// started yet are answered ACTOR_STOPPING instead of running (they never
+    /// ran, so a client may retry them on the next placement); only what
+    /// already runs is waited for.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Requests answered ACTOR_STOPPING because a drain began before they started.
+    pub fn turned_away_count(&self) -> usize {
+        self.turned_away.load(Ordering::Acquire)
+    }
+
+    /// The answer to a request about to start, if it must not: INTERRUPTED once
+    /// the executor closes, ACTOR_STOPPING once a drain began.
+    fn refuse_start(&self) -> Option<SqliteError> {
+        if self.is_stopping() {
+            return Some(self.stopped_error());
+        }
+        if self.draining.load(Ordering::Acquire) {
+            self.turned_away.fetch_add(1, Ordering::AcqRel);
+            return Some(err(
+                SqliteErrorCode::ActorStopping,
+                "the actor is stopping; this request had not started and was not run (safe to retry)",
+                Some(false),
+            ));
+        }
+        None
+    }
+
     fn open_writer(&self) -> rusqlite::Result<SqlConn> {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
             rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CANTOPEN), Some(format!("creating actor dir: {e}")))
@@ -298,8 +332,8 @@ impl Executor {
 
     /// Runs one `Execute`/`ExecuteWrite` on `lane`, alone (not in a group).
     pub fn execute(&self, lane: Lane, sql: &str, route: &Route, params: &[Value], write_request: bool) -> ExecuteOutcome {
-        if self.is_stopping() {
-            return ExecuteOutcome::Done(Err(self.stopped_error()));
+        if let Some(e) = self.refuse_start() {
+            return ExecuteOutcome::Done(Err(e));
         }
         match lane {
             Lane::Writer => {
@@ -337,8 +371,8 @@ impl Executor {
 
     /// Runs an `Exec` (several statements) on the writer, alone; answers the last statement's rows.
     pub fn exec(&self, sql: &str) -> Result<QueryResult, SqliteError> {
-        if self.is_stopping() {
-            return Err(self.stopped_error());
+        if let Some(e) = self.refuse_start() {
+            return Err(e);
         }
         self.lock_writer()?.exec_alone(sql)
     }
@@ -511,14 +545,19 @@ impl Executor {
     /// Runs `f` on the actor's KV store (opened on first use). Err is the answer
     /// when the actor is stopping or the store cannot open.
     pub fn with_kv<T>(&self, f: impl FnOnce(&mut KvStore, &crate::config::Limits) -> T) -> Result<T, KvResponseData> {
-        if self.is_stopping() {
-            self.interrupted.fetch_add(1, Ordering::AcqRel);
+        if let Some(e) = self.refuse_start() {
             return Err(KvResponseData::KvErrorResponse(KvErrorResponse {
                 code: KvErrorCode::ActorStopping,
-                message: "the actor stopped before this request could run".into(),
+                message: e.message,
                 current_generation: None,
             }));
         }
+        self.with_kv_store(f)
+    }
+
+    /// Like [`Executor::with_kv`] without the start check: for finishing work
+    /// already begun (committing a KV group), which a stop must not skip.
+    pub fn with_kv_store<T>(&self, f: impl FnOnce(&mut KvStore, &crate::config::Limits) -> T) -> Result<T, KvResponseData> {
         let mut kv = self.kv.lock();
         if kv.is_none() {
             match KvStore::open(&self.dir.join("kv.sqlite"), self.settings.durability) {
@@ -596,8 +635,8 @@ impl ReadSession<'_> {
     /// Runs one read-candidate `Execute`; Bounce if it turns out to write.
     pub fn execute(&mut self, sql: &str, route: &Route, params: &[Value]) -> ExecuteOutcome {
         let x = self.x;
-        if x.is_stopping() {
-            return ExecuteOutcome::Done(Err(x.stopped_error()));
+        if let Some(e) = x.refuse_start() {
+            return ExecuteOutcome::Done(Err(e));
         }
         if self.sc.is_none() {
             match x.take_reader() {
@@ -656,10 +695,9 @@ impl WriterLock<'_> {
 
     /// Whether the executor is stopping (members not started yet are answered INTERRUPTED).
     pub fn stopping(&self) -> Result<(), SqliteError> {
-        if self.x.is_stopping() {
-            Err(self.x.stopped_error())
-        } else {
-            Ok(())
+        match self.x.refuse_start() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -1075,6 +1113,8 @@ impl Executors {
                     closing: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     in_txn: AtomicBool::new(false),
+                    draining: AtomicBool::new(false),
+                    turned_away: AtomicUsize::new(0),
                     writer_local: Arc::new(AtomicBool::new(false)),
                     interrupted: AtomicUsize::new(0),
                     in_use: RwLock::new(()),

@@ -167,7 +167,11 @@ impl Batch<'_> {
             None
         };
         let kv_failed = if std::mem::take(&mut self.kv_open) {
-            let r = x.with_kv(|kv, _| kv.commit_group()).ok().and_then(Result::err);
+            // Finishing begun work: no start check (a stop must not skip a commit).
+            let r = match x.with_kv_store(|kv, _| kv.commit_group()) {
+                Ok(r) => r.err(),
+                Err(_) => Some(rusqlite::Error::InvalidQuery),
+            };
             self.limits.stats.record(kv_members, r.is_none());
             r
         } else {

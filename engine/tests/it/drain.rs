@@ -35,19 +35,21 @@ async fn accepted_queries_finish_new_ones_are_refused() {
         KvResponseData::KvErrorResponse(e) => assert_eq!(e.code, KvErrorCode::ActorStopping),
         other => panic!("{other:?}"),
     }
-    // …while the accepted ones complete normally: the DB was not closed under them.
+    // …the running one completes normally (the DB was not closed under it), and the
+    // one queued behind it, not started when the stop began, is turned away unrun.
     let r = ok(c.execute_result(slow).await);
     assert!(matches!(r.rows[0][0], Value::Integer(n) if n > 0));
-    assert_eq!(ok(c.execute_result(queued).await).changes, 1);
+    let e = sql_err(c.execute_result(queued).await);
+    assert_eq!((e.code, e.committed), (SqliteErrorCode::ActorStopping, Some(false)), "{e:?}");
     let report = stopper.await.unwrap();
     assert!(report.drained_in_time);
-    assert_eq!(report.interrupted, 0);
+    assert_eq!((report.interrupted, report.turned_away), (0, 1));
     assert_eq!(engine.inflight(&a.actor_id, a.generation), 0);
     // StopActor was sent before the drain completed.
     assert!(c.commands.iter().any(|w| matches!(&w.inner, Command::StopActor(s) if s.reason == StopReason::Operator)));
-    // The write landed and the database is intact for the next generation.
+    // The turned-away write never ran; the database is intact for the next generation.
     let b = c.get_or_create("busy", "").await;
-    assert_eq!(ok(c.execute(&b, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
+    assert_eq!(ok(c.execute(&b, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(0)]]);
     Arc::try_unwrap(engine).ok().unwrap().shutdown().await;
 }
 
@@ -62,14 +64,17 @@ async fn threshold_is_honoured_then_running_work_is_interrupted() {
     let endless = c.send_execute(&a, ENDLESS_SQL, vec![], false).await;
     let behind = c.send_execute(&a, ENDLESS_SQL, vec![], true).await;
     eventually(|| engine.inflight(&a.actor_id, a.generation) == 2).await;
+    // Let both start (a request not started when the stop begins is turned away instead).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     let report = engine.stop_actor(&a.actor_id).await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(600), "interrupted before the threshold");
     assert!(!report.drained_in_time);
-    assert_eq!(report.interrupted, 2);
+    assert_eq!(report.interrupted + report.turned_away, 2, "{report:?}");
+    assert!(report.interrupted >= 1, "{report:?}");
     for rid in [endless, behind] {
         let e = sql_err(c.execute_result(rid).await);
-        assert_eq!(e.code, SqliteErrorCode::Interrupted, "{e:?}");
+        assert!(matches!(e.code, SqliteErrorCode::Interrupted | SqliteErrorCode::ActorStopping), "{e:?}");
     }
     assert_eq!(engine.actors()[0].state, S::Stopped);
     engine.shutdown().await;
@@ -132,3 +137,51 @@ async fn one_busy_actor_cannot_take_every_permit() {
     engine.shutdown().await;
 }
 
+
+/// A stop takes as long as the work running, not the work queued: requests that
+/// had not started when it began are answered ACTOR_STOPPING at once (never run,
+/// safe to retry), and the report counts them.
+#[tokio::test]
+async fn queued_requests_are_turned_away_at_once() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("db", "1").await;
+    exec_ok(c.exec(&a, "CREATE TABLE t(x)").await);
+    let slow = slow_sql(std::time::Duration::from_millis(600));
+    let mut rids = Vec::new();
+    for _ in 0..12 {
+        rids.push(c.send_execute(&a, &slow, vec![], false).await);
+    }
+    for i in 0..6 {
+        rids.push(c.send_execute(&a, "INSERT INTO t VALUES (?)", vec![Value::Integer(i)], true).await);
+    }
+    eventually(|| engine.inflight(&a.actor_id, a.generation) == 18).await;
+    let t = std::time::Instant::now();
+    let report = engine.stop_actor(&a.actor_id).await.unwrap();
+    println!("stop with 18 queued requests took {:?}: {report:?}", t.elapsed());
+    let (mut ran, mut turned_away) = (0u64, 0u64);
+    for rid in rids {
+        match c.execute_result(rid).await {
+            SqliteExecuteResult::ExecuteResult(_) => ran += 1,
+            SqliteExecuteResult::SqliteError(e) => {
+                assert_eq!((e.code, e.committed), (SqliteErrorCode::ActorStopping, Some(false)), "{e:?}");
+                turned_away += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(turned_away > 0, "nothing was turned away");
+    assert_eq!(report.turned_away, turned_away);
+    assert!(report.drained_in_time && report.interrupted == 0, "{report:?}");
+    assert_eq!(ran + turned_away, 18);
+    // What ran is there; what was turned away never ran.
+    let b = c.get_or_create("db", "1").await;
+    let n = ok(c.execute(&b, "SELECT count(*) FROM t", vec![]).await).rows;
+    let inserted = match n[0][0] {
+        Value::Integer(n) => n as u64,
+        ref other => panic!("{other:?}"),
+    };
+    assert!(inserted <= 6 && ran >= inserted, "ran {ran}, inserted {inserted}");
+    engine.shutdown().await;
+}
