@@ -3,7 +3,10 @@
 //! Every route: a request carrying an `Origin` header not in `--allowed-origin`
 //! is refused with 403 before anything else (browsers send `Origin` on every
 //! WebSocket upgrade and cross-site POST; the CLI, the SDK and the JS hosts we
-//! run in send none).
+//! run in send none). On an engine without tokens (loopback only), a request
+//! whose `Host` is not a loopback name is refused with 403 too: a page that
+//! rebinds its own domain name to 127.0.0.1 (DNS rebinding) sends no `Origin`
+//! on same-origin GETs, but its `Host` still names its own domain.
 //!
 //! `/envoys/connect` upgrade, in order:
 //! 1. the token (subprotocol `envoy.token.<T>` or `Authorization: Bearer <T>`)
@@ -41,6 +44,7 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/actors", get(crate::admin::list))
         .route("/actors/{id}/stop", post(crate::admin::stop))
         .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
+        .layer(middleware::from_fn_with_state(state.clone(), host_guard))
         .with_state(state)
 }
 
@@ -60,6 +64,38 @@ async fn origin_guard(State(state): State<Arc<EngineState>>, req: Request, next:
             "requests from browser origins are refused unless allowed with --allowed-origin\n",
         )
             .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether a `Host` header value names this machine's loopback: `localhost`,
+/// `127.0.0.1` (any 127/8 address) or `[::1]`, with or without a port.
+pub fn host_is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((v6, after)) if after.is_empty() || after.starts_with(':') => v6,
+            _ => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses, on an engine without tokens, requests addressed to a name other than loopback.
+async fn host_guard(State(state): State<Arc<EngineState>>, req: Request, next: Next) -> Response {
+    if !auth::tokens_configured(&state.config) {
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+        if !host.is_some_and(host_is_loopback) {
+            tracing::warn!(host = host.unwrap_or("(none)"), path = %req.uri().path(), "refused a request not addressed to loopback");
+            return (
+                StatusCode::FORBIDDEN,
+                "an engine without tokens only answers requests addressed to localhost or a loopback address\n",
+            )
+                .into_response();
+        }
     }
     next.run(req).await
 }
@@ -135,6 +171,16 @@ fn may_take(state: &EngineState, identity: &Identity, params: &ConnectParams) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["127.0.0.1:6420", "localhost", "LOCALHOST:1", "[::1]:6420", "[::1]", "127.0.0.2"] {
+            assert!(host_is_loopback(h), "{h}");
+        }
+        for h in ["evil.example", "evil.example:6420", "10.0.0.1:6420", "[::2]:1", "localhost.evil.example", "[::1]x", ""] {
+            assert!(!host_is_loopback(h), "{h}");
+        }
+    }
 
     #[test]
     fn origins() {

@@ -63,13 +63,13 @@ async fn a_half_sent_request_is_closed_after_the_header_timeout() {
     let engine = start_with(c).await;
     let addr = engine.local_addr();
     // Never finishes its head: the engine must close it rather than wait forever.
-    let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await;
     assert!(!answer.contains("200 OK"), "a half-sent request must not be served: {answer}");
     // A connection that sends nothing at all is closed too.
     let answer = raw_http(addr, b"").await;
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
     // A whole request is still served.
-    let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     engine.shutdown().await;
 }
@@ -84,7 +84,7 @@ async fn connections_over_the_cap_are_refused_while_earlier_ones_keep_working() 
     let mut first = RawClient::connect(addr, ConnectOpts::new("ns", "e1")).await;
     let second = RawClient::connect(addr, ConnectOpts::new("ns", "e2")).await;
 
-    let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "over the cap: {answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     assert!(answer.contains("--max-connections"), "the body says why: {answer}");
@@ -98,7 +98,7 @@ async fn connections_over_the_cap_are_refused_while_earlier_ones_keep_working() 
     drop(second);
     let mut served = false;
     for _ in 0..200 {
-        let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let answer = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
         if answer.starts_with("HTTP/1.1 200") {
             served = true;
             break;
@@ -131,7 +131,7 @@ async fn browser_origins_are_refused_unless_allowed() {
     // The admin API too: a cross-site POST cannot stop actors on a tokenless engine.
     let answer = raw_http(
         addr,
-        b"POST /actors/whatever/stop HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        b"POST /actors/whatever/stop HTTP/1.1\r\nHost: localhost\r\nOrigin: https://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
@@ -294,5 +294,29 @@ async fn a_connection_without_hello_is_closed_after_the_handshake_timeout() {
     let addr = engine.local_addr();
     let mut s = raw_ws_upgrade(addr, "ns", "silent").await;
     assert_eq!(read_close_code(&mut s).await, Some(close::PROTOCOL_ERROR));
+    engine.shutdown().await;
+}
+
+/// DNS rebinding: a page whose own domain resolves to 127.0.0.1 sends no `Origin`
+/// on same-origin requests, but its `Host` names that domain. An engine without
+/// tokens answers only requests addressed to loopback.
+#[tokio::test]
+async fn tokenless_engine_refuses_hosts_other_than_loopback() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let addr = engine.local_addr();
+    let get = |host: &str| format!("GET /actors HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let rebound = raw_http(addr, get("attacker.example:6420").as_bytes()).await;
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let no_host = raw_http(addr, b"GET /health HTTP/1.0\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.0 403") || no_host.starts_with("HTTP/1.1 403"), "{no_host}");
+    for host in [format!("127.0.0.1:{}", addr.port()), format!("localhost:{}", addr.port())] {
+        let ok = raw_http(addr, get(&host).as_bytes()).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{host}: {ok}");
+    }
+    // Envoys (the SDK, the JS hosts) address the engine by its loopback address and still connect.
+    let mut c = RawClient::connect(addr, ConnectOpts::new("ns", "e")).await;
+    let a = c.get_or_create("db", "1").await;
+    assert_eq!(ok(c.execute(&a, "SELECT 1", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
     engine.shutdown().await;
 }
