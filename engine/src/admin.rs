@@ -40,7 +40,7 @@ pub struct ActorView {
 
 /// What a route needs from the caller's role.
 #[derive(Debug, Clone, Copy)]
-enum Need {
+pub(crate) enum Need {
     /// Any valid token.
     Any,
     /// `operator` or `read_only_operator`.
@@ -49,12 +49,12 @@ enum Need {
     Write,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Box<Response> {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Box<Response> {
     Box::new((status, Json(serde_json::json!({"error": message.into()}))).into_response())
 }
 
 /// The caller's identity, if its token is valid and its role allows `need`.
-fn authorized(state: &EngineState, headers: &HeaderMap, need: Need) -> Result<Identity, Box<Response>> {
+pub(crate) fn authorized(state: &EngineState, headers: &HeaderMap, need: Need) -> Result<Identity, Box<Response>> {
     let presented = auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
     let Some(identity) = auth::authenticate(&state.config, presented) else {
         return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong token"));

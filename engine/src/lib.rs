@@ -25,6 +25,7 @@
 //! | memory budgets for answers (per connection, engine-wide) | `budget.rs` |
 //! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
+//! | operator SQL on an actor without moving it (`POST /actors/{id}/sql`) | `inspect.rs` |
 
 pub mod actor;
 pub mod admin;
@@ -37,6 +38,7 @@ pub mod drain;
 mod engine;
 pub mod fdlimit;
 pub mod inflight;
+pub mod inspect;
 pub mod kv;
 mod listener;
 pub mod server;

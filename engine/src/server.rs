@@ -43,6 +43,7 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/health", get(crate::admin::health))
         .route("/actors", get(crate::admin::list))
         .route("/actors/{id}/stop", post(crate::admin::stop))
+        .route("/actors/{id}/sql", post(crate::inspect::sql))
         .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
         .layer(middleware::from_fn_with_state(state.clone(), host_guard))
         .with_state(state)

@@ -1099,11 +1099,21 @@ impl Executors {
         map.entry(actor_id.to_string())
             .or_default()
             .entry(generation)
-            .or_insert_with(|| {
+            .or_insert_with(|| self.new_executor(actor_id, generation, dir(), settings))
+            .clone()
+    }
+
+    /// An executor that is not registered: for an operator's inspection of an
+    /// actor that is not running (closed by the caller when done).
+    pub fn detached(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
+        self.new_executor(actor_id, generation, dir, settings)
+    }
+
+    fn new_executor(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
                 Arc::new(Executor {
                     actor_id: actor_id.to_string(),
                     generation,
-                    dir: dir(),
+                    dir,
                     settings: settings.clone(),
                     writer: Mutex::new(None),
                     writer_opened: AtomicBool::new(false),
@@ -1122,8 +1132,6 @@ impl Executors {
                     last_used_ms: AtomicU64::new(self.open_dbs.now_ms()),
                     open_dbs: self.open_dbs.clone(),
                 })
-            })
-            .clone()
     }
 
     pub fn get(&self, actor_id: &str, generation: u64) -> Option<Arc<Executor>> {

@@ -13,6 +13,7 @@ mod exactness;
 mod fuzz_frames;
 mod group_commit;
 mod hostile_sql;
+mod inspect;
 mod sql;
 mod transactions;
 mod operators;
