@@ -104,7 +104,7 @@ pub const DEFAULT_MAX_OPEN_ACTOR_DBS: usize = 256;
 pub const DEFAULT_IDLE_DB_CLOSE: Duration = Duration::from_secs(60);
 
 /// When an acknowledged write is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// `synchronous=FULL`: every commit is fsynced before its answer leaves the
