@@ -175,3 +175,13 @@ async fn a_file_configured_engine_enforces_the_file_limit() {
     assert_eq!(ok(c.execute(&a, "SELECT 1", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
     engine.shutdown().await;
 }
+
+#[test]
+fn the_spec_flag_table_lists_every_setting() {
+    // The flag table of specs/engine.md is the key list of the config file: keep them one.
+    let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/engine.md")).unwrap();
+    for key in envoy_engine::config_file::file_keys() {
+        let flag = format!("| `--{}`", key.replace('_', "-"));
+        assert!(spec.contains(&flag), "specs/engine.md has no row for {flag}");
+    }
+}
