@@ -72,6 +72,13 @@ pub enum ConfigFileError {
         /// What was wrong with its value.
         message: String,
     },
+    #[error("{origin}: {message}")]
+    Unrepresentable {
+        /// Where the value came from ("the command line", or an `ENVOY_*` variable).
+        origin: String,
+        /// Why it cannot be carried (TOML integers stop at i64::MAX).
+        message: String,
+    },
     #[error("auth_token is {REDACTED:?}, the placeholder `config print` writes: put the real token in the file, or set ENVOY_AUTH_TOKEN / --auth-token")]
     RedactedToken,
 }
@@ -123,12 +130,23 @@ fn clap_message(e: &clap::Error) -> String {
     first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
-/// The `ENVOY_*` variables of this process (those that are UTF-8).
+/// The `ENVOY_*` variables of this process. One whose value is not UTF-8 cannot be
+/// a setting: it is left out with a warning rather than silently.
 pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-        .collect()
+    let mut out = BTreeMap::new();
+    for (k, v) in std::env::vars_os() {
+        let Ok(k) = k.into_string() else { continue };
+        if !k.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        match v.into_string() {
+            Ok(v) => {
+                out.insert(k, v);
+            }
+            Err(_) => tracing::warn!(var = %k, "ignoring an environment variable whose value is not UTF-8"),
+        }
+    }
+    out
 }
 
 /// The environment layer: each `ENVOY_<FLAG>` in `env` parsed exactly as its flag
@@ -154,17 +172,20 @@ pub fn env_layer(env: &BTreeMap<String, String>) -> Result<ServeArgs, ConfigFile
         if layer.config.is_some() {
             config = layer.config.clone();
         }
-        table.extend(to_table(&layer));
+        table.extend(to_table(&layer, &format!("environment variable {var}"))?);
     }
+    // Each value parsed alone just above, so together they parse too.
     let mut layer = from_table(table).map_err(|message| ConfigFileError::Env { var: format!("{ENV_PREFIX}*"), message })?;
     layer.config = config;
     Ok(layer)
 }
 
-/// A layer as a TOML table holding only the settings it sets.
-fn to_table(layer: &ServeArgs) -> toml::Table {
+/// A layer as a TOML table holding only the settings it sets (`origin` names the
+/// layer in the error). Fails only for an integer past TOML's i64 range, which no
+/// setting needs; failing beats silently dropping the layer.
+fn to_table(layer: &ServeArgs, origin: &str) -> Result<toml::Table, ConfigFileError> {
     // Serializing `None` fields skips them, which is exactly "not set here".
-    toml::Table::try_from(layer).unwrap_or_default()
+    toml::Table::try_from(layer).map_err(|e| ConfigFileError::Unrepresentable { origin: origin.to_string(), message: e.to_string() })
 }
 
 /// A layer from a TOML table (keys already known to exist).
@@ -236,15 +257,10 @@ pub fn merge(flags: ServeArgs, env: &BTreeMap<String, String>) -> Result<ServeAr
         Some(p) => read_file(p)?,
         None => toml::Table::new(),
     };
-    table.extend(to_table(&env_layer));
-    table.extend(to_table(&flags));
+    table.extend(to_table(&env_layer, "the environment")?);
+    table.extend(to_table(&flags, "the command line")?);
     // Every value was checked in its own layer, so this only fails on a bug.
-    let mut merged = from_table(table).map_err(|message| ConfigFileError::WrongType {
-        path: path.clone().unwrap_or_default(),
-        key: "?".into(),
-        line: None,
-        message,
-    })?;
+    let mut merged = from_table(table).map_err(|message| ConfigFileError::Unrepresentable { origin: "the merged settings".into(), message })?;
     merged.config = path;
     if merged.auth_token.as_deref() == Some(REDACTED) {
         return Err(ConfigFileError::RedactedToken);
@@ -297,10 +313,12 @@ pub fn print(flags: ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result
 
 /// The default of every setting, as the text `--help` shows.
 fn default_texts() -> BTreeMap<String, String> {
-    let mut defaults = to_table(&ServeArgs::from_config(&Config::new(
+    let defaults = ServeArgs::from_config(&Config::new(
         crate::config::DEFAULT_LISTEN.parse().expect("the default listen address parses"),
         crate::config::DEFAULT_DATA_DIR,
-    )));
+    ));
+    // The defaults are constants well inside TOML's range.
+    let mut defaults = to_table(&defaults, "the defaults").unwrap_or_default();
     defaults.retain(|_, v| !matches!(v, toml::Value::Array(a) if a.is_empty()));
     defaults
         .into_iter()
@@ -348,7 +366,7 @@ mod tests {
     fn every_flag_is_a_file_key_and_every_setting_has_a_flag() {
         // All set: the serialized keys are exactly the settings; they must be exactly
         // the flags (minus --config), or a setting would miss a flag, variable or key.
-        let all = to_table(&ServeArgs::from_config(&Config::for_tests("/tmp/x")));
+        let all = to_table(&ServeArgs::from_config(&Config::for_tests("/tmp/x")), "test").unwrap();
         let mut serialized: Vec<String> = all.keys().cloned().collect();
         serialized.push("auth_token".into());
         serialized.push("tokens_file".into());
@@ -422,6 +440,12 @@ mod tests {
         assert_eq!(c.limits.max_params, 6, "env over file");
         assert_eq!(c.max_batch, 9, "flag over env");
         assert_eq!(c.readers_per_actor, crate::config::DEFAULT_READERS_PER_ACTOR, "default");
+    }
+
+    #[test]
+    fn a_value_past_toml_range_is_an_error_not_dropped() {
+        let e = load_args(["--idle-db-close-ms", "18446744073709551615"], &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("the command line"), "{e}");
     }
 
     #[test]
