@@ -27,20 +27,44 @@ pub enum Command {
     Actors(ActorsCommand),
     /// Run SQL against one actor's database: one statement, a file, or an interactive shell.
     Sql(crate::shell::ShellArgs),
+    /// Inspect the configuration `serve` would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration of `serve` with these flags, environment and
+    /// --config file, as TOML that loads again with --config (the auth token redacted).
+    Print(ServeArgs),
+}
+
+/// The settings of `serve`, one field per flag.
+///
+/// Every field is optional: `None` means "not set at this layer". The same struct
+/// is filled from the command line, from `ENVOY_*` variables and from the
+/// `--config` file (serde, with the flag names in snake_case as keys); the layers
+/// are merged (flag > environment > file) by [`crate::config_file`], and what no
+/// layer set takes its `DEFAULT_*` value in [`ServeArgs::into_config`]. Defaults are
+/// deliberately not clap defaults, or a flag left out would hide the file's value.
+#[derive(Debug, Args, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
+    /// TOML file of settings (keys: the flag names in snake_case); flags and ENVOY_*
+    /// variables override it. See specs/engine.md, "Configuration".
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Directory for the metadata database and actor files (created if missing).
-    #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
     /// Token envoys and operators must present: every namespace, every role (identity
     /// `auth-token`). Off loopback, this or --tokens-file is required. May be combined
     /// with --tokens-file.
-    #[arg(long, env = "ENVOY_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(long)]
     pub auth_token: Option<String>,
     /// TOML file of per-tenant tokens (name, token, namespaces, role); see specs/security.md.
     #[arg(long, value_name = "PATH")]
@@ -48,93 +72,221 @@ pub struct ServeArgs {
     /// Browser origin allowed to call the engine (exact match, e.g. https://app.example.com);
     /// repeatable. Requests carrying any other Origin header are refused with 403.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    pub allowed_origins: Vec<String>,
+    #[serde(rename = "allowed_origin")]
+    pub allowed_origins: Option<Vec<String>>,
     /// Time a client has to send a complete HTTP request head (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
-    pub header_read_timeout_ms: u64,
+    #[arg(long)]
+    pub header_read_timeout_ms: Option<u64>,
     /// Time an upgraded envoy connection has to send its hello (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
-    pub handshake_timeout_ms: u64,
+    #[arg(long)]
+    pub handshake_timeout_ms: Option<u64>,
     /// Most TCP connections served at once; beyond it new ones get HTTP 503.
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Highest protocol version to speak (lower values emulate an older engine).
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_PROTOCOL_VERSION)]
-    pub max_protocol_version: u16,
+    #[arg(long)]
+    pub max_protocol_version: Option<u16>,
     /// How long a stopping actor's in-flight work may run before it is interrupted (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_ACTOR_STOP_THRESHOLD.as_millis() as u64)]
-    pub actor_stop_threshold_ms: u64,
+    #[arg(long)]
+    pub actor_stop_threshold_ms: Option<u64>,
     /// Silence after which an envoy is dropped (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_ENVOY_LOST_THRESHOLD.as_millis() as u64)]
-    pub envoy_lost_threshold_ms: u64,
+    #[arg(long)]
+    pub envoy_lost_threshold_ms: Option<u64>,
     /// Ping interval (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_PING_INTERVAL.as_millis() as u64)]
-    pub ping_interval_ms: u64,
+    #[arg(long)]
+    pub ping_interval_ms: Option<u64>,
     /// Blocking permits per connection.
-    #[arg(long, default_value_t = crate::config::DEFAULT_PERMITS_PER_CONNECTION)]
-    pub permits_per_connection: usize,
+    #[arg(long)]
+    pub permits_per_connection: Option<usize>,
+    /// Reader lanes one actor may use at once on one connection (besides its writer lane).
+    #[arg(long)]
+    pub reader_lanes_per_actor: Option<usize>,
+    /// Most queued requests one blocking hop takes at once.
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Reader connections kept per actor database.
+    #[arg(long)]
+    pub readers_per_actor: Option<usize>,
+    /// How long a reader waits for a lock before SQLITE_BUSY (ms).
+    #[arg(long)]
+    pub busy_timeout_ms: Option<u64>,
     /// When an acknowledged write is on disk: `fsync` (every commit fsynced before its answer) or
     /// `os` (survives an engine crash, not a power loss; for caches and tests).
-    #[arg(long, value_enum, default_value_t = crate::config::DEFAULT_DURABILITY)]
-    pub durability: crate::config::Durability,
+    #[arg(long, value_enum)]
+    pub durability: Option<crate::config::Durability>,
     /// Most requests committed together in one group commit (1 = no grouping).
-    #[arg(long, default_value_t = crate::config::DEFAULT_GROUP_COMMIT_MAX_MEMBERS)]
-    pub group_commit_max_members: usize,
+    #[arg(long)]
+    pub group_commit_max_members: Option<usize>,
     /// Longest one group commit stays open collecting requests already queued (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_GROUP_COMMIT_MAX_OPEN.as_millis() as u64)]
-    pub group_commit_max_open_ms: u64,
+    #[arg(long)]
+    pub group_commit_max_open_ms: Option<u64>,
     /// SQLite's process-wide hard heap limit in bytes (0 = none).
-    #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES)]
-    pub sqlite_hard_heap_limit: i64,
+    #[arg(long)]
+    pub sqlite_hard_heap_limit: Option<i64>,
     /// SQLite's process-wide soft heap limit in bytes: page cache is freed past it (0 = none).
-    #[arg(long, default_value_t = crate::config::DEFAULT_SQLITE_SOFT_HEAP_LIMIT_BYTES)]
-    pub sqlite_soft_heap_limit: i64,
+    #[arg(long)]
+    pub sqlite_soft_heap_limit: Option<i64>,
     /// Bytes of answers one connection may have queued toward its socket; past it results
     /// get OVERLOADED and the engine stops reading that socket until it drains.
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_CONNECTION_OUTBOX_BYTES)]
-    pub max_connection_outbox_bytes: usize,
+    #[arg(long)]
+    pub max_connection_outbox_bytes: Option<usize>,
     /// Bytes of results the whole engine may hold at once (built, not yet flushed).
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_RESULT_MEMORY_BYTES)]
-    pub max_result_memory_bytes: usize,
+    #[arg(long)]
+    pub max_result_memory_bytes: Option<usize>,
     /// Actors one envoy may have placed at once.
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_ACTORS_PER_CONNECTION)]
-    pub max_actors_per_connection: usize,
+    #[arg(long)]
+    pub max_actors_per_connection: Option<usize>,
     /// Actor databases open at once; the least recently used idle one is closed to make room.
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_OPEN_ACTOR_DBS)]
-    pub max_open_actor_dbs: usize,
+    #[arg(long)]
+    pub max_open_actor_dbs: Option<usize>,
     /// Close an actor database unused for this long (ms).
-    #[arg(long, default_value_t = crate::config::DEFAULT_IDLE_DB_CLOSE.as_millis() as u64)]
-    pub idle_db_close_ms: u64,
+    #[arg(long)]
+    pub idle_db_close_ms: Option<u64>,
+    /// Largest WebSocket message accepted (advertised as maxFrameBytes).
+    #[arg(long)]
+    pub max_frame_bytes: Option<u32>,
+    /// Largest request accepted (LIMIT_EXCEEDED REQUEST_BYTES past it).
+    #[arg(long)]
+    pub max_request_bytes: Option<u32>,
+    /// Largest response built (LIMIT_EXCEEDED RESPONSE_BYTES past it); at most max_frame_bytes.
+    #[arg(long)]
+    pub max_response_bytes: Option<u32>,
+    /// Largest KV key.
+    #[arg(long)]
+    pub max_kv_key_bytes: Option<u32>,
+    /// Largest KV value.
+    #[arg(long)]
+    pub max_kv_value_bytes: Option<u32>,
+    /// Most entries in one KV batch, and most one KV list returns.
+    #[arg(long)]
+    pub max_kv_batch_entries: Option<u32>,
+    /// Accepted but unanswered requests per connection before OVERLOADED.
+    #[arg(long)]
+    pub max_pending_requests: Option<u32>,
+    /// Largest SQL text.
+    #[arg(long)]
+    pub max_sql_bytes: Option<u32>,
+    /// Most bound parameters of one statement.
+    #[arg(long)]
+    pub max_params: Option<u32>,
+    /// Largest single TEXT/BLOB value, bound or returned.
+    #[arg(long)]
+    pub max_value_bytes: Option<u32>,
+    /// Statement deadline (ms; 0 = none).
+    #[arg(long)]
+    pub max_statement_ms: Option<u32>,
 }
 
 impl ServeArgs {
-    /// The engine configuration these flags describe (reads the tokens file).
+    /// The engine configuration these settings describe: each unset one takes its
+    /// `DEFAULT_*` value (reads the tokens file). Not validated: see
+    /// [`crate::config_file::load`], which validates the merged result.
     pub fn into_config(self) -> anyhow::Result<crate::config::Config> {
-        let mut c = crate::config::Config::new(self.listen, self.data_dir);
+        use crate::config as d;
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let listen = match self.listen {
+            Some(a) => a,
+            None => d::DEFAULT_LISTEN.parse().context("the default listen address")?,
+        };
+        let mut c = d::Config::new(listen, self.data_dir.unwrap_or_else(|| d::DEFAULT_DATA_DIR.into()));
         c.auth_token = self.auth_token.filter(|t| !t.is_empty());
         if let Some(path) = &self.tokens_file {
             c.tokens = crate::tenants::load_tokens_file(path)?;
         }
-        c.allowed_origins = self.allowed_origins;
-        c.header_read_timeout = std::time::Duration::from_millis(self.header_read_timeout_ms);
-        c.handshake_timeout = std::time::Duration::from_millis(self.handshake_timeout_ms);
-        c.max_connections = self.max_connections;
-        c.max_protocol_version = self.max_protocol_version;
-        c.actor_stop_threshold = std::time::Duration::from_millis(self.actor_stop_threshold_ms);
-        c.envoy_lost_threshold = std::time::Duration::from_millis(self.envoy_lost_threshold_ms);
-        c.ping_interval = std::time::Duration::from_millis(self.ping_interval_ms.max(1));
-        c.permits_per_connection = self.permits_per_connection;
-        c.durability = self.durability;
-        c.group_commit_max_members = self.group_commit_max_members;
-        c.group_commit_max_open = std::time::Duration::from_millis(self.group_commit_max_open_ms);
-        c.sqlite_hard_heap_limit = self.sqlite_hard_heap_limit;
-        c.sqlite_soft_heap_limit = self.sqlite_soft_heap_limit;
-        c.max_connection_outbox_bytes = self.max_connection_outbox_bytes;
-        c.max_result_memory_bytes = self.max_result_memory_bytes;
-        c.max_actors_per_connection = self.max_actors_per_connection;
-        c.max_open_actor_dbs = self.max_open_actor_dbs;
-        c.idle_db_close = std::time::Duration::from_millis(self.idle_db_close_ms);
+        c.allowed_origins = self.allowed_origins.unwrap_or_default();
+        // Each `if let` keeps the default `Config::new` already holds when unset.
+        macro_rules! set {
+            ($($src:ident => $dst:expr, $conv:expr;)*) => {$(
+                if let Some(v) = self.$src { $dst = $conv(v); }
+            )*};
+        }
+        use std::convert::identity as id;
+        set! {
+            header_read_timeout_ms => c.header_read_timeout, ms;
+            handshake_timeout_ms => c.handshake_timeout, ms;
+            max_connections => c.max_connections, id;
+            max_protocol_version => c.max_protocol_version, id;
+            actor_stop_threshold_ms => c.actor_stop_threshold, ms;
+            envoy_lost_threshold_ms => c.envoy_lost_threshold, ms;
+            ping_interval_ms => c.ping_interval, |v: u64| ms(v.max(1));
+            permits_per_connection => c.permits_per_connection, id;
+            reader_lanes_per_actor => c.reader_lanes_per_actor, id;
+            max_batch => c.max_batch, id;
+            readers_per_actor => c.readers_per_actor, id;
+            busy_timeout_ms => c.busy_timeout, ms;
+            durability => c.durability, id;
+            group_commit_max_members => c.group_commit_max_members, id;
+            group_commit_max_open_ms => c.group_commit_max_open, ms;
+            sqlite_hard_heap_limit => c.sqlite_hard_heap_limit, id;
+            sqlite_soft_heap_limit => c.sqlite_soft_heap_limit, id;
+            max_connection_outbox_bytes => c.max_connection_outbox_bytes, id;
+            max_result_memory_bytes => c.max_result_memory_bytes, id;
+            max_actors_per_connection => c.max_actors_per_connection, id;
+            max_open_actor_dbs => c.max_open_actor_dbs, id;
+            idle_db_close_ms => c.idle_db_close, ms;
+            max_frame_bytes => c.limits.max_frame_bytes, id;
+            max_request_bytes => c.limits.max_request_bytes, id;
+            max_response_bytes => c.limits.max_response_bytes, id;
+            max_kv_key_bytes => c.limits.max_kv_key_bytes, id;
+            max_kv_value_bytes => c.limits.max_kv_value_bytes, id;
+            max_kv_batch_entries => c.limits.max_kv_batch_entries, id;
+            max_pending_requests => c.limits.max_pending_requests, id;
+            max_sql_bytes => c.limits.max_sql_bytes, id;
+            max_params => c.limits.max_params, id;
+            max_value_bytes => c.limits.max_value_bytes, id;
+            max_statement_ms => c.limits.max_statement_ms, id;
+        }
         Ok(c)
+    }
+
+    /// Every setting of `c`, all set: what `config print` shows. The tokens of the
+    /// tokens file are not settings (only its path is), so they never appear here;
+    /// the auth token is copied as is and redacted by the caller.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        let ms = |d: std::time::Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let l = &c.limits;
+        Self {
+            config: None,
+            listen: Some(c.listen),
+            data_dir: Some(c.data_dir.clone()),
+            auth_token: c.auth_token.clone(),
+            tokens_file: None,
+            allowed_origins: Some(c.allowed_origins.clone()),
+            header_read_timeout_ms: ms(c.header_read_timeout),
+            handshake_timeout_ms: ms(c.handshake_timeout),
+            max_connections: Some(c.max_connections),
+            max_protocol_version: Some(c.max_protocol_version),
+            actor_stop_threshold_ms: ms(c.actor_stop_threshold),
+            envoy_lost_threshold_ms: ms(c.envoy_lost_threshold),
+            ping_interval_ms: ms(c.ping_interval),
+            permits_per_connection: Some(c.permits_per_connection),
+            reader_lanes_per_actor: Some(c.reader_lanes_per_actor),
+            max_batch: Some(c.max_batch),
+            readers_per_actor: Some(c.readers_per_actor),
+            busy_timeout_ms: ms(c.busy_timeout),
+            durability: Some(c.durability),
+            group_commit_max_members: Some(c.group_commit_max_members),
+            group_commit_max_open_ms: ms(c.group_commit_max_open),
+            sqlite_hard_heap_limit: Some(c.sqlite_hard_heap_limit),
+            sqlite_soft_heap_limit: Some(c.sqlite_soft_heap_limit),
+            max_connection_outbox_bytes: Some(c.max_connection_outbox_bytes),
+            max_result_memory_bytes: Some(c.max_result_memory_bytes),
+            max_actors_per_connection: Some(c.max_actors_per_connection),
+            max_open_actor_dbs: Some(c.max_open_actor_dbs),
+            idle_db_close_ms: ms(c.idle_db_close),
+            max_frame_bytes: Some(l.max_frame_bytes),
+            max_request_bytes: Some(l.max_request_bytes),
+            max_response_bytes: Some(l.max_response_bytes),
+            max_kv_key_bytes: Some(l.max_kv_key_bytes),
+            max_kv_value_bytes: Some(l.max_kv_value_bytes),
+            max_kv_batch_entries: Some(l.max_kv_batch_entries),
+            max_pending_requests: Some(l.max_pending_requests),
+            max_sql_bytes: Some(l.max_sql_bytes),
+            max_params: Some(l.max_params),
+            max_value_bytes: Some(l.max_value_bytes),
+            max_statement_ms: Some(l.max_statement_ms),
+        }
     }
 }
 

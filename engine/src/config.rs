@@ -104,7 +104,7 @@ pub const DEFAULT_MAX_OPEN_ACTOR_DBS: usize = 256;
 pub const DEFAULT_IDLE_DB_CLOSE: Duration = Duration::from_secs(60);
 
 /// When an acknowledged write is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// `synchronous=FULL`: every commit is fsynced before its answer leaves the
@@ -380,6 +380,26 @@ impl Config {
         if self.sqlite_hard_heap_limit > 0 && self.sqlite_hard_heap_limit < 64 * 1024 * 1024 {
             bail!("the SQLite hard heap limit must be at least 64 MiB (or 0 for none): below that the engine's own registry fails");
         }
+        // Now that every limit is a flag, a 0 is one typo away: none of these has a
+        // "none" meaning, and at 0 every request of its kind would fail (or, for the
+        // reader lanes, reads would wait forever).
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_frame_bytes", l.max_frame_bytes),
+            ("max_request_bytes", l.max_request_bytes),
+            ("max_response_bytes", l.max_response_bytes),
+            ("max_kv_key_bytes", l.max_kv_key_bytes),
+            ("max_kv_value_bytes", l.max_kv_value_bytes),
+            ("max_kv_batch_entries", l.max_kv_batch_entries),
+            ("max_pending_requests", l.max_pending_requests),
+            ("max_sql_bytes", l.max_sql_bytes),
+            ("max_value_bytes", l.max_value_bytes),
+            ("reader_lanes_per_actor", u32::try_from(self.reader_lanes_per_actor).unwrap_or(u32::MAX)),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
         if self.limits.max_response_bytes > self.limits.max_frame_bytes {
             bail!("max_response_bytes cannot exceed max_frame_bytes");
         }
@@ -459,6 +479,12 @@ mod tests {
         b.max_actors_per_connection = 1;
         b.idle_db_close = Duration::ZERO;
         assert!(b.validate().is_err());
+        let mut z = Config::for_tests("/tmp/x");
+        z.limits.max_sql_bytes = 0;
+        assert!(z.validate().unwrap_err().to_string().contains("max_sql_bytes"));
+        let mut z = Config::for_tests("/tmp/x");
+        z.reader_lanes_per_actor = 0;
+        assert!(z.validate().unwrap_err().to_string().contains("reader_lanes_per_actor"));
         let l = Limits::default();
         assert_eq!(l.protocol_limits().max_pending_requests, DEFAULT_MAX_PENDING_REQUESTS);
         assert_eq!(l.sql_limits().max_statement_ms, DEFAULT_MAX_STATEMENT_MS);

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod drain;
 mod engine;

@@ -1,7 +1,8 @@
-//! `envoy-engine` binary: `serve`, `actors list`, `actors stop`, `sql`.
+//! `envoy-engine` binary: `serve`, `actors list`, `actors stop`, `sql`, `config print`.
 
-use clap::Parser;
-use envoy_engine::cli::{Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
+use envoy_engine::cli::{Cli, Command, ConfigCommand};
+use envoy_engine::config_file;
 use envoy_engine::Engine;
 
 fn main() -> std::process::ExitCode {
@@ -13,7 +14,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // `serve` and `config print` show each setting's default and variable in --help.
+    let command = Cli::command()
+        .mut_subcommand("serve", config_file::annotate_help)
+        .mut_subcommand("config", |c| c.mut_subcommand("print", config_file::annotate_help));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -26,6 +34,10 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Actors(cmd) => envoy_engine::cli::run_actors(cmd).await,
             Command::Sql(args) => envoy_engine::shell::run(args).await,
+            Command::Config(ConfigCommand::Print(args)) => {
+                print!("{}", config_file::print(args, &config_file::process_env())?);
+                Ok(())
+            }
         }
     });
     match result {
@@ -38,7 +50,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: envoy_engine::cli::ServeArgs) -> anyhow::Result<()> {
-    let engine = Engine::start(args.into_config()?).await?;
+    let engine = Engine::start(config_file::load(args, &config_file::process_env())?).await?;
     wait_for_signal().await;
     tracing::info!("signal received: draining");
     engine.shutdown().await;

@@ -18,3 +18,4 @@ mod sql;
 mod transactions;
 mod operators;
 mod hostile_res;
+mod config_file;
