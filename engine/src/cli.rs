@@ -335,15 +335,34 @@ fn parse_url(url: &str) -> anyhow::Result<(String, String)> {
 
 /// Sends one HTTP/1.1 request and returns (status, body).
 pub async fn http_request(url: &str, method: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    http_request_with_body(url, method, path, token, None).await
+}
+
+/// Like [`http_request`], with an optional JSON body.
+pub async fn http_request_with_body(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let (hostport, base) = parse_url(url)?;
     let mut stream = tokio::net::TcpStream::connect(&hostport)
         .await
         .with_context(|| format!("connecting to {hostport} (is the engine running?)"))?;
-    let mut req = format!("{method} {base}{path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let body = json.unwrap_or("");
+    let mut req = format!(
+        "{method} {base}{path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if json.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     req.push_str("\r\n");
+    req.push_str(body);
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;

@@ -20,6 +20,12 @@ impl Rows {
         Rows { columns: columns.into(), rows }
     }
 
+    /// Rows built from their parts (each row as long as `columns`), e.g. from another
+    /// transport such as the engine's admin API.
+    pub fn from_parts(columns: Vec<String>, rows: Vec<Vec<Value>>) -> Self {
+        Rows::new(columns, rows)
+    }
+
     /// Column names, in order.
     pub fn columns(&self) -> &[String] {
         &self.columns

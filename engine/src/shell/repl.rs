@@ -1,7 +1,7 @@
 //! The interactive shell: history, multi-line input, dot commands.
 
-use super::{render, run_one, statements, Mode};
-use envoy_client::{params, ActorHandle, Db};
+use super::{backend::Backend, render, statements, Mode};
+use envoy_client::Value;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
@@ -19,19 +19,13 @@ SQL ends with `;` and may span several lines.
 ";
 
 /// Runs until `.quit` or end of input.
-pub async fn run(db: &Db, actor: &ActorHandle, mut mode: Mode) -> anyhow::Result<()> {
+pub async fn run(backend: &Backend, mut mode: Mode) -> anyhow::Result<()> {
     let mut editor = DefaultEditor::new()?;
     let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(HISTORY_FILE));
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    println!(
-        "envoy sql shell — actor {} (name {:?}, key {:?}, generation {}). `.help` for help.",
-        actor.id(),
-        actor.name(),
-        actor.key(),
-        actor.generation()
-    );
+    println!("envoy sql shell — {}. `.help` for help.", backend.banner());
     let mut buffer = String::new();
     loop {
         let prompt = if buffer.is_empty() { "sql> " } else { "...> " };
@@ -53,7 +47,7 @@ pub async fn run(db: &Db, actor: &ActorHandle, mut mode: Mode) -> anyhow::Result
         };
         if buffer.is_empty() && line.trim_start().starts_with('.') {
             let _ = editor.add_history_entry(line.as_str());
-            match dot(db, actor, line.trim(), &mut mode).await {
+            match dot(backend, line.trim(), &mut mode).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -71,7 +65,7 @@ pub async fn run(db: &Db, actor: &ActorHandle, mut mode: Mode) -> anyhow::Result
         }
         let _ = editor.add_history_entry(buffer.as_str());
         for stmt in statements::split(&buffer) {
-            match run_one(db, stmt).await {
+            match backend.run_one(stmt).await {
                 Ok(out) => print!("{}", render::render(&out, mode)),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -88,7 +82,7 @@ pub async fn run(db: &Db, actor: &ActorHandle, mut mode: Mode) -> anyhow::Result
 }
 
 /// Runs a dot command; `Ok(false)` means quit.
-async fn dot(db: &Db, actor: &ActorHandle, line: &str, mode: &mut Mode) -> anyhow::Result<bool> {
+async fn dot(backend: &Backend, line: &str, mode: &mut Mode) -> anyhow::Result<bool> {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or_default();
     let arg = words.next();
@@ -96,10 +90,10 @@ async fn dot(db: &Db, actor: &ActorHandle, line: &str, mode: &mut Mode) -> anyho
         ".quit" | ".exit" => return Ok(false),
         ".help" => print!("{HELP}"),
         ".tables" => {
-            let rows = db
+            let rows = backend
                 .query(
                     "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name",
-                    (),
+                    &[],
                 )
                 .await?;
             let names: Vec<String> = rows.iter().map(|r| r.get::<String>(0)).collect::<Result<_, _>>()?;
@@ -108,15 +102,20 @@ async fn dot(db: &Db, actor: &ActorHandle, line: &str, mode: &mut Mode) -> anyho
         ".schema" => {
             let rows = match arg {
                 Some(t) => {
-                    db.query("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND tbl_name = ? ORDER BY rowid", params![t])
+                    backend
+                        .query(
+                            "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND tbl_name = ? ORDER BY rowid",
+                            &[Value::Text(t.to_string())],
+                        )
                         .await?
                 }
                 None => {
-                    db.query(
-                        "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
-                        (),
-                    )
-                    .await?
+                    backend
+                        .query(
+                            "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
+                            &[],
+                        )
+                        .await?
                 }
             };
             for r in &rows {
@@ -128,13 +127,7 @@ async fn dot(db: &Db, actor: &ActorHandle, line: &str, mode: &mut Mode) -> anyho
             Some("json") => *mode = Mode::Json,
             _ => println!("usage: .mode table|json"),
         },
-        ".actor" => println!(
-            "id {} name {:?} key {:?} generation {}",
-            actor.id(),
-            actor.name(),
-            actor.key(),
-            actor.generation()
-        ),
+        ".actor" => println!("{}", backend.banner()),
         other => println!("unknown command {other}; .help lists them"),
     }
     Ok(true)

@@ -181,3 +181,44 @@ async fn sql_shell_json_keeps_every_column() {
     assert_eq!(docs[1]["rows"], serde_json::json!([[{ "blob": "00ff" }, null, 1.5]]));
     engine.shutdown().await;
 }
+
+/// `envoy-engine sql --actor` on an actor a running envoy hosts: the shell reads it
+/// through the operator SQL route, so the actor keeps its host and generation;
+/// writes need `--write`; `--as-envoy` still joins as an envoy (and moves it).
+#[tokio::test]
+async fn sql_shell_inspects_a_hosted_actor_without_moving_it() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let url = format!("ws://{}", engine.local_addr());
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "host")).await;
+    let a = c.get_or_create("crawler", "1").await;
+    exec_ok(c.exec(&a, "CREATE TABLE jobs(t TEXT); INSERT INTO jobs VALUES ('a'), ('b')").await);
+    let shell = |extra: Vec<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["sql", "--url", &url, "--namespace", "ns", "--actor", "crawler:1", "--json"];
+            args.extend(extra);
+            Proc::new(BIN).args(args).output().unwrap()
+        })
+    };
+    let out = shell(vec!["SELECT count(*) AS n FROM jobs"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(doc["rows"], serde_json::json!([[2]]));
+    // A write is refused without --write, and allowed with it.
+    let out = shell(vec!["DELETE FROM jobs WHERE t = 'a'"]).await.unwrap();
+    assert!(!out.status.success());
+    let out = shell(vec!["--write", "DELETE FROM jobs WHERE t = 'a'"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The actor never moved: same host, same generation; the host still serves it and sees the write.
+    let rec = engine.actors().into_iter().find(|x| x.actor_id == a.actor_id).unwrap();
+    assert_eq!((rec.generation, rec.envoy.as_deref()), (a.generation, Some("host")));
+    assert_eq!(ok(c.execute(&a, "SELECT count(*) FROM jobs", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
+    assert!(!c.commands.iter().any(|w| matches!(w.inner, Command::StopActor(_))), "{:?}", c.commands);
+    // --as-envoy joins as an envoy: the actor is placed on the shell (a new generation).
+    let out = shell(vec!["--as-envoy", "SELECT count(*) AS n FROM jobs"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec = engine.actors().into_iter().find(|x| x.actor_id == a.actor_id).unwrap();
+    assert!(rec.generation > a.generation);
+    engine.shutdown().await;
+}
