@@ -26,10 +26,12 @@
 //! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
 //! | operator SQL on an actor without moving it (`POST /actors/{id}/sql`) | `inspect.rs` |
+//! | backup and restore of an actor's database | `backup.rs` |
 
 pub mod actor;
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod budget;
 pub mod cli;
 pub mod config;

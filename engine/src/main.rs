@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Actors(cmd) => envoy_engine::cli::run_actors(cmd).await,
             Command::Sql(args) => envoy_engine::shell::run(args).await,
+            Command::Backup { all, admin } => envoy_engine::cli::backup_all(admin, all).await,
             Command::Config(ConfigCommand::Print(args)) => {
                 print!("{}", config_file::print(args, &config_file::process_env())?);
                 Ok(())

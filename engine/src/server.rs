@@ -44,6 +44,12 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/actors", get(crate::admin::list))
         .route("/actors/{id}/stop", post(crate::admin::stop))
         .route("/actors/{id}/sql", post(crate::inspect::sql))
+        .route("/actors/{id}/backup", get(crate::backup::backup))
+        .route(
+            "/actors/{id}/restore",
+            post(crate::backup::restore)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::backup::DEFAULT_MAX_RESTORE_BYTES)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
         .layer(middleware::from_fn_with_state(state.clone(), host_guard))
         .with_state(state)

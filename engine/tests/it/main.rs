@@ -3,6 +3,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod backup;
 mod connect;
 mod drain;
 mod hostile_net;

@@ -222,3 +222,33 @@ async fn sql_shell_inspects_a_hosted_actor_without_moving_it() {
     assert!(rec.generation > a.generation);
     engine.shutdown().await;
 }
+
+/// The CLI: `actors backup ID -o FILE`, `backup --all DIR`, `actors restore ID FILE`.
+#[tokio::test]
+async fn cli_backup_and_restore() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let url = format!("http://{}", engine.local_addr());
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "host")).await;
+    let a = c.get_or_create("notes", "1").await;
+    exec_ok(c.exec(&a, "CREATE TABLE n(x); INSERT INTO n VALUES (1), (2)").await);
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = Proc::new(BIN).args(args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let file = dir.path().join("one.sqlite").display().to_string();
+    run(vec!["actors".into(), "backup".into(), a.actor_id.clone(), "-o".into(), file.clone(), "--url".into(), url.clone()]).await.unwrap();
+    let all = dir.path().join("all");
+    let out = run(vec!["backup".into(), "--all".into(), all.display().to_string(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(out.contains("1 of 1 actor(s) backed up"), "{out}");
+    assert!(all.join(format!("{}.sqlite", a.actor_id)).exists());
+    // Change the data, then restore the backup: the change is gone.
+    ok(c.execute_write(&a, "DELETE FROM n", vec![]).await);
+    run(vec!["actors".into(), "restore".into(), a.actor_id.clone(), file, "--url".into(), url]).await.unwrap();
+    let b = c.get_or_create("notes", "1").await;
+    assert_eq!(ok(c.execute(&b, "SELECT count(*) FROM n", vec![]).await).rows, vec![vec![Value::Integer(2)]]);
+    engine.shutdown().await;
+}
