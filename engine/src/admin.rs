@@ -36,6 +36,40 @@ pub struct ActorView {
     pub envoy: Option<String>,
     /// Requests of the current generation accepted and not yet answered.
     pub inflight: usize,
+    /// Bytes of its SQL database on disk (the file and its WAL), 0 before it first opened.
+    #[serde(default)]
+    pub db_bytes: u64,
+}
+
+/// `GET /actors` filters.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilter {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only actors in this state (`starting`, `running`, `stopping`, `stopped`).
+    pub state: Option<String>,
+}
+
+/// Bytes of an actor's SQL database on disk (file + WAL).
+pub fn db_bytes(state: &EngineState, actor_id: &str) -> u64 {
+    let dir = state.actor_dir(actor_id);
+    ["db.sqlite", "db.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum()
+}
+
+/// The admin view of one actor.
+pub fn view(state: &EngineState, a: crate::actor::registry::ActorRecord) -> ActorView {
+    ActorView {
+        inflight: state.inflight.count(&a.actor_id, a.generation),
+        db_bytes: db_bytes(state, &a.actor_id),
+        state: serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        namespace: a.namespace,
+        id: a.actor_id,
+        name: a.name,
+        key: a.key,
+        generation: a.generation,
+        envoy: a.envoy,
+    }
 }
 
 /// What a route needs from the caller's role.
@@ -80,7 +114,11 @@ pub async fn health(State(state): State<Arc<EngineState>>, headers: HeaderMap) -
     Json(serde_json::json!({ "status": status, "durability": state.config.durability.as_str() })).into_response()
 }
 
-pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
+pub async fn list(
+    State(state): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<ListFilter>,
+) -> Response {
     let identity = match authorized(&state, &headers, Need::Read) {
         Ok(i) => i,
         Err(r) => return *r,
@@ -90,16 +128,9 @@ pub async fn list(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> 
         .list()
         .into_iter()
         .filter(|a| identity.namespaces.allows(&a.namespace))
-        .map(|a| ActorView {
-            inflight: state.inflight.count(&a.actor_id, a.generation),
-            state: serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-            namespace: a.namespace,
-            id: a.actor_id,
-            name: a.name,
-            key: a.key,
-            generation: a.generation,
-            envoy: a.envoy,
-        })
+        .filter(|a| filter.namespace.as_deref().is_none_or(|n| n == a.namespace))
+        .map(|a| view(&state, a))
+        .filter(|v| filter.state.as_deref().is_none_or(|s| s == v.state))
         .collect();
     Json(rows).into_response()
 }

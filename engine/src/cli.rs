@@ -325,6 +325,33 @@ pub enum ActorsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create an actor (not placed: the first envoy to get-or-create it starts it).
+    Create {
+        /// Its name.
+        name: String,
+        /// Its key.
+        #[arg(default_value = "")]
+        key: String,
+        /// Its namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop an actor, delete its files and forget it.
+    Delete {
+        /// The actor id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one actor: state, generation, host, in-flight, database size and tables (read in place).
+    Inspect {
+        /// The actor id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Write a consistent snapshot of one actor's database to a file (the actor keeps serving).
     Backup {
         /// The actor id.
@@ -539,6 +566,37 @@ pub async fn run_actors(cmd: ActorsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&actors)?);
             } else {
                 print!("{}", table(&actors));
+            }
+        }
+        ActorsCommand::Create { name, key, namespace, admin } => {
+            let body = serde_json::json!({ "namespace": namespace, "name": name, "key": key }).to_string();
+            let (status, body) = http_request_with_body(&admin.url, "POST", "/actors", admin.token.as_deref(), Some(&body)).await?;
+            if status != 201 {
+                check_status(status, &body)?;
+            }
+            let v: serde_json::Value = serde_json::from_str(&body).context("decoding the answer")?;
+            let verb = if v["created"] == true { "created" } else { "exists:" };
+            println!("{verb} {} ({namespace} {name}:{key})", v["id"].as_str().unwrap_or("?"));
+        }
+        ActorsCommand::Delete { id, admin } => {
+            let (status, body) = http_request(&admin.url, "DELETE", &format!("/actors/{id}"), admin.token.as_deref()).await?;
+            check_status(status, &body)?;
+            println!("deleted {id}");
+        }
+        ActorsCommand::Inspect { id, admin } => {
+            let (status, body) = http_request(&admin.url, "GET", "/actors", admin.token.as_deref()).await?;
+            check_status(status, &body)?;
+            let actors: Vec<ActorView> = serde_json::from_str(&body).context("decoding the actor list")?;
+            let a = actors.into_iter().find(|a| a.id == id).with_context(|| format!("no actor with id {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&a)?);
+            let q = serde_json::json!({ "sql": "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name" });
+            let (status, body) =
+                http_request_with_body(&admin.url, "POST", &format!("/actors/{id}/sql"), admin.token.as_deref(), Some(&q.to_string())).await?;
+            if status == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                for row in v["rows"].as_array().into_iter().flatten() {
+                    println!("{} {}", row[0].as_str().unwrap_or("?"), row[1].as_str().unwrap_or("?"));
+                }
             }
         }
         ActorsCommand::Backup { id, output, admin } => {

@@ -27,6 +27,7 @@
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
 //! | operator SQL on an actor without moving it (`POST /actors/{id}/sql`) | `inspect.rs` |
 //! | backup and restore of an actor's database | `backup.rs` |
+//! | creating and deleting actors from the admin API | `manage.rs` |
 
 pub mod actor;
 pub mod admin;
@@ -43,6 +44,7 @@ pub mod fdlimit;
 pub mod inflight;
 pub mod inspect;
 pub mod kv;
+pub mod manage;
 mod listener;
 pub mod server;
 pub mod shell;

@@ -211,6 +211,22 @@ impl Registry {
         Ok((rec, true))
     }
 
+    /// Forgets a Stopped actor for good (its files are the caller's to delete).
+    /// Returns false when it does not exist or is not Stopped. Its name and key
+    /// become free; a later get-or-create of them makes a new actor with a new id,
+    /// so no (actor id, generation) is ever reused.
+    pub fn remove(&self, actor_id: &str) -> anyhow::Result<bool> {
+        let mut actors = self.actors.lock();
+        let mut by_name = self.by_name.lock();
+        let Some(rec) = actors.get(actor_id).filter(|a| a.state == ActorState::Stopped).cloned() else {
+            return Ok(false);
+        };
+        self.db.lock().execute("DELETE FROM actors WHERE actor_id = ?1", params![actor_id])?;
+        by_name.remove(&(rec.namespace, rec.name, rec.key));
+        actors.remove(actor_id);
+        Ok(true)
+    }
+
     /// Actors placed on `envoy` in `namespace` now.
     pub fn placed_count(&self, namespace: &str, envoy: &str) -> usize {
         let _actors = self.actors.lock();

@@ -252,3 +252,51 @@ async fn cli_backup_and_restore() {
     assert_eq!(ok(c.execute(&b, "SELECT count(*) FROM n", vec![]).await).rows, vec![vec![Value::Integer(2)]]);
     engine.shutdown().await;
 }
+
+/// Actor management: create in a namespace (not placed), list with filters and
+/// database size, inspect, delete (stopped, files gone, name free again).
+#[tokio::test]
+async fn actors_create_list_inspect_delete() {
+    let dir = temp_dir();
+    let engine = start(dir.path()).await;
+    let url = format!("http://{}", engine.local_addr());
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = Proc::new(BIN).args(args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let out = run(vec!["actors".into(), "create".into(), "crawler".into(), "acme".into(), "--namespace".into(), "jobs".into(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(out.starts_with("created "), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    let rec = engine.actors().into_iter().find(|a| a.actor_id == id).unwrap();
+    assert_eq!((rec.namespace.as_str(), rec.state, rec.envoy.clone()), ("jobs", envoy_engine::ActorState::Stopped, None));
+    // Creating it again answers the same actor.
+    let out = run(vec!["actors".into(), "create".into(), "crawler".into(), "acme".into(), "--namespace".into(), "jobs".into(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(out.contains(&id) && out.starts_with("exists"), "{out}");
+    // An envoy places it (generation 1) and writes.
+    let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("jobs", "host")).await;
+    let a = c.get_or_create("crawler", "acme").await;
+    assert_eq!((a.actor_id.as_str(), a.generation), (id.as_str(), 1));
+    exec_ok(c.exec(&a, "CREATE TABLE postings(t TEXT); INSERT INTO postings VALUES ('x')").await);
+    // Filters and size.
+    let (status, body) = envoy_engine::cli::http_request(&url, "GET", "/actors?namespace=jobs&state=starting", None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: Vec<envoy_engine::admin::ActorView> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].db_bytes > 0, "{list:?}");
+    let (_, body) = envoy_engine::cli::http_request(&url, "GET", "/actors?namespace=other", None).await.unwrap();
+    assert_eq!(body.trim(), "[]");
+    let out = run(vec!["actors".into(), "inspect".into(), id.clone(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(out.contains("table postings"), "{out}");
+    // Delete: stopped, files gone, forgotten; the name makes a new actor afterwards.
+    run(vec!["actors".into(), "delete".into(), id.clone(), "--url".into(), url.clone()]).await.unwrap();
+    assert!(engine.actors().iter().all(|a| a.actor_id != id));
+    assert!(!dir.path().join("actors").join(&id).exists());
+    let b = c.get_or_create("crawler", "acme").await;
+    assert_ne!(b.actor_id, id);
+    let e = sql_err(c.execute(&b, "SELECT * FROM postings", vec![]).await);
+    assert!(e.message.contains("no such table"), "{e:?}");
+    engine.shutdown().await;
+}
