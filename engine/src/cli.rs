@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// Close an actor database unused for this long (ms).
     #[arg(long, default_value_t = crate::config::DEFAULT_IDLE_DB_CLOSE.as_millis() as u64)]
     pub idle_db_close_ms: u64,
+    /// Log lines on stderr: `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl ServeArgs {

@@ -25,6 +25,7 @@
 //! | memory budgets for answers (per connection, engine-wide) | `budget.rs` |
 //! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
+//! | metrics (`GET /metrics`), log format | `metrics.rs`, `logging.rs` |
 
 pub mod actor;
 pub mod admin;
@@ -39,6 +40,8 @@ pub mod fdlimit;
 pub mod inflight;
 pub mod kv;
 mod listener;
+pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod shell;
 pub mod shutdown;

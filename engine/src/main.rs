@@ -5,15 +5,11 @@ use envoy_engine::cli::{Cli, Command};
 use envoy_engine::Engine;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    envoy_engine::logging::init(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        Command::Actors(_) | Command::Sql(_) => Default::default(),
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

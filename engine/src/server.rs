@@ -39,6 +39,7 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/envoys/connect", get(connect))
         .route("/health", get(crate::admin::health))
         .route("/actors", get(crate::admin::list))
+        .route("/metrics", get(crate::admin::metrics))
         .route("/actors/{id}/stop", post(crate::admin::stop))
         .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
         .with_state(state)
