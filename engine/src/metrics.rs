@@ -145,7 +145,8 @@ pub struct Metrics {
     /// Requests admitted and not yet answered, engine-wide.
     pub requests_inflight: IntGauge,
     /// Request latency from admission to answer queued, `[kind][route]`, made once so
-    /// observing needs no label lookup.
+    /// observing needs no label lookup. Only `execute` has a `read` series; the other
+    /// kinds always run on the writer lane, and their read slot is their write series.
     latency: [[Histogram; 2]; 5],
     /// Error answers by request kind and code; looked up per error (errors are not the fast path).
     errors: IntCounterVec,
@@ -211,7 +212,17 @@ impl Metrics {
                 &["kind", "route"],
             )?,
         )?;
-        let latency = RequestKind::ALL.map(|k| RouteLabel::ALL.map(|rt| latency_vec.with_label_values(&[k.as_str(), rt.as_str()])));
+        // Only Execute can be routed to a reader lane; every other kind takes the
+        // writer lane (or the registry), so its read slot shares the write series
+        // and no series that can never move is exported.
+        let latency = RequestKind::ALL.map(|k| {
+            let write = latency_vec.with_label_values(&[k.as_str(), RouteLabel::Write.as_str()]);
+            let read = match k {
+                RequestKind::Execute => latency_vec.with_label_values(&[k.as_str(), RouteLabel::Read.as_str()]),
+                RequestKind::ExecuteWrite | RequestKind::Exec | RequestKind::Kv | RequestKind::GetOrCreate => write.clone(),
+            };
+            [read, write]
+        });
 
         let group_vec = reg(
             &r,

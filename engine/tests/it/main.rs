@@ -17,3 +17,4 @@ mod sql;
 mod transactions;
 mod operators;
 mod hostile_res;
+mod metrics;
