@@ -56,6 +56,17 @@ impl RequestKind {
     pub const ALL: [RequestKind; 5] =
         [RequestKind::Execute, RequestKind::ExecuteWrite, RequestKind::Exec, RequestKind::Kv, RequestKind::GetOrCreate];
 
+    /// Position in [`RequestKind::ALL`].
+    fn index(self) -> usize {
+        match self {
+            RequestKind::Execute => 0,
+            RequestKind::ExecuteWrite => 1,
+            RequestKind::Exec => 2,
+            RequestKind::Kv => 3,
+            RequestKind::GetOrCreate => 4,
+        }
+    }
+
     /// The `kind` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,6 +93,14 @@ pub enum RouteLabel {
 impl RouteLabel {
     /// Every route, in the order of [`Metrics::latency`]'s second index.
     pub const ALL: [RouteLabel; 2] = [RouteLabel::Read, RouteLabel::Write];
+
+    /// Position in [`RouteLabel::ALL`].
+    fn index(self) -> usize {
+        match self {
+            RouteLabel::Read => 0,
+            RouteLabel::Write => 1,
+        }
+    }
 
     /// The `route` label value.
     pub fn as_str(self) -> &'static str {
@@ -165,13 +184,13 @@ pub struct Metrics {
     /// Requests answered INTERRUPTED by drains.
     drain_interrupted_requests: IntCounter,
     /// Bytes of binary frames read from envoy sockets.
-    pub bytes_in: IntCounter,
+    bytes_in: IntCounter,
     /// Bytes of binary frames written to envoy sockets.
-    pub bytes_out: IntCounter,
+    bytes_out: IntCounter,
     /// Binary frames read from envoy sockets.
-    pub frames_in: IntCounter,
+    frames_in: IntCounter,
     /// Binary frames written to envoy sockets.
-    pub frames_out: IntCounter,
+    frames_out: IntCounter,
     /// Actors by state, refreshed from the registry at scrape.
     actors: IntGaugeVec,
     /// Actor databases open now, read from the open-database cap at scrape.
@@ -430,12 +449,7 @@ impl RequestTimer {
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
-        let k = RequestKind::ALL.iter().position(|k| *k == self.kind).unwrap_or(0);
-        let r = match self.route {
-            RouteLabel::Read => 0,
-            RouteLabel::Write => 1,
-        };
-        self.metrics.latency[k][r].observe(self.started.elapsed().as_secs_f64());
+        self.metrics.latency[self.kind.index()][self.route.index()].observe(self.started.elapsed().as_secs_f64());
         self.metrics.requests_inflight.dec();
     }
 }

@@ -418,7 +418,6 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
 /// Runs one job on `lane`; None means "not read-only: move it to the writer".
 pub(crate) fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
     let x = &job.executor;
-    let _request_span = job.span().entered();
     // In use for the whole job: the open-database cap cannot close it meanwhile.
     let _in_use = match x.enter() {
         Ok(g) => g,

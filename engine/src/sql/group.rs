@@ -289,6 +289,7 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
             let mut answers = Vec::with_capacity(batch.len());
             let mut charge = Charge::default();
             for job in &batch {
+                let _request_span = job.span().entered();
                 let (answer, built) = budget::scope(outbox.budget(), || run_job(job, Lane::Writer));
                 let answer = answer.unwrap_or_else(|| {
                     execute_answer(0, Err(err(envoy_protocol::SqliteErrorCode::Internal, "writer refused a statement", None)))
