@@ -62,13 +62,14 @@ pub struct Job {
     pub executor: Arc<Executor>,
     /// Reader for read candidates, Writer otherwise (or after a bounce).
     pub lane: Lane,
+    /// Times it from admission (`envoy_request_duration_seconds`). Declared before
+    /// `inflight` so it drops first: once the in-flight count shows a request
+    /// answered, its latency sample is in.
+    pub timer: crate::metrics::RequestTimer,
     /// Counts this request until its answer is handed to the writer.
     pub inflight: InflightGuard,
     /// Counts it against the connection's pending bound.
     pub pending: PendingGuard,
-    /// Times it from admission and counts it in `envoy_requests_inflight`; dropped with
-    /// the job, which happens once its answer is queued (like `inflight`).
-    pub timer: crate::metrics::RequestTimer,
 }
 
 impl Job {

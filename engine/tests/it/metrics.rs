@@ -132,12 +132,15 @@ async fn scrape(engine: &envoy_engine::RunningEngine) -> Scrape {
     parse(&body)
 }
 
-/// The in-flight gauge drops just after an answer is queued: wait for it, so
-/// every latency sample of the answered requests is in.
-async fn settled(engine: &envoy_engine::RunningEngine) -> Scrape {
+/// A request's latency sample and in-flight count settle just after its answer
+/// is queued, so a client may read the answer a moment earlier: poll until
+/// nothing is in flight and `answered` requests were timed.
+async fn settled(engine: &envoy_engine::RunningEngine, answered: usize) -> Scrape {
+    let started = std::time::Instant::now();
     loop {
         let s = scrape(engine).await;
-        if s.get("envoy_requests_inflight", &[]) == 0.0 {
+        assert!(started.elapsed() < WAIT, "never settled at {answered} timed requests: {:?}", s.samples);
+        if s.get("envoy_requests_inflight", &[]) == 0.0 && s.sum("envoy_request_duration_seconds_count") == answered as f64 {
             return s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -171,7 +174,7 @@ async fn metrics_count_what_the_workload_did() {
         ok(c.execute_result(rid).await);
     }
 
-    let s = settled(&engine).await;
+    let s = settled(&engine, WRITES + 5).await;
     assert_eq!(s.get("envoy_connections_open", &[]), 1.0);
     assert_eq!(s.get("envoy_envoys_attached", &[]), 1.0);
     assert_eq!(s.sum("envoy_actors"), 1.0);
@@ -250,11 +253,11 @@ async fn a_rejected_request_is_an_error_of_its_kind() {
         ToEnvoy::KvResponse(r) => assert!(matches!(r.data, KvResponseData::KvErrorResponse(_))),
         other => panic!("{other:?}"),
     }
-    let s = settled(&engine).await;
+    let s = settled(&engine, 1).await;
     assert_eq!(s.get("envoy_request_errors_total", &[("kind", "execute"), ("code", "FENCE_MISMATCH")]), 1.0);
     assert_eq!(s.get("envoy_request_errors_total", &[("kind", "kv"), ("code", "FENCE_MISMATCH")]), 1.0);
     assert_eq!(s.sum("envoy_request_errors_total"), 2.0);
-    assert_eq!(s.sum("envoy_request_duration_seconds_count"), 1.0, "only the get-or-create was admitted");
+    // settled(1): only the get-or-create was admitted and timed; the refusals were not.
     engine.shutdown().await;
 }
 
