@@ -14,7 +14,6 @@ pub mod writer;
 use crate::actor::lifecycle;
 use crate::engine::EngineState;
 use crate::metrics::{RequestKind, RouteLabel};
-use tracing::Instrument;
 use crate::sql::route::{Lane, Route};
 use admission::{Pending, Rejection};
 use axum::extract::ws::{Message, WebSocket};
@@ -28,6 +27,7 @@ use scheduler::{Job, Scheduler, SchedulerConfig, Work};
 use session::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use writer::Outbox;
 
 /// The connection's query parameters (`/envoys/connect?namespace=..&envoy_key=..&pool_name=..&version=..`).
