@@ -3,6 +3,8 @@
 //! - `GET /health` → `{"status":"ok"}` (any valid token)
 //! - `GET /actors` → `[{namespace, id, name, key, state, generation, envoy, inflight}]`
 //!   (roles `operator` and `read_only_operator`; only the token's namespaces)
+//! - `GET /metrics` → Prometheus text of every metric (roles `operator` and
+//!   `read_only_operator`; engine-wide, not filtered by namespace; see `metrics.rs`)
 //! - `POST /actors/{id}/stop` → drains, then `{actor_id, generation, duration_ms, interrupted, ...}`
 //!   (role `operator`; an actor outside the token's namespaces answers 404, as if absent)
 //!
@@ -133,6 +135,19 @@ pub async fn list(
         .filter(|v| filter.state.as_deref().is_none_or(|s| s == v.state))
         .collect();
     Json(rows).into_response()
+}
+
+pub async fn metrics(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers, Need::Read) {
+        return *r;
+    }
+    match state.metrics.render(&state) {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            *error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
 }
 
 pub async fn stop(State(state): State<Arc<EngineState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

@@ -183,6 +183,9 @@ pub struct ServeArgs {
     /// Statement deadline (ms; 0 = none).
     #[arg(long)]
     pub max_statement_ms: Option<u32>,
+    /// Log lines on stderr: `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 impl ServeArgs {
@@ -244,6 +247,7 @@ impl ServeArgs {
             max_params => c.limits.max_params, id;
             max_value_bytes => c.limits.max_value_bytes, id;
             max_statement_ms => c.limits.max_statement_ms, id;
+            log_format => c.log_format, id;
         }
         Ok(c)
     }
@@ -294,6 +298,7 @@ impl ServeArgs {
             max_params: Some(l.max_params),
             max_value_bytes: Some(l.max_value_bytes),
             max_statement_ms: Some(l.max_statement_ms),
+            log_format: Some(c.log_format),
         }
     }
 }

@@ -258,6 +258,8 @@ pub struct Config {
     pub busy_timeout: std::time::Duration,
     /// When an acknowledged write is on disk: fsync (default) or OS buffers.
     pub durability: Durability,
+    /// How the binary writes its log lines (read by `main` before the engine starts).
+    pub log_format: crate::logging::LogFormat,
     /// Most requests in one group commit.
     pub group_commit_max_members: usize,
     /// Longest one group commit stays open collecting queued requests.
@@ -305,6 +307,7 @@ impl Config {
             readers_per_actor: DEFAULT_READERS_PER_ACTOR,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             durability: DEFAULT_DURABILITY,
+            log_format: crate::logging::LogFormat::Text,
             group_commit_max_members: DEFAULT_GROUP_COMMIT_MAX_MEMBERS,
             group_commit_max_open: DEFAULT_GROUP_COMMIT_MAX_OPEN,
             sqlite_hard_heap_limit: DEFAULT_SQLITE_HARD_HEAP_LIMIT_BYTES,

@@ -174,6 +174,7 @@ pub async fn drain(
         was_running: true,
     };
     tracing::info!(actor_id, generation, duration_ms = report.duration_ms, interrupted, "actor stopped");
+    state.metrics.drain_finished(reason, &report);
     state.drains.map.lock().remove(actor_id);
     let _ = tx.send(Some(report.clone()));
     Ok(report)

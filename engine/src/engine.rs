@@ -42,6 +42,8 @@ pub struct EngineState {
     pub shutdown_trigger: ShutdownTrigger,
     /// What group commits did, across every connection.
     pub group_stats: Arc<crate::sql::group::GroupStats>,
+    /// Counters and histograms served at `GET /metrics`; shared with connections and lanes.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Connection tasks; shutdown waits for all of them.
     pub tasks: TaskTracker,
     /// Source of connection ids (tell an evicted connection from its successor).
@@ -99,6 +101,7 @@ impl Engine {
             shutdown_trigger,
             tasks: TaskTracker::new(),
             group_stats: Default::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()?),
             next_conn_id: AtomicU64::new(0),
             placement_locks: Default::default(),
         });
@@ -185,6 +188,11 @@ impl RunningEngine {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.state.group_stats;
         (s.commits.load(Relaxed), s.members.load(Relaxed), s.largest.load(Relaxed), s.failed.load(Relaxed))
+    }
+
+    /// The Prometheus text `GET /metrics` would serve now.
+    pub fn metrics_text(&self) -> Result<String, crate::metrics::MetricsError> {
+        self.state.metrics.render(&self.state)
     }
 
     /// Every actor the registry knows.

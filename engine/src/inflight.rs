@@ -78,6 +78,12 @@ impl Inflight {
         self.counters.lock().values().map(HashMap::len).sum()
     }
 
+    /// Requests accepted and not yet answered, across every (actor, generation)
+    /// (`envoy_requests_inflight`, read at scrape).
+    pub fn total(&self) -> usize {
+        self.counters.lock().values().flat_map(HashMap::values).map(|c| c.count.load(Ordering::Acquire)).sum()
+    }
+
     /// Waits until the count is zero or `timeout` passes; returns whether it reached zero.
     pub async fn wait_zero(&self, actor_id: &str, generation: u64, timeout: Duration) -> bool {
         let counter = self.counter(actor_id, generation);

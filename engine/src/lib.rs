@@ -28,6 +28,7 @@
 //! | operator SQL on an actor without moving it (`POST /actors/{id}/sql`) | `inspect.rs` |
 //! | backup and restore of an actor's database | `backup.rs` |
 //! | creating and deleting actors from the admin API | `manage.rs` |
+//! | metrics (`GET /metrics`), log format | `metrics.rs`, `logging.rs` |
 
 pub mod actor;
 pub mod admin;
@@ -46,6 +47,8 @@ pub mod inspect;
 pub mod kv;
 pub mod manage;
 mod listener;
+pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod shell;
 pub mod shutdown;

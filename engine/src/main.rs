@@ -6,14 +6,6 @@ use envoy_engine::config_file;
 use envoy_engine::Engine;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     // `serve` and `config print` show each setting's default and variable in --help.
     let command = Cli::command()
         .mut_subcommand("serve", config_file::annotate_help)
@@ -22,6 +14,15 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The log format of `serve` may come from a flag, the environment or the config file.
+    let log_format = match &cli.command {
+        Command::Serve(args) => config_file::merge(args.clone(), &config_file::process_env())
+            .ok()
+            .and_then(|a| a.log_format)
+            .unwrap_or_default(),
+        Command::Actors(_) | Command::Sql(_) | Command::Config(_) | Command::Backup { .. } => Default::default(),
+    };
+    envoy_engine::logging::init(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -43,6 +43,7 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/health", get(crate::admin::health))
         .route("/actors", get(crate::admin::list).post(crate::manage::create))
         .route("/actors/{id}", axum::routing::delete(crate::manage::delete))
+        .route("/metrics", get(crate::admin::metrics))
         .route("/actors/{id}/stop", post(crate::admin::stop))
         .route("/actors/{id}/sql", post(crate::inspect::sql))
         .route("/actors/{id}/backup", get(crate::backup::backup))

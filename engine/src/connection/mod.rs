@@ -13,6 +13,7 @@ pub mod writer;
 
 use crate::actor::lifecycle;
 use crate::engine::EngineState;
+use crate::metrics::{RequestKind, RouteLabel};
 use crate::sql::route::{Lane, Route};
 use admission::{Pending, Rejection};
 use axum::extract::ws::{Message, WebSocket};
@@ -26,6 +27,7 @@ use scheduler::{Job, Scheduler, SchedulerConfig, Work};
 use session::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use writer::Outbox;
 
 /// The connection's query parameters (`/envoys/connect?namespace=..&envoy_key=..&pool_name=..&version=..`).
@@ -78,8 +80,8 @@ pub async fn serve(
     version: u16,
     identity: crate::auth::Identity,
 ) {
-    use tracing::Instrument;
     let Some(token) = state.tasks.token() else { return };
+    let _open = crate::metrics::Metrics::hold(&state.metrics.connections_open);
     let conn_id = state.next_conn_id();
     let span = tracing::info_span!("envoy", conn_id, identity = %identity.name, namespace = %params.namespace,
         envoy_key = %params.envoy_key, version);
@@ -124,8 +126,8 @@ async fn serve_inner(
 ) {
     let (sink, mut stream) = socket.split();
     let budget = crate::budget::ConnBudget::new(state.result_budget.clone(), state.config.max_connection_outbox_bytes);
-    let (outbox, rx) = Outbox::new(budget);
-    let mut writer = tokio::spawn(writer::run(sink, rx, version));
+    let (outbox, rx) = Outbox::new(budget, state.metrics.clone());
+    let mut writer = tokio::spawn(writer::run(sink, rx, version, state.metrics.clone()));
     let limits = DecodeLimits::for_frame(state.config.limits.max_frame_bytes as usize);
 
     // The hello comes first.
@@ -183,6 +185,7 @@ async fn serve_inner(
             return outbox.close(close::UNAUTHORIZED, e.to_string());
         }
     };
+    let _attached = crate::metrics::Metrics::hold(&state.metrics.envoys_attached);
     tracing::info!(resumed = attachment.resumed, pool = %params.pool_name, "envoy connected");
     let scheduler = Scheduler::new(
         SchedulerConfig {
@@ -193,6 +196,7 @@ async fn serve_inner(
                 max_members: cfg.group_commit_max_members,
                 max_open: cfg.group_commit_max_open,
                 stats: state.group_stats.clone(),
+                metrics: state.metrics.clone(),
             },
         },
         outbox.clone(),
@@ -294,6 +298,7 @@ impl Conn {
                 msg = stream.next(), if !paused => match msg {
                     Some(Ok(Message::Binary(b))) => {
                         last_seen = Instant::now();
+                        self.state.metrics.frame_in(b.len());
                         match decode_to_engine(&b, self.version, limits) {
                             Ok(m) => {
                                 if let Err(reason) = self.dispatch(m, b.len()) {
@@ -390,11 +395,17 @@ impl Conn {
                 let state = state.clone();
                 let session = self.session.clone();
                 let outbox = self.outbox.clone();
-                tokio::spawn(async move {
-                    let answer = lifecycle::get_or_create(&state, &session, req).await;
-                    outbox.send(answer);
-                    drop(pending);
-                });
+                let timer = state.metrics.request(RequestKind::GetOrCreate, RouteLabel::Write);
+                let span = tracing::debug_span!("request", request_id = req.request_id, kind = "get_or_create");
+                tokio::spawn(
+                    async move {
+                        let answer = lifecycle::get_or_create(&state, &session, req).await;
+                        outbox.send(answer);
+                        drop(timer);
+                        drop(pending);
+                    }
+                    .instrument(span),
+                );
             }
             ToEngine::KvRequest(r) => {
                 let request_id = r.request_id;
@@ -422,6 +433,7 @@ impl Conn {
                         work: Work::Kv { request_id, data },
                         executor,
                         lane: Lane::Writer,
+                        timer: state.metrics.request(RequestKind::Kv, RouteLabel::Write),
                         inflight,
                         pending,
                     }),
@@ -438,6 +450,7 @@ impl Conn {
                         work: Work::Exec { request_id, sql: req.sql },
                         executor,
                         lane: Lane::Writer,
+                        timer: state.metrics.request(RequestKind::Exec, RouteLabel::Write),
                         inflight,
                         pending,
                     }),
@@ -483,10 +496,13 @@ impl Conn {
         }) {
             Ok((executor, inflight, pending)) => {
                 let Some(route) = route else { unreachable!("admitted requests have a route") };
+                let kind = if write { RequestKind::ExecuteWrite } else { RequestKind::Execute };
+                let timer = self.state.metrics.request(kind, RouteLabel::of(route.lane));
                 self.scheduler.submit(Job {
                     work: Work::Execute { request_id, sql: req.sql, params, write, route },
                     executor,
                     lane: route.lane,
+                    timer,
                     inflight,
                     pending,
                 });

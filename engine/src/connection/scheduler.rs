@@ -62,6 +62,10 @@ pub struct Job {
     pub executor: Arc<Executor>,
     /// Reader for read candidates, Writer otherwise (or after a bounce).
     pub lane: Lane,
+    /// Times it from admission (`envoy_request_duration_seconds`). Declared before
+    /// `inflight` so it drops first: once the in-flight count shows a request
+    /// answered, its latency sample is in.
+    pub timer: crate::metrics::RequestTimer,
     /// Counts this request until its answer is handed to the writer.
     pub inflight: InflightGuard,
     /// Counts it against the connection's pending bound.
@@ -69,6 +73,18 @@ pub struct Job {
 }
 
 impl Job {
+    /// A DEBUG span naming this request: its actor, request id and kind. At the
+    /// default info level it is disabled and costs a level check; no SQL in it.
+    pub(crate) fn span(&self) -> tracing::Span {
+        let (request_id, kind) = match &self.work {
+            Work::Exec { request_id, .. } => (*request_id, "exec"),
+            Work::Execute { request_id, write: false, .. } => (*request_id, "execute"),
+            Work::Execute { request_id, write: true, .. } => (*request_id, "execute_write"),
+            Work::Kv { request_id, .. } => (*request_id, "kv"),
+        };
+        tracing::debug_span!("request", actor_id = %self.executor.actor_id, request_id, kind)
+    }
+
     /// The lane this job would take now (a read goes to the writer while a transaction is open there).
     fn lane_now(&self) -> Lane {
         match self.lane {
@@ -143,6 +159,9 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// Queues and permits, locked briefly by the read loop and lanes.
     state: Mutex<State>,
+    /// The connection's `envoy` span (conn id, namespace, envoy key): lanes run on
+    /// blocking threads, which do not inherit it, so each lane enters it.
+    span: tracing::Span,
 }
 
 /// The connection's scheduler. The read loop submits jobs; blocking threads run
@@ -166,6 +185,7 @@ impl Scheduler {
                 outbox,
                 runtime: tokio::runtime::Handle::current(),
                 state: Mutex::new(State { queues: HashMap::new(), ready: VecDeque::new(), free }),
+                span: tracing::Span::current(),
             }),
         }
     }
@@ -265,6 +285,7 @@ fn spawn_lane(shared: Arc<Shared>, launch: Launch) {
 /// Runs batches on one lane until its actor's queue has nothing more for it.
 fn run_lane(shared: Arc<Shared>, launch: Launch) {
     let Launch { key, lane, mut batch } = launch;
+    let _conn_span = shared.span.enter();
     let cfg = &shared.cfg;
     'batches: loop {
         let bounced = run_batch(&shared.outbox, lane, batch, cfg);
@@ -351,6 +372,7 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
     let mut reads = in_use.is_ok().then(|| x.read_session());
     let mut jobs = batch.into_iter();
     while let Some(job) = jobs.next() {
+        let _request_span = job.span().entered();
         // Results built by the job are charged to this connection (see budget::scope).
         let (answer, built) = budget::scope(outbox.budget(), || match (&mut reads, &job.work) {
             (Some(rs), Work::Execute { request_id, sql, params, route, .. }) => {
@@ -376,7 +398,8 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
             None => {
                 // It writes after all: it and every later read wait for the writer
                 // (a read never runs before an earlier request that writes).
-                bounced.push(Job { lane: Lane::Writer, ..job });
+                let timer = job.timer.rerouted(crate::metrics::RouteLabel::Write);
+                bounced.push(Job { lane: Lane::Writer, timer, ..job });
                 bounced.extend(jobs.by_ref());
             }
         }

@@ -39,12 +39,17 @@ pub struct Outbox {
     tx: mpsc::UnboundedSender<Outbound>,
     /// Bytes queued toward this socket (see the module doc).
     budget: Arc<ConnBudget>,
+    /// Where error answers are counted as they are queued (every answer passes here).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Outbox {
-    pub fn new(budget: Arc<ConnBudget>) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+    pub fn new(
+        budget: Arc<ConnBudget>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx, budget }, rx)
+        (Self { tx, budget, metrics }, rx)
     }
 
     /// The connection's budget of queued bytes.
@@ -55,6 +60,7 @@ impl Outbox {
     /// Queues a message that carries no built result (control messages, errors,
     /// rejections): charged by its estimated size, never refused.
     pub fn send(&self, msg: ToEnvoy) {
+        self.metrics.count_answer(&msg);
         let charge = Charge::force(&self.budget, crate::budget::small_size(&msg));
         let _ = self.tx.send(Outbound::Msg(msg, charge));
     }
@@ -63,6 +69,9 @@ impl Outbox {
     /// them, and so gives their charge back).
     pub fn send_batch(&self, msgs: Vec<ToEnvoy>, charge: Charge) {
         if !msgs.is_empty() {
+            for m in &msgs {
+                self.metrics.count_answer(m);
+            }
             let _ = self.tx.send(Outbound::Batch(msgs, charge));
         }
     }
@@ -81,7 +90,12 @@ impl Outbox {
 const MAX_ITEMS_PER_FLUSH: usize = 1024;
 
 /// Runs until the queue closes, a Close is written, or the socket fails.
-pub async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::UnboundedReceiver<Outbound>, version: u16) {
+pub async fn run(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    version: u16,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     // Charges of the items fed since the last flush: given back once flushed.
     let mut fed: Vec<Charge> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -93,13 +107,13 @@ pub async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Unbounde
             let result = match it {
                 Outbound::Msg(m, charge) => {
                     fed.push(charge);
-                    feed(&mut sink, &m, version).await
+                    feed(&mut sink, &m, version, &metrics).await
                 }
                 Outbound::Batch(ms, charge) => {
                     fed.push(charge);
                     let mut r = Ok(());
                     for m in &ms {
-                        r = feed(&mut sink, m, version).await;
+                        r = feed(&mut sink, m, version, &metrics).await;
                         if r.is_err() {
                             break;
                         }
@@ -133,9 +147,17 @@ pub async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Unbounde
     let _ = sink.close().await;
 }
 
-async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: &ToEnvoy, version: u16) -> Result<(), axum::Error> {
+async fn feed(
+    sink: &mut SplitSink<WebSocket, Message>,
+    msg: &ToEnvoy,
+    version: u16,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), axum::Error> {
     match encode_to_envoy(msg, version) {
-        Ok(bytes) => sink.feed(Message::Binary(bytes.into())).await,
+        Ok(bytes) => {
+            metrics.frame_out(bytes.len());
+            sink.feed(Message::Binary(bytes.into())).await
+        }
         Err(e) => {
             // A message this version cannot carry is dropped with a log; the peer
             // cannot have asked for it (requests are decoded at the same version).

@@ -32,6 +32,7 @@ use super::route::{statements, Kind};
 use crate::budget::{self, Charge};
 use crate::connection::scheduler::{run_job, Job, Work};
 use crate::connection::writer::Outbox;
+use crate::metrics::Store;
 use crate::sql::route::Lane;
 use envoy_protocol::{
     KvErrorCode, KvErrorResponse, KvResponseData, SqliteError, SqliteExecResult, SqliteExecuteResult, ToEnvoy,
@@ -50,6 +51,9 @@ pub struct GroupLimits {
     pub max_open: Duration,
     /// Counters shared by every connection of the engine.
     pub stats: Arc<GroupStats>,
+    /// The engine's metrics: group sizes and COMMIT times (`envoy_group_commit_size`,
+    /// `envoy_commit_duration_seconds`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What group commits did (observability; tests check grouping happened).
@@ -160,19 +164,23 @@ impl Batch<'_> {
         let count = |p: Part| self.held.iter().filter(|h| h.part == Some(p)).count() as u64;
         let (sql_members, kv_members) = (count(Part::Sql), count(Part::Kv));
         let sql_failed = if std::mem::take(&mut self.sql_open) {
+            let started = Instant::now();
             let r = w.commit_group().err();
             self.limits.stats.record(sql_members, r.is_none());
+            self.limits.metrics.group_commit(Store::Sql, sql_members, started.elapsed(), r.is_none());
             r
         } else {
             None
         };
         let kv_failed = if std::mem::take(&mut self.kv_open) {
+            let started = Instant::now();
             // Finishing begun work: no start check (a stop must not skip a commit).
             let r = match x.with_kv_store(|kv, _| kv.commit_group()) {
                 Ok(r) => r.err(),
                 Err(_) => Some(rusqlite::Error::InvalidQuery),
             };
             self.limits.stats.record(kv_members, r.is_none());
+            self.limits.metrics.group_commit(Store::Kv, kv_members, started.elapsed(), r.is_none());
             r
         } else {
             None
@@ -285,6 +293,7 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
             let mut answers = Vec::with_capacity(batch.len());
             let mut charge = Charge::default();
             for job in &batch {
+                let _request_span = job.span().entered();
                 let (answer, built) = budget::scope(outbox.budget(), || run_job(job, Lane::Writer));
                 let answer = answer.unwrap_or_else(|| {
                     execute_answer(0, Err(err(envoy_protocol::SqliteErrorCode::Internal, "writer refused a statement", None)))
@@ -301,6 +310,7 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
     };
     let mut b = Batch { outbox, limits, held: Vec::with_capacity(batch.len()), opened: None, sql_open: false, kv_open: false, members: 0 };
     for job in batch {
+        let _request_span = job.span().entered();
         match part(&job.work) {
             Part::Alone => {
                 b.flush(&x, &mut w);

@@ -20,3 +20,4 @@ mod transactions;
 mod operators;
 mod hostile_res;
 mod config_file;
+mod metrics;
