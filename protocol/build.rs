@@ -174,22 +174,23 @@ impl Parser {
     fn ty(&mut self) -> Result<Ty, String> {
         let name = self.ident()?;
         Ok(match name.as_str() {
-            "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" | "f32" | "f64" | "bool"
-            | "uint" | "int" => Ty::Prim(match name.as_str() {
-                "u8" => "u8",
-                "u16" => "u16",
-                "u32" => "u32",
-                "u64" => "u64",
-                "i8" => "i8",
-                "i16" => "i16",
-                "i32" => "i32",
-                "i64" => "i64",
-                "f32" => "f32",
-                "f64" => "f64",
-                "bool" => "bool",
-                "uint" => "uint",
-                _ => "int",
-            }),
+            "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" | "f32" | "f64" | "bool" | "uint" | "int" => {
+                Ty::Prim(match name.as_str() {
+                    "u8" => "u8",
+                    "u16" => "u16",
+                    "u32" => "u32",
+                    "u64" => "u64",
+                    "i8" => "i8",
+                    "i16" => "i16",
+                    "i32" => "i32",
+                    "i64" => "i64",
+                    "f32" => "f32",
+                    "f64" => "f64",
+                    "bool" => "bool",
+                    "uint" => "uint",
+                    _ => "int",
+                })
+            }
             "str" => Ty::Str,
             "data" => Ty::Data,
             "void" => Ty::Void,
@@ -582,7 +583,8 @@ fn generate(s: &Schema, version: u16) -> String {
                 let _ = writeln!(out, "impl {name} {{\n    /// Schema name of this value's member type.\n    pub fn member_name(&self) -> &'static str {{\n        match self {{");
                 for m in members {
                     let vn = variant_name(name, m);
-                    let pat = if matches!(s.types[m].def, Def::Alias(Ty::Void)) { vn.clone() } else { format!("{vn}(_)") };
+                    let pat =
+                        if matches!(s.types[m].def, Def::Alias(Ty::Void)) { vn.clone() } else { format!("{vn}(_)") };
                     let _ = writeln!(out, "            {name}::{pat} => {m:?},");
                 }
                 let _ = writeln!(out, "        }}\n    }}\n    /// Schema names of every member, in tag order.\n    pub const MEMBERS: &'static [&'static str] = &[{}];\n}}", members.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "));
@@ -592,7 +594,11 @@ fn generate(s: &Schema, version: u16) -> String {
                     if matches!(s.types[m].def, Def::Alias(Ty::Void)) {
                         let _ = writeln!(out, "            {name}::{vn} => bare::write_uint(out, {i}),");
                     } else {
-                        let _ = writeln!(out, "            {name}::{vn}(v) => {{ bare::write_uint(out, {i}); {} }}", enc(s, &Ty::Named(m.clone()), "v", 1));
+                        let _ = writeln!(
+                            out,
+                            "            {name}::{vn}(v) => {{ bare::write_uint(out, {i}); {} }}",
+                            enc(s, &Ty::Named(m.clone()), "v", 1)
+                        );
                     }
                 }
                 let _ = writeln!(out, "        }}\n    }}\n}}");
@@ -603,7 +609,11 @@ fn generate(s: &Schema, version: u16) -> String {
                     if matches!(s.types[m].def, Def::Alias(Ty::Void)) {
                         let _ = writeln!(out, "            {i} => Ok({name}::{vn}),");
                     } else {
-                        let _ = writeln!(out, "            {i} => Ok({name}::{vn}(r.within({m:?}, |r| {})?)),", dec(s, &Ty::Named(m.clone())));
+                        let _ = writeln!(
+                            out,
+                            "            {i} => Ok({name}::{vn}(r.within({m:?}, |r| {})?)),",
+                            dec(s, &Ty::Named(m.clone()))
+                        );
                     }
                 }
                 let _ = writeln!(out, "            other => Err(r.error_at(at, bare::DecodeErrorKind::UnknownUnionTag {{ ty: {name:?}, tag: other }})),");
@@ -726,7 +736,10 @@ fn generate_conversions(out: &mut String, a: &Schema, va: u16, b: &Schema, vb: u
                             if matches!(a.types[m].def, Def::Alias(Ty::Void)) {
                                 format!("v{from}::{name}::{vn} => v{to}::{name}::{vn}")
                             } else {
-                                format!("v{from}::{name}::{vn}(v) => v{to}::{name}::{vn}({})", conv(a, &Ty::Named(m.clone()), "v", 1))
+                                format!(
+                                    "v{from}::{name}::{vn}(v) => v{to}::{name}::{vn}({})",
+                                    conv(a, &Ty::Named(m.clone()), "v", 1)
+                                )
                             }
                         })
                         .collect();

@@ -93,7 +93,13 @@ async fn sequential(c: &mut RawClient, a: &GetOrCreateActorOk, secs: u64) {
 
 async fn pipelined(c: &mut RawClient, a: &GetOrCreateActorOk, secs: u64, write: bool) {
     let mut rid = 2_000_000u32;
-    let frame = |rid: u32, v: u16| if write { insert_frame(a, rid, v) } else { select_frame(a, rid, (rid as i64 % ROWS) + 1, v) };
+    let frame = |rid: u32, v: u16| {
+        if write {
+            insert_frame(a, rid, v)
+        } else {
+            select_frame(a, rid, (rid as i64 % ROWS) + 1, v)
+        }
+    };
     for _ in 0..IN_FLIGHT {
         rid += 1;
         c.ws.feed(frame(rid, c.version)).await.unwrap();
@@ -106,7 +112,8 @@ async fn pipelined(c: &mut RawClient, a: &GetOrCreateActorOk, secs: u64, write: 
         next_answer(c).await;
         let mut got = 1;
         while let Some(Some(Ok(Message::Binary(b)))) = futures_util::FutureExt::now_or_never(c.ws.next()) {
-            if let ToEnvoy::SqliteExecuteResponse(r) = decode_to_envoy(&b, c.version, &DecodeLimits::default()).unwrap() {
+            if let ToEnvoy::SqliteExecuteResponse(r) = decode_to_envoy(&b, c.version, &DecodeLimits::default()).unwrap()
+            {
                 assert!(!matches!(r.result, SqliteExecuteResult::SqliteError(_)), "{:?}", r.result);
                 got += 1;
             }
@@ -134,7 +141,9 @@ async fn many_sockets(addr: std::net::SocketAddr, secs: u64) {
         tasks.push(tokio::spawn(async move {
             let mut c = RawClient::connect(addr, ConnectOpts::new("bench", &format!("many-{i}"))).await;
             let a = c.get_or_create("many", &format!("{i}-{:?}", std::time::SystemTime::now())).await;
-            exec_ok(c.exec(&a, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one')").await);
+            exec_ok(
+                c.exec(&a, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one')").await,
+            );
             let start = Instant::now();
             let mut n = 0u64;
             let mut rid = 10u32;
@@ -171,7 +180,8 @@ fn main() {
         if let Some(n) = std::env::var("BENCH_READER_LANES").ok().and_then(|s| s.parse().ok()) {
             cfg.reader_lanes_per_actor = n;
         }
-        let external: Option<std::net::SocketAddr> = std::env::var("BENCH_ADDR").ok().map(|a| a.parse().expect("BENCH_ADDR host:port"));
+        let external: Option<std::net::SocketAddr> =
+            std::env::var("BENCH_ADDR").ok().map(|a| a.parse().expect("BENCH_ADDR host:port"));
         let engine = match external {
             Some(_) => None,
             None => {
@@ -183,7 +193,9 @@ fn main() {
         let mut c = RawClient::connect(addr, ConnectOpts::new("bench", "bench-envoy")).await;
         // A fresh table per run, so an external engine can be measured repeatedly.
         let a = c.get_or_create("bench", &format!("{:?}", std::time::SystemTime::now())).await;
-        let mut setup = String::from("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT); BEGIN;");
+        let mut setup = String::from(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT); BEGIN;",
+        );
         for i in 1..=ROWS {
             setup.push_str(&format!("INSERT INTO t VALUES ({i}, 'value-{i:08}');"));
         }

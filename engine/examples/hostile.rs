@@ -40,7 +40,8 @@ fn engine_pid() -> Option<u32> {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_engine = args.first().is_some_and(|a| a.ends_with(b"envoy-engine")) && args.iter().any(|a| *a == b"serve");
+        let is_engine =
+            args.first().is_some_and(|a| a.ends_with(b"envoy-engine")) && args.iter().any(|a| *a == b"serve");
         is_engine.then_some(pid)
     })
 }
@@ -74,7 +75,11 @@ async fn main() {
     let r = c.execute(&a, "SELECT fts3_tokenizer(?1)", vec![Value::Text("simple".into())]).await;
     show("SELECT fts3_tokenizer(?1)  [?1 = 'simple']", &r);
     let r = c
-        .execute_write(&a, "SELECT fts3_tokenizer(?1, ?2)", vec![Value::Text("evil".into()), Value::Blob(vec![0x41; 8])])
+        .execute_write(
+            &a,
+            "SELECT fts3_tokenizer(?1, ?2)",
+            vec![Value::Text("evil".into()), Value::Blob(vec![0x41; 8])],
+        )
         .await;
     show("SELECT fts3_tokenizer(?1, ?2)  [8-byte blob]", &r);
     for sql in ["PRAGMA hard_heap_limit = 65536", "PRAGMA soft_heap_limit = 65536", "PRAGMA database_list"] {

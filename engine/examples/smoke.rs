@@ -20,7 +20,8 @@ use support::*;
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let addr = args.get(1).map_or("127.0.0.1:6420", String::as_str).parse().expect("ADDR as host:port");
-    let slow_ms: Option<u64> = args.iter().position(|a| a == "--slow-ms").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
+    let slow_ms: Option<u64> =
+        args.iter().position(|a| a == "--slow-ms").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
     let mut opts = ConnectOpts::new("default", "smoke-envoy");
     if let Ok(t) = std::env::var("ENVOY_AUTH_TOKEN") {
         opts = opts.token(&t);
@@ -32,9 +33,14 @@ async fn main() {
     c.ack_all().await;
     let event_index = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     c.report_running(event_index, &a.actor_id, a.generation).await;
-    ok(c.execute_write(&a, "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT, at REAL)", vec![]).await);
+    ok(c.execute_write(&a, "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT, at REAL)", vec![])
+        .await);
     let w = ok(c
-        .execute_write(&a, "INSERT INTO notes (body, at) VALUES (?, ?)", vec![Value::Text(format!("generation {}", a.generation)), Value::Float(1.5)])
+        .execute_write(
+            &a,
+            "INSERT INTO notes (body, at) VALUES (?, ?)",
+            vec![Value::Text(format!("generation {}", a.generation)), Value::Float(1.5)],
+        )
         .await);
     println!("inserted rowid {:?} ({} change)", w.last_insert_row_id, w.changes);
     let r = ok(c.execute(&a, "SELECT id, body FROM notes ORDER BY id", vec![]).await);

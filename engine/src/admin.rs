@@ -165,8 +165,11 @@ pub async fn stop(State(state): State<Arc<EngineState>>, headers: HeaderMap, Pat
     match crate::drain::drain(&state, &id, None, envoy_protocol::StopReason::Operator, true).await {
         Ok(report) => Json(report).into_response(),
         Err(crate::drain::StopError::NotFound(id)) => {
-            (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no actor with id {id}")}))).into_response()
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no actor with id {id}")})))
+                .into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
     }
 }

@@ -31,7 +31,11 @@ pub const DEFAULT_MAX_RESTORE_BYTES: usize = 1024 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
 
 /// The actor's record if the caller's token may reach its namespace.
-fn reachable(state: &EngineState, identity: &crate::auth::Identity, id: &str) -> Option<crate::actor::registry::ActorRecord> {
+fn reachable(
+    state: &EngineState,
+    identity: &crate::auth::Identity,
+    id: &str,
+) -> Option<crate::actor::registry::ActorRecord> {
     state.registry.get(id).filter(|a| identity.namespaces.allows(&a.namespace))
 }
 
@@ -128,8 +132,9 @@ pub async fn backup(State(state): State<Arc<EngineState>>, headers: HeaderMap, P
 fn check_database(path: &FsPath) -> Result<(), String> {
     let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("not a SQLite database: {e}"))?;
-    let verdict: String =
-        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| format!("not a SQLite database: {e}"))?;
+    let verdict: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| format!("not a SQLite database: {e}"))?;
     if verdict != "ok" {
         return Err(format!("the database fails integrity_check: {verdict}"));
     }

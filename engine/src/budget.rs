@@ -209,8 +209,9 @@ impl ConnBudget {
 
     /// Takes `n` bytes of both budgets, or neither.
     fn try_take(&self, n: usize) -> Result<(), Refused> {
-        let taken =
-            self.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|&t| t <= self.limit));
+        let taken = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|&t| t <= self.limit));
         if taken.is_err() {
             self.saturated.store(true, Ordering::SeqCst);
             self.maybe_unsaturate();

@@ -388,7 +388,11 @@ fn parse_url(url: &str) -> anyhow::Result<(String, String)> {
     if hostport.is_empty() {
         bail!("the admin URL has no host");
     }
-    let hostport = if hostport.contains(':') && !hostport.ends_with(']') { hostport.to_string() } else { format!("{hostport}:80") };
+    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
     Ok((hostport, base.to_string()))
 }
 
@@ -460,7 +464,8 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n").context("malformed chunk")?;
         let size_str = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
+        let size =
+            usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
         b = &b[eol + 2..];
         if size == 0 {
             return Ok(out);
@@ -529,7 +534,8 @@ pub fn table(actors: &[ActorView]) -> String {
 
 /// The snapshot of one actor's database.
 async fn backup_one(admin: &AdminArgs, id: &str) -> anyhow::Result<Vec<u8>> {
-    let (status, body) = http_exchange(&admin.url, "GET", &format!("/actors/{id}/backup"), admin.token.as_deref(), None).await?;
+    let (status, body) =
+        http_exchange(&admin.url, "GET", &format!("/actors/{id}/backup"), admin.token.as_deref(), None).await?;
     if status != 200 {
         check_status(status, &String::from_utf8_lossy(&body))?;
     }
@@ -548,7 +554,15 @@ pub async fn backup_all(admin: AdminArgs, dir: PathBuf) -> anyhow::Result<()> {
             Ok(bytes) => {
                 let path = dir.join(format!("{}.sqlite", a.id));
                 std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-                println!("{} ({} {}:{}) -> {} ({} bytes)", a.id, a.namespace, a.name, a.key, path.display(), bytes.len());
+                println!(
+                    "{} ({} {}:{}) -> {} ({} bytes)",
+                    a.id,
+                    a.namespace,
+                    a.name,
+                    a.key,
+                    path.display(),
+                    bytes.len()
+                );
                 written += 1;
             }
             // An actor that never wrote has no database: nothing to back up.
@@ -575,7 +589,8 @@ pub async fn run_actors(cmd: ActorsCommand) -> anyhow::Result<()> {
         }
         ActorsCommand::Create { name, key, namespace, admin } => {
             let body = serde_json::json!({ "namespace": namespace, "name": name, "key": key }).to_string();
-            let (status, body) = http_request_with_body(&admin.url, "POST", "/actors", admin.token.as_deref(), Some(&body)).await?;
+            let (status, body) =
+                http_request_with_body(&admin.url, "POST", "/actors", admin.token.as_deref(), Some(&body)).await?;
             if status != 201 {
                 check_status(status, &body)?;
             }
@@ -584,7 +599,8 @@ pub async fn run_actors(cmd: ActorsCommand) -> anyhow::Result<()> {
             println!("{verb} {} ({namespace} {name}:{key})", v["id"].as_str().unwrap_or("?"));
         }
         ActorsCommand::Delete { id, admin } => {
-            let (status, body) = http_request(&admin.url, "DELETE", &format!("/actors/{id}"), admin.token.as_deref()).await?;
+            let (status, body) =
+                http_request(&admin.url, "DELETE", &format!("/actors/{id}"), admin.token.as_deref()).await?;
             check_status(status, &body)?;
             println!("deleted {id}");
         }
@@ -595,8 +611,14 @@ pub async fn run_actors(cmd: ActorsCommand) -> anyhow::Result<()> {
             let a = actors.into_iter().find(|a| a.id == id).with_context(|| format!("no actor with id {id}"))?;
             println!("{}", serde_json::to_string_pretty(&a)?);
             let q = serde_json::json!({ "sql": "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name" });
-            let (status, body) =
-                http_request_with_body(&admin.url, "POST", &format!("/actors/{id}/sql"), admin.token.as_deref(), Some(&q.to_string())).await?;
+            let (status, body) = http_request_with_body(
+                &admin.url,
+                "POST",
+                &format!("/actors/{id}/sql"),
+                admin.token.as_deref(),
+                Some(&q.to_string()),
+            )
+            .await?;
             if status == 200 {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 for row in v["rows"].as_array().into_iter().flatten() {
@@ -621,7 +643,11 @@ pub async fn run_actors(cmd: ActorsCommand) -> anyhow::Result<()> {
             .await?;
             let body = String::from_utf8_lossy(&body).into_owned();
             check_status(status, &body)?;
-            println!("restored {id} from {} ({} bytes); its next start is a new generation", file.display(), bytes.len());
+            println!(
+                "restored {id} from {} ({} bytes); its next start is a new generation",
+                file.display(),
+                bytes.len()
+            );
         }
         ActorsCommand::Stop { id, admin } => {
             let (status, body) =

@@ -362,7 +362,9 @@ impl Config {
                 bail!("--allowed-origin takes exact origins (e.g. https://app.example.com); \"*\" is not accepted");
             }
             if o.is_empty() || !o.bytes().all(|b| b.is_ascii_graphic()) {
-                bail!("--allowed-origin {o:?} must be a non-empty origin without spaces (e.g. https://app.example.com)");
+                bail!(
+                    "--allowed-origin {o:?} must be a non-empty origin without spaces (e.g. https://app.example.com)"
+                );
             }
             if o.ends_with('/') {
                 bail!("--allowed-origin {o:?}: an origin has no path; drop the trailing '/'");
@@ -374,8 +376,14 @@ impl Config {
         if self.max_connections == 0 {
             bail!("max_connections must be at least 1");
         }
-        if self.permits_per_connection == 0 || self.max_batch == 0 || self.readers_per_actor == 0 || self.group_commit_max_members == 0 {
-            bail!("permits_per_connection, max_batch, readers_per_actor and group_commit_max_members must be at least 1");
+        if self.permits_per_connection == 0
+            || self.max_batch == 0
+            || self.readers_per_actor == 0
+            || self.group_commit_max_members == 0
+        {
+            bail!(
+                "permits_per_connection, max_batch, readers_per_actor and group_commit_max_members must be at least 1"
+            );
         }
         if self.sqlite_hard_heap_limit < 0 || self.sqlite_soft_heap_limit < 0 {
             bail!("SQLite heap limits cannot be negative (0 means none)");
@@ -410,7 +418,10 @@ impl Config {
         // idle engine, or it could never be served.
         let max_response = self.limits.max_response_bytes as usize;
         if self.max_connection_outbox_bytes < max_response {
-            bail!("max_connection_outbox_bytes ({}) cannot be below max_response_bytes ({max_response})", self.max_connection_outbox_bytes);
+            bail!(
+                "max_connection_outbox_bytes ({}) cannot be below max_response_bytes ({max_response})",
+                self.max_connection_outbox_bytes
+            );
         }
         if self.max_result_memory_bytes < self.max_connection_outbox_bytes {
             bail!(

@@ -168,14 +168,16 @@ pub fn env_layer(env: &BTreeMap<String, String>) -> Result<ServeArgs, ConfigFile
             vec![value.as_str()]
         };
         let argv: Vec<String> = values.iter().map(|v| format!("--{long}={v}")).collect();
-        let layer = parse_flags(argv).map_err(|e| ConfigFileError::Env { var: var.clone(), message: clap_message(&e) })?;
+        let layer =
+            parse_flags(argv).map_err(|e| ConfigFileError::Env { var: var.clone(), message: clap_message(&e) })?;
         if layer.config.is_some() {
             config = layer.config.clone();
         }
         table.extend(to_table(&layer, &format!("environment variable {var}"))?);
     }
     // Each value parsed alone just above, so together they parse too.
-    let mut layer = from_table(table).map_err(|message| ConfigFileError::Env { var: format!("{ENV_PREFIX}*"), message })?;
+    let mut layer =
+        from_table(table).map_err(|message| ConfigFileError::Env { var: format!("{ENV_PREFIX}*"), message })?;
     layer.config = config;
     Ok(layer)
 }
@@ -185,7 +187,8 @@ pub fn env_layer(env: &BTreeMap<String, String>) -> Result<ServeArgs, ConfigFile
 /// setting needs; failing beats silently dropping the layer.
 fn to_table(layer: &ServeArgs, origin: &str) -> Result<toml::Table, ConfigFileError> {
     // Serializing `None` fields skips them, which is exactly "not set here".
-    toml::Table::try_from(layer).map_err(|e| ConfigFileError::Unrepresentable { origin: origin.to_string(), message: e.to_string() })
+    toml::Table::try_from(layer)
+        .map_err(|e| ConfigFileError::Unrepresentable { origin: origin.to_string(), message: e.to_string() })
 }
 
 /// A layer from a TOML table (keys already known to exist).
@@ -196,29 +199,32 @@ fn from_table(table: toml::Table) -> Result<ServeArgs, String> {
 /// The 1-based line where `key` is set in `text`, if found (`key = ...`, `"key" = ...`
 /// or a `[key]` table header).
 fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let t = line.trim_start();
-        let rest = t
-            .strip_prefix(key)
-            .or_else(|| t.strip_prefix(&format!("\"{key}\"")))
-            .or_else(|| t.strip_prefix(&format!("'{key}'")));
-        match rest {
-            Some(r) => {
-                let r = r.trim_start();
-                r.starts_with('=') || r.starts_with('.')
+    text.lines()
+        .position(|line| {
+            let t = line.trim_start();
+            let rest = t
+                .strip_prefix(key)
+                .or_else(|| t.strip_prefix(&format!("\"{key}\"")))
+                .or_else(|| t.strip_prefix(&format!("'{key}'")));
+            match rest {
+                Some(r) => {
+                    let r = r.trim_start();
+                    r.starts_with('=') || r.starts_with('.')
+                }
+                None => {
+                    t.strip_prefix('[').map(|h| h.trim_start().trim_start_matches('[').trim_start()).is_some_and(|h| {
+                        h.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(']') || r.starts_with('.'))
+                    })
+                }
             }
-            None => t.strip_prefix('[').map(|h| h.trim_start().trim_start_matches('[').trim_start()).is_some_and(|h| {
-                h.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(']') || r.starts_with('.'))
-            }),
-        }
-    })
-    .map(|i| i + 1)
+        })
+        .map(|i| i + 1)
 }
 
 /// The file layer from the text of the file at `path`.
 pub fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigFileError> {
-    let table: toml::Table =
-        toml::from_str(text).map_err(|e| ConfigFileError::Syntax { path: path.to_owned(), message: e.to_string().trim().to_string() })?;
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| ConfigFileError::Syntax { path: path.to_owned(), message: e.to_string().trim().to_string() })?;
     let known = file_keys();
     let unknown: Vec<String> = table
         .keys()
@@ -236,7 +242,12 @@ pub fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigFileErro
         let mut one = toml::Table::new();
         one.insert(key.clone(), value.clone());
         if let Err(message) = from_table(one) {
-            return Err(ConfigFileError::WrongType { path: path.to_owned(), key: key.clone(), line: line_of(text, key), message });
+            return Err(ConfigFileError::WrongType {
+                path: path.to_owned(),
+                key: key.clone(),
+                line: line_of(text, key),
+                message,
+            });
         }
     }
     Ok(table)
@@ -244,7 +255,8 @@ pub fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigFileErro
 
 /// The file layer from the file at `path`.
 pub fn read_file(path: &Path) -> Result<toml::Table, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.to_owned(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.to_owned(), source })?;
     parse_file(path, &text)
 }
 
@@ -260,7 +272,8 @@ pub fn merge(flags: ServeArgs, env: &BTreeMap<String, String>) -> Result<ServeAr
     table.extend(to_table(&env_layer, "the environment")?);
     table.extend(to_table(&flags, "the command line")?);
     // Every value was checked in its own layer, so this only fails on a bug.
-    let mut merged = from_table(table).map_err(|message| ConfigFileError::Unrepresentable { origin: "the merged settings".into(), message })?;
+    let mut merged = from_table(table)
+        .map_err(|message| ConfigFileError::Unrepresentable { origin: "the merged settings".into(), message })?;
     merged.config = path;
     if merged.auth_token.as_deref() == Some(REDACTED) {
         return Err(ConfigFileError::RedactedToken);
@@ -375,7 +388,14 @@ mod tests {
         let mut keys = file_keys();
         keys.sort();
         assert_eq!(serialized, keys);
-        for k in ["max_sql_bytes", "max_frame_bytes", "busy_timeout_ms", "reader_lanes_per_actor", "max_batch", "allowed_origin"] {
+        for k in [
+            "max_sql_bytes",
+            "max_frame_bytes",
+            "busy_timeout_ms",
+            "reader_lanes_per_actor",
+            "max_batch",
+            "allowed_origin",
+        ] {
             assert!(keys.iter().any(|x| x == k), "{k}");
         }
         assert_eq!(env_var("max-sql-bytes"), "ENVOY_MAX_SQL_BYTES");

@@ -138,8 +138,12 @@ pub async fn drain(
     let threshold = state.config.actor_stop_threshold;
     let drained_in_time = state.inflight.wait_zero(actor_id, generation, threshold).await;
     if !drained_in_time {
-        tracing::warn!(actor_id, generation, inflight = state.inflight.count(actor_id, generation),
-            "stop threshold passed; interrupting in-flight work");
+        tracing::warn!(
+            actor_id,
+            generation,
+            inflight = state.inflight.count(actor_id, generation),
+            "stop threshold passed; interrupting in-flight work"
+        );
         if let Some(x) = &executor {
             x.interrupt();
         }

@@ -77,9 +77,8 @@ impl Engine {
         config.validate()?;
         // Process-wide SQLite state belongs to the engine (actors cannot set it: see sql/sandbox.rs).
         crate::sql::sandbox::set_heap_limits(config.sqlite_soft_heap_limit, config.sqlite_hard_heap_limit);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let registry = Registry::open(&config.data_dir)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_trigger, shutdown) = ShutdownTrigger::new();

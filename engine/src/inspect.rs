@@ -71,7 +71,9 @@ pub fn to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Integer(i) => (*i).into(),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number)
+        }
         Value::Text(t) => t.clone().into(),
         Value::Blob(b) => serde_json::json!({ "blob": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
     }
@@ -116,7 +118,9 @@ pub async fn sql(
         return *error(StatusCode::CONFLICT, "the actor is stopping; try again once it stopped or runs again");
     }
     let (executor, detached) = match inflight {
-        Some(_) => (state.executors.get_or_create(&id, generation, || state.actor_dir(&id), &state.exec_settings), false),
+        Some(_) => {
+            (state.executors.get_or_create(&id, generation, || state.actor_dir(&id), &state.exec_settings), false)
+        }
         None => (state.executors.detached(&id, generation, state.actor_dir(&id), &state.exec_settings), true),
     };
     tracing::info!(identity = %identity.name, actor_id = %id, generation, write = body.write, "operator SQL");

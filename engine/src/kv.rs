@@ -8,8 +8,8 @@
 use crate::budget::ResultCharge;
 use crate::config::Limits;
 use envoy_protocol::{
-    KvEntry, KvErrorCode, KvErrorResponse, KvGetBatchResponse, KvGetResponse, KvListResponse, KvQuery,
-    KvRequestData, KvResponseData,
+    KvEntry, KvErrorCode, KvErrorResponse, KvGetBatchResponse, KvGetResponse, KvListResponse, KvQuery, KvRequestData,
+    KvResponseData,
 };
 use rusqlite::{params, Connection, InterruptHandle, OptionalExtension};
 use std::path::Path;
@@ -34,7 +34,10 @@ fn entry_bytes(n: usize) -> usize {
 const EMPTY_RESPONSE_BYTES: usize = 16;
 
 fn too_big(max_response: usize) -> KvResponseData {
-    kv_error(KvErrorCode::LimitExceeded, format!("the response would exceed maxResponseBytes ({max_response}); ask for fewer entries"))
+    kv_error(
+        KvErrorCode::LimitExceeded,
+        format!("the response would exceed maxResponseBytes ({max_response}); ask for fewer entries"),
+    )
 }
 
 fn internal(e: rusqlite::Error) -> KvResponseData {
@@ -157,10 +160,7 @@ impl KvStore {
     }
 
     fn get(&self, key: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.conn
-            .prepare_cached("SELECT value FROM kv WHERE key = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()
+        self.conn.prepare_cached("SELECT value FROM kv WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()
     }
 
     /// Entries in [start, end) (end None = unbounded), ordered, at most `limit`
@@ -233,7 +233,11 @@ impl KvStore {
 
     /// Values of `keys` (None where missing), charged as they are read; stops as
     /// soon as the answer would pass `max_response` or a budget is full.
-    fn get_many(&self, keys: &[Vec<u8>], max_response: usize) -> rusqlite::Result<Result<Vec<Option<Vec<u8>>>, KvResponseData>> {
+    fn get_many(
+        &self,
+        keys: &[Vec<u8>],
+        max_response: usize,
+    ) -> rusqlite::Result<Result<Vec<Option<Vec<u8>>>, KvResponseData>> {
         let mut charge = ResultCharge::start();
         let mut size = EMPTY_RESPONSE_BYTES;
         let mut values = Vec::with_capacity(keys.len());
@@ -277,12 +281,10 @@ impl KvStore {
                 KvRequestData::KvListPrefix(r) => {
                     return Ok(self.list(&r.prefix, prefix_end(&r.prefix).as_deref(), false, None, max, max_response))
                 }
-                KvRequestData::KvGetBatch(r) => {
-                    match self.get_many(&r.keys, max_response)? {
-                        Ok(values) => KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values }),
-                        Err(refused) => refused,
-                    }
-                }
+                KvRequestData::KvGetBatch(r) => match self.get_many(&r.keys, max_response)? {
+                    Ok(values) => KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values }),
+                    Err(refused) => refused,
+                },
                 KvRequestData::KvPutBatch(r) => {
                     // A savepoint: atomic on its own, and nests inside a group commit's transaction.
                     let tx = self.conn.savepoint()?;
@@ -315,9 +317,14 @@ impl KvStore {
                 KvRequestData::KvList(r) => {
                     return Ok(match &r.query {
                         KvQuery::All => self.list(&[], None, r.reverse, r.limit, max, max_response),
-                        KvQuery::Prefix(p) => {
-                            self.list(&p.prefix, prefix_end(&p.prefix).as_deref(), r.reverse, r.limit, max, max_response)
-                        }
+                        KvQuery::Prefix(p) => self.list(
+                            &p.prefix,
+                            prefix_end(&p.prefix).as_deref(),
+                            r.reverse,
+                            r.limit,
+                            max,
+                            max_response,
+                        ),
                         KvQuery::Range(q) => self.list(&q.start, Some(&q.end), r.reverse, r.limit, max, max_response),
                     })
                 }

@@ -29,7 +29,11 @@ pub struct CreateActor {
     pub key: String,
 }
 
-pub async fn create(State(state): State<Arc<EngineState>>, headers: HeaderMap, Json(body): Json<CreateActor>) -> Response {
+pub async fn create(
+    State(state): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    Json(body): Json<CreateActor>,
+) -> Response {
     let identity = match authorized(&state, &headers, Need::Write) {
         Ok(i) => i,
         Err(r) => return *r,
@@ -39,7 +43,10 @@ pub async fn create(State(state): State<Arc<EngineState>>, headers: HeaderMap, J
     }
     let max = crate::actor::lifecycle::MAX_NAME_BYTES;
     if body.namespace.is_empty() || body.name.is_empty() || body.name.len() > max || body.key.len() > max {
-        return *error(StatusCode::BAD_REQUEST, format!("namespace and name must be non-empty; name and key at most {max} bytes"));
+        return *error(
+            StatusCode::BAD_REQUEST,
+            format!("namespace and name must be non-empty; name and key at most {max} bytes"),
+        );
     }
     match state.registry.get_or_insert(&body.namespace, &body.name, &body.key) {
         Ok((rec, created)) => {
@@ -82,9 +89,13 @@ pub async fn delete(State(state): State<Arc<EngineState>>, headers: HeaderMap, P
     .await;
     tracing::info!(identity = %identity.name, actor_id = %id, "operator delete");
     match removed {
-        Ok(Ok(())) => Json(serde_json::json!({"actor_id": id, "deleted": true, "stopped_generation": report.generation}))
-            .into_response(),
-        Ok(Err(e)) => *error(StatusCode::INTERNAL_SERVER_ERROR, format!("the actor is forgotten but its files remain: {e}")),
+        Ok(Ok(())) => {
+            Json(serde_json::json!({"actor_id": id, "deleted": true, "stopped_generation": report.generation}))
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            *error(StatusCode::INTERNAL_SERVER_ERROR, format!("the actor is forgotten but its files remain: {e}"))
+        }
         Err(e) => *error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

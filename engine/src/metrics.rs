@@ -139,8 +139,9 @@ impl Store {
 }
 
 /// Bucket bounds (seconds) for request and commit latencies: 50 µs to 10 s.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Bucket bounds for the number of requests in one group commit.
 const GROUP_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// Bucket bounds (seconds) for drain durations: 1 ms to 2 min.
@@ -241,7 +242,9 @@ impl Metrics {
             let write = latency_vec.with_label_values(&[k.as_str(), RouteLabel::Write.as_str()]);
             let read = match k {
                 RequestKind::Execute => latency_vec.with_label_values(&[k.as_str(), RouteLabel::Read.as_str()]),
-                RequestKind::ExecuteWrite | RequestKind::Exec | RequestKind::Kv | RequestKind::GetOrCreate => write.clone(),
+                RequestKind::ExecuteWrite | RequestKind::Exec | RequestKind::Kv | RequestKind::GetOrCreate => {
+                    write.clone()
+                }
             };
             [read, write]
         });
@@ -249,8 +252,11 @@ impl Metrics {
         let group_vec = reg(
             &r,
             HistogramVec::new(
-                HistogramOpts::new("envoy_group_commit_size", "Requests carried by one successful group commit, by store")
-                    .buckets(GROUP_SIZE_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "envoy_group_commit_size",
+                    "Requests carried by one successful group commit, by store",
+                )
+                .buckets(GROUP_SIZE_BUCKETS.to_vec()),
                 &["store"],
             )?,
         )?;
@@ -268,7 +274,10 @@ impl Metrics {
         let failed_vec = reg(
             &r,
             IntCounterVec::new(
-                Opts::new("envoy_group_commits_failed_total", "Group commits that failed (every member got the error), by store"),
+                Opts::new(
+                    "envoy_group_commits_failed_total",
+                    "Group commits that failed (every member got the error), by store",
+                ),
                 &["store"],
             )?,
         )?;
@@ -294,13 +303,19 @@ impl Metrics {
             commits_failed: stores.map(|s| failed_vec.with_label_values(&[s])),
             drains: reg(
                 &r,
-                IntCounterVec::new(Opts::new("envoy_drains_total", "Drains of live actors finished, by stop reason"), &["reason"])?,
+                IntCounterVec::new(
+                    Opts::new("envoy_drains_total", "Drains of live actors finished, by stop reason"),
+                    &["reason"],
+                )?,
             )?,
             drain_seconds: reg(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new("envoy_drain_duration_seconds", "Wall time of a drain, from stop request to Stopped")
-                        .buckets(DRAIN_BUCKETS.to_vec()),
+                    HistogramOpts::new(
+                        "envoy_drain_duration_seconds",
+                        "Wall time of a drain, from stop request to Stopped",
+                    )
+                    .buckets(DRAIN_BUCKETS.to_vec()),
                 )?,
             )?,
             drains_past_threshold: counter(

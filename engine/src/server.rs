@@ -89,8 +89,7 @@ pub fn host_is_loopback(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Refuses, on an engine without tokens, requests addressed to a name other than loopback.
@@ -186,7 +185,9 @@ mod tests {
         for h in ["127.0.0.1:6420", "localhost", "LOCALHOST:1", "[::1]:6420", "[::1]", "127.0.0.2"] {
             assert!(host_is_loopback(h), "{h}");
         }
-        for h in ["evil.example", "evil.example:6420", "10.0.0.1:6420", "[::2]:1", "localhost.evil.example", "[::1]x", ""] {
+        for h in
+            ["evil.example", "evil.example:6420", "10.0.0.1:6420", "[::2]:1", "localhost.evil.example", "[::1]x", ""]
+        {
             assert!(!host_is_loopback(h), "{h}");
         }
     }

@@ -30,15 +30,28 @@ pub trait Decode: Sized {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeErrorKind {
     /// The input ended before a value was complete.
-    UnexpectedEnd { needed: usize, remaining: usize },
+    UnexpectedEnd {
+        needed: usize,
+        remaining: usize,
+    },
     /// A length prefix promises more elements or bytes than the input holds.
-    LengthExceedsInput { len: u64, remaining: usize },
+    LengthExceedsInput {
+        len: u64,
+        remaining: usize,
+    },
     /// Decoding would allocate more than the configured budget.
-    BudgetExceeded { budget: usize },
+    BudgetExceeded {
+        budget: usize,
+    },
     /// The frame is larger than the configured maximum.
-    FrameTooLarge { len: usize, max: usize },
+    FrameTooLarge {
+        len: usize,
+        max: usize,
+    },
     /// Bytes remain after the top-level message.
-    TrailingBytes { count: usize },
+    TrailingBytes {
+        count: usize,
+    },
     InvalidUtf8,
     /// A `bool` byte other than 0 or 1.
     InvalidBool(u8),
@@ -48,8 +61,14 @@ pub enum DecodeErrorKind {
     UintOverflow,
     /// A `uint` with redundant trailing zero groups.
     NonCanonicalUint,
-    UnknownUnionTag { ty: &'static str, tag: u64 },
-    UnknownEnumValue { ty: &'static str, value: u64 },
+    UnknownUnionTag {
+        ty: &'static str,
+        tag: u64,
+    },
+    UnknownEnumValue {
+        ty: &'static str,
+        value: u64,
+    },
     DuplicateMapKey,
     /// A number does not fit the field it is read into.
     ValueOutOfRange,

@@ -28,8 +28,7 @@ pub fn parse_version_subprotocol(s: &str) -> Option<u16> {
 /// Whether `token` can travel as a subprotocol: a non-empty RFC 7230 token
 /// (letters, digits and `!#$%&'*+-.^_`|~`).
 pub fn is_valid_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The subprotocols a client offers: versions `max..=min` highest first, then the token.

@@ -156,7 +156,13 @@ fn feature_required_versions() {
     assert_eq!(Feature::KvList.required_version(), 2);
     assert_eq!(Feature::ActorIntents.required_version(), 3);
     assert_eq!(Feature::RemoteSqlite.required_version(), 4);
-    for f in [Feature::RequestKeys, Feature::AtomicBatch, Feature::Transactions, Feature::ResultStreams, Feature::LimitErrors] {
+    for f in [
+        Feature::RequestKeys,
+        Feature::AtomicBatch,
+        Feature::Transactions,
+        Feature::ResultStreams,
+        Feature::LimitErrors,
+    ] {
         assert_eq!(f.required_version(), 5, "{f:?}");
     }
 }
@@ -510,7 +516,11 @@ fn every_v5_sqlite_error_code_is_gated_below_v5() {
         (SqliteErrorCode::StreamExpired, Feature::ResultStreams),
         (SqliteErrorCode::Cancelled, Feature::ResultStreams),
     ];
-    assert_eq!(SqliteErrorCode::ALL.len(), v4::SqliteErrorCode::ALL.len() + v5_only.len(), "a new code needs a row here");
+    assert_eq!(
+        SqliteErrorCode::ALL.len(),
+        v4::SqliteErrorCode::ALL.len() + v5_only.len(),
+        "a new code needs a row here"
+    );
     for (i, &code) in SqliteErrorCode::ALL.iter().enumerate() {
         let feature = v5_only.iter().find(|(c, _)| *c == code).map(|(_, f)| *f);
         // Appended: the first values are v4's, in v4's order.
@@ -622,13 +632,15 @@ fn v5_members_and_values_are_unknown_to_a_v4_decoder() {
     );
     // A v5 value inside a v4 member: an unknown enum value, never misread.
     let bytes = encode_to_envoy(&find("sqlite_execute_transaction_busy"), 5).unwrap();
-    let ProtocolDecodeError::Malformed { source, .. } = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err() else {
+    let ProtocolDecodeError::Malformed { source, .. } = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err()
+    else {
         panic!()
     };
     assert_eq!(source.kind, DecodeErrorKind::UnknownEnumValue { ty: "SqliteErrorCode", value: 15 });
     // A v5 KvResponseData member inside a v4 message.
     let bytes = encode_to_envoy(&find("kv_limit_exceeded"), 5).unwrap();
-    let ProtocolDecodeError::Malformed { source, .. } = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err() else {
+    let ProtocolDecodeError::Malformed { source, .. } = decode_to_envoy(&bytes, 4, &common::limits()).unwrap_err()
+    else {
         panic!()
     };
     assert_eq!(source.kind, DecodeErrorKind::UnknownUnionTag { ty: "KvResponseData", tag: 9 });

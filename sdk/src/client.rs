@@ -99,7 +99,9 @@ impl Client {
     pub fn session(&self) -> Option<SessionInfo> {
         match self.state() {
             ConnectionState::Connected(s) => Some(s),
-            ConnectionState::Connecting { .. } | ConnectionState::Reconnecting { .. } | ConnectionState::Closed { .. } => None,
+            ConnectionState::Connecting { .. }
+            | ConnectionState::Reconnecting { .. }
+            | ConnectionState::Closed { .. } => None,
         }
     }
 
@@ -133,7 +135,12 @@ impl Client {
         match self.submit(request, RequestOptions::default()).await? {
             Response::Actor(ok) => Ok(ActorContext::new(
                 self.clone(),
-                ActorInfo { actor_id: ok.actor_id, name: name.to_string(), key: key.to_string(), generation: ok.generation },
+                ActorInfo {
+                    actor_id: ok.actor_id,
+                    name: name.to_string(),
+                    key: key.to_string(),
+                    generation: ok.generation,
+                },
             )),
             other => Err(Error::Protocol(format!("get-or-create answered with {other:?}"))),
         }

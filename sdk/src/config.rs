@@ -118,7 +118,10 @@ impl ClientConfig {
         }
         let scheme_ok = ["ws://", "wss://", "http://", "https://"].iter().any(|s| self.endpoint.starts_with(s));
         if !scheme_ok {
-            return Err(Error::Config(format!("endpoint {:?} must start with ws://, wss://, http:// or https://", self.endpoint)));
+            return Err(Error::Config(format!(
+                "endpoint {:?} must start with ws://, wss://, http:// or https://",
+                self.endpoint
+            )));
         }
         if self.namespace.is_empty() {
             return Err(Error::Config("namespace must not be empty".into()));
@@ -172,7 +175,10 @@ mod tests {
     #[test]
     fn url_is_built_and_escaped() {
         let c = ClientConfig { endpoint: "http://h:1/".into(), namespace: "a b".into(), ..Default::default() };
-        assert_eq!(c.connect_url("k/1"), "ws://h:1/envoys/connect?namespace=a%20b&envoy_key=k%2F1&pool_name=default&version=1");
+        assert_eq!(
+            c.connect_url("k/1"),
+            "ws://h:1/envoys/connect?namespace=a%20b&envoy_key=k%2F1&pool_name=default&version=1"
+        );
         let c = ClientConfig { endpoint: "wss://h/envoys/connect".into(), ..Default::default() };
         assert!(c.connect_url("k").starts_with("wss://h/envoys/connect?"));
     }

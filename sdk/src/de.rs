@@ -169,7 +169,13 @@ mod tests {
     fn rows_into_structs_and_tuples() {
         let rows = Rows::new(
             vec!["id".into(), "name".into(), "score".into(), "avatar".into(), "active".into()],
-            vec![vec![Value::Integer(1), Value::Text("a".into()), Value::Null, Value::Blob(vec![1, 2]), Value::Integer(1)]],
+            vec![vec![
+                Value::Integer(1),
+                Value::Text("a".into()),
+                Value::Null,
+                Value::Blob(vec![1, 2]),
+                Value::Integer(1),
+            ]],
         );
         let users: Vec<User> = rows.deserialize().unwrap();
         assert_eq!(users, vec![User { id: 1, name: "a".into(), score: None, avatar: vec![1, 2], active: true }]);

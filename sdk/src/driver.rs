@@ -23,9 +23,17 @@ const MAX_BATCH: usize = 1024;
 
 /// What `Client` handles ask the driver.
 pub(crate) enum Command {
-    Submit { request: Request, opts: RequestOptions, reply: oneshot::Sender<Result<Response>> },
+    Submit {
+        request: Request,
+        opts: RequestOptions,
+        reply: oneshot::Sender<Result<Response>>,
+    },
     /// The stop handler of an actor returned.
-    ActorStopped { actor_id: String, generation: u64, error: Option<String> },
+    ActorStopped {
+        actor_id: String,
+        generation: u64,
+        error: Option<String>,
+    },
     ActorIntent {
         actor_id: String,
         generation: u64,
@@ -34,7 +42,9 @@ pub(crate) enum Command {
     },
     SetStartHandler(Handler),
     SetStopHandler(Handler),
-    Close { done: oneshot::Sender<()> },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 enum Wake {

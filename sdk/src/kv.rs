@@ -79,10 +79,8 @@ impl Kv {
 
     /// Writes several entries at once (v2+).
     pub async fn put_batch<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, entries: &[(K, V)]) -> Result<()> {
-        let entries = entries
-            .iter()
-            .map(|(k, v)| KvEntry { key: k.as_ref().to_vec(), value: v.as_ref().to_vec() })
-            .collect();
+        let entries =
+            entries.iter().map(|(k, v)| KvEntry { key: k.as_ref().to_vec(), value: v.as_ref().to_vec() }).collect();
         done(self.run(p::KvRequestData::KvPutBatch(p::KvPutBatch { entries })).await?)
     }
 

@@ -67,7 +67,8 @@ impl Db {
     /// Runs several `;`-separated statements without parameters; returns the
     /// rows of the last one.
     pub async fn exec(&self, sql: &str) -> Result<Rows> {
-        let request = Request::SqlExec { actor_id: self.actor_id.clone(), generation: self.generation, sql: sql.to_string() };
+        let request =
+            Request::SqlExec { actor_id: self.actor_id.clone(), generation: self.generation, sql: sql.to_string() };
         match self.client.submit(request, self.opts).await? {
             Response::Query(q) => Ok(Rows::new(q.columns, q.rows)),
             other => Err(Error::Protocol(format!("unexpected SQL exec answer {other:?}"))),

@@ -59,7 +59,9 @@ impl Runtime for Loopback {
         self.seen.lock().unwrap().offers.push(protocols);
         tokio::spawn(fake_engine(self.version, from_client, to_client, self.seen.clone()));
         let protocol = Some(format!("envoy.v{}", self.version));
-        Box::pin(async move { Ok(Socket { protocol, sender: Box::new(ChannelSender(to_engine)), incoming: Box::pin(from_engine) }) })
+        Box::pin(async move {
+            Ok(Socket { protocol, sender: Box::new(ChannelSender(to_engine)), incoming: Box::pin(from_engine) })
+        })
     }
 }
 
@@ -89,14 +91,16 @@ async fn fake_engine(
                     sql_limits: None,
                 },
             })),
-            p::ToEngine::GetOrCreateActor(r) => send(p::ToEnvoy::GetOrCreateActorResponse(p::ToEnvoyGetOrCreateActorResponse {
-                request_id: r.request_id,
-                result: p::GetOrCreateActorResult::GetOrCreateActorOk(p::GetOrCreateActorOk {
-                    actor_id: format!("id-{}", r.name),
-                    generation: 1,
-                    created: true,
-                }),
-            })),
+            p::ToEngine::GetOrCreateActor(r) => {
+                send(p::ToEnvoy::GetOrCreateActorResponse(p::ToEnvoyGetOrCreateActorResponse {
+                    request_id: r.request_id,
+                    result: p::GetOrCreateActorResult::GetOrCreateActorOk(p::GetOrCreateActorOk {
+                        actor_id: format!("id-{}", r.name),
+                        generation: 1,
+                        created: true,
+                    }),
+                }))
+            }
             p::ToEngine::SqliteExecute(p::ToEngineSqliteExecute { request_id, request }) => {
                 send(p::ToEnvoy::SqliteExecuteResponse(p::ToEnvoySqliteExecuteResponse {
                     request_id,
@@ -166,7 +170,9 @@ async fn the_client_runs_over_a_custom_runtime() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("the engine hears Stopping after the last handle is dropped");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the engine hears Stopping after the last handle is dropped");
 }
 
 #[tokio::test]

@@ -97,7 +97,10 @@ impl EngineProcess {
             }
             Err(_) => {
                 let status = engine.child.try_wait()?;
-                anyhow::bail!("the engine logged no address (exit: {status:?}); logs:\n{}", engine.log_tail().join("\n"))
+                anyhow::bail!(
+                    "the engine logged no address (exit: {status:?}); logs:\n{}",
+                    engine.log_tail().join("\n")
+                )
             }
         }
     }

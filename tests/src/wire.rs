@@ -40,7 +40,9 @@ pub struct Wire {
 impl Wire {
     /// Connects as envoy `envoy_key` in `namespace` (pool `default`, protocol v4, no token) and reads `Init`.
     pub async fn connect(addr: SocketAddr, namespace: &str, envoy_key: &str) -> anyhow::Result<Wire> {
-        let url = format!("ws://{addr}/envoys/connect?namespace={namespace}&envoy_key={envoy_key}&pool_name=default&version=1");
+        let url = format!(
+            "ws://{addr}/envoys/connect?namespace={namespace}&envoy_key={envoy_key}&pool_name=default&version=1"
+        );
         let mut request = url.into_client_request()?;
         let offer = client_offer(IMPLEMENTED_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None).join(", ");
         request.headers_mut().insert("sec-websocket-protocol", offer.parse()?);
@@ -138,7 +140,14 @@ impl Wire {
                 waiters.lock().unwrap().take();
             })
         };
-        Ok(Wire { out, waiters, next_request_id: AtomicU32::new(1), version: chosen, fault, tasks: vec![writer, reader] })
+        Ok(Wire {
+            out,
+            waiters,
+            next_request_id: AtomicU32::new(1),
+            version: chosen,
+            fault,
+            tasks: vec![writer, reader],
+        })
     }
 
     /// The first protocol fault seen on this connection, if any.
@@ -194,7 +203,8 @@ impl Wire {
         params: Vec<Value>,
         write: bool,
     ) -> Result<SqliteExecuteResult, NoAnswer> {
-        let request = SqliteExecuteRequest { actor_id: actor_id.into(), generation, sql: sql.into(), params: Some(params) };
+        let request =
+            SqliteExecuteRequest { actor_id: actor_id.into(), generation, sql: sql.into(), params: Some(params) };
         let msg = self
             .call(|request_id| {
                 if write {

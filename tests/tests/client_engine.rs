@@ -24,7 +24,9 @@ async fn five_hundred_concurrent_executes_on_one_socket() {
     let started = Instant::now();
     let writes = join_all((0..500).map(|i| {
         let db = db.clone();
-        async move { db.execute("INSERT INTO t(name, n, b) VALUES (?, ?, ?)", params![format!("row{i}"), i, vec![0u8; 4]]).await }
+        async move {
+            db.execute("INSERT INTO t(name, n, b) VALUES (?, ?, ?)", params![format!("row{i}"), i, vec![0u8; 4]]).await
+        }
     }))
     .await;
     let write_elapsed = started.elapsed();
@@ -92,7 +94,9 @@ async fn killed_socket_gives_indeterminate_and_queued_requests_go_once_after_rec
     let queued: Vec<_> = (0..20)
         .map(|i| {
             let db = db.clone();
-            tokio::spawn(async move { db.execute_write("INSERT INTO t(marker) VALUES (?)", params![format!("q{i}")]).await })
+            tokio::spawn(
+                async move { db.execute_write("INSERT INTO t(marker) VALUES (?)", params![format!("q{i}")]).await },
+            )
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -102,7 +106,8 @@ async fn killed_socket_gives_indeterminate_and_queued_requests_go_once_after_rec
         h.await.unwrap().expect("queued insert succeeds after reconnect");
     }
     assert!(matches!(client.state(), ConnectionState::Connected(_)));
-    let rows = db.query("SELECT marker, count(*) AS n FROM t WHERE marker LIKE 'q%' GROUP BY marker", ()).await.unwrap();
+    let rows =
+        db.query("SELECT marker, count(*) AS n FROM t WHERE marker LIKE 'q%' GROUP BY marker", ()).await.unwrap();
     assert_eq!(rows.len(), 20, "every queued insert ran");
     for row in &rows {
         assert_eq!(row.get::<i64>("n").unwrap(), 1, "{} ran more than once", row.get::<String>("marker").unwrap());
@@ -231,7 +236,8 @@ async fn half_open_socket_is_detected_by_the_liveness_timeout() {
         tokio::spawn(async move { kv.put(b"b", b"2").await })
     };
     assert!(
-        eventually(5_000, || !matches!(client.state(), ConnectionState::Connected(_)) || proxy.accepted() > accepted).await,
+        eventually(5_000, || !matches!(client.state(), ConnectionState::Connected(_)) || proxy.accepted() > accepted)
+            .await,
         "the dead link is noticed"
     );
     let noticed = frozen_at.elapsed();
@@ -284,7 +290,13 @@ async fn values_round_trip() {
         assert_same(name, rows.first().unwrap().get_ref(0).unwrap(), expected);
     }
     // Typed getters on the same values.
-    let rows = db.query("SELECT ? AS a, ? AS b, ? AS c, ? AS d, ? AS e", params![i64::MIN, -0.0f64, "a\0b", vec![1u8, 2], None::<i64>]).await.unwrap();
+    let rows = db
+        .query(
+            "SELECT ? AS a, ? AS b, ? AS c, ? AS d, ? AS e",
+            params![i64::MIN, -0.0f64, "a\0b", vec![1u8, 2], None::<i64>],
+        )
+        .await
+        .unwrap();
     let r = rows.first().unwrap();
     assert_eq!(r.get::<i64>("a").unwrap(), i64::MIN);
     assert!(r.get::<f64>("b").unwrap().is_sign_negative());
@@ -368,7 +380,11 @@ async fn an_idempotent_read_whose_answer_is_lost_is_retried_once() {
     let rows = read.await.unwrap().expect("the read is sent again after the reconnect");
     assert_eq!(rows.first().unwrap().get::<i64>("n").unwrap(), 3_000_000);
     assert!(proxy.accepted() > accepted, "it went over a new connection");
-    assert_eq!(not_marked.await.unwrap().unwrap_err(), Error::IndeterminateResult, "SQL not marked idempotent is not retried");
+    assert_eq!(
+        not_marked.await.unwrap().unwrap_err(),
+        Error::IndeterminateResult,
+        "SQL not marked idempotent is not retried"
+    );
     assert_eq!(actor.kv().get(b"k").await.unwrap(), Some(b"v".to_vec()));
     client.close().await;
     te.engine.shutdown().await;

@@ -310,7 +310,8 @@ async fn write_worker(l: Load) {
         };
         l.counts.writes_sent.fetch_add(1, Relaxed);
         let params = vec![Value::Integer(id), Value::Text(write_payload(actor, id))];
-        let answer = l.wire.execute(&actor_id, generation, "INSERT INTO w (id, payload) VALUES (?, ?)", params, true).await;
+        let answer =
+            l.wire.execute(&actor_id, generation, "INSERT INTO w (id, payload) VALUES (?, ?)", params, true).await;
         let fate = match answer {
             Err(NoAnswer) => return,
             Ok(SqliteExecuteResult::ExecuteResult(r)) if r.changes == 1 => {
@@ -392,15 +393,22 @@ async fn tx_worker(l: Load, mut rng: Rng) {
                 Fate::Acked
             }
             (TxPlan::FailMidway | TxPlan::NoCommit, SqliteExecResult::SqliteError(e)) => {
-                let expected = if plan == TxPlan::FailMidway { SqliteErrorCode::Sqlite } else { SqliteErrorCode::InvalidRequest };
+                let expected =
+                    if plan == TxPlan::FailMidway { SqliteErrorCode::Sqlite } else { SqliteErrorCode::InvalidRequest };
                 if e.code != expected {
-                    l.problems.push(format!("{name}: tx {tx} ({plan:?}) failed with {:?}, expected {expected:?}: {e:?}", e.code));
+                    l.problems.push(format!(
+                        "{name}: tx {tx} ({plan:?}) failed with {:?}, expected {expected:?}: {e:?}",
+                        e.code
+                    ));
                 }
                 if e.committed == Some(false) {
                     l.counts.txs_failed.fetch_add(1, Relaxed);
                     Fate::Refused
                 } else {
-                    l.problems.push(format!("{name}: tx {tx} ({plan:?}) failed with committed {:?}, expected false", e.committed));
+                    l.problems.push(format!(
+                        "{name}: tx {tx} ({plan:?}) failed with committed {:?}, expected false",
+                        e.committed
+                    ));
                     Fate::Unknown
                 }
             }
@@ -546,7 +554,9 @@ async fn verify(wire: &Wire, m: &mut ActorModel, problems: &Problems, full: bool
     //    `next_write` was sent once), so "as many rows as must exist, none of those that must not"
     //    means exactly those rows; their payload bytes must add up too.
     if from > 0 {
-        match read(wire, m, "SELECT count(*), total(length(payload)) FROM w WHERE id <= ?", vec![Value::Integer(from)]).await {
+        match read(wire, m, "SELECT count(*), total(length(payload)) FROM w WHERE id <= ?", vec![Value::Integer(from)])
+            .await
+        {
             Ok(r) => {
                 let count = int(&r.rows[0][0]);
                 let bytes = match r.rows[0][1] {
@@ -570,7 +580,8 @@ async fn verify(wire: &Wire, m: &mut ActorModel, problems: &Problems, full: bool
                 Ok(r) => {
                     for row in &r.rows {
                         let id = int(&row[0]);
-                        problems.push(format!("{name}: write {id} ({:?}) is present", m.writes.get(&id).map(|e| e.fate)));
+                        problems
+                            .push(format!("{name}: write {id} ({:?}) is present", m.writes.get(&id).map(|e| e.fate)));
                     }
                 }
                 Err(e) => problems.push(e),
@@ -636,7 +647,10 @@ async fn verify(wire: &Wire, m: &mut ActorModel, problems: &Problems, full: bool
             continue;
         };
         if rec.fate.must_not_exist() {
-            problems.push(format!("{name}: transaction {tx} (cycle {}, {:?}, {:?}) is present", rec.cycle, rec.plan, rec.fate));
+            problems.push(format!(
+                "{name}: transaction {tx} (cycle {}, {:?}, {:?}) is present",
+                rec.cycle, rec.plan, rec.fate
+            ));
         }
         if (count, min_m, max_m, min_k, max_k) != (rec.members, 0, rec.members - 1, rec.members, rec.members) {
             problems.push(format!(
@@ -777,7 +791,8 @@ fn env_u64(name: &str) -> Option<u64> {
 async fn place(engine: &EngineProcess, models: &[Model], round: usize, problems: &Problems) -> Vec<Arc<Wire>> {
     let mut wires = Vec::new();
     for conn in 0..CONNECTIONS {
-        let wire = Wire::connect(engine.addr(), NAMESPACE, &format!("crash-envoy-{conn}-{round}")).await.expect("connects");
+        let wire =
+            Wire::connect(engine.addr(), NAMESPACE, &format!("crash-envoy-{conn}-{round}")).await.expect("connects");
         wires.push(Arc::new(wire));
     }
     for model in models {
@@ -789,7 +804,8 @@ async fn place(engine: &EngineProcess, models: &[Model], round: usize, problems:
         match answered(&format!("{name}: get-or-create"), wire.get_or_create(&name, "")).await {
             GetOrCreateActorResult::GetOrCreateActorOk(ok) => {
                 if ok.generation <= before {
-                    problems.push(format!("{name}: generation went from {before} to {} across a restart", ok.generation));
+                    problems
+                        .push(format!("{name}: generation went from {before} to {} across a restart", ok.generation));
                 }
                 let mut m = model.lock().unwrap();
                 if !m.actor_id.is_empty() && m.actor_id != ok.actor_id {
@@ -805,7 +821,14 @@ async fn place(engine: &EngineProcess, models: &[Model], round: usize, problems:
 }
 
 /// Verifies every actor; prints one line and fails on any problem.
-async fn verify_all(wires: &[Arc<Wire>], models: &[Model], problems: &Problems, full: bool, sample: &mut Rng, ctx: &str) -> Checked {
+async fn verify_all(
+    wires: &[Arc<Wire>],
+    models: &[Model],
+    problems: &Problems,
+    full: bool,
+    sample: &mut Rng,
+    ctx: &str,
+) -> Checked {
     let mut total = Checked::default();
     for model in models {
         let mut m = model.lock().unwrap().clone_for_verify();
@@ -843,7 +866,11 @@ fn fail_on(problems: &Problems, ctx: &str) {
     let found = problems.take();
     if !found.is_empty() {
         let shown: Vec<&String> = found.iter().take(40).collect();
-        panic!("{} problem(s) {ctx}:\n  {}", found.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "));
+        panic!(
+            "{} problem(s) {ctx}:\n  {}",
+            found.len(),
+            shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  ")
+        );
     }
 }
 
@@ -910,9 +937,12 @@ async fn sigkill_under_write_load_loses_nothing_acknowledged() {
                 let (wire, problems) = (wires[index % CONNECTIONS].clone(), problems.clone());
                 probes.push(tokio::spawn(async move {
                     match wire.execute(&id, generation, "PRAGMA integrity_check", vec![], false).await {
-                        Ok(SqliteExecuteResult::ExecuteResult(r)) if r.rows == vec![vec![Value::Text("ok".into())]] => {}
+                        Ok(SqliteExecuteResult::ExecuteResult(r)) if r.rows == vec![vec![Value::Text("ok".into())]] => {
+                        }
                         Err(NoAnswer) => {}
-                        Ok(other) => problems.push(format!("{name}: integrity_check during recovery answered {other:?}")),
+                        Ok(other) => {
+                            problems.push(format!("{name}: integrity_check during recovery answered {other:?}"))
+                        }
                     }
                 }));
             }
@@ -1090,7 +1120,8 @@ async fn the_checks_catch_loss_half_applied_and_refused_work() {
         let (wire, id) = (wire.clone(), id.clone());
         async move {
             let entries = keys.iter().map(|k| KvEntry { key: k.clone(), value: kv_value(k) }).collect();
-            let answer = answered("kv put", wire.kv(&id, generation, KvRequestData::KvPutBatch(KvPutBatch { entries }))).await;
+            let answer =
+                answered("kv put", wire.kv(&id, generation, KvRequestData::KvPutBatch(KvPutBatch { entries }))).await;
             assert_eq!(answer, KvResponseData::KvPutBatchResponse);
         }
     };

@@ -39,7 +39,7 @@
 //! - **columns**: names in order, duplicates kept, also when no row comes back.
 //! - **values**: exactly, by storage class: INTEGER, REAL (bit-for-bit: −0.0 and
 //!   NaN count; SQLite itself stores NaN as NULL), TEXT (the exact bytes),
-//!   BLOB, NULL. 
+//!   BLOB, NULL.
 //! - **TEXT that is not UTF-8** (SQLite accepts it; the protocol's TEXT is a
 //!   UTF-8 string): the engine passes if it carries the exact bytes, or fails the
 //!   step with an error whose message names the column and mentions BLOB (how to
@@ -716,7 +716,9 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
     {
         let mut s = vec![exec("CREATE TABLE t(a); INSERT INTO t VALUES(1);")];
         s.extend(all_kinds(sel));
-        s.push(exec("BEGIN; SELECT * FROM t; ALTER TABLE t ADD COLUMN b DEFAULT 2; SELECT * FROM t; COMMIT; SELECT * FROM t"));
+        s.push(exec(
+            "BEGIN; SELECT * FROM t; ALTER TABLE t ADD COLUMN b DEFAULT 2; SELECT * FROM t; COMMIT; SELECT * FROM t",
+        ));
         s.extend(all_kinds(sel));
         s.push(exec("BEGIN; ALTER TABLE t RENAME COLUMN a TO a2; ALTER TABLE t ADD COLUMN c DEFAULT 'c'; COMMIT;"));
         s.extend(all_kinds(sel));
@@ -852,7 +854,9 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
             query("SELECT 5e-324, 1.7976931348623157e308, 2.2250738585072014e-308, 0.1 + 0.2", vec![]),
             query("SELECT ?1, ?2", vec![f(5e-324), f(f64::from_bits(0x8000_0000_0000_0001))]),
             query("SELECT 1.0, typeof(1.0), 1e0, 100000000000000000000, typeof(100000000000000000000)", vec![]),
-            exec("CREATE TABLE ev(v); CREATE TABLE evr(v REAL); CREATE TABLE evi(v INTEGER); CREATE TABLE evt(v TEXT);"),
+            exec(
+                "CREATE TABLE ev(v); CREATE TABLE evr(v REAL); CREATE TABLE evi(v INTEGER); CREATE TABLE evt(v TEXT);",
+            ),
         ];
         let stored = [
             f(-0.0),
@@ -889,7 +893,8 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
 
     // 6. Collations, connection functions, version, JSON, windows, CTEs, RETURNING, UPSERT, generated, STRICT.
     {
-        let mut s = vec![exec("CREATE TABLE co(s TEXT); INSERT INTO co VALUES('b'),('B'),('a'),('A'),('a  '),('c'),('A ');")];
+        let mut s =
+            vec![exec("CREATE TABLE co(s TEXT); INSERT INTO co VALUES('b'),('B'),('a'),('A'),('a  '),('c'),('A ');")];
         for coll in ["NOCASE", "RTRIM", "BINARY"] {
             s.extend(all_kinds(&format!("SELECT s, quote(s) FROM co ORDER BY s COLLATE {coll}, rowid")));
         }
@@ -924,10 +929,15 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
         cases.push(case("6c_changes_with_triggers_and_cascades", s));
     }
     {
-        let mut s = all_kinds(r#"SELECT '{"a":[1,2,{"b":null}]}' -> '$.a', '{"a":[1,2]}' ->> '$.a[1]', json_extract('{"x":1.5}', '$.x'), typeof('{"a":1}' ->> '$.a'), '{"a":"t"}' ->> 'a'"#);
+        let mut s = all_kinds(
+            r#"SELECT '{"a":[1,2,{"b":null}]}' -> '$.a', '{"a":[1,2]}' ->> '$.a[1]', json_extract('{"x":1.5}', '$.x'), typeof('{"a":1}' ->> '$.a'), '{"a":"t"}' ->> 'a'"#,
+        );
         s.extend(all_kinds(r#"SELECT key, value, type, atom FROM json_each('[1,"two",3.5,null,{"k":true}]')"#));
         s.extend(all_kinds(r#"SELECT fullkey, type FROM json_tree('{"a":{"b":[1,2]}}')"#));
-        s.push(query("SELECT json_object('n', ?1, 'f', ?2, 't', ?3), json_array(?1, ?2, ?3)", vec![Value::Integer(i64::MAX), Value::Float(-0.0), Value::Text("é\"".into())]));
+        s.push(query(
+            "SELECT json_object('n', ?1, 'f', ?2, 't', ?3), json_array(?1, ?2, ?3)",
+            vec![Value::Integer(i64::MAX), Value::Float(-0.0), Value::Text("é\"".into())],
+        ));
         s.push(query("SELECT json('{\"a\" : 1e999}'), json_valid('{')", vec![]));
         cases.push(case("6d_json", s));
     }
@@ -1077,13 +1087,21 @@ fn gen_value(r: &mut Rng) -> (Value, String) {
                 "-1e999".into()
             } else {
                 let d = format!("{f:?}");
-                if d.contains(['.', 'e']) { d } else { format!("{d}.0") }
+                if d.contains(['.', 'e']) {
+                    d
+                } else {
+                    format!("{d}.0")
+                }
             };
             (Value::Float(f), lit)
         }
         3 => {
             let t: String = match r.below(4) {
-                0 => r.pick(&["", "a", "abc", "ABC", "12", " 3.5", "0x10", "1e3", "-0", "héllo", "日本", "'q'", "NULL", " "]).to_string(),
+                0 => r
+                    .pick(&[
+                        "", "a", "abc", "ABC", "12", " 3.5", "0x10", "1e3", "-0", "héllo", "日本", "'q'", "NULL", " ",
+                    ])
+                    .to_string(),
                 1 => (0..r.below(12)).map(|_| (b'a' + r.below(26) as u8) as char).collect(),
                 2 => format!("{}", (r.next() % 1000) as i64 - 500),
                 _ => "x".repeat(r.below(300)),
@@ -1198,7 +1216,12 @@ fn gen_session(seed: u64, index: usize, steps: usize) -> Case {
         let sql = if roll < 35 {
             let rows = 1 + r.below(3);
             let vals: Vec<String> = (0..rows)
-                .map(|_| format!("({})", t.cols.iter().map(|_| operand(&mut r, bind, &mut params)).collect::<Vec<_>>().join(", ")))
+                .map(|_| {
+                    format!(
+                        "({})",
+                        t.cols.iter().map(|_| operand(&mut r, bind, &mut params)).collect::<Vec<_>>().join(", ")
+                    )
+                })
                 .collect();
             let ret = if r.chance(15) { " RETURNING *" } else { "" };
             format!("INSERT INTO {}({}) VALUES {}{ret}", t.name, t.cols.join(", "), vals.join(", "))
@@ -1213,12 +1236,17 @@ fn gen_session(seed: u64, index: usize, steps: usize) -> Case {
                 let n = 1 + r.below(4);
                 let exprs: Vec<String> = (0..n).map(|_| gen_expr(&mut r, t, bind, &mut params)).collect();
                 let star = if r.chance(25) { "*, " } else { "" };
-                let pred = if r.chance(40) { format!(" WHERE {}", gen_pred(&mut r, t, bind, &mut params)) } else { String::new() };
+                let pred = if r.chance(40) {
+                    format!(" WHERE {}", gen_pred(&mut r, t, bind, &mut params))
+                } else {
+                    String::new()
+                };
                 format!("SELECT {star}{} FROM {}{pred} ORDER BY rowid", exprs.join(", "), t.name)
             }
         } else if roll < 87 {
             let c = r.pick(&t.cols).clone();
-            let set = if r.chance(50) { operand(&mut r, bind, &mut params) } else { gen_expr(&mut r, t, bind, &mut params) };
+            let set =
+                if r.chance(50) { operand(&mut r, bind, &mut params) } else { gen_expr(&mut r, t, bind, &mut params) };
             let pred = gen_pred(&mut r, t, bind, &mut params);
             format!("UPDATE {} SET {c} = {set} WHERE {pred}", t.name)
         } else if roll < 93 {
@@ -1355,12 +1383,8 @@ async fn fidelity() {
         failed_cases.len()
     );
     if !mismatches.is_empty() {
-        let mut summary = format!(
-            "{} cases, {} mismatches in {} case(s):\n",
-            cases.len(),
-            mismatches.len(),
-            failed_cases.len()
-        );
+        let mut summary =
+            format!("{} cases, {} mismatches in {} case(s):\n", cases.len(), mismatches.len(), failed_cases.len());
         for c in &failed_cases {
             let _ = writeln!(summary, "  - {c}");
         }
@@ -1406,7 +1430,13 @@ fn comparator_rules() {
     assert!(compare(Kind::Query, &ok(V::Int(1)), &ok(V::Real(1.0f64.to_bits()))).is_some());
     // Documented refusals must be INVALID_REQUEST.
     let doc: Answer = Err(documented("several statements in one execute"));
-    let invalid: Answer = Err(Fail { class: "InvalidRequest".into(), doc: false, ext: None, message: "Execute takes exactly one statement".into(), index: None });
+    let invalid: Answer = Err(Fail {
+        class: "InvalidRequest".into(),
+        doc: false,
+        ext: None,
+        message: "Execute takes exactly one statement".into(),
+        index: None,
+    });
     assert_eq!(compare(Kind::Execute, &invalid, &doc), None);
     assert!(compare(Kind::Execute, &fail("no such table: q"), &doc).is_some());
 }

@@ -14,8 +14,8 @@ use crate::drain;
 use crate::engine::EngineState;
 use envoy_protocol::{
     ActorErrorCode, ActorIntent, ActorState as WireActorState, Command, CommandStartActor, Event, EventWrapper,
-    GetOrCreateActorError, GetOrCreateActorOk, GetOrCreateActorResult, StopReason, ToEngineGetOrCreateActor,
-    ToEnvoy, ToEnvoyGetOrCreateActorResponse,
+    GetOrCreateActorError, GetOrCreateActorOk, GetOrCreateActorResult, StopReason, ToEngineGetOrCreateActor, ToEnvoy,
+    ToEnvoyGetOrCreateActorResponse,
 };
 use std::sync::Arc;
 
@@ -48,9 +48,10 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
     // checks it again atomically with the placement.
     let max_placed = state.config.max_actors_per_connection;
     if state.registry.placed_count(&session.namespace, &session.envoy_key) >= max_placed {
-        let placed_here = state.registry.find(&session.namespace, &req.name, &req.key).is_some_and(|r| {
-            r.envoy.as_deref() == Some(session.envoy_key.as_str())
-        });
+        let placed_here = state
+            .registry
+            .find(&session.namespace, &req.name, &req.key)
+            .is_some_and(|r| r.envoy.as_deref() == Some(session.envoy_key.as_str()));
         if !placed_here {
             return error(rid, ActorErrorCode::InvalidRequest, TooManyActors { max: max_placed }.to_string());
         }

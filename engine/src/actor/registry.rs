@@ -90,7 +90,9 @@ pub struct Registry {
 
 /// A placement refused because the envoy already holds its cap of actors.
 #[derive(Debug, thiserror::Error)]
-#[error("this envoy already has {max} actors placed (max_actors_per_connection = {max}); stop one before placing another")]
+#[error(
+    "this envoy already has {max} actors placed (max_actors_per_connection = {max}); stop one before placing another"
+)]
 pub struct TooManyActors {
     /// The cap (`Config::max_actors_per_connection`).
     pub max: usize,
@@ -120,8 +122,7 @@ impl Registry {
         )?;
         let mut actors = HashMap::new();
         {
-            let mut stmt =
-                db.prepare("SELECT actor_id, namespace, name, key, generation, state, envoy FROM actors")?;
+            let mut stmt = db.prepare("SELECT actor_id, namespace, name, key, generation, state, envoy FROM actors")?;
             let rows = stmt.query_map([], |r| {
                 Ok(ActorRecord {
                     actor_id: r.get(0)?,

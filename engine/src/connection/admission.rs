@@ -36,7 +36,11 @@ pub enum Rejection {
     Fence(u64),
     Stopping,
     Overloaded(u32),
-    Limit { kind: LimitKind, max: u64, actual: Option<u64> },
+    Limit {
+        kind: LimitKind,
+        max: u64,
+        actual: Option<u64>,
+    },
     /// KV limits carry their own message (no LimitKind in KV errors).
     KvLimit(String),
     Invalid(String),
@@ -50,7 +54,9 @@ impl Rejection {
             Rejection::Fence(g) => return Ok(SqliteFenceMismatch { current_generation: *g }),
             Rejection::NotFound => err(SqliteErrorCode::ActorNotFound, "no such actor in this namespace", c),
             Rejection::NotPlaced => err(SqliteErrorCode::ActorNotPlaced, "the actor is not placed on this envoy", c),
-            Rejection::Stopping => err(SqliteErrorCode::ActorStopping, "the actor is stopping; the request was not run", c),
+            Rejection::Stopping => {
+                err(SqliteErrorCode::ActorStopping, "the actor is stopping; the request was not run", c)
+            }
             Rejection::Overloaded(max) => {
                 let mut e = limit_error(LimitKind::PendingRequests, u64::from(*max), None);
                 e.code = SqliteErrorCode::Overloaded;
@@ -68,8 +74,12 @@ impl Rejection {
         let (code, message, current_generation) = match self {
             Rejection::NotFound => (KvErrorCode::ActorNotFound, "no such actor in this namespace".into(), None),
             Rejection::NotPlaced => (KvErrorCode::ActorNotPlaced, "the actor is not placed on this envoy".into(), None),
-            Rejection::Fence(g) => (KvErrorCode::FenceMismatch, format!("the actor's current generation is {g}"), Some(*g)),
-            Rejection::Stopping => (KvErrorCode::ActorStopping, "the actor is stopping; the request was not run".into(), None),
+            Rejection::Fence(g) => {
+                (KvErrorCode::FenceMismatch, format!("the actor's current generation is {g}"), Some(*g))
+            }
+            Rejection::Stopping => {
+                (KvErrorCode::ActorStopping, "the actor is stopping; the request was not run".into(), None)
+            }
             Rejection::Overloaded(max) => {
                 (KvErrorCode::Overloaded, format!("more than {max} requests pending on this connection"), None)
             }
@@ -127,7 +137,9 @@ pub fn check_sql(limits: &Limits, sql: &str, params: &[Value]) -> Result<(), Rej
     }
     // SQLite would stop reading at a NUL and silently ignore the rest.
     if let Some(at) = sql.bytes().position(|b| b == 0) {
-        return Err(Rejection::Invalid(format!("the SQL contains a NUL byte (at byte {at}); SQL text may not hold NUL")));
+        return Err(Rejection::Invalid(format!(
+            "the SQL contains a NUL byte (at byte {at}); SQL text may not hold NUL"
+        )));
     }
     if crate::sql::route::first_keyword(sql).is_empty() {
         return Err(Rejection::Invalid("the SQL holds no statement".into()));

@@ -18,8 +18,8 @@ use crate::sql::route::{Lane, Route};
 use admission::{Pending, Rejection};
 use axum::extract::ws::{Message, WebSocket};
 use envoy_protocol::{
-    close, decode_to_engine, DecodeLimits, ProtocolMetadata, SqliteExecResult, SqliteExecuteResult, ToEngine,
-    ToEnvoy, ToEnvoyAckEvents, ToEnvoyInit, ToEnvoyKvResponse, ToEnvoyPing, ToEnvoySqliteExecResponse,
+    close, decode_to_engine, DecodeLimits, ProtocolMetadata, SqliteExecResult, SqliteExecuteResult, ToEngine, ToEnvoy,
+    ToEnvoyAckEvents, ToEnvoyInit, ToEnvoyKvResponse, ToEnvoyPing, ToEnvoySqliteExecResponse,
     ToEnvoySqliteExecuteResponse,
 };
 use futures_util::StreamExt;
@@ -141,7 +141,9 @@ async fn serve_inner(
         Err(_) => return outbox.close(close::PROTOCOL_ERROR, "no hello (ToEngineMetadata) in time"),
         Ok(Some(Ok(Message::Binary(b)))) => match decode_to_engine(&b, version, &limits) {
             Ok(ToEngine::Metadata(m)) => m,
-            Ok(_) => return outbox.close(close::PROTOCOL_ERROR, "the first frame must be the hello (ToEngineMetadata)"),
+            Ok(_) => {
+                return outbox.close(close::PROTOCOL_ERROR, "the first frame must be the hello (ToEngineMetadata)")
+            }
             Err(e) => return outbox.close(close::PROTOCOL_ERROR, e.to_string()),
         },
         Ok(Some(Ok(_))) => return outbox.close(close::PROTOCOL_ERROR, "the first frame must be a binary hello"),
@@ -154,7 +156,8 @@ async fn serve_inner(
         Ok(None) => return,
     };
     if hello.envoy_key != params.envoy_key || hello.pool_name != params.pool_name {
-        return outbox.close(close::INVALID_HELLO, "the hello's envoy key or pool name differs from the connection's query");
+        return outbox
+            .close(close::INVALID_HELLO, "the hello's envoy key or pool name differs from the connection's query");
     }
     if state.shutdown.is_shutdown() {
         return outbox.close(close::GOING_AWAY, "engine shutting down");
@@ -385,10 +388,12 @@ impl Conn {
                                 "more than {max} requests pending on this connection (maxPendingRequests); retry once some are answered"
                             ),
                         };
-                        self.outbox.send(ToEnvoy::GetOrCreateActorResponse(envoy_protocol::ToEnvoyGetOrCreateActorResponse {
-                            request_id: req.request_id,
-                            result: envoy_protocol::GetOrCreateActorResult::GetOrCreateActorError(e),
-                        }));
+                        self.outbox.send(ToEnvoy::GetOrCreateActorResponse(
+                            envoy_protocol::ToEnvoyGetOrCreateActorResponse {
+                                request_id: req.request_id,
+                                result: envoy_protocol::GetOrCreateActorResult::GetOrCreateActorError(e),
+                            },
+                        ));
                         return Ok(());
                     }
                 };
@@ -437,7 +442,9 @@ impl Conn {
                         inflight,
                         pending,
                     }),
-                    Err(rej) => self.outbox.send(ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id, data: rej.to_kv() })),
+                    Err(rej) => {
+                        self.outbox.send(ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id, data: rej.to_kv() }))
+                    }
                 }
             }
             ToEngine::SqliteExec(r) => {
@@ -512,8 +519,7 @@ impl Conn {
                     Ok(f) => SqliteExecuteResult::SqliteFenceMismatch(f),
                     Err(e) => SqliteExecuteResult::SqliteError(e),
                 };
-                self.outbox
-                    .send(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id, result }));
+                self.outbox.send(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id, result }));
             }
         }
     }
@@ -528,10 +534,8 @@ impl Conn {
         generation: u64,
         frame_len: usize,
         limits: impl FnOnce() -> Result<(), Rejection>,
-    ) -> Result<
-        (Arc<crate::sql::executor::Executor>, crate::inflight::InflightGuard, admission::PendingGuard),
-        Rejection,
-    > {
+    ) -> Result<(Arc<crate::sql::executor::Executor>, crate::inflight::InflightGuard, admission::PendingGuard), Rejection>
+    {
         let state = &self.state;
         let inflight =
             admission::check_and_count(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;

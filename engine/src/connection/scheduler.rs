@@ -26,10 +26,10 @@ use envoy_protocol::{
     KvRequestData, SqliteExecResult, SqliteExecuteResult, ToEnvoy, ToEnvoyKvResponse, ToEnvoySqliteExecResponse,
     ToEnvoySqliteExecuteResponse, Value,
 };
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use parking_lot::Mutex;
 
 /// A busy reader lane that started no batch for this long counts as stuck on a
 /// slow statement, and another reader lane may open for the actor. Extra lanes
@@ -48,10 +48,22 @@ const EARLY_SEND_AFTER: Duration = Duration::from_millis(2);
 
 /// What a job does.
 pub enum Work {
-    Exec { request_id: u32, sql: String },
+    Exec {
+        request_id: u32,
+        sql: String,
+    },
     /// One statement; `route` was decided at admission.
-    Execute { request_id: u32, sql: String, params: Vec<Value>, write: bool, route: crate::sql::route::Route },
-    Kv { request_id: u32, data: KvRequestData },
+    Execute {
+        request_id: u32,
+        sql: String,
+        params: Vec<Value>,
+        write: bool,
+        route: crate::sql::route::Route,
+    },
+    Kv {
+        request_id: u32,
+        data: KvRequestData,
+    },
 }
 
 /// An accepted request waiting for (or holding) a lane.
@@ -302,7 +314,9 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
                     break;
                 }
                 if let Some(q) = st.queues.get_mut(&key) {
-                    if q.pending.front().is_some_and(|j| j.lane_now() == lane) && (lane == Lane::Writer || !q.writer_busy) {
+                    if q.pending.front().is_some_and(|j| j.lane_now() == lane)
+                        && (lane == Lane::Writer || !q.writer_busy)
+                    {
                         batch = take_run(q, lane, cfg.max_batch);
                         if lane == Lane::Reader {
                             q.reader_progress = Some(Instant::now());

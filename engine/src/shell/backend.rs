@@ -37,10 +37,14 @@ fn from_json(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
-        serde_json::Value::Number(n) => n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Integer),
+        serde_json::Value::Number(n) => {
+            n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Integer)
+        }
         serde_json::Value::String(s) => Value::Text(s.clone()),
         serde_json::Value::Object(o) => match o.get("blob").and_then(serde_json::Value::as_str) {
-            Some(hex) => Value::Blob((0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect()),
+            Some(hex) => Value::Blob(
+                (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect(),
+            ),
             None => Value::Text(v.to_string()),
         },
         serde_json::Value::Array(_) => Value::Text(v.to_string()),
@@ -87,16 +91,15 @@ impl Backend {
     /// Runs a read with parameters (the dot commands).
     pub async fn query(&self, sql: &str, params: &[Value]) -> anyhow::Result<Rows> {
         match self {
-            Backend::Envoy { db, .. } => {
-                db.query(sql, params.to_vec()).await.map_err(|e| anyhow::anyhow!("{e}"))
-            }
+            Backend::Envoy { db, .. } => db.query(sql, params.to_vec()).await.map_err(|e| anyhow::anyhow!("{e}")),
             Backend::Admin { .. } => Ok(self.admin(sql, params).await?.0),
         }
     }
 
     async fn admin(&self, sql: &str, params: &[Value]) -> anyhow::Result<(Rows, u64)> {
         let Backend::Admin { url, token, actor_id, write, .. } = self else { unreachable!("admin backend") };
-        let body = serde_json::json!({ "sql": sql, "params": params.iter().map(to_json).collect::<Vec<_>>(), "write": write });
+        let body =
+            serde_json::json!({ "sql": sql, "params": params.iter().map(to_json).collect::<Vec<_>>(), "write": write });
         let (status, text) = crate::cli::http_request_with_body(
             url,
             "POST",

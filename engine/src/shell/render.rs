@@ -95,7 +95,9 @@ fn json_value(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Integer(i) => (*i).into(),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number)
+        }
         Value::Text(t) => t.clone().into(),
         Value::Blob(b) => serde_json::json!({ "blob": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
     }

@@ -26,11 +26,15 @@ mod tests {
 
     #[test]
     fn splits_on_top_level_semicolons_only() {
-        assert_eq!(split("SELECT 1; SELECT ';' ; -- x;\nSELECT \"a;b\""), vec!["SELECT 1", "SELECT ';'", "SELECT \"a;b\""]);
+        assert_eq!(
+            split("SELECT 1; SELECT ';' ; -- x;\nSELECT \"a;b\""),
+            vec!["SELECT 1", "SELECT ';'", "SELECT \"a;b\""]
+        );
         assert_eq!(split("/* ; */ SELECT 2;"), vec!["SELECT 2"]);
         assert_eq!(split("  ;  ; "), Vec::<&str>::new());
         assert_eq!(split("SELECT 1; -- done\n/* bye */"), vec!["SELECT 1"]);
-        let trig = "CREATE TRIGGER t AFTER INSERT ON a BEGIN INSERT INTO b VALUES (1); UPDATE c SET x = 1; END; SELECT 3;";
+        let trig =
+            "CREATE TRIGGER t AFTER INSERT ON a BEGIN INSERT INTO b VALUES (1); UPDATE c SET x = 1; END; SELECT 3;";
         let parts = split(trig);
         assert_eq!(parts.len(), 2);
         assert!(parts[0].ends_with("END"));

@@ -10,6 +10,7 @@
 //! Every method here blocks and must run on a blocking thread (the scheduler
 //! calls them inside `spawn_blocking`).
 
+use super::open_dbs::OpenDbs;
 use super::route::{statements, Kind, Lane, Route};
 use super::sandbox::{self, Deadline, Sandbox, SandboxLimits};
 use super::values::{from_sqlite, response_cost, sqlite_value_bytes, Bind, NotUtf8};
@@ -19,7 +20,6 @@ use envoy_protocol::{
     ExecuteResult, KvErrorCode, KvErrorResponse, KvRequestData, KvResponseData, LimitExceeded, LimitKind, QueryResult,
     SqliteError, SqliteErrorCode, SqliteRoute, Value,
 };
-use super::open_dbs::OpenDbs;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use rusqlite::{ffi, Connection, ErrorCode, InterruptHandle, OpenFlags, Statement};
 use std::collections::HashMap;
@@ -258,7 +258,10 @@ impl Executor {
 
     fn open_writer(&self) -> rusqlite::Result<SqlConn> {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
-            rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CANTOPEN), Some(format!("creating actor dir: {e}")))
+            rusqlite::Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_CANTOPEN),
+                Some(format!("creating actor dir: {e}")),
+            )
         })?;
         let conn = Connection::open_with_flags(
             self.db_path(),
@@ -331,14 +334,21 @@ impl Executor {
     }
 
     /// Runs one `Execute`/`ExecuteWrite` on `lane`, alone (not in a group).
-    pub fn execute(&self, lane: Lane, sql: &str, route: &Route, params: &[Value], write_request: bool) -> ExecuteOutcome {
+    pub fn execute(
+        &self,
+        lane: Lane,
+        sql: &str,
+        route: &Route,
+        params: &[Value],
+        write_request: bool,
+    ) -> ExecuteOutcome {
         if let Some(e) = self.refuse_start() {
             return ExecuteOutcome::Done(Err(e));
         }
         match lane {
-            Lane::Writer => {
-                ExecuteOutcome::Done(self.lock_writer().and_then(|mut w| w.execute_alone(sql, route, params, write_request)))
-            }
+            Lane::Writer => ExecuteOutcome::Done(
+                self.lock_writer().and_then(|mut w| w.execute_alone(sql, route, params, write_request)),
+            ),
             Lane::Reader => self.read_session().execute(sql, route, params),
         }
     }
@@ -450,9 +460,7 @@ impl Executor {
         // This statement inserted iff the connection's last rowid moved, or it is an
         // INSERT/REPLACE that changed rows (re-inserting the same rowid leaves it unchanged).
         let rowid_after = conn.last_insert_rowid();
-        let inserted = on_writer
-            && (rowid_after != rowid_before
-                || (changes > 0 && route.kind == Kind::Insert));
+        let inserted = on_writer && (rowid_after != rowid_before || (changes > 0 && route.kind == Kind::Insert));
         let last_insert_row_id = inserted.then_some(rowid_after);
         Some(match rows {
             Ok((columns, rows)) => Ok(ExecuteResult { columns, rows, changes, last_insert_row_id, route: reported }),
@@ -475,7 +483,12 @@ impl Executor {
     /// INSERT failing a STRICT check keeps them inside an explicit transaction);
     /// each statement then gets a savepoint, so a failing one leaves nothing, as
     /// it would in autocommit mode.
-    fn exec_statements(&self, sc: &mut SqlConn, sql: &str, in_group: bool) -> Result<QueryResult, (SqliteError, u32, u32)> {
+    fn exec_statements(
+        &self,
+        sc: &mut SqlConn,
+        sql: &str,
+        in_group: bool,
+    ) -> Result<QueryResult, (SqliteError, u32, u32)> {
         let limits = &self.settings.limits;
         let conn = &sc.conn;
         let control = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.raw_execute()).map(|_| ());
@@ -493,7 +506,9 @@ impl Executor {
             }
             sc.deadline.arm(limits.max_statement_ms);
             let step = match conn.prepare(piece) {
-                Ok(mut stmt) => sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits)),
+                Ok(mut stmt) => {
+                    sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits))
+                }
                 Err(e) => Err(RowsError::Sqlite(e)),
             };
             sc.deadline.disarm();
@@ -557,7 +572,10 @@ impl Executor {
 
     /// Like [`Executor::with_kv`] without the start check: for finishing work
     /// already begun (committing a KV group), which a stop must not skip.
-    pub fn with_kv_store<T>(&self, f: impl FnOnce(&mut KvStore, &crate::config::Limits) -> T) -> Result<T, KvResponseData> {
+    pub fn with_kv_store<T>(
+        &self,
+        f: impl FnOnce(&mut KvStore, &crate::config::Limits) -> T,
+    ) -> Result<T, KvResponseData> {
         let mut kv = self.kv.lock();
         if kv.is_none() {
             match KvStore::open(&self.dir.join("kv.sqlite"), self.settings.durability) {
@@ -1060,7 +1078,9 @@ fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: Option<&Exec
             &format!("the statement takes {expected} parameter(s) but {given} were given"),
             Some(false),
         ),
-        Err(rusqlite::Error::NulError(_)) => err(SqliteErrorCode::InvalidRequest, "SQL contains a NUL byte", Some(false)),
+        Err(rusqlite::Error::NulError(_)) => {
+            err(SqliteErrorCode::InvalidRequest, "SQL contains a NUL byte", Some(false))
+        }
         Err(other) => err(SqliteErrorCode::Internal, &other.to_string(), None),
     }
 }
@@ -1110,28 +1130,28 @@ impl Executors {
     }
 
     fn new_executor(&self, actor_id: &str, generation: u64, dir: PathBuf, settings: &ExecSettings) -> Arc<Executor> {
-                Arc::new(Executor {
-                    actor_id: actor_id.to_string(),
-                    generation,
-                    dir,
-                    settings: settings.clone(),
-                    writer: Mutex::new(None),
-                    writer_opened: AtomicBool::new(false),
-                    readers: Mutex::new(Vec::new()),
-                    kv: Mutex::new(None),
-                    interrupts: Mutex::new(Vec::new()),
-                    closing: AtomicBool::new(false),
-                    closed: AtomicBool::new(false),
-                    in_txn: AtomicBool::new(false),
-                    draining: AtomicBool::new(false),
-                    turned_away: AtomicUsize::new(0),
-                    writer_local: Arc::new(AtomicBool::new(false)),
-                    interrupted: AtomicUsize::new(0),
-                    in_use: RwLock::new(()),
-                    open_slot: AtomicBool::new(false),
-                    last_used_ms: AtomicU64::new(self.open_dbs.now_ms()),
-                    open_dbs: self.open_dbs.clone(),
-                })
+        Arc::new(Executor {
+            actor_id: actor_id.to_string(),
+            generation,
+            dir,
+            settings: settings.clone(),
+            writer: Mutex::new(None),
+            writer_opened: AtomicBool::new(false),
+            readers: Mutex::new(Vec::new()),
+            kv: Mutex::new(None),
+            interrupts: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            in_txn: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            turned_away: AtomicUsize::new(0),
+            writer_local: Arc::new(AtomicBool::new(false)),
+            interrupted: AtomicUsize::new(0),
+            in_use: RwLock::new(()),
+            open_slot: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(self.open_dbs.now_ms()),
+            open_dbs: self.open_dbs.clone(),
+        })
     }
 
     pub fn get(&self, actor_id: &str, generation: u64) -> Option<Arc<Executor>> {

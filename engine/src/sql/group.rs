@@ -296,7 +296,10 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                 let _request_span = job.span().entered();
                 let (answer, built) = budget::scope(outbox.budget(), || run_job(job, Lane::Writer));
                 let answer = answer.unwrap_or_else(|| {
-                    execute_answer(0, Err(err(envoy_protocol::SqliteErrorCode::Internal, "writer refused a statement", None)))
+                    execute_answer(
+                        0,
+                        Err(err(envoy_protocol::SqliteErrorCode::Internal, "writer refused a statement", None)),
+                    )
                 });
                 if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
                     charge.merge(built);
@@ -308,7 +311,15 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
             return;
         }
     };
-    let mut b = Batch { outbox, limits, held: Vec::with_capacity(batch.len()), opened: None, sql_open: false, kv_open: false, members: 0 };
+    let mut b = Batch {
+        outbox,
+        limits,
+        held: Vec::with_capacity(batch.len()),
+        opened: None,
+        sql_open: false,
+        kv_open: false,
+        members: 0,
+    };
     for job in batch {
         let _request_span = job.span().entered();
         match part(&job.work) {

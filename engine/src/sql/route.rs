@@ -373,8 +373,10 @@ mod tests {
         assert_eq!(all("SELECT 1; SELECT 2"), vec!["SELECT 1;", "SELECT 2"]);
         assert_eq!(all(";SELECT 1;;"), vec!["SELECT 1;"]);
         assert_eq!(all("  -- only a comment\n ; /* and this */ ;"), Vec::<&str>::new());
-        assert_eq!(all("SELECT ';' AS \"a;b\", [c;d] FROM `e;f`; SELECT 2"),
-            vec!["SELECT ';' AS \"a;b\", [c;d] FROM `e;f`;", "SELECT 2"]);
+        assert_eq!(
+            all("SELECT ';' AS \"a;b\", [c;d] FROM `e;f`; SELECT 2"),
+            vec!["SELECT ';' AS \"a;b\", [c;d] FROM `e;f`;", "SELECT 2"]
+        );
         assert_eq!(all("SELECT 'it''s;'; x"), vec!["SELECT 'it''s;';", "x"]);
         let trig = "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (1); UPDATE u SET a = 2; END;";
         assert_eq!(all(&format!("{trig} SELECT 1")), vec![trig, "SELECT 1"]);

@@ -49,36 +49,172 @@ pub const WATCHDOG_TICK: Duration = Duration::from_millis(20);
 /// linked SQLite has and fails on one that is on neither list).
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // core scalar
-    "abs", "changes", "char", "coalesce", "concat", "concat_ws", "format", "glob", "hex", "if", "ifnull", "iif",
-    "instr", "last_insert_rowid", "length", "like", "likelihood", "likely", "lower", "ltrim", "max", "min",
-    "nullif", "octet_length", "printf", "quote", "random", "randomblob", "replace", "round", "rtrim", "sign",
-    "soundex", "sqlite_compileoption_get", "sqlite_compileoption_used", "sqlite_offset", "sqlite_source_id",
-    "sqlite_version", "substr", "substring", "total_changes", "trim", "typeof", "unhex", "unicode", "unistr",
-    "unistr_quote", "unlikely", "upper", "zeroblob", "match", "subtype",
+    "abs",
+    "changes",
+    "char",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "format",
+    "glob",
+    "hex",
+    "if",
+    "ifnull",
+    "iif",
+    "instr",
+    "last_insert_rowid",
+    "length",
+    "like",
+    "likelihood",
+    "likely",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "nullif",
+    "octet_length",
+    "printf",
+    "quote",
+    "random",
+    "randomblob",
+    "replace",
+    "round",
+    "rtrim",
+    "sign",
+    "soundex",
+    "sqlite_compileoption_get",
+    "sqlite_compileoption_used",
+    "sqlite_offset",
+    "sqlite_source_id",
+    "sqlite_version",
+    "substr",
+    "substring",
+    "total_changes",
+    "trim",
+    "typeof",
+    "unhex",
+    "unicode",
+    "unistr",
+    "unistr_quote",
+    "unlikely",
+    "upper",
+    "zeroblob",
+    "match",
+    "subtype",
     // aggregates
-    "avg", "count", "group_concat", "string_agg", "sum", "total", "median", "percentile", "percentile_cont",
+    "avg",
+    "count",
+    "group_concat",
+    "string_agg",
+    "sum",
+    "total",
+    "median",
+    "percentile",
+    "percentile_cont",
     "percentile_disc",
     // window
-    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead", "first_value",
-    "last_value", "nth_value",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
     // date and time
-    "date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff", "current_date", "current_time",
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "unixepoch",
+    "strftime",
+    "timediff",
+    "current_date",
+    "current_time",
     "current_timestamp",
     // math
-    "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh", "degrees", "exp",
-    "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow", "power", "radians", "sin", "sinh", "sqrt", "tan",
-    "tanh", "trunc",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "ceil",
+    "ceiling",
+    "cos",
+    "cosh",
+    "degrees",
+    "exp",
+    "floor",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "mod",
+    "pi",
+    "pow",
+    "power",
+    "radians",
+    "sin",
+    "sinh",
+    "sqrt",
+    "tan",
+    "tanh",
+    "trunc",
     // JSON (the -> and ->> operators are functions too)
-    "json", "jsonb", "json_array", "jsonb_array", "json_array_length", "json_error_position", "json_extract",
-    "jsonb_extract", "json_insert", "jsonb_insert", "json_object", "jsonb_object", "json_patch", "jsonb_patch",
-    "json_pretty", "json_quote", "json_remove", "jsonb_remove", "json_replace", "jsonb_replace", "json_set",
-    "jsonb_set", "json_type", "json_valid", "json_group_array", "jsonb_group_array", "json_group_object",
-    "jsonb_group_object", "json_array_insert", "jsonb_array_insert", "->", "->>",
+    "json",
+    "jsonb",
+    "json_array",
+    "jsonb_array",
+    "json_array_length",
+    "json_error_position",
+    "json_extract",
+    "jsonb_extract",
+    "json_insert",
+    "jsonb_insert",
+    "json_object",
+    "jsonb_object",
+    "json_patch",
+    "jsonb_patch",
+    "json_pretty",
+    "json_quote",
+    "json_remove",
+    "jsonb_remove",
+    "json_replace",
+    "jsonb_replace",
+    "json_set",
+    "jsonb_set",
+    "json_type",
+    "json_valid",
+    "json_group_array",
+    "jsonb_group_array",
+    "json_group_object",
+    "jsonb_group_object",
+    "json_array_insert",
+    "jsonb_array_insert",
+    "->",
+    "->>",
     // full-text search and R*Tree
-    "snippet", "offsets", "matchinfo", "optimize", "bm25", "highlight", "fts5_source_id", "fts5_locale",
-    "fts5_insttoken", "fts5_get_locale", "rtreecheck",
+    "snippet",
+    "offsets",
+    "matchinfo",
+    "optimize",
+    "bm25",
+    "highlight",
+    "fts5_source_id",
+    "fts5_locale",
+    "fts5_insttoken",
+    "fts5_get_locale",
+    "rtreecheck",
     // used by SQLite's own ALTER TABLE / DROP COLUMN rewrites
-    "sqlite_rename_column", "sqlite_rename_table", "sqlite_rename_test", "sqlite_drop_column",
+    "sqlite_rename_column",
+    "sqlite_rename_table",
+    "sqlite_rename_test",
+    "sqlite_drop_column",
     "sqlite_rename_quotefix",
 ];
 
@@ -87,7 +223,10 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
 /// refused" from "never looked at".
 pub const DENIED_FUNCTIONS: &[(&str, &str)] = &[
     ("load_extension", "loads native code into the engine process"),
-    ("fts3_tokenizer", "reads and registers raw code pointers; SQLite trusts bound arguments, so it crashes the engine"),
+    (
+        "fts3_tokenizer",
+        "reads and registers raw code pointers; SQLite trusts bound arguments, so it crashes the engine",
+    ),
     ("fts5", "hands out a pointer to the FTS5 API; no use from SQL"),
     ("rtreenode", "debugging aid that parses raw node blobs"),
     ("rtreedepth", "debugging aid that parses raw node blobs"),
@@ -332,7 +471,9 @@ fn schema_ok(db: Option<&str>, vacuum: bool) -> bool {
     match db {
         None => true,
         Some(d) => {
-            d.eq_ignore_ascii_case("main") || d.eq_ignore_ascii_case("temp") || (vacuum && d.starts_with(VACUUM_SCHEMA_PREFIX))
+            d.eq_ignore_ascii_case("main")
+                || d.eq_ignore_ascii_case("temp")
+                || (vacuum && d.starts_with(VACUUM_SCHEMA_PREFIX))
         }
     }
 }
@@ -356,10 +497,7 @@ pub fn decide(ctx: &AuthContext<'_>, vacuum: bool) -> Result<(), Denial> {
         _ => ctx.database_name,
     };
     if !schema_ok(schema, vacuum) {
-        return deny(format!(
-            "schema {:?} is not this actor's database",
-            schema.unwrap_or_default()
-        ));
+        return deny(format!("schema {:?} is not this actor's database", schema.unwrap_or_default()));
     }
     match ctx.action {
         AuthAction::Select
@@ -411,7 +549,9 @@ pub fn decide(ctx: &AuthContext<'_>, vacuum: bool) -> Result<(), Denial> {
         },
         // Only the private temporary database of a plain VACUUM, and only while one runs.
         AuthAction::Attach { filename: "" } if vacuum => Ok(()),
-        AuthAction::Attach { .. } => deny("ATTACH is not allowed: an actor's SQL may only reach its own database".into()),
+        AuthAction::Attach { .. } => {
+            deny("ATTACH is not allowed: an actor's SQL may only reach its own database".into())
+        }
         AuthAction::Detach { .. } => deny("DETACH is not allowed".into()),
         // Includes an ATTACH whose file name SQLite could not tell (NULL) and
         // any action code this build does not know.
@@ -468,20 +608,18 @@ pub fn install(
     db_config(conn, ffi::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
     let sandbox = Sandbox { state: Arc::new(SandboxState { local_state, ..SandboxState::default() }) };
     let state = sandbox.state.clone();
-    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        match decide(&ctx, state.vacuum.load(Ordering::Acquire)) {
-            Ok(()) => {
-                if let Some(flag) = &state.local_state {
-                    if creates_local_state(&ctx.action) {
-                        flag.store(true, Ordering::Release);
-                    }
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| match decide(&ctx, state.vacuum.load(Ordering::Acquire)) {
+        Ok(()) => {
+            if let Some(flag) = &state.local_state {
+                if creates_local_state(&ctx.action) {
+                    flag.store(true, Ordering::Release);
                 }
-                Authorization::Allow
             }
-            Err(d) => {
-                *state.denial.lock() = Some(d);
-                Authorization::Deny
-            }
+            Authorization::Allow
+        }
+        Err(d) => {
+            *state.denial.lock() = Some(d);
+            Authorization::Deny
         }
     }))?;
     let d = deadline.clone();
@@ -757,9 +895,11 @@ mod tests {
         d.arm(50);
         let t = Instant::now();
         let e = conn
-            .query_row("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap_err();
         d.disarm();
         assert!(e.to_string().contains("interrupt"), "{e}");

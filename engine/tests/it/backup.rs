@@ -25,10 +25,21 @@ async fn a_backup_under_write_load_restores_to_identical_rows() {
     // Writes in flight while the backup is taken.
     let mut rids = Vec::new();
     for i in 1..=3000i64 {
-        rids.push(c.send_execute(&a, "INSERT INTO t(id, body) VALUES (?, ?)", vec![Value::Integer(i), Value::Text(format!("row {i} {}", "x".repeat((i % 50) as usize)))], true).await);
+        rids.push(
+            c.send_execute(
+                &a,
+                "INSERT INTO t(id, body) VALUES (?, ?)",
+                vec![Value::Integer(i), Value::Text(format!("row {i} {}", "x".repeat((i % 50) as usize)))],
+                true,
+            )
+            .await,
+        );
         if i == 1500 {
             let (url, id) = (url.clone(), a.actor_id.clone());
-            let backup = tokio::spawn(async move { http_exchange(&url, "GET", &format!("/actors/{id}/backup"), None, None).await });
+            let backup =
+                tokio::spawn(
+                    async move { http_exchange(&url, "GET", &format!("/actors/{id}/backup"), None, None).await },
+                );
             // Keep writing while it runs.
             rids.push(c.send_execute(&a, "SELECT 1", vec![], true).await);
             let (status, bytes) = backup.await.unwrap().unwrap();
@@ -49,13 +60,29 @@ async fn a_backup_under_write_load_restores_to_identical_rows() {
     assert!(!backup.is_empty() && backup.len() < 3001);
 
     // A file that is not a database is refused; the actor keeps running.
-    let (status, _) = http_exchange(&url, "POST", &format!("/actors/{}/restore", a.actor_id), None, Some(("application/octet-stream", b"not sqlite at all"))).await.unwrap();
+    let (status, _) = http_exchange(
+        &url,
+        "POST",
+        &format!("/actors/{}/restore", a.actor_id),
+        None,
+        Some(("application/octet-stream", b"not sqlite at all")),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     assert_eq!(ok(c.execute(&a, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(3000)]]);
 
     // Restore: the actor stops, and its next start (a new generation) sees exactly the backup.
     let bytes = std::fs::read(dir.path().join("backup.sqlite")).unwrap();
-    let (status, body) = http_exchange(&url, "POST", &format!("/actors/{}/restore", a.actor_id), None, Some(("application/vnd.sqlite3", &bytes))).await.unwrap();
+    let (status, body) = http_exchange(
+        &url,
+        "POST",
+        &format!("/actors/{}/restore", a.actor_id),
+        None,
+        Some(("application/vnd.sqlite3", &bytes)),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let b = c.get_or_create("crawler", "1").await;
     assert!(b.generation > a.generation);

@@ -5,7 +5,7 @@
 //! environment map (never the process environment), so these tests run in parallel.
 
 use crate::support::*;
-use envoy_engine::config_file::{load_args, print, parse_flags};
+use envoy_engine::config_file::{load_args, parse_flags, print};
 use envoy_protocol::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,11 @@ fn flag_beats_env_beats_file_beats_default() {
         "max_sql_bytes = 1000\nmax_params = 10\nmax_kv_key_bytes = 100\ndurability = \"os\"\nallowed_origin = [\"https://file.example\"]\n",
     );
     let f = file.to_str().unwrap();
-    let e = env(&[("ENVOY_MAX_PARAMS", "20"), ("ENVOY_MAX_KV_KEY_BYTES", "200"), ("ENVOY_ALLOWED_ORIGIN", "https://env.example")]);
+    let e = env(&[
+        ("ENVOY_MAX_PARAMS", "20"),
+        ("ENVOY_MAX_KV_KEY_BYTES", "200"),
+        ("ENVOY_ALLOWED_ORIGIN", "https://env.example"),
+    ]);
     let c = load_args(["--config", f, "--max-kv-key-bytes", "300"], &e).unwrap();
     assert_eq!(c.limits.max_sql_bytes, 1000, "set by the file alone");
     assert_eq!(c.durability, envoy_engine::config::Durability::Os, "set by the file alone");
@@ -100,7 +104,11 @@ fn the_merged_result_is_validated() {
 #[test]
 fn config_print_loads_back_to_the_same_config() {
     let dir = temp_dir();
-    let tokens = write(dir.path(), "tokens.toml", "[[token]]\nname = \"a\"\ntoken = \"t3nant\"\nnamespaces = [\"a\"]\nrole = \"envoy\"\n");
+    let tokens = write(
+        dir.path(),
+        "tokens.toml",
+        "[[token]]\nname = \"a\"\ntoken = \"t3nant\"\nnamespaces = [\"a\"]\nrole = \"envoy\"\n",
+    );
     let file = write(
         dir.path(),
         "engine.toml",
@@ -123,7 +131,9 @@ fn config_print_loads_back_to_the_same_config() {
     assert_eq!(format!("{reloaded:?}"), format!("{original:?}"));
     assert_eq!(reloaded.tokens[0].token, "t3nant");
     // And printing that gives the same text but for the file it came from.
-    let reprinted = print(parse_flags(["--config", again.to_str().unwrap()]).unwrap(), &env(&[("ENVOY_AUTH_TOKEN", "s3cret")])).unwrap();
+    let reprinted =
+        print(parse_flags(["--config", again.to_str().unwrap()]).unwrap(), &env(&[("ENVOY_AUTH_TOKEN", "s3cret")]))
+            .unwrap();
     let body = |s: &str| s.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&reprinted), body(&printed));
 
@@ -161,7 +171,10 @@ async fn a_file_configured_engine_enforces_the_file_limit() {
     let file = write(
         dir.path(),
         "engine.toml",
-        &format!("listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmax_sql_bytes = 128\n", dir.path().join("data").to_str().unwrap()),
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmax_sql_bytes = 128\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
     );
     let config = load_args(["--config", file.to_str().unwrap()], &BTreeMap::new()).unwrap();
     let engine = start_with(config).await;

@@ -95,7 +95,9 @@ async fn oversized_frame_and_mismatched_hello_close_the_connection() {
         metadata: Default::default(),
         last_command_index: None,
     });
-    ws.send(tokio_tungstenite::tungstenite::Message::Binary(encode_to_engine(&hello, version).unwrap().into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(encode_to_engine(&hello, version).unwrap().into()))
+        .await
+        .unwrap();
     let mut code = None;
     while let Some(Ok(m)) = ws.next().await {
         if let tokio_tungstenite::tungstenite::Message::Close(Some(f)) = m {
@@ -124,14 +126,40 @@ async fn random_and_mutated_frames_never_break_the_engine() {
     let mut good = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "good")).await;
     let a = good.get_or_create("a", "").await;
     // Valid frames of every request kind, to mutate.
-    let req = SqliteExecuteRequest { actor_id: a.actor_id.clone(), generation: a.generation, sql: "SELECT ?".into(), params: Some(vec![Value::Integer(1), Value::Text("t".into())]) };
+    let req = SqliteExecuteRequest {
+        actor_id: a.actor_id.clone(),
+        generation: a.generation,
+        sql: "SELECT ?".into(),
+        params: Some(vec![Value::Integer(1), Value::Text("t".into())]),
+    };
     let seeds: Vec<Vec<u8>> = [
         ToEngine::SqliteExecute(ToEngineSqliteExecute { request_id: 1, request: req.clone() }),
         ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite { request_id: 2, request: req.clone() }),
-        ToEngine::SqliteExec(ToEngineSqliteExec { request_id: 3, request: SqliteExecRequest { actor_id: a.actor_id.clone(), generation: a.generation, sql: "SELECT 1; SELECT 2".into() } }),
-        ToEngine::KvRequest(ToEngineKvRequest { request_id: 4, actor_id: a.actor_id.clone(), generation: a.generation, data: KvRequestData::KvList(KvList { query: KvQuery::All, reverse: true, limit: Some(3) }) }),
+        ToEngine::SqliteExec(ToEngineSqliteExec {
+            request_id: 3,
+            request: SqliteExecRequest {
+                actor_id: a.actor_id.clone(),
+                generation: a.generation,
+                sql: "SELECT 1; SELECT 2".into(),
+            },
+        }),
+        ToEngine::KvRequest(ToEngineKvRequest {
+            request_id: 4,
+            actor_id: a.actor_id.clone(),
+            generation: a.generation,
+            data: KvRequestData::KvList(KvList { query: KvQuery::All, reverse: true, limit: Some(3) }),
+        }),
         ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: 5, name: "n".into(), key: "k".into() }),
-        ToEngine::Events(ToEngineEvents { events: vec![EventWrapper { index: 9, inner: Event::ActorIntent(EventActorIntent { actor_id: "zz".into(), generation: 1, intent: ActorIntent::Stop }) }] }),
+        ToEngine::Events(ToEngineEvents {
+            events: vec![EventWrapper {
+                index: 9,
+                inner: Event::ActorIntent(EventActorIntent {
+                    actor_id: "zz".into(),
+                    generation: 1,
+                    intent: ActorIntent::Stop,
+                }),
+            }],
+        }),
         ToEngine::AckCommands(ToEngineAckCommands { last_command_index: 99 }),
     ]
     .iter()
@@ -160,7 +188,10 @@ async fn random_and_mutated_frames_never_break_the_engine() {
     }
     // The engine and the untouched connection are fine.
     assert_eq!(ok(good.execute(&a, "SELECT 5", vec![]).await).rows, vec![vec![Value::Integer(5)]]);
-    let (status, _) = envoy_engine::cli::http_request(&format!("http://{}", engine.local_addr()), "GET", "/health", None).await.unwrap();
+    let (status, _) =
+        envoy_engine::cli::http_request(&format!("http://{}", engine.local_addr()), "GET", "/health", None)
+            .await
+            .unwrap();
     assert_eq!(status, 200);
     engine.shutdown().await;
 }

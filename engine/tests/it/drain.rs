@@ -110,7 +110,6 @@ async fn pings_and_other_actors_flow_during_a_long_query() {
     engine.shutdown().await;
 }
 
-
 #[tokio::test]
 async fn one_busy_actor_cannot_take_every_permit() {
     let dir = temp_dir();
@@ -136,7 +135,6 @@ async fn one_busy_actor_cannot_take_every_permit() {
     ok(c.execute_result(r2).await);
     engine.shutdown().await;
 }
-
 
 /// A stop takes as long as the work running, not the work queued: requests that
 /// had not started when it began are answered ACTOR_STOPPING at once (never run,

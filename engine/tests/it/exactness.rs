@@ -26,7 +26,10 @@ async fn result_shape_follows_schema_changes() {
     let (_d, engine, mut c, a) = setup().await;
     exec_ok(c.exec(&a, "CREATE TABLE t(a); INSERT INTO t VALUES(1)").await);
     for _ in 0..3 {
-        assert_eq!(shape(ok(c.execute(&a, "SELECT * FROM t", vec![]).await)), (cols(&["a"]), vec![vec![Value::Integer(1)]]));
+        assert_eq!(
+            shape(ok(c.execute(&a, "SELECT * FROM t", vec![]).await)),
+            (cols(&["a"]), vec![vec![Value::Integer(1)]])
+        );
     }
     ok(c.execute(&a, "ALTER TABLE t ADD COLUMN b DEFAULT 2", vec![]).await);
     for _ in 0..3 {
@@ -38,7 +41,10 @@ async fn result_shape_follows_schema_changes() {
         assert_eq!(ok(c.execute_write(&a, "SELECT * FROM t", vec![]).await).columns, cols(&["a", "b"]));
     }
     exec_ok(c.exec(&a, "DROP TABLE t; CREATE TABLE t(c); INSERT INTO t VALUES ('x')").await);
-    assert_eq!(shape(ok(c.execute(&a, "SELECT * FROM t", vec![]).await)), (cols(&["c"]), vec![vec![Value::Text("x".into())]]));
+    assert_eq!(
+        shape(ok(c.execute(&a, "SELECT * FROM t", vec![]).await)),
+        (cols(&["c"]), vec![vec![Value::Text("x".into())]])
+    );
     ok(c.execute(&a, "ALTER TABLE t RENAME COLUMN c TO d", vec![]).await);
     assert_eq!(ok(c.execute(&a, "SELECT * FROM t", vec![]).await).columns, cols(&["d"]));
     // Inside one transaction on the writer, and with no rows at all.
@@ -55,7 +61,13 @@ async fn connection_state_is_the_writers() {
     let r = ok(c.execute(&a, "SELECT last_insert_rowid(), changes(), total_changes()", vec![]).await);
     assert_eq!(r.rows, vec![vec![Value::Integer(2), Value::Integer(1), Value::Integer(2)]]);
     // TEMP objects live on the writer's connection; later reads see them.
-    exec_ok(c.exec(&a, "CREATE TEMP TABLE tt(x); INSERT INTO tt VALUES (1); CREATE TEMP VIEW tv AS SELECT x + 1 AS y FROM tt").await);
+    exec_ok(
+        c.exec(
+            &a,
+            "CREATE TEMP TABLE tt(x); INSERT INTO tt VALUES (1); CREATE TEMP VIEW tv AS SELECT x + 1 AS y FROM tt",
+        )
+        .await,
+    );
     assert_eq!(ok(c.execute(&a, "SELECT * FROM tt", vec![]).await).rows, vec![vec![Value::Integer(1)]]);
     assert_eq!(ok(c.execute(&a, "SELECT y FROM tv", vec![]).await).rows, vec![vec![Value::Integer(2)]]);
     // A connection PRAGMA is seen by the next LIKE.

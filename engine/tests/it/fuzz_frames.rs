@@ -151,7 +151,11 @@ fn message(r: &mut Rng, actors: &[(String, u64)], rid: u32) -> ToEngine {
             let data = match r.below(4) {
                 0 => KvRequestData::KvPut(KvPut { key, value: r.bytes(32) }),
                 1 => KvRequestData::KvGet(KvGet { key }),
-                2 => KvRequestData::KvList(KvList { query: KvQuery::All, reverse: r.chance(50), limit: Some(r.below(5) as u32) }),
+                2 => KvRequestData::KvList(KvList {
+                    query: KvQuery::All,
+                    reverse: r.chance(50),
+                    limit: Some(r.below(5) as u32),
+                }),
                 _ => KvRequestData::KvDeleteRange(KvDeleteRange { start: key, end: r.bytes(8) }),
             };
             ToEngine::KvRequest(ToEngineKvRequest { request_id: rid, actor_id, generation, data })
@@ -304,7 +308,8 @@ async fn fuzz_frames() {
     for i in 0..iters {
         let mut r = Rng(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let version = 1 + r.below(IMPLEMENTED_PROTOCOL_VERSION as usize) as u16;
-        let mut c = RawClient::connect(addr, ConnectOpts::new("fuzz", &format!("f{}", r.below(3))).version(version)).await;
+        let mut c =
+            RawClient::connect(addr, ConnectOpts::new("fuzz", &format!("f{}", r.below(3))).version(version)).await;
         // Pongs would be sent into a socket the engine may have closed already.
         c.auto_pong = false;
         // A flipped bit can turn one request id into another's.
@@ -331,7 +336,12 @@ async fn fuzz_frames() {
         let msg = if version >= 4 {
             ToEngine::SqliteExecute(ToEngineSqliteExecute {
                 request_id: marker,
-                request: SqliteExecuteRequest { actor_id: "none".into(), generation: 1, sql: "SELECT 1".into(), params: None },
+                request: SqliteExecuteRequest {
+                    actor_id: "none".into(),
+                    generation: 1,
+                    sql: "SELECT 1".into(),
+                    params: None,
+                },
             })
         } else {
             ToEngine::KvRequest(ToEngineKvRequest {

@@ -127,7 +127,10 @@ async fn grouped_answers_equal_one_by_one() {
     }
     assert_eq!(table(&mut c, &grouped).await, table(&mut c, &alone).await);
     let (commits, members, largest, failed) = (after.0 - before.0, after.1 - before.1, after.2, after.3);
-    println!("{} requests pipelined: {commits} group commits carried {members} (largest {largest}), {failed} failed", w.len());
+    println!(
+        "{} requests pipelined: {commits} group commits carried {members} (largest {largest}), {failed} failed",
+        w.len()
+    );
     assert!(largest > 1, "pipelined writes were never grouped");
     assert!(commits < w.len() as u64, "no two writes shared a commit");
     // A row of each kind of outcome is where it should be.

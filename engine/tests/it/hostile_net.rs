@@ -246,7 +246,10 @@ async fn close_code_after(addr: std::net::SocketAddr, envoy_key: &str, bad: Vec<
     s.write_all(&hello_frame(envoy_key)).await.unwrap();
     let (opcode, payload) = read_server_frame(&mut s).await.expect("Init");
     assert_eq!(opcode, 0x2);
-    assert!(matches!(decode_to_envoy(&payload, IMPLEMENTED_PROTOCOL_VERSION, &DecodeLimits::default()), Ok(ToEnvoy::Init(_))));
+    assert!(matches!(
+        decode_to_envoy(&payload, IMPLEMENTED_PROTOCOL_VERSION, &DecodeLimits::default()),
+        Ok(ToEnvoy::Init(_))
+    ));
     s.write_all(&bad).await.unwrap();
     read_close_code(&mut s).await
 }

@@ -32,7 +32,9 @@ async fn made_up_actor_ids_leave_no_inflight_entries() {
         assert_eq!(sql_err(c.execute_result(rid).await).code, SqliteErrorCode::ActorNotFound);
     }
     for rid in fenced {
-        assert!(matches!(c.execute_result(rid).await, SqliteExecuteResult::SqliteFenceMismatch(f) if f.current_generation == a.generation));
+        assert!(
+            matches!(c.execute_result(rid).await, SqliteExecuteResult::SqliteFenceMismatch(f) if f.current_generation == a.generation)
+        );
     }
     println!("RSS before {} KiB, after 300 x 300 KiB made-up ids {} KiB", rss_before, rss_kib());
     assert_eq!(engine.inflight_entries(), live, "refused requests left in-flight entries behind");
@@ -114,7 +116,10 @@ async fn non_reading_client_is_bounded_and_survives() {
         rss_before
     );
     assert!(engine.result_bytes_peak() <= cfg.max_result_memory_bytes);
-    assert!(engine.result_bytes_held() <= cfg.max_connection_outbox_bytes, "one connection's results stay within its budget");
+    assert!(
+        engine.result_bytes_held() <= cfg.max_connection_outbox_bytes,
+        "one connection's results stay within its budget"
+    );
 
     // A reads at last: every request got its rows or a typed OVERLOADED naming a budget.
     let (mut rows, mut overloaded) = (0, 0);
@@ -126,7 +131,9 @@ async fn non_reading_client_is_bounded_and_survives() {
             }
             SqliteExecuteResult::SqliteError(e) => {
                 assert_eq!(e.code, SqliteErrorCode::Overloaded, "{e:?}");
-                assert!(e.message.contains("max_connection_outbox_bytes") || e.message.contains("max_result_memory_bytes"));
+                assert!(
+                    e.message.contains("max_connection_outbox_bytes") || e.message.contains("max_result_memory_bytes")
+                );
                 overloaded += 1;
             }
             other => panic!("unexpected {other:?}"),
@@ -164,8 +171,12 @@ async fn non_reading_client_is_bounded_and_survives() {
 /// Sends a get-or-create and returns its raw result.
 async fn get_or_create_result(c: &mut RawClient, name: &str, key: &str) -> GetOrCreateActorResult {
     let rid = c.rid();
-    c.send(&ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: rid, name: name.into(), key: key.into() }))
-        .await;
+    c.send(&ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor {
+        request_id: rid,
+        name: name.into(),
+        key: key.into(),
+    }))
+    .await;
     match c.answer(rid).await {
         ToEnvoy::GetOrCreateActorResponse(r) => r.result,
         other => panic!("unexpected {other:?}"),
@@ -216,10 +227,7 @@ async fn get_or_create_counts_against_the_pending_bound() {
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
     let a = c.get_or_create("a", "0").await;
     let slow = slow_sql(std::time::Duration::from_millis(1500));
-    let busy = [
-        c.send_execute(&a, &slow, vec![], false).await,
-        c.send_execute(&a, &slow, vec![], true).await,
-    ];
+    let busy = [c.send_execute(&a, &slow, vec![], false).await, c.send_execute(&a, &slow, vec![], true).await];
     match get_or_create_result(&mut c, "a", "1").await {
         GetOrCreateActorResult::GetOrCreateActorError(e) => {
             assert_eq!(e.code, ActorErrorCode::InvalidRequest);

@@ -68,7 +68,9 @@ async fn attach_in_any_form_is_forbidden() {
     let concat = format!("ATTACH '{data}/' || 'engine.sqlite' AS m");
     let literal = format!("ATTACH DATABASE '{target_s}' AS m");
     let uri = format!("ATTACH 'file:{target_s}?mode=rwc' AS m");
-    for sql in [concat.as_str(), literal.as_str(), uri.as_str(), "ATTACH '' AS m", "ATTACH ':memory:' AS m", "DETACH main"] {
+    for sql in
+        [concat.as_str(), literal.as_str(), uri.as_str(), "ATTACH '' AS m", "ATTACH ':memory:' AS m", "DETACH main"]
+    {
         forbidden(c.execute_write(&a, sql, vec![]).await, sql);
         forbidden(c.execute(&a, sql, vec![]).await, sql);
     }
@@ -78,10 +80,7 @@ async fn attach_in_any_form_is_forbidden() {
         assert!(e.message.contains("ATTACH"), "{e:?}");
         forbidden(c.execute_write(&a, "ATTACH ? || '' AS m", vec![Value::Text(p)]).await, "ATTACH ? || ''");
     }
-    forbidden(
-        c.execute_write(&a, "VACUUM INTO ?1", vec![Value::Text(target_s.clone())]).await,
-        "VACUUM INTO ?1",
-    );
+    forbidden(c.execute_write(&a, "VACUUM INTO ?1", vec![Value::Text(target_s.clone())]).await, "VACUUM INTO ?1");
     match c.exec(&a, &format!("SELECT 1; {concat}; SELECT 2")).await {
         SqliteExecResult::SqliteError(e) => {
             assert_eq!((e.code, e.statement_index), (SqliteErrorCode::Forbidden, Some(1)), "{e:?}")
@@ -112,8 +111,12 @@ async fn fts3_tokenizer_is_forbidden_even_with_bound_arguments() {
     forbidden(c.execute(&a, "SELECT fts3_tokenizer(?1)", vec![Value::Text("simple".into())]).await, "leak");
     forbidden(c.execute(&a, "SELECT fts3_tokenizer('simple')", vec![]).await, "leak literal");
     forbidden(
-        c.execute_write(&a, "SELECT fts3_tokenizer(?1, ?2)", vec![Value::Text("evil".into()), Value::Blob(vec![0x41; 8])])
-            .await,
+        c.execute_write(
+            &a,
+            "SELECT fts3_tokenizer(?1, ?2)",
+            vec![Value::Text("evil".into()), Value::Blob(vec![0x41; 8])],
+        )
+        .await,
         "register",
     );
     // The crash the registration led to: the tokenizer does not exist, so this is a plain error.
@@ -236,7 +239,9 @@ async fn smaller_findings() {
 
     // The schema cannot be edited by hand.
     forbidden(c.execute_write(&a, "PRAGMA writable_schema = ON", vec![]).await, "writable_schema");
-    let e = sql_err(c.execute_write(&a, "UPDATE sqlite_master SET sql = 'CREATE TABLE t(y)' WHERE name = 't'", vec![]).await);
+    let e = sql_err(
+        c.execute_write(&a, "UPDATE sqlite_master SET sql = 'CREATE TABLE t(y)' WHERE name = 't'", vec![]).await,
+    );
     assert_ne!(e.code, SqliteErrorCode::Internal, "{e:?}");
     let e = sql_err(c.execute_write(&a, "DELETE FROM sqlite_schema", vec![]).await);
     assert_ne!(e.code, SqliteErrorCode::Internal, "{e:?}");

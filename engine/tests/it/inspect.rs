@@ -33,7 +33,12 @@ async fn operator_sql_does_not_move_the_actor() {
     let commands_before = c.commands.len();
 
     // A read, with a parameter.
-    let (status, r) = post_sql(addr, &a.actor_id, serde_json::json!({"sql": "SELECT id, title, logo FROM jobs WHERE title = ?", "params": ["rust"]})).await;
+    let (status, r) = post_sql(
+        addr,
+        &a.actor_id,
+        serde_json::json!({"sql": "SELECT id, title, logo FROM jobs WHERE title = ?", "params": ["rust"]}),
+    )
+    .await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["columns"], serde_json::json!(["id", "title", "logo"]));
     assert_eq!(r["rows"], serde_json::json!([[1, "rust", {"blob": "00ff"}]]));
@@ -42,8 +47,17 @@ async fn operator_sql_does_not_move_the_actor() {
     let (status, r) = post_sql(addr, &a.actor_id, serde_json::json!({"sql": "DELETE FROM jobs"})).await;
     assert_eq!(status, 403, "{r}");
     // Asked for, it runs on the actor's writer, and the envoy sees it.
-    let (status, r) = post_sql(addr, &a.actor_id, serde_json::json!({"sql": "INSERT INTO jobs(title) VALUES (?)", "params": ["sqlite"], "write": true})).await;
-    assert_eq!((status, r["changes"].clone(), r["last_insert_row_id"].clone()), (200, serde_json::json!(1), serde_json::json!(2)), "{r}");
+    let (status, r) = post_sql(
+        addr,
+        &a.actor_id,
+        serde_json::json!({"sql": "INSERT INTO jobs(title) VALUES (?)", "params": ["sqlite"], "write": true}),
+    )
+    .await;
+    assert_eq!(
+        (status, r["changes"].clone(), r["last_insert_row_id"].clone()),
+        (200, serde_json::json!(1), serde_json::json!(2)),
+        "{r}"
+    );
     // SQL errors are typed; the sandbox applies as to any actor SQL.
     let (status, r) = post_sql(addr, &a.actor_id, serde_json::json!({"sql": "SELECT * FROM nope"})).await;
     assert_eq!((status, r["code"].as_str()), (422, Some("Sqlite")), "{r}");

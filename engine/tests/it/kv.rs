@@ -18,7 +18,10 @@ async fn kv_v1() {
     assert_eq!(c.version, 1);
     let a = c.get_or_create("kv", "").await;
     for (k, v) in [("a/1", "x"), ("a/2", "y"), ("b/1", "z")] {
-        assert_eq!(c.kv(&a, KvRequestData::KvPut(KvPut { key: k.into(), value: v.into() })).await, KvResponseData::KvPutResponse);
+        assert_eq!(
+            c.kv(&a, KvRequestData::KvPut(KvPut { key: k.into(), value: v.into() })).await,
+            KvResponseData::KvPutResponse
+        );
     }
     assert_eq!(
         c.kv(&a, KvRequestData::KvGet(KvGet { key: b"a/2".to_vec() })).await,
@@ -28,7 +31,10 @@ async fn kv_v1() {
         entries(c.kv(&a, KvRequestData::KvListPrefix(KvListPrefix { prefix: b"a/".to_vec() })).await),
         vec![(b"a/1".to_vec(), b"x".to_vec()), (b"a/2".to_vec(), b"y".to_vec())]
     );
-    assert_eq!(c.kv(&a, KvRequestData::KvDelete(KvDelete { key: b"a/1".to_vec() })).await, KvResponseData::KvDeleteResponse);
+    assert_eq!(
+        c.kv(&a, KvRequestData::KvDelete(KvDelete { key: b"a/1".to_vec() })).await,
+        KvResponseData::KvDeleteResponse
+    );
     assert_eq!(
         c.kv(&a, KvRequestData::KvGet(KvGet { key: b"a/1".to_vec() })).await,
         KvResponseData::KvGetResponse(KvGetResponse { value: None })
@@ -56,21 +62,35 @@ async fn kv_v2_batches_ranges_lists_and_durability() {
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e").version(2)).await;
     let a = c.get_or_create("kv", "").await;
     let put = KvRequestData::KvPutBatch(KvPutBatch {
-        entries: ["k1", "k2", "k3", "k4"].iter().map(|k| KvEntry { key: k.as_bytes().to_vec(), value: format!("v{k}").into_bytes() }).collect(),
+        entries: ["k1", "k2", "k3", "k4"]
+            .iter()
+            .map(|k| KvEntry { key: k.as_bytes().to_vec(), value: format!("v{k}").into_bytes() })
+            .collect(),
     });
     assert_eq!(c.kv(&a, put).await, KvResponseData::KvPutBatchResponse);
     assert_eq!(
-        c.kv(&a, KvRequestData::KvGetBatch(KvGetBatch { keys: vec![b"k2".to_vec(), b"zz".to_vec(), b"k1".to_vec()] })).await,
-        KvResponseData::KvGetBatchResponse(KvGetBatchResponse { values: vec![Some(b"vk2".to_vec()), None, Some(b"vk1".to_vec())] })
+        c.kv(&a, KvRequestData::KvGetBatch(KvGetBatch { keys: vec![b"k2".to_vec(), b"zz".to_vec(), b"k1".to_vec()] }))
+            .await,
+        KvResponseData::KvGetBatchResponse(KvGetBatchResponse {
+            values: vec![Some(b"vk2".to_vec()), None, Some(b"vk1".to_vec())]
+        })
     );
     let list = |query, reverse, limit| KvRequestData::KvList(KvList { query, reverse, limit });
-    let keys = |e: Vec<(Vec<u8>, Vec<u8>)>| e.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+    let keys =
+        |e: Vec<(Vec<u8>, Vec<u8>)>| e.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
     assert_eq!(keys(entries(c.kv(&a, list(KvQuery::All, true, Some(2))).await)), ["k4", "k3"]);
     assert_eq!(
-        keys(entries(c.kv(&a, list(KvQuery::Range(KvQueryRange { start: b"k2".to_vec(), end: b"k4".to_vec() }), false, None)).await)),
+        keys(entries(
+            c.kv(&a, list(KvQuery::Range(KvQueryRange { start: b"k2".to_vec(), end: b"k4".to_vec() }), false, None))
+                .await
+        )),
         ["k2", "k3"]
     );
-    assert_eq!(keys(entries(c.kv(&a, list(KvQuery::Prefix(KvQueryPrefix { prefix: b"k".to_vec() }), false, None)).await)).len(), 4);
+    assert_eq!(
+        keys(entries(c.kv(&a, list(KvQuery::Prefix(KvQueryPrefix { prefix: b"k".to_vec() }), false, None)).await))
+            .len(),
+        4
+    );
     assert_eq!(
         c.kv(&a, KvRequestData::KvDeleteRange(KvDeleteRange { start: b"k2".to_vec(), end: b"k4".to_vec() })).await,
         KvResponseData::KvDeleteRangeResponse
@@ -110,7 +130,10 @@ async fn kv_is_invisible_to_the_actors_sql() {
     let engine = start(dir.path()).await;
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "e")).await;
     let a = c.get_or_create("both", "").await;
-    assert_eq!(c.kv(&a, KvRequestData::KvPut(KvPut { key: b"k".to_vec(), value: b"v".to_vec() })).await, KvResponseData::KvPutResponse);
+    assert_eq!(
+        c.kv(&a, KvRequestData::KvPut(KvPut { key: b"k".to_vec(), value: b"v".to_vec() })).await,
+        KvResponseData::KvPutResponse
+    );
     let t = ok(c.execute(&a, "SELECT count(*) FROM sqlite_schema", vec![]).await);
     assert_eq!(t.rows, vec![vec![Value::Integer(0)]]);
     engine.shutdown().await;
@@ -136,6 +159,10 @@ async fn kv_responses_are_bounded() {
     too_big(c.kv(&a, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: None })).await);
     too_big(c.kv(&a, KvRequestData::KvGetBatch(KvGetBatch { keys: (0..5u8).map(|i| vec![i]).collect() })).await);
     // Two entries fit.
-    assert_eq!(entries(c.kv(&a, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: Some(2) })).await).len(), 2);
+    assert_eq!(
+        entries(c.kv(&a, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: Some(2) })).await)
+            .len(),
+        2
+    );
     engine.shutdown().await;
 }

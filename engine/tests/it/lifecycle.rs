@@ -19,7 +19,10 @@ async fn lifecycle_and_generations_across_restart() {
     assert_eq!(c.commands.len(), 1);
     match &c.commands[0].inner {
         Command::StartActor(s) => {
-            assert_eq!((s.actor_id.as_str(), s.generation, s.name.as_str(), s.key.as_str()), (a.actor_id.as_str(), 1, "counter", "k1"))
+            assert_eq!(
+                (s.actor_id.as_str(), s.generation, s.name.as_str(), s.key.as_str()),
+                (a.actor_id.as_str(), 1, "counter", "k1")
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -84,7 +87,9 @@ async fn fence_mismatch_not_placed_not_found() {
     }
     let rid = c.send_exec(&a1.actor_id, a1.generation, "SELECT 1").await;
     match c.answer(rid).await {
-        ToEnvoy::SqliteExecResponse(r) => assert!(matches!(r.result, SqliteExecResult::SqliteFenceMismatch(ref f) if f.current_generation == a2.generation)),
+        ToEnvoy::SqliteExecResponse(r) => assert!(
+            matches!(r.result, SqliteExecResult::SqliteFenceMismatch(ref f) if f.current_generation == a2.generation)
+        ),
         other => panic!("{other:?}"),
     }
     match c.kv(&a1, KvRequestData::KvGet(KvGet { key: b"k".to_vec() })).await {
@@ -137,7 +142,11 @@ async fn intent_events_drain_like_an_operator_stop() {
     c.send(&ToEngine::Events(ToEngineEvents {
         events: vec![EventWrapper {
             index: 1,
-            inner: Event::ActorIntent(EventActorIntent { actor_id: a.actor_id.clone(), generation: a.generation, intent: ActorIntent::Sleep }),
+            inner: Event::ActorIntent(EventActorIntent {
+                actor_id: a.actor_id.clone(),
+                generation: a.generation,
+                intent: ActorIntent::Sleep,
+            }),
         }],
     }))
     .await;
@@ -152,7 +161,11 @@ async fn intent_events_drain_like_an_operator_stop() {
     c.send(&ToEngine::Events(ToEngineEvents {
         events: vec![EventWrapper {
             index: 1,
-            inner: Event::ActorIntent(EventActorIntent { actor_id: b.actor_id.clone(), generation: b.generation, intent: ActorIntent::Stop }),
+            inner: Event::ActorIntent(EventActorIntent {
+                actor_id: b.actor_id.clone(),
+                generation: b.generation,
+                intent: ActorIntent::Stop,
+            }),
         }],
     }))
     .await;

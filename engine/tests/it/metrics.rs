@@ -140,7 +140,9 @@ async fn settled(engine: &envoy_engine::RunningEngine, answered: usize) -> Scrap
     loop {
         let s = scrape(engine).await;
         assert!(started.elapsed() < WAIT, "never settled at {answered} timed requests: {:?}", s.samples);
-        if s.get("envoy_requests_inflight", &[]) == 0.0 && s.sum("envoy_request_duration_seconds_count") == answered as f64 {
+        if s.get("envoy_requests_inflight", &[]) == 0.0
+            && s.sum("envoy_request_duration_seconds_count") == answered as f64
+        {
             return s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -182,7 +184,8 @@ async fn metrics_count_what_the_workload_did() {
     assert_eq!(s.get("envoy_open_actor_dbs", &[]), 1.0);
 
     // Latency: one sample per answered request, by kind and route.
-    let count = |kind: &str, route: &str| s.get("envoy_request_duration_seconds_count", &[("kind", kind), ("route", route)]);
+    let count =
+        |kind: &str, route: &str| s.get("envoy_request_duration_seconds_count", &[("kind", kind), ("route", route)]);
     assert_eq!(count("get_or_create", "write"), 1.0);
     assert_eq!(count("exec", "write"), 1.0);
     assert_eq!(count("kv", "write"), 1.0);
@@ -335,7 +338,10 @@ async fn serve_log_format_json_writes_json_lines_without_sql() {
     let a = c.get_or_create("m", "").await;
     let secret = "secret_marker_7319";
     exec_ok(c.exec(&a, &format!("CREATE TABLE {secret}(x)")).await);
-    sql_err(c.execute(&a, &format!("SELECT {secret}_missing FROM {secret} WHERE x = ?"), vec![Value::Text(secret.into())]).await);
+    sql_err(
+        c.execute(&a, &format!("SELECT {secret}_missing FROM {secret} WHERE x = ?"), vec![Value::Text(secret.into())])
+            .await,
+    );
     drop(c);
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);

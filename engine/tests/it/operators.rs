@@ -32,11 +32,18 @@ async fn admin_api_and_cli_stop_while_queries_run() {
     assert_eq!(status, 200);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     let row = rows.iter().find(|r| r["id"] == a.actor_id.as_str()).unwrap();
-    assert_eq!((row["namespace"].as_str(), row["name"].as_str(), row["key"].as_str()), (Some("ns"), Some("api"), Some("k")));
-    assert_eq!((row["generation"].as_u64(), row["inflight"].as_u64(), row["envoy"].as_str()), (Some(1), Some(1), Some("e")));
+    assert_eq!(
+        (row["namespace"].as_str(), row["name"].as_str(), row["key"].as_str()),
+        (Some("ns"), Some("api"), Some("k"))
+    );
+    assert_eq!(
+        (row["generation"].as_u64(), row["inflight"].as_u64(), row["envoy"].as_str()),
+        (Some(1), Some(1), Some("e"))
+    );
 
     // POST /actors/{id}/stop drains and answers when done; the running query completes.
-    let (status, body) = http_request(&url, "POST", &format!("/actors/{}/stop", a.actor_id), Some("tok")).await.unwrap();
+    let (status, body) =
+        http_request(&url, "POST", &format!("/actors/{}/stop", a.actor_id), Some("tok")).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["interrupted"].as_u64(), Some(0));
@@ -79,7 +86,9 @@ async fn admin_api_and_cli_stop_while_queries_run() {
 
 /// Starts the real binary on an ephemeral port; returns the child and its address.
 #[allow(clippy::zombie_processes)] // the caller waits for the child
-fn spawn_engine(data_dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+fn spawn_engine(
+    data_dir: &std::path::Path,
+) -> (std::process::Child, std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut child = Proc::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -143,7 +152,10 @@ async fn sigterm_drains_then_exits_zero() {
     assert!(matches!(r.rows[0][0], Value::Integer(n) if n > 0));
     let (code, reason) = c.until_closed().await;
     assert_eq!(code, close::GOING_AWAY, "{reason}");
-    assert!(c.commands.iter().any(|w| matches!(&w.inner, Command::StopActor(s) if s.reason == StopReason::EngineShutdown)));
+    assert!(c
+        .commands
+        .iter()
+        .any(|w| matches!(&w.inner, Command::StopActor(s) if s.reason == StopReason::EngineShutdown)));
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0), "logs: {:?}", logs.try_iter().collect::<Vec<_>>());
 
@@ -240,9 +252,21 @@ async fn cli_backup_and_restore() {
         })
     };
     let file = dir.path().join("one.sqlite").display().to_string();
-    run(vec!["actors".into(), "backup".into(), a.actor_id.clone(), "-o".into(), file.clone(), "--url".into(), url.clone()]).await.unwrap();
+    run(vec![
+        "actors".into(),
+        "backup".into(),
+        a.actor_id.clone(),
+        "-o".into(),
+        file.clone(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
     let all = dir.path().join("all");
-    let out = run(vec!["backup".into(), "--all".into(), all.display().to_string(), "--url".into(), url.clone()]).await.unwrap();
+    let out = run(vec!["backup".into(), "--all".into(), all.display().to_string(), "--url".into(), url.clone()])
+        .await
+        .unwrap();
     assert!(out.contains("1 of 1 actor(s) backed up"), "{out}");
     assert!(all.join(format!("{}.sqlite", a.actor_id)).exists());
     // Change the data, then restore the backup: the change is gone.
@@ -267,13 +291,38 @@ async fn actors_create_list_inspect_delete() {
             String::from_utf8(out.stdout).unwrap()
         })
     };
-    let out = run(vec!["actors".into(), "create".into(), "crawler".into(), "acme".into(), "--namespace".into(), "jobs".into(), "--url".into(), url.clone()]).await.unwrap();
+    let out = run(vec![
+        "actors".into(),
+        "create".into(),
+        "crawler".into(),
+        "acme".into(),
+        "--namespace".into(),
+        "jobs".into(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
     assert!(out.starts_with("created "), "{out}");
     let id = out.split_whitespace().nth(1).unwrap().to_string();
     let rec = engine.actors().into_iter().find(|a| a.actor_id == id).unwrap();
-    assert_eq!((rec.namespace.as_str(), rec.state, rec.envoy.clone()), ("jobs", envoy_engine::ActorState::Stopped, None));
+    assert_eq!(
+        (rec.namespace.as_str(), rec.state, rec.envoy.clone()),
+        ("jobs", envoy_engine::ActorState::Stopped, None)
+    );
     // Creating it again answers the same actor.
-    let out = run(vec!["actors".into(), "create".into(), "crawler".into(), "acme".into(), "--namespace".into(), "jobs".into(), "--url".into(), url.clone()]).await.unwrap();
+    let out = run(vec![
+        "actors".into(),
+        "create".into(),
+        "crawler".into(),
+        "acme".into(),
+        "--namespace".into(),
+        "jobs".into(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
     assert!(out.contains(&id) && out.starts_with("exists"), "{out}");
     // An envoy places it (generation 1) and writes.
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("jobs", "host")).await;
@@ -281,7 +330,8 @@ async fn actors_create_list_inspect_delete() {
     assert_eq!((a.actor_id.as_str(), a.generation), (id.as_str(), 1));
     exec_ok(c.exec(&a, "CREATE TABLE postings(t TEXT); INSERT INTO postings VALUES ('x')").await);
     // Filters and size.
-    let (status, body) = envoy_engine::cli::http_request(&url, "GET", "/actors?namespace=jobs&state=starting", None).await.unwrap();
+    let (status, body) =
+        envoy_engine::cli::http_request(&url, "GET", "/actors?namespace=jobs&state=starting", None).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let list: Vec<envoy_engine::admin::ActorView> = serde_json::from_str(&body).unwrap();
     assert_eq!(list.len(), 1);

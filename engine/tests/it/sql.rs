@@ -18,7 +18,9 @@ async fn routing_and_read_your_writes() {
     assert_eq!((q.columns.clone(), q.rows.clone()), (vec!["n".to_string()], vec![vec![Value::Integer(1)]]));
 
     // A write through Execute is routed to the writer; changes and rowid are its own.
-    let w = ok(c.execute(&a, "INSERT INTO t (v) VALUES (?), (?)", vec![Value::Text("b".into()), Value::Text("c".into())]).await);
+    let w = ok(c
+        .execute(&a, "INSERT INTO t (v) VALUES (?), (?)", vec![Value::Text("b".into()), Value::Text("c".into())])
+        .await);
     assert_eq!((w.route, w.changes, w.last_insert_row_id), (SqliteRoute::Write, 2, Some(3)));
     // A SELECT right after: READ, 0 changes, no rowid.
     let r = ok(c.execute(&a, "SELECT v FROM t ORDER BY id", vec![]).await);
@@ -44,7 +46,13 @@ async fn routing_and_read_your_writes() {
     let r = ok(c.execute(&a, "SELECT count(*) FROM t", vec![]).await);
     assert_eq!((r.route, r.rows), (SqliteRoute::Read, vec![vec![Value::Integer(4)]]));
     // Inside one Exec, a transaction works as usual.
-    let q = exec_ok(c.exec(&a, "BEGIN; INSERT INTO t (v) VALUES ('in-tx'); SELECT count(*) FROM t; ROLLBACK; SELECT count(*) FROM t").await);
+    let q = exec_ok(
+        c.exec(
+            &a,
+            "BEGIN; INSERT INTO t (v) VALUES ('in-tx'); SELECT count(*) FROM t; ROLLBACK; SELECT count(*) FROM t",
+        )
+        .await,
+    );
     assert_eq!(q.rows, vec![vec![Value::Integer(4)]]);
 
     // Pipelined: 50 writes then a read, sent without waiting, the read sees all of them.
@@ -59,10 +67,24 @@ async fn routing_and_read_your_writes() {
     assert_eq!(ok(c.execute_result(read).await).rows, vec![vec![Value::Integer(54)]]);
 
     // Values round-trip: integer, float, text, blob, null; NaN is stored as NULL by SQLite.
-    let r = ok(c.execute(&a, "SELECT ?, ?, ?, ?, ?, ?", vec![
-        Value::Integer(i64::MIN), Value::Float(-0.5), Value::Text("é".into()), Value::Blob(vec![0, 255]), Value::Null, Value::Float(f64::NAN),
-    ]).await);
-    assert_eq!(r.rows[0][..5], [Value::Integer(i64::MIN), Value::Float(-0.5), Value::Text("é".into()), Value::Blob(vec![0, 255]), Value::Null]);
+    let r = ok(c
+        .execute(
+            &a,
+            "SELECT ?, ?, ?, ?, ?, ?",
+            vec![
+                Value::Integer(i64::MIN),
+                Value::Float(-0.5),
+                Value::Text("é".into()),
+                Value::Blob(vec![0, 255]),
+                Value::Null,
+                Value::Float(f64::NAN),
+            ],
+        )
+        .await);
+    assert_eq!(
+        r.rows[0][..5],
+        [Value::Integer(i64::MIN), Value::Float(-0.5), Value::Text("é".into()), Value::Blob(vec![0, 255]), Value::Null]
+    );
     assert_eq!(r.rows[0][5], Value::Null);
     engine.shutdown().await;
 }
@@ -97,17 +119,16 @@ async fn typed_errors() {
     let evil = _d.path().join("evil.db");
     let evil_vacuum = _d.path().join("evil-vacuum.db");
     let attach = format!("ATTACH DATABASE '{}' AS evil", evil.display());
-    for sql in [
-        attach.as_str(),
-        "DETACH DATABASE main",
-        "SELECT load_extension('/tmp/x.so')",
-        "PRAGMA journal_mode = DELETE",
-    ] {
+    for sql in
+        [attach.as_str(), "DETACH DATABASE main", "SELECT load_extension('/tmp/x.so')", "PRAGMA journal_mode = DELETE"]
+    {
         let e = sql_err(c.execute_write(&a, sql, vec![]).await);
         assert_eq!(e.code, SqliteErrorCode::Forbidden, "{sql}: {e:?}");
     }
     match c.exec(&a, "SELECT 1; ATTACH 'x.db' AS x").await {
-        SqliteExecResult::SqliteError(e) => assert_eq!((e.code, e.statement_index), (SqliteErrorCode::Forbidden, Some(1))),
+        SqliteExecResult::SqliteError(e) => {
+            assert_eq!((e.code, e.statement_index), (SqliteErrorCode::Forbidden, Some(1)))
+        }
         other => panic!("{other:?}"),
     }
     assert!(!evil.exists());
@@ -140,12 +161,22 @@ async fn limits_are_enforced_before_work() {
     let e = sql_err(c.execute(&a, &long, vec![]).await);
     assert_eq!(e.limit.as_ref().unwrap().actual, Some(long.len() as u64));
     check(e, LimitKind::SqlBytes);
-    check(sql_err(c.execute(&a, "SELECT ?, ?, ?", vec![Value::Null, Value::Null, Value::Null]).await), LimitKind::Params);
+    check(
+        sql_err(c.execute(&a, "SELECT ?, ?, ?", vec![Value::Null, Value::Null, Value::Null]).await),
+        LimitKind::Params,
+    );
     check(sql_err(c.execute(&a, "SELECT ?", vec![Value::Text("x".repeat(11))]).await), LimitKind::ValueBytes);
     // A returned value over the limit, and a response over the limit.
     check(sql_err(c.execute(&a, "SELECT hex(zeroblob(8))", vec![]).await), LimitKind::ValueBytes);
     check(
-        sql_err(c.execute(&a, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 5000) SELECT x FROM c", vec![]).await),
+        sql_err(
+            c.execute(
+                &a,
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 5000) SELECT x FROM c",
+                vec![],
+            )
+            .await,
+        ),
         LimitKind::ResponseBytes,
     );
     // Statement deadline: TIMEOUT.

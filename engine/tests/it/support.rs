@@ -233,7 +233,9 @@ impl RawClient {
             | ToEnvoy::SqliteRollbackResponse(_)
             | ToEnvoy::SqliteTransactionEnded(_)
             | ToEnvoy::SqliteStreamChunk(_)
-            | ToEnvoy::SqliteStreamFailed(_) => panic!("a v5 message ({}) from an engine that speaks v4", m.member_name()),
+            | ToEnvoy::SqliteStreamFailed(_) => {
+                panic!("a v5 message ({}) from an engine that speaks v4", m.member_name())
+            }
         }
     }
 
@@ -279,8 +281,12 @@ impl RawClient {
 
     pub async fn get_or_create(&mut self, name: &str, key: &str) -> GetOrCreateActorOk {
         let rid = self.rid();
-        self.send(&ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor { request_id: rid, name: name.into(), key: key.into() }))
-            .await;
+        self.send(&ToEngine::GetOrCreateActor(ToEngineGetOrCreateActor {
+            request_id: rid,
+            name: name.into(),
+            key: key.into(),
+        }))
+        .await;
         match self.answer(rid).await {
             ToEnvoy::GetOrCreateActorResponse(r) => match r.result {
                 GetOrCreateActorResult::GetOrCreateActorOk(ok) => ok,
@@ -312,14 +318,28 @@ impl RawClient {
         .await;
     }
 
-    pub async fn send_execute(&mut self, actor: &GetOrCreateActorOk, sql: &str, params: Vec<Value>, write: bool) -> u32 {
+    pub async fn send_execute(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        sql: &str,
+        params: Vec<Value>,
+        write: bool,
+    ) -> u32 {
         let gen = actor.generation;
         self.send_execute_gen(&actor.actor_id, gen, sql, params, write).await
     }
 
-    pub async fn send_execute_gen(&mut self, actor_id: &str, generation: u64, sql: &str, params: Vec<Value>, write: bool) -> u32 {
+    pub async fn send_execute_gen(
+        &mut self,
+        actor_id: &str,
+        generation: u64,
+        sql: &str,
+        params: Vec<Value>,
+        write: bool,
+    ) -> u32 {
         let rid = self.rid();
-        let request = SqliteExecuteRequest { actor_id: actor_id.into(), generation, sql: sql.into(), params: Some(params) };
+        let request =
+            SqliteExecuteRequest { actor_id: actor_id.into(), generation, sql: sql.into(), params: Some(params) };
         let msg = if write {
             ToEngine::SqliteExecuteWrite(ToEngineSqliteExecuteWrite { request_id: rid, request })
         } else {
@@ -341,7 +361,12 @@ impl RawClient {
         self.execute_result(rid).await
     }
 
-    pub async fn execute_write(&mut self, actor: &GetOrCreateActorOk, sql: &str, params: Vec<Value>) -> SqliteExecuteResult {
+    pub async fn execute_write(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> SqliteExecuteResult {
         let rid = self.send_execute(actor, sql, params, true).await;
         self.execute_result(rid).await
     }
@@ -366,8 +391,13 @@ impl RawClient {
 
     pub async fn send_kv(&mut self, actor_id: &str, generation: u64, data: KvRequestData) -> u32 {
         let rid = self.rid();
-        self.send(&ToEngine::KvRequest(ToEngineKvRequest { request_id: rid, actor_id: actor_id.into(), generation, data }))
-            .await;
+        self.send(&ToEngine::KvRequest(ToEngineKvRequest {
+            request_id: rid,
+            actor_id: actor_id.into(),
+            generation,
+            data,
+        }))
+        .await;
         rid
     }
 
@@ -410,9 +440,7 @@ pub fn slow_sql(d: Duration) -> String {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let n = 2_000_000u64;
         let t = Instant::now();
-        let _: i64 = conn
-            .query_row(&count_sql(n), [], |r| r.get(0))
-            .unwrap();
+        let _: i64 = conn.query_row(&count_sql(n), [], |r| r.get(0)).unwrap();
         n as f64 / t.elapsed().as_secs_f64()
     });
     count_sql((rate * d.as_secs_f64()) as u64)
@@ -423,8 +451,7 @@ fn count_sql(n: u64) -> String {
 }
 
 /// SQL that never finishes on its own (until interrupted).
-pub const ENDLESS_SQL: &str =
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+pub const ENDLESS_SQL: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
 
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

@@ -16,7 +16,11 @@ async fn setup() -> (tempfile::TempDir, envoy_engine::RunningEngine, RawClient, 
 }
 
 /// Stops the actor (drain, database closed) and places it again: what survives is what was committed.
-async fn restart(engine: &envoy_engine::RunningEngine, c: &mut RawClient, a: &GetOrCreateActorOk) -> GetOrCreateActorOk {
+async fn restart(
+    engine: &envoy_engine::RunningEngine,
+    c: &mut RawClient,
+    a: &GetOrCreateActorOk,
+) -> GetOrCreateActorOk {
     engine.stop_actor(&a.actor_id).await.expect("stop");
     let b = c.get_or_create("db", "1").await;
     assert!(b.generation > a.generation);
@@ -47,10 +51,13 @@ fn exec_err(r: SqliteExecResult) -> SqliteError {
 #[tokio::test]
 async fn a_failed_exec_does_not_leave_its_transaction_open() {
     let (_d, engine, mut c, a) = setup().await;
-    let e = exec_err(
-        c.exec(&a, "BEGIN; INSERT INTO t VALUES (1, 'exec'); INSERT INTO t VALUES (1, 'dup'); COMMIT").await,
+    let e =
+        exec_err(c.exec(&a, "BEGIN; INSERT INTO t VALUES (1, 'exec'); INSERT INTO t VALUES (1, 'dup'); COMMIT").await);
+    assert_eq!(
+        (e.code, e.extended_code, e.statement_index, e.committed),
+        (SqliteErrorCode::Sqlite, Some(1555), Some(2), Some(false)),
+        "{e:?}"
     );
-    assert_eq!((e.code, e.extended_code, e.statement_index, e.committed), (SqliteErrorCode::Sqlite, Some(1555), Some(2), Some(false)), "{e:?}");
     assert!(e.message.contains("rolled back"), "{e:?}");
     // Another caller's write: acknowledged, and so committed.
     let w = ok(c.execute_write(&a, "INSERT INTO t VALUES (5, 'other')", vec![]).await);
@@ -104,7 +111,8 @@ async fn transactions_begin_and_end_within_one_request() {
     exec_ok(c.exec(&a, "SAVEPOINT s; INSERT INTO t VALUES (12, 'sp'); RELEASE s").await);
     exec_ok(c.exec(&a, "BEGIN; INSERT INTO t VALUES (13, 'gone'); ROLLBACK").await);
     // A failing statement inside a transaction that the request itself handles is the request's business.
-    let e = exec_err(c.exec(&a, "BEGIN; INSERT INTO t VALUES (14, 'x'); INSERT INTO t VALUES (10, 'dup'); COMMIT").await);
+    let e =
+        exec_err(c.exec(&a, "BEGIN; INSERT INTO t VALUES (14, 'x'); INSERT INTO t VALUES (10, 'dup'); COMMIT").await);
     assert_eq!((e.statement_index, e.committed), (Some(2), Some(false)), "{e:?}");
     let b = restart(&engine, &mut c, &a).await;
     assert_eq!(keys(&mut c, &b).await, vec![3, 10, 11, 12]);

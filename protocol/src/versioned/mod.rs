@@ -116,7 +116,9 @@ impl fmt::Display for Feature {
 
 /// A message that cannot travel at the peer's protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("{feature} requires envoy protocol v{required_version}, but this connection speaks v{target_version} ({direction})")]
+#[error(
+    "{feature} requires envoy protocol v{required_version}, but this connection speaks v{target_version} ({direction})"
+)]
 pub struct ProtocolCompatibilityError {
     pub feature: Feature,
     pub direction: Direction,
@@ -244,7 +246,11 @@ pub fn encode_to_envoy(msg: &v5::ToEnvoy, version: u16) -> Result<Vec<u8>, Encod
 }
 
 /// Decodes an envoy → engine frame sent at `version`, upgraded to the latest types.
-pub fn decode_to_engine(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Result<v5::ToEngine, ProtocolDecodeError> {
+pub fn decode_to_engine(
+    bytes: &[u8],
+    version: u16,
+    limits: &DecodeLimits,
+) -> Result<v5::ToEngine, ProtocolDecodeError> {
     const M: &str = "ToEngine";
     let m2 = match version {
         5 => return decode_at::<v5::ToEngine>(bytes, 5, M, limits),

@@ -140,10 +140,9 @@ pub(super) fn to_envoy_down(x: v2::ToEnvoy, t: u16) -> Result<v1::ToEnvoy> {
         B::Commands(v) => A::Commands(v.into()),
         B::AckEvents(v) => A::AckEvents(v.into()),
         B::Ping(v) => A::Ping(v.into()),
-        B::KvResponse(v) => A::KvResponse(v1::ToEnvoyKvResponse {
-            request_id: v.request_id,
-            data: kv_response_data_down(v.data, t)?,
-        }),
+        B::KvResponse(v) => {
+            A::KvResponse(v1::ToEnvoyKvResponse { request_id: v.request_id, data: kv_response_data_down(v.data, t)? })
+        }
         B::GetOrCreateActorResponse(v) => A::GetOrCreateActorResponse(v.into()),
     })
 }

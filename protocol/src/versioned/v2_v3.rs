@@ -129,10 +129,9 @@ fn commands_down(x: v3::ToEnvoyCommands) -> v2::ToEnvoyCommands {
                 inner: match w.inner {
                     v3::Command::StartActor(v) => v2::Command::StartActor(v.into()),
                     // The reason only informs; a v2 envoy stops the actor all the same.
-                    v3::Command::StopActor(v) => v2::Command::StopActor(v2::CommandStopActor {
-                        actor_id: v.actor_id,
-                        generation: v.generation,
-                    }),
+                    v3::Command::StopActor(v) => {
+                        v2::Command::StopActor(v2::CommandStopActor { actor_id: v.actor_id, generation: v.generation })
+                    }
                 },
             })
             .collect(),

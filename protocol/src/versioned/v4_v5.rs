@@ -213,10 +213,7 @@ fn get_or_create_up(x: v4::ToEnvoyGetOrCreateActorResponse) -> v5::ToEnvoyGetOrC
     }
 }
 
-fn get_or_create_down(
-    x: v5::ToEnvoyGetOrCreateActorResponse,
-    t: u16,
-) -> Result<v4::ToEnvoyGetOrCreateActorResponse> {
+fn get_or_create_down(x: v5::ToEnvoyGetOrCreateActorResponse, t: u16) -> Result<v4::ToEnvoyGetOrCreateActorResponse> {
     use v4::GetOrCreateActorResult as A;
     use v5::GetOrCreateActorResult as B;
     Ok(v4::ToEnvoyGetOrCreateActorResponse {

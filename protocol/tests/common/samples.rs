@@ -293,7 +293,10 @@ pub fn to_engine() -> Vec<(&'static str, ToEngine)> {
                     mode: SqliteTransactionMode::Write,
                     statements: vec![
                         statement(Some(vec![Value::Integer(1), Value::Text("x".into()), Value::Null])),
-                        SqliteStatement { sql: "DELETE FROM t WHERE a = ?".into(), params: Some(vec![Value::Integer(2)]) },
+                        SqliteStatement {
+                            sql: "DELETE FROM t WHERE a = ?".into(),
+                            params: Some(vec![Value::Integer(2)]),
+                        },
                     ],
                     request_key: Some(request_key()),
                 },
@@ -362,13 +365,19 @@ pub fn to_engine() -> Vec<(&'static str, ToEngine)> {
                 request: SqliteStreamRequest {
                     actor_id: "actor-1".into(),
                     generation: 3,
-                    statement: SqliteStatement { sql: "SELECT * FROM t WHERE a > ?".into(), params: Some(vec![Value::Integer(0)]) },
+                    statement: SqliteStatement {
+                        sql: "SELECT * FROM t WHERE a > ?".into(),
+                        params: Some(vec![Value::Integer(0)]),
+                    },
                     credit_bytes: 64 * 1024,
                     lease_ms: 30_000,
                 },
             }),
         ),
-        ("sqlite_stream_credit", ToEngine::SqliteStreamCredit(ToEngineSqliteStreamCredit { request_id: 28, credit_bytes: u32::MAX })),
+        (
+            "sqlite_stream_credit",
+            ToEngine::SqliteStreamCredit(ToEngineSqliteStreamCredit { request_id: 28, credit_bytes: u32::MAX }),
+        ),
         ("sqlite_stream_cancel", ToEngine::SqliteStreamCancel(ToEngineSqliteStreamCancel { request_id: 28 })),
     ]
 }
@@ -966,7 +975,10 @@ pub fn to_envoy() -> Vec<(&'static str, ToEnvoy)> {
                 request_id: 28,
                 sequence: 0,
                 columns: Some(vec!["a".into(), "b".into()]),
-                rows: vec![vec![Value::Integer(1), Value::Text("x".into())], vec![Value::Null, Value::Blob(Vec::new())]],
+                rows: vec![
+                    vec![Value::Integer(1), Value::Text("x".into())],
+                    vec![Value::Null, Value::Blob(Vec::new())],
+                ],
                 done: false,
                 cost: None,
             }),

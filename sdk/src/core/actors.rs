@@ -10,7 +10,10 @@ use std::collections::{HashMap, VecDeque};
 #[derive(Debug)]
 pub enum Applied {
     Start(ActorInfo),
-    Stop { actor: ActorInfo, reason: p::StopReason },
+    Stop {
+        actor: ActorInfo,
+        reason: p::StopReason,
+    },
     /// Already applied (a re-send after a reconnect): ignored.
     Duplicate,
 }

@@ -16,11 +16,11 @@ pub mod request;
 #[cfg(test)]
 mod tests;
 
+use crate::config::ClientConfig;
 use crate::error::{DisconnectReason, Error};
 use actors::{Actors, Applied};
 use backoff::Backoff;
 use envoy_protocol as p;
-use crate::config::ClientConfig;
 use envoy_protocol::{close, DecodeLimits, EncodeError, ToEngine, ToEnvoy};
 pub use event::{ActorInfo, ConnectionState, Event, SessionInfo};
 use pending::{Pending, Stage};
@@ -159,7 +159,8 @@ impl Core {
             return;
         }
         if version < self.cfg.min_protocol_version || version > self.cfg.max_protocol_version {
-            self.events.push_back(Event::CloseSocket { code: close::PROTOCOL_ERROR, reason: "version not offered".into() });
+            self.events
+                .push_back(Event::CloseSocket { code: close::PROTOCOL_ERROR, reason: "version not offered".into() });
             self.fail_for_good(Error::Disconnected { reason: DisconnectReason::NoVersionSelected });
             return;
         }
@@ -223,7 +224,8 @@ impl Core {
                     reason: DisconnectReason::ClosedByEngine { code: c, reason: reason.to_string() },
                 });
             }
-            _ => self.lost(format!("socket closed ({}): {reason}", code.map_or("no code".into(), |c| c.to_string())), now),
+            _ => self
+                .lost(format!("socket closed ({}): {reason}", code.map_or("no code".into(), |c| c.to_string())), now),
         }
     }
 
@@ -434,7 +436,11 @@ impl Core {
             | ToEnvoy::SqliteStreamFailed(_) => {
                 let what = msg.member_name();
                 tracing::warn!(member = what, version, "v5 message on a connection the SDK speaks below v5");
-                self.drop_socket(close::PROTOCOL_ERROR, format!("{what} is not supported at envoy protocol v{version}"), now);
+                self.drop_socket(
+                    close::PROTOCOL_ERROR,
+                    format!("{what} is not supported at envoy protocol v{version}"),
+                    now,
+                );
             }
         }
     }
@@ -515,7 +521,9 @@ impl Core {
                             kind: p::LimitKind::RequestBytes,
                             max: u64::from(max_request),
                             actual: Some(actual),
-                            message: format!("the request frame is {actual} bytes, the engine accepts at most {max_request}"),
+                            message: format!(
+                                "the request frame is {actual} bytes, the engine accepts at most {max_request}"
+                            ),
                         },
                     );
                 }
@@ -599,7 +607,11 @@ impl Core {
         let delay = self.backoff.delay(self.attempt);
         self.attempt += 1;
         self.conn = Conn::Backoff { until: now.saturating_add(delay) };
-        self.events.push_back(Event::State(ConnectionState::Reconnecting { attempt: self.attempt, delay_ms: delay, cause }));
+        self.events.push_back(Event::State(ConnectionState::Reconnecting {
+            attempt: self.attempt,
+            delay_ms: delay,
+            cause,
+        }));
     }
 
     /// Sent requests lose their answer: reads get their one retry, the rest

@@ -74,11 +74,18 @@ impl Pending {
     }
 
     /// Adds a request to the back of the queue.
-    pub fn insert_queued(&mut self, id: RequestId, request: Request, opts: RequestOptions, deadline: Option<(u64, u64)>) {
+    pub fn insert_queued(
+        &mut self,
+        id: RequestId,
+        request: Request,
+        opts: RequestOptions,
+        deadline: Option<(u64, u64)>,
+    ) {
         if let Some((at, _)) = deadline {
             self.deadlines.insert((at, id));
         }
-        self.entries.insert(id, Entry { request, opts, stage: Stage::Queued, deadline, retried: false, ever_sent: false });
+        self.entries
+            .insert(id, Entry { request, opts, stage: Stage::Queued, deadline, retried: false, ever_sent: false });
         self.queue.push_back(id);
     }
 

@@ -12,12 +12,29 @@ pub type RequestId = u32;
 /// What the application asks the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Kv { actor_id: String, generation: u64, data: p::KvRequestData },
+    Kv {
+        actor_id: String,
+        generation: u64,
+        data: p::KvRequestData,
+    },
     /// Several statements, no parameters.
-    SqlExec { actor_id: String, generation: u64, sql: String },
+    SqlExec {
+        actor_id: String,
+        generation: u64,
+        sql: String,
+    },
     /// One statement; `write` forces the writer connection (ExecuteWrite).
-    SqlExecute { actor_id: String, generation: u64, sql: String, params: Option<Vec<Value>>, write: bool },
-    GetOrCreateActor { name: String, key: String },
+    SqlExecute {
+        actor_id: String,
+        generation: u64,
+        sql: String,
+        params: Option<Vec<Value>>,
+        write: bool,
+    },
+    GetOrCreateActor {
+        name: String,
+        key: String,
+    },
 }
 
 /// Per-request options.
@@ -124,7 +141,9 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
     match msg {
         T::KvResponse(r) => match request {
             Request::Kv { .. } => map_kv(r.data),
-            Request::SqlExec { .. } | Request::SqlExecute { .. } | Request::GetOrCreateActor { .. } => mismatch("a KV response"),
+            Request::SqlExec { .. } | Request::SqlExecute { .. } | Request::GetOrCreateActor { .. } => {
+                mismatch("a KV response")
+            }
         },
         T::SqliteExecResponse(r) => match request {
             Request::SqlExec { .. } => match r.result {
@@ -134,7 +153,9 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
                 }
                 p::SqliteExecResult::SqliteError(e) => Err(map_sql_error(e)),
             },
-            Request::Kv { .. } | Request::SqlExecute { .. } | Request::GetOrCreateActor { .. } => mismatch("a SQL exec response"),
+            Request::Kv { .. } | Request::SqlExecute { .. } | Request::GetOrCreateActor { .. } => {
+                mismatch("a SQL exec response")
+            }
         },
         T::SqliteExecuteResponse(r) => match request {
             Request::SqlExecute { .. } => match r.result {
@@ -144,7 +165,9 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
                 }
                 p::SqliteExecuteResult::SqliteError(e) => Err(map_sql_error(e)),
             },
-            Request::Kv { .. } | Request::SqlExec { .. } | Request::GetOrCreateActor { .. } => mismatch("a SQL execute response"),
+            Request::Kv { .. } | Request::SqlExec { .. } | Request::GetOrCreateActor { .. } => {
+                mismatch("a SQL execute response")
+            }
         },
         T::GetOrCreateActorResponse(r) => match request {
             Request::GetOrCreateActor { .. } => match r.result {
@@ -153,7 +176,9 @@ pub fn map_response(request: &Request, msg: p::ToEnvoy) -> Result<Response, Erro
                     Err(Error::GetOrCreateActor { code: e.code, message: e.message })
                 }
             },
-            Request::Kv { .. } | Request::SqlExec { .. } | Request::SqlExecute { .. } => mismatch("a get-or-create response"),
+            Request::Kv { .. } | Request::SqlExec { .. } | Request::SqlExecute { .. } => {
+                mismatch("a get-or-create response")
+            }
         },
         T::Init(_) | T::Commands(_) | T::AckEvents(_) | T::Ping(_) => {
             Err(Error::Protocol("not a response message".into()))
@@ -183,12 +208,16 @@ fn map_kv(data: p::KvResponseData) -> Result<Response, Error> {
         D::KvGetResponse(r) => Ok(Response::KvValue(r.value)),
         D::KvListResponse(r) => Ok(Response::KvEntries(r.entries)),
         D::KvGetBatchResponse(r) => Ok(Response::KvValues(r.values)),
-        D::KvPutResponse | D::KvDeleteResponse | D::KvPutBatchResponse | D::KvDeleteBatchResponse | D::KvDeleteRangeResponse => {
-            Ok(Response::KvDone)
-        }
+        D::KvPutResponse
+        | D::KvDeleteResponse
+        | D::KvPutBatchResponse
+        | D::KvDeleteBatchResponse
+        | D::KvDeleteRangeResponse => Ok(Response::KvDone),
         // v5 only (at v4 the engine's downgrade turns it into a
         // KvErrorResponse); the SDK speaks at most v4, so this is a protocol error.
-        D::KvLimitExceeded(_) => Err(Error::Protocol("KvLimitExceeded is not supported by this client (envoy protocol v5)".into())),
+        D::KvLimitExceeded(_) => {
+            Err(Error::Protocol("KvLimitExceeded is not supported by this client (envoy protocol v5)".into()))
+        }
     }
 }
 

@@ -133,7 +133,9 @@ impl FakeEngine {
         match msg {
             p::ToEngine::KvRequest(r) => {
                 let data = match r.data {
-                    p::KvRequestData::KvGet(g) => p::KvResponseData::KvGetResponse(p::KvGetResponse { value: Some(g.key) }),
+                    p::KvRequestData::KvGet(g) => {
+                        p::KvResponseData::KvGetResponse(p::KvGetResponse { value: Some(g.key) })
+                    }
                     p::KvRequestData::KvPut(_) => p::KvResponseData::KvPutResponse,
                     p::KvRequestData::KvDelete(_)
                     | p::KvRequestData::KvListPrefix(_)
@@ -292,7 +294,11 @@ impl Sim {
     }
 
     fn kv_get(&mut self, key: &[u8]) -> RequestId {
-        let id = self.core.submit(kv(p::KvRequestData::KvGet(p::KvGet { key: key.to_vec() })), RequestOptions::default(), self.now);
+        let id = self.core.submit(
+            kv(p::KvRequestData::KvGet(p::KvGet { key: key.to_vec() })),
+            RequestOptions::default(),
+            self.now,
+        );
         self.run();
         id
     }
@@ -358,7 +364,8 @@ fn handshake_sends_hello_first_and_reports_the_session() {
 fn five_hundred_requests_in_flight_answered_out_of_order() {
     let mut sim = Sim::new(cfg(), 4);
     sim.engine.answer = Answer::Hold;
-    let ids: Vec<RequestId> = (0..500).map(|i| sim.sql(&format!("SELECT {i}"), false, RequestOptions::default())).collect();
+    let ids: Vec<RequestId> =
+        (0..500).map(|i| sim.sql(&format!("SELECT {i}"), false, RequestOptions::default())).collect();
     assert_eq!(sim.core.in_flight(), 500, "all 500 go on the wire without waiting for answers");
     // Answer in reverse order.
     let received: Vec<_> = sim.engine.received.clone();
@@ -433,7 +440,11 @@ fn reads_are_retried_once_then_indeterminate() {
     sim.kill_socket();
     assert!(!sim.results.contains_key(&read), "a read waits for its retry");
     assert!(!sim.results.contains_key(&sql_read));
-    assert_eq!(sim.result(sql_not_marked), &Err(Error::IndeterminateResult), "SQL not marked idempotent is not retried");
+    assert_eq!(
+        sim.result(sql_not_marked),
+        &Err(Error::IndeterminateResult),
+        "SQL not marked idempotent is not retried"
+    );
     sim.reconnect();
     assert_eq!(sim.engine.seen[&read], 2);
     assert_eq!(sim.engine.seen[&sql_read], 2);
@@ -538,7 +549,11 @@ fn no_reconnect_after_eviction_or_close_and_426_is_fatal() {
     assert_eq!(sim.result(late), &Err(Error::Closed));
     assert!(matches!(
         sim.states.last(),
-        Some(ConnectionState::Closed { error: Some(Error::Disconnected { reason: crate::error::DisconnectReason::ClosedByEngine { code: 4000, .. } }) })
+        Some(ConnectionState::Closed {
+            error: Some(Error::Disconnected {
+                reason: crate::error::DisconnectReason::ClosedByEngine { code: 4000, .. }
+            })
+        })
     ));
 
     // After close(): the engine hears Stopping, no reconnect.
@@ -620,12 +635,18 @@ fn commands_are_applied_once_acked_and_events_resent_after_reconnect() {
     sim.run();
     assert_eq!(sim.starts.len(), 1);
     assert_eq!(sim.starts[0].generation, 3);
-    assert!(sim.engine.received.iter().any(|m| matches!(m, p::ToEngine::AckCommands(a) if a.last_command_index == idx)));
+    assert!(sim
+        .engine
+        .received
+        .iter()
+        .any(|m| matches!(m, p::ToEngine::AckCommands(a) if a.last_command_index == idx)));
     // The Running event reached the engine.
     assert_eq!(sim.engine.last_event_index, Some(0));
 
     // A duplicate (re-sent after a reconnect) is ignored.
-    sim.engine.send(p::ToEnvoy::Commands(p::ToEnvoyCommands { commands: vec![p::CommandWrapper { index: idx, inner: start }] }));
+    sim.engine.send(p::ToEnvoy::Commands(p::ToEnvoyCommands {
+        commands: vec![p::CommandWrapper { index: idx, inner: start }],
+    }));
     sim.run();
     assert_eq!(sim.starts.len(), 1);
 
@@ -637,7 +658,13 @@ fn commands_are_applied_once_acked_and_events_resent_after_reconnect() {
     }));
     sim.run();
     assert_eq!(sim.stops.len(), 1);
-    let r = Request::SqlExecute { actor_id: "a1".into(), generation: 3, sql: "SELECT 1".into(), params: None, write: false };
+    let r = Request::SqlExecute {
+        actor_id: "a1".into(),
+        generation: 3,
+        sql: "SELECT 1".into(),
+        params: None,
+        write: false,
+    };
     let id = sim.core.submit(r, RequestOptions::default(), sim.now);
     sim.run();
     assert_eq!(sim.result(id), &Err(Error::ActorStopping));
@@ -739,7 +766,10 @@ fn engine_errors_map_to_typed_variants() {
         }),
     }));
     // An answer with an unknown id is ignored.
-    sim.engine.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse { request_id: 99_999, data: p::KvResponseData::KvPutResponse }));
+    sim.engine.send(p::ToEnvoy::KvResponse(p::ToEnvoyKvResponse {
+        request_id: 99_999,
+        data: p::KvResponseData::KvPutResponse,
+    }));
     sim.run();
     assert_eq!(sim.result(a), &Err(Error::FenceMismatch { current_generation: Some(9) }));
     assert_eq!(
@@ -779,7 +809,9 @@ mod properties {
     enum Step {
         Write,
         Read,
-        SqlRead { idempotent: bool },
+        SqlRead {
+            idempotent: bool,
+        },
         SqlWrite,
         /// The engine answers up to n held requests.
         Answer(usize),

@@ -87,11 +87,8 @@ async fn connect(url: String, protocols: Vec<String>) -> Result<Socket, ConnectF
         }
         Err(e) => return Err(ConnectFailure::Other(e.to_string())),
     };
-    let protocol = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string());
+    let protocol =
+        response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string());
     let (mut sink, stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     tokio::spawn(async move {
