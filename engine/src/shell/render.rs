@@ -80,25 +80,14 @@ fn float(f: f64) -> String {
 /// 13 AS c`) keep every value.
 fn json(out: &Output) -> String {
     let cols = out.rows.columns();
-    let rows: Vec<serde_json::Value> =
-        out.rows.iter().map(|r| serde_json::Value::Array(r.values().iter().map(json_value).collect())).collect();
+    let rows: Vec<serde_json::Value> = out
+        .rows
+        .iter()
+        .map(|r| serde_json::Value::Array(r.values().iter().map(crate::inspect::to_json).collect()))
+        .collect();
     let mut doc = serde_json::json!({ "columns": cols, "rows": rows });
     if let Some(n) = out.changes {
         doc["changes"] = n.into();
     }
     format!("{doc}\n")
-}
-
-/// JSON for one value: integers stay exact, non-finite floats become strings,
-/// blobs become `{"blob": "<hex>"}`.
-fn json_value(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Integer(i) => (*i).into(),
-        Value::Float(f) => {
-            serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number)
-        }
-        Value::Text(t) => t.clone().into(),
-        Value::Blob(b) => serde_json::json!({ "blob": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
-    }
 }

@@ -244,15 +244,8 @@ async fn cli_backup_and_restore() {
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "host")).await;
     let a = c.get_or_create("notes", "1").await;
     exec_ok(c.exec(&a, "CREATE TABLE n(x); INSERT INTO n VALUES (1), (2)").await);
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let out = Proc::new(BIN).args(args).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8(out.stdout).unwrap()
-        })
-    };
     let file = dir.path().join("one.sqlite").display().to_string();
-    run(vec![
+    run_cli(vec![
         "actors".into(),
         "backup".into(),
         a.actor_id.clone(),
@@ -261,17 +254,15 @@ async fn cli_backup_and_restore() {
         "--url".into(),
         url.clone(),
     ])
-    .await
-    .unwrap();
+    .await;
     let all = dir.path().join("all");
-    let out = run(vec!["backup".into(), "--all".into(), all.display().to_string(), "--url".into(), url.clone()])
-        .await
-        .unwrap();
+    let out =
+        run_cli(vec!["backup".into(), "--all".into(), all.display().to_string(), "--url".into(), url.clone()]).await;
     assert!(out.contains("1 of 1 actor(s) backed up"), "{out}");
     assert!(all.join(format!("{}.sqlite", a.actor_id)).exists());
     // Change the data, then restore the backup: the change is gone.
     ok(c.execute_write(&a, "DELETE FROM n", vec![]).await);
-    run(vec!["actors".into(), "restore".into(), a.actor_id.clone(), file, "--url".into(), url]).await.unwrap();
+    run_cli(vec!["actors".into(), "restore".into(), a.actor_id.clone(), file, "--url".into(), url]).await;
     let b = c.get_or_create("notes", "1").await;
     assert_eq!(ok(c.execute(&b, "SELECT count(*) FROM n", vec![]).await).rows, vec![vec![Value::Integer(2)]]);
     engine.shutdown().await;
@@ -284,14 +275,7 @@ async fn actors_create_list_inspect_delete() {
     let dir = temp_dir();
     let engine = start(dir.path()).await;
     let url = format!("http://{}", engine.local_addr());
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let out = Proc::new(BIN).args(args).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8(out.stdout).unwrap()
-        })
-    };
-    let out = run(vec![
+    let out = run_cli(vec![
         "actors".into(),
         "create".into(),
         "crawler".into(),
@@ -301,8 +285,7 @@ async fn actors_create_list_inspect_delete() {
         "--url".into(),
         url.clone(),
     ])
-    .await
-    .unwrap();
+    .await;
     assert!(out.starts_with("created "), "{out}");
     let id = out.split_whitespace().nth(1).unwrap().to_string();
     let rec = engine.actors().into_iter().find(|a| a.actor_id == id).unwrap();
@@ -311,7 +294,7 @@ async fn actors_create_list_inspect_delete() {
         ("jobs", envoy_engine::ActorState::Stopped, None)
     );
     // Creating it again answers the same actor.
-    let out = run(vec![
+    let out = run_cli(vec![
         "actors".into(),
         "create".into(),
         "crawler".into(),
@@ -321,8 +304,7 @@ async fn actors_create_list_inspect_delete() {
         "--url".into(),
         url.clone(),
     ])
-    .await
-    .unwrap();
+    .await;
     assert!(out.contains(&id) && out.starts_with("exists"), "{out}");
     // An envoy places it (generation 1) and writes.
     let mut c = RawClient::connect(engine.local_addr(), ConnectOpts::new("jobs", "host")).await;
@@ -338,10 +320,10 @@ async fn actors_create_list_inspect_delete() {
     assert!(list[0].db_bytes > 0, "{list:?}");
     let (_, body) = envoy_engine::cli::http_request(&url, "GET", "/actors?namespace=other", None).await.unwrap();
     assert_eq!(body.trim(), "[]");
-    let out = run(vec!["actors".into(), "inspect".into(), id.clone(), "--url".into(), url.clone()]).await.unwrap();
+    let out = run_cli(vec!["actors".into(), "inspect".into(), id.clone(), "--url".into(), url.clone()]).await;
     assert!(out.contains("table postings"), "{out}");
     // Delete: stopped, files gone, forgotten; the name makes a new actor afterwards.
-    run(vec!["actors".into(), "delete".into(), id.clone(), "--url".into(), url.clone()]).await.unwrap();
+    run_cli(vec!["actors".into(), "delete".into(), id.clone(), "--url".into(), url.clone()]).await;
     assert!(engine.actors().iter().all(|a| a.actor_id != id));
     assert!(!dir.path().join("actors").join(&id).exists());
     let b = c.get_or_create("crawler", "acme").await;
@@ -349,4 +331,15 @@ async fn actors_create_list_inspect_delete() {
     let e = sql_err(c.execute(&b, "SELECT * FROM postings", vec![]).await);
     assert!(e.message.contains("no such table"), "{e:?}");
     engine.shutdown().await;
+}
+
+/// Runs the engine binary with `args` (off the async workers), asserts it succeeded, returns its stdout.
+async fn run_cli(args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = Proc::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await
+    .unwrap()
 }
