@@ -130,7 +130,12 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::ClosedByEngine { code, reason } => {
                 write!(f, "the engine closed the connection with code {code} ({reason})")
             }
-            DisconnectReason::Unauthorized { status } => write!(f, "the engine refused the token (HTTP {status})"),
+            DisconnectReason::Unauthorized { status: 401 } => write!(f, "the engine refused the token (HTTP 401)"),
+            DisconnectReason::Unauthorized { status } => write!(
+                f,
+                "the engine refused this connection (HTTP {status}): the token may not use this namespace or \
+                 envoy key (another token owns it), or the request's Origin or Host is not allowed"
+            ),
             DisconnectReason::NoVersionSelected => write!(f, "the engine selected no protocol version"),
             DisconnectReason::GaveUp { attempts, last_error } => {
                 write!(f, "gave up after {attempts} connection attempts (last error: {last_error})")
