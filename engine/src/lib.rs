@@ -17,7 +17,7 @@
 //! | envoy sessions, command log, resume | `connection/session.rs` |
 //! | actor registry (metadata DB) | `actor/registry.rs` |
 //! | get-or-create, events, intents | `actor/lifecycle.rs` |
-//! | where SQL runs | `sql/executor.rs` (`sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs`) |
+//! | where SQL runs | `sql/executor/` (`mod.rs` connections, `writer.rs`, `reader.rs`, `rows.rs`, `registry.rs`); `sql/group.rs` group commit; `sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs` |
 //! | the open actor database cap, idle close | `sql/open_dbs.rs` |
 //! | descriptor limit at start | `fdlimit.rs` |
 //! | KV storage | `kv.rs` |
