@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// TOML file of per-tenant tokens (name, token, namespaces, role); see specs/security.md.
     #[arg(long, value_name = "PATH")]
     pub tokens_file: Option<PathBuf>,
+    /// PEM certificate chain: serve TLS (wss://, https://) with it and --tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
     /// Browser origin allowed to call the engine (exact match, e.g. https://app.example.com);
     /// repeatable. Requests carrying any other Origin header are refused with 403.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
@@ -206,6 +212,8 @@ impl ServeArgs {
             c.tokens = crate::tenants::load_tokens_file(path)?;
         }
         c.allowed_origins = self.allowed_origins.unwrap_or_default();
+        c.tls_cert = self.tls_cert;
+        c.tls_key = self.tls_key;
         // Each `if let` keeps the default `Config::new` already holds when unset.
         macro_rules! set {
             ($($src:ident => $dst:expr, $conv:expr;)*) => {$(
@@ -264,6 +272,8 @@ impl ServeArgs {
             data_dir: Some(c.data_dir.clone()),
             auth_token: c.auth_token.clone(),
             tokens_file: None,
+            tls_cert: c.tls_cert.clone(),
+            tls_key: c.tls_key.clone(),
             allowed_origins: Some(c.allowed_origins.clone()),
             header_read_timeout_ms: ms(c.header_read_timeout),
             handshake_timeout_ms: ms(c.handshake_timeout),

@@ -256,6 +256,10 @@ pub struct Config {
     pub readers_per_actor: usize,
     /// Reader busy timeout (waiting on the writer's checkpoint or locks).
     pub busy_timeout: std::time::Duration,
+    /// PEM certificate chain to serve TLS with (with `tls_key`); None: plain TCP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// When an acknowledged write is on disk: fsync (default) or OS buffers.
     pub durability: Durability,
     /// How the binary writes its log lines (read by `main` before the engine starts).
@@ -306,6 +310,8 @@ impl Config {
             max_batch: DEFAULT_MAX_BATCH,
             readers_per_actor: DEFAULT_READERS_PER_ACTOR,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            tls_cert: None,
+            tls_key: None,
             durability: DEFAULT_DURABILITY,
             log_format: crate::logging::LogFormat::Text,
             group_commit_max_members: DEFAULT_GROUP_COMMIT_MAX_MEMBERS,

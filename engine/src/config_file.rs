@@ -383,6 +383,8 @@ mod tests {
         let mut serialized: Vec<String> = all.keys().cloned().collect();
         serialized.push("auth_token".into());
         serialized.push("tokens_file".into());
+        serialized.push("tls_cert".into());
+        serialized.push("tls_key".into());
         serialized.sort();
         serialized.dedup();
         let mut keys = file_keys();

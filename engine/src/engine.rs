@@ -111,6 +111,7 @@ impl Engine {
         ));
         let router = crate::server::router(state.clone());
         let settings = crate::listener::ListenerSettings {
+            tls: crate::tls::acceptor(&state.config)?,
             header_read_timeout: state.config.header_read_timeout,
             max_connections: state.config.max_connections,
         };

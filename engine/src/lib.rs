@@ -54,6 +54,7 @@ pub mod shell;
 pub mod shutdown;
 pub mod sql;
 pub mod tenants;
+pub mod tls;
 
 pub use actor::registry::{ActorRecord, ActorState};
 pub use config::{Config, Limits};

@@ -54,8 +54,10 @@ fn overloaded_response() -> String {
 }
 
 /// Settings of the accept loop (from `Config`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ListenerSettings {
+    /// TLS for every connection (`--tls-cert`/`--tls-key`); None: plain TCP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// See `Config::header_read_timeout`.
     pub header_read_timeout: Duration,
     /// See `Config::max_connections`.
@@ -93,10 +95,10 @@ pub async fn serve(listener: TcpListener, router: Router, settings: ListenerSett
         // most REFUSAL_LINGER), so descriptors stay bounded too.
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                connections.spawn(serve_connection(
+                connections.spawn(serve_tls_or_plain(
                     Counted { stream, _permit: permit },
                     router.clone(),
-                    settings,
+                    settings.clone(),
                     shutdown.clone(),
                 ));
             }
@@ -115,8 +117,24 @@ pub async fn serve(listener: TcpListener, router: Router, settings: ListenerSett
     }
 }
 
+/// Runs the TLS handshake first when TLS is configured (bounded by the header-read
+/// timeout, so a peer that never finishes it holds nothing), then serves.
+async fn serve_tls_or_plain(stream: Counted, router: Router, settings: ListenerSettings, shutdown: Shutdown) {
+    match settings.tls.clone() {
+        None => serve_connection(stream, router, settings, shutdown).await,
+        Some(acceptor) => match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_connection(tls, router, settings, shutdown).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake did not finish within the header-read timeout"),
+        },
+    }
+}
+
 /// Serves one connection (HTTP/1.1 with upgrades) until it closes or is upgraded.
-async fn serve_connection(stream: Counted, router: Router, settings: ListenerSettings, mut shutdown: Shutdown) {
+async fn serve_connection<S>(stream: S, router: Router, settings: ListenerSettings, mut shutdown: Shutdown)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(router);
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
