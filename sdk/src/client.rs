@@ -37,7 +37,9 @@ impl Client {
     /// the engine's Init (up to `initial_connect_timeout_ms`).
     #[cfg(feature = "native-transport")]
     pub async fn connect(config: ClientConfig) -> Result<Client> {
-        Self::connect_with(config, crate::transport::native::TokioRuntime::new()).await
+        let runtime = crate::transport::native::TokioRuntime::with_root_ca_pem(config.tls_root_ca_pem.as_deref())
+            .map_err(crate::Error::Config)?;
+        Self::connect_with(config, runtime).await
     }
 
     /// Connects with the transport this build was compiled with, and waits for

@@ -61,6 +61,10 @@ pub struct ClientConfig {
     pub max_in_flight: usize,
     /// Largest frame accepted from the engine.
     pub max_frame_bytes: u32,
+    /// Extra trusted root certificates (PEM) for `wss://` on the native transport, besides the
+    /// public Web PKI roots (e.g. an engine's self-signed or private-CA certificate). The wasm
+    /// transport uses its host's TLS and ignores this.
+    pub tls_root_ca_pem: Option<String>,
     /// How long `close()` waits for in-flight answers.
     pub close_timeout_ms: u64,
 }
@@ -91,6 +95,7 @@ impl Default for ClientConfig {
             max_queued_requests: d::DEFAULT_MAX_QUEUED_REQUESTS,
             max_in_flight: d::DEFAULT_MAX_IN_FLIGHT,
             max_frame_bytes: envoy_protocol::DEFAULT_MAX_FRAME_BYTES,
+            tls_root_ca_pem: None,
             close_timeout_ms: d::DEFAULT_CLOSE_TIMEOUT_MS,
         }
     }

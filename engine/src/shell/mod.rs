@@ -51,6 +51,9 @@ pub struct ShellArgs {
     /// Per-statement timeout in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
+    /// PEM file of a root certificate to trust for `wss://` (an engine's own or private CA).
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
     /// Join as an envoy even when the actor exists (places it on the shell, moving it
     /// from its host). Without it an existing actor is reached through the operator
     /// SQL route and stays where it runs.
@@ -92,7 +95,12 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
             return run_with(&backend, &args, mode).await;
         }
     }
+    let tls_root_ca_pem = match &args.tls_ca {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
     let config = ClientConfig {
+        tls_root_ca_pem,
         endpoint: args.url.clone(),
         namespace: args.namespace.clone(),
         token: args.token.clone(),

@@ -201,6 +201,8 @@ async fn get_or_create_errors_are_typed() {
     let a = c.get_or_create("busy", "").await;
     let long = c.send_execute(&a, &slow_sql(std::time::Duration::from_millis(1000)), vec![], false).await;
     eventually(|| engine.inflight(&a.actor_id, a.generation) == 1).await;
+    // Let it start: a request not yet running when a stop begins is turned away instead.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let shutting = tokio::spawn(engine.shutdown());
     // Wait for the drain to begin (the actor becomes Stopping), then ask for a placement.
     loop {

@@ -145,6 +145,9 @@ async fn sigterm_drains_then_exits_zero() {
     inflight(0).await;
     let long = c.send_execute(&a, &slow_sql(Duration::from_millis(1200)), vec![], false).await;
     inflight(1).await;
+    // Let it start: a request accepted but not yet running when the stop begins is
+    // turned away (ACTOR_STOPPING) instead of run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     // The in-flight query is answered, StopActor(ENGINE_SHUTDOWN) arrives, then GOING_AWAY.

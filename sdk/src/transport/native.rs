@@ -7,8 +7,10 @@
 use crate::core::ConnectFailure;
 use crate::runtime::{BoxFuture, FrameSender, Incoming, Runtime, Socket};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -19,15 +21,47 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The tokio runtime (must be called from inside one).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TokioRuntime {
     /// Origin of `now_ms`.
     start: Instant,
+    /// TLS for `wss://`: the Web PKI roots plus any configured extra roots.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TokioRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokioRuntime").finish_non_exhaustive()
+    }
 }
 
 impl TokioRuntime {
     pub fn new() -> Self {
-        TokioRuntime { start: Instant::now() }
+        Self::with_root_ca_pem(None).unwrap_or_else(|_| unreachable!("no extra roots to parse"))
+    }
+
+    /// A runtime whose `wss://` trusts the Web PKI roots and the certificates in `pem`.
+    pub fn with_root_ca_pem(pem: Option<&str>) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        if let Some(pem) = pem {
+            let mut added = 0;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("tls_root_ca_pem: {e}"))?;
+                roots.add(cert).map_err(|e| format!("tls_root_ca_pem: {e}"))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err("tls_root_ca_pem holds no certificate".into());
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TokioRuntime { start: Instant::now(), tls: Arc::new(tls) })
     }
 }
 
@@ -61,19 +95,49 @@ impl Runtime for TokioRuntime {
     }
 
     fn connect(&self, url: String, protocols: Vec<String>) -> BoxFuture<'static, Result<Socket, ConnectFailure>> {
-        Box::pin(connect(url, protocols))
+        Box::pin(connect(url, protocols, self.tls.clone()))
     }
 }
 
-async fn connect(url: String, protocols: Vec<String>) -> Result<Socket, ConnectFailure> {
+async fn connect(
+    url: String,
+    protocols: Vec<String>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Socket, ConnectFailure> {
     let mut request = url.as_str().into_client_request().map_err(|e| ConnectFailure::Other(e.to_string()))?;
     let offer = HeaderValue::from_str(&protocols.join(", ")).map_err(|e| ConnectFailure::Other(e.to_string()))?;
     request.headers_mut().insert("sec-websocket-protocol", offer);
-    let (ws, response) = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
-        Ok(ok) => ok,
-        Err(WsError::Http(resp)) => {
+    if request.uri().scheme_str() == Some("wss") {
+        // TLS by hand (rustls), then the WebSocket handshake over it.
+        let host = request.uri().host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']').to_string();
+        let port = request.uri().port_u16().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| ConnectFailure::Other(format!("connecting to {host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| ConnectFailure::Other(format!("TLS server name {host:?}: {e}")))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ConnectFailure::Other(format!("TLS with {host}:{port}: {e}")))?;
+        return match tokio_tungstenite::client_async_with_config(request, stream, None).await {
+            Ok((ws, response)) => Ok(socket(ws, &response)),
+            Err(e) => Err(upgrade_failure(e)),
+        };
+    }
+    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+        Ok((ws, response)) => Ok(socket(ws, &response)),
+        Err(e) => Err(upgrade_failure(e)),
+    }
+}
+
+/// A failed upgrade as the core's typed failure.
+fn upgrade_failure(e: WsError) -> ConnectFailure {
+    match e {
+        WsError::Http(resp) => {
             let status = resp.status().as_u16();
-            return Err(match status {
+            match status {
                 envoy_protocol::close::NO_COMMON_VERSION_STATUS => ConnectFailure::NoCommonVersion {
                     engine_versions: resp
                         .headers()
@@ -83,10 +147,20 @@ async fn connect(url: String, protocols: Vec<String>) -> Result<Socket, ConnectF
                 },
                 401 | 403 => ConnectFailure::Unauthorized { status },
                 _ => ConnectFailure::Other(format!("HTTP {status} on upgrade")),
-            });
+            }
         }
-        Err(e) => return Err(ConnectFailure::Other(e.to_string())),
-    };
+        e => ConnectFailure::Other(e.to_string()),
+    }
+}
+
+/// The socket over an upgraded WebSocket (plain or TLS).
+fn socket<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    response: &tokio_tungstenite::tungstenite::handshake::client::Response,
+) -> Socket
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let protocol =
         response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string());
     let (mut sink, stream) = ws.split();
@@ -138,7 +212,7 @@ async fn connect(url: String, protocols: Vec<String>) -> Result<Socket, ConnectF
             Err(e) => Some(Incoming::Closed { code: None, reason: e.to_string() }),
         }
     });
-    Ok(Socket { protocol, sender: Box::new(Sender { tx }), incoming: Box::pin(incoming) })
+    Socket { protocol, sender: Box::new(Sender { tx }), incoming: Box::pin(incoming) }
 }
 
 enum Out {
