@@ -11,7 +11,7 @@
 //! No token or a wrong one → 401; a valid token whose role lacks the right → 403.
 
 use crate::auth::{self, Identity};
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

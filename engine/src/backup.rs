@@ -15,7 +15,7 @@
 //! The KV store (protocol v1–v3 KV messages) is not part of a backup.
 
 use crate::admin::{authorized, error, Need};
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};

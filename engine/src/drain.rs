@@ -7,7 +7,7 @@
 //! Stopped (unplaced). Concurrent stops of one actor share one drain.
 
 use crate::actor::registry::ActorState;
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use envoy_protocol::{close, Command, CommandStopActor, StopReason};
 use parking_lot::Mutex;
 use serde::Serialize;

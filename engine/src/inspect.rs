@@ -17,9 +17,9 @@
 
 use crate::actor::registry::ActorState;
 use crate::admin::{authorized, error, Need};
-use crate::engine::EngineState;
 use crate::sql::executor::ExecuteOutcome;
 use crate::sql::route::{Lane, Route};
+use crate::state::EngineState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

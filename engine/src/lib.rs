@@ -7,7 +7,10 @@
 //! | concern | file |
 //! |---|---|
 //! | configuration and every limit | `config.rs` |
-//! | accept loop: header-read timeout, connection cap | `listener.rs` |
+//! | start-up and the in-process API | `engine.rs` |
+//! | what every task shares (`EngineState`) | `state.rs` |
+//! | accept loop: header-read timeout, connection cap, TLS | `listener.rs`, `tls.rs` |
+//! | configuration: flags, environment, file | `config.rs`, `cli.rs`, `config_file.rs` |
 //! | HTTP router, Origin check, upgrade, version negotiation, auth | `server.rs`, `auth.rs` |
 //! | tenants: tokens file, roles, namespaces | `tenants.rs` |
 //! | a connection's read loop: decode frames, dispatch | `connection/mod.rs` |
@@ -53,6 +56,7 @@ pub mod server;
 pub mod shell;
 pub mod shutdown;
 pub mod sql;
+pub mod state;
 pub mod tenants;
 pub mod tls;
 

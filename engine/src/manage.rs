@@ -9,7 +9,7 @@
 //! Both need the operator role and a namespace the token may reach.
 
 use crate::admin::{authorized, error, view, Need};
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -13,7 +13,7 @@
 //!
 //! specs/engine.md ("Metrics and logs") lists every metric and its labels.
 
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use envoy_protocol::{GetOrCreateActorResult, KvResponseData, SqliteExecResult, SqliteExecuteResult, ToEnvoy};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

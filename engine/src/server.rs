@@ -24,7 +24,7 @@
 
 use crate::auth::{self, Identity};
 use crate::connection::{self, ConnectParams};
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

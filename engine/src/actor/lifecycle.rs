@@ -11,7 +11,7 @@
 use crate::actor::registry::{ActorState, TooManyActors};
 use crate::connection::session::Session;
 use crate::drain;
-use crate::engine::EngineState;
+use crate::state::EngineState;
 use envoy_protocol::{
     ActorErrorCode, ActorIntent, ActorState as WireActorState, Command, CommandStartActor, Event, EventWrapper,
     GetOrCreateActorError, GetOrCreateActorOk, GetOrCreateActorResult, StopReason, ToEngineGetOrCreateActor, ToEnvoy,

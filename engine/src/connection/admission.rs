@@ -17,10 +17,10 @@
 
 use crate::actor::registry::ActorState;
 use crate::config::Limits;
-use crate::engine::EngineState;
 use crate::inflight::InflightGuard;
 use crate::sql::executor::{err, limit_error};
 use crate::sql::values::value_bytes;
+use crate::state::EngineState;
 use envoy_protocol::{
     KvErrorCode, KvErrorResponse, KvResponseData, LimitKind, SqliteError, SqliteErrorCode, SqliteFenceMismatch, Value,
 };

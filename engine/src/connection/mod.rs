@@ -12,9 +12,9 @@ pub mod session;
 pub mod writer;
 
 use crate::actor::lifecycle;
-use crate::engine::EngineState;
 use crate::metrics::{RequestKind, RouteLabel};
 use crate::sql::route::{Lane, Route};
+use crate::state::EngineState;
 use admission::{Pending, Rejection};
 use axum::extract::ws::{Message, WebSocket};
 use envoy_protocol::{
