@@ -44,6 +44,18 @@ pub struct ConnectParams {
     pub version: Option<u32>,
 }
 
+/// A frame that decoded but breaks the protocol: the connection closes with
+/// PROTOCOL_ERROR and this as the reason.
+#[derive(Debug, thiserror::Error)]
+enum DispatchError {
+    /// The hello (`ToEngineMetadata`) comes once, first.
+    #[error("a second hello on one connection")]
+    SecondHello,
+    /// A message of a protocol version this engine does not implement yet (v5).
+    #[error("{0} is not supported by this engine (envoy protocol v5)")]
+    NotImplemented(&'static str),
+}
+
 /// What the read loop knows about its connection.
 struct Conn {
     /// Engine-wide state (registry, sessions, executors).
@@ -304,8 +316,8 @@ impl Conn {
                         self.state.metrics.frame_in(b.len());
                         match decode_to_engine(&b, self.version, limits) {
                             Ok(m) => {
-                                if let Err(reason) = self.dispatch(m, b.len()) {
-                                    self.outbox.close(close::PROTOCOL_ERROR, reason);
+                                if let Err(e) = self.dispatch(m, b.len()) {
+                                    self.outbox.close(close::PROTOCOL_ERROR, e.to_string());
                                     return false;
                                 }
                             }
@@ -349,10 +361,10 @@ impl Conn {
     }
 
     /// Handles one decoded frame. Err closes the connection with PROTOCOL_ERROR.
-    fn dispatch(&self, msg: ToEngine, frame_len: usize) -> Result<(), String> {
+    fn dispatch(&self, msg: ToEngine, frame_len: usize) -> Result<(), DispatchError> {
         let state = &self.state;
         match msg {
-            ToEngine::Metadata(_) => return Err("a second hello on one connection".into()),
+            ToEngine::Metadata(_) => return Err(DispatchError::SecondHello),
             ToEngine::Events(e) => {
                 let mut last = None;
                 for w in e.events {
@@ -486,7 +498,7 @@ impl Conn {
             | ToEngine::SqliteStreamOpen(_)
             | ToEngine::SqliteStreamCredit(_)
             | ToEngine::SqliteStreamCancel(_)) => {
-                return Err(format!("{} is not supported by this engine (envoy protocol v5)", m.member_name()));
+                return Err(DispatchError::NotImplemented(m.member_name()));
             }
         }
         Ok(())
