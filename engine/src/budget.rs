@@ -344,6 +344,18 @@ pub fn small_size(msg: &envoy_protocol::ToEnvoy) -> usize {
         }
 }
 
+/// What an answer holds on the budgets until it is flushed: the charge its result
+/// took while it was built (only if the answer carries that result; an error answer
+/// releases it) plus the answer's own small size, charged to `budget` unchecked.
+pub fn answer_charge(budget: &Arc<ConnBudget>, answer: &envoy_protocol::ToEnvoy, built: Option<Charge>) -> Charge {
+    let mut charge = Charge::default();
+    if let Some(built) = built.filter(|_| carries_result(answer)) {
+        charge.merge(built);
+    }
+    charge.merge(Charge::force(budget, small_size(answer)));
+    charge
+}
+
 /// Whether `msg` is an answer that carries a built result (rows or KV data),
 /// whose builder's charge must travel with it; an error answer carries none.
 pub fn carries_result(msg: &envoy_protocol::ToEnvoy) -> bool {

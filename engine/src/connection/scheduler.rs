@@ -402,10 +402,7 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
         match answer {
             Some(answer) => {
                 // An error answer releases whatever its job had built before failing.
-                if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
-                    charge.merge(built);
-                }
-                charge.merge(Charge::force(outbox.budget(), budget::small_size(&answer)));
+                charge.merge(budget::answer_charge(outbox.budget(), &answer, built));
                 answers.push(answer);
                 answered.push(job);
             }

@@ -145,11 +145,7 @@ struct Batch<'a> {
 impl Batch<'_> {
     /// Builds an answer with its charges (results charged to this connection while built).
     fn charge(&self, answer: ToEnvoy, built: Option<Charge>) -> (ToEnvoy, Charge) {
-        let mut charge = Charge::default();
-        if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
-            charge.merge(built);
-        }
-        charge.merge(Charge::force(self.outbox.budget(), budget::small_size(&answer)));
+        let charge = budget::answer_charge(self.outbox.budget(), &answer, built);
         (answer, charge)
     }
 
@@ -301,10 +297,7 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                         Err(err(envoy_protocol::SqliteErrorCode::Internal, "writer refused a statement", None)),
                     )
                 });
-                if let Some(built) = built.filter(|_| budget::carries_result(&answer)) {
-                    charge.merge(built);
-                }
-                charge.merge(Charge::force(outbox.budget(), budget::small_size(&answer)));
+                charge.merge(budget::answer_charge(outbox.budget(), &answer, built));
                 answers.push(answer);
             }
             outbox.send_batch(answers, charge);
@@ -391,13 +384,8 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                         b.sql_open = false;
                         for h in b.held.iter_mut().filter(|h| h.part == Some(Part::Sql)) {
                             let (again, built) = budget::scope(outbox.budget(), || run_alone(&mut w, &h.job.work));
-                            let mut charge = Charge::default();
-                            if let Some(built) = built.filter(|_| budget::carries_result(&again)) {
-                                charge.merge(built);
-                            }
-                            charge.merge(Charge::force(outbox.budget(), budget::small_size(&again)));
+                            h.charge = budget::answer_charge(outbox.budget(), &again, built);
                             h.answer = again;
-                            h.charge = charge;
                             h.part = None;
                         }
                         b.hold(job, answer, built, None);

@@ -394,6 +394,9 @@ struct SandboxState {
     vacuum: AtomicBool,
     /// The reason of the last refusal, taken by the executor to explain FORBIDDEN.
     denial: Mutex<Option<Denial>>,
+    /// Whether `denial` holds one: clearing before every statement (the hot path)
+    /// is then one atomic load, the lock only taken after a refusal.
+    has_denial: AtomicBool,
     /// Set (for good) once a statement creates TEMP objects or sets a
     /// connection-local PRAGMA on this connection: state other connections of
     /// the actor do not have (see `Executor::reads_need_writer`).
@@ -438,12 +441,17 @@ pub struct Sandbox {
 impl Sandbox {
     /// The reason of the most recent refusal on this connection, if any (cleared by taking it).
     pub fn take_denial(&self) -> Option<Denial> {
+        if !self.state.has_denial.swap(false, Ordering::AcqRel) {
+            return None;
+        }
         self.state.denial.lock().take()
     }
 
     /// Forgets a refusal left by a statement that failed for another reason.
     pub fn clear_denial(&self) {
-        *self.state.denial.lock() = None;
+        if self.state.has_denial.swap(false, Ordering::AcqRel) {
+            *self.state.denial.lock() = None;
+        }
     }
 
     /// Runs `f` (the stepping of one statement). When that statement is a plain
@@ -619,6 +627,7 @@ pub fn install(
         }
         Err(d) => {
             *state.denial.lock() = Some(d);
+            state.has_denial.store(true, Ordering::Release);
             Authorization::Deny
         }
     }))?;
