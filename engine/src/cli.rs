@@ -189,6 +189,42 @@ pub struct ServeArgs {
     /// Statement deadline (ms; 0 = none).
     #[arg(long)]
     pub max_statement_ms: Option<u32>,
+    /// v5: how long a request key and its outcome are kept, from the time in the key (ms).
+    #[arg(long)]
+    pub request_key_retention_ms: Option<u64>,
+    /// v5: most request keys kept per actor; older ones then answer REQUEST_KEY_EXPIRED.
+    #[arg(long)]
+    pub request_keys_per_actor: Option<usize>,
+    /// v5: largest result recorded with a request key (bytes); larger replays carry no rows.
+    #[arg(long)]
+    pub max_recorded_result_bytes: Option<u32>,
+    /// v5: shortest interactive transaction lease (ms).
+    #[arg(long)]
+    pub min_transaction_lease_ms: Option<u64>,
+    /// v5: longest interactive transaction lease (ms).
+    #[arg(long)]
+    pub max_transaction_lease_ms: Option<u64>,
+    /// v5: how long a write waits behind an open transaction before TRANSACTION_BUSY (ms).
+    #[arg(long)]
+    pub max_transaction_wait_ms: Option<u64>,
+    /// v5: interactive transactions open at once per connection.
+    #[arg(long)]
+    pub max_open_transactions: Option<u32>,
+    /// v5: statements in one atomic batch.
+    #[arg(long)]
+    pub max_batch_statements: Option<u32>,
+    /// v5: row bytes the engine reads ahead of a stream's credit.
+    #[arg(long)]
+    pub stream_window_bytes: Option<u32>,
+    /// v5: shortest result stream lease (ms).
+    #[arg(long)]
+    pub min_stream_lease_ms: Option<u64>,
+    /// v5: longest result stream lease (ms).
+    #[arg(long)]
+    pub max_stream_lease_ms: Option<u64>,
+    /// v5: result streams open at once per connection.
+    #[arg(long)]
+    pub max_open_streams: Option<u32>,
     /// Log lines on stderr: `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, value_enum)]
     pub log_format: Option<crate::logging::LogFormat>,
@@ -255,6 +291,18 @@ impl ServeArgs {
             max_params => c.limits.max_params, id;
             max_value_bytes => c.limits.max_value_bytes, id;
             max_statement_ms => c.limits.max_statement_ms, id;
+            request_key_retention_ms => c.request_key_retention, ms;
+            request_keys_per_actor => c.request_keys_per_actor, id;
+            max_recorded_result_bytes => c.max_recorded_result_bytes, id;
+            min_transaction_lease_ms => c.min_transaction_lease, ms;
+            max_transaction_lease_ms => c.max_transaction_lease, ms;
+            max_transaction_wait_ms => c.max_transaction_wait, ms;
+            max_open_transactions => c.max_open_transactions, id;
+            max_batch_statements => c.max_batch_statements, id;
+            stream_window_bytes => c.stream_window_bytes, id;
+            min_stream_lease_ms => c.min_stream_lease, ms;
+            max_stream_lease_ms => c.max_stream_lease, ms;
+            max_open_streams => c.max_open_streams, id;
             log_format => c.log_format, id;
         }
         Ok(c)
@@ -308,6 +356,18 @@ impl ServeArgs {
             max_params: Some(l.max_params),
             max_value_bytes: Some(l.max_value_bytes),
             max_statement_ms: Some(l.max_statement_ms),
+            request_key_retention_ms: ms(c.request_key_retention),
+            request_keys_per_actor: Some(c.request_keys_per_actor),
+            max_recorded_result_bytes: Some(c.max_recorded_result_bytes),
+            min_transaction_lease_ms: ms(c.min_transaction_lease),
+            max_transaction_lease_ms: ms(c.max_transaction_lease),
+            max_transaction_wait_ms: ms(c.max_transaction_wait),
+            max_open_transactions: Some(c.max_open_transactions),
+            max_batch_statements: Some(c.max_batch_statements),
+            stream_window_bytes: Some(c.stream_window_bytes),
+            min_stream_lease_ms: ms(c.min_stream_lease),
+            max_stream_lease_ms: ms(c.max_stream_lease),
+            max_open_streams: Some(c.max_open_streams),
             log_format: Some(c.log_format),
         }
     }

@@ -144,6 +144,45 @@ pub const DEFAULT_GROUP_COMMIT_MAX_OPEN: Duration = Duration::from_millis(20);
 /// Acknowledged means on disk by default.
 pub const DEFAULT_DURABILITY: Durability = Durability::Fsync;
 
+// ---------------------------------------------------------------- v5 settings
+// Advertised to v5 envoys in `ToEnvoyInitV5.metadataV5.limits` (`Config::engine_limits`).
+
+/// How long a request key and its recorded outcome are kept, from the time in the
+/// key. A retry within it gets the recorded outcome; an older key gets
+/// REQUEST_KEY_EXPIRED (never a second execution). A day covers any client that
+/// retries across a restart or an outage.
+pub const DEFAULT_REQUEST_KEY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most request keys kept per actor. Past it the oldest are dropped, and every key
+/// not newer than the newest dropped one answers REQUEST_KEY_EXPIRED, so a count
+/// eviction can never lead to a second execution either.
+pub const DEFAULT_REQUEST_KEYS_PER_ACTOR: usize = 100_000;
+/// Largest result (rows at their decoded size) recorded with a request key; a
+/// replay of a larger one has no rows (REPLAYED_WITHOUT_ROWS). Bounds what keys add
+/// to an actor's database.
+pub const DEFAULT_MAX_RECORDED_RESULT_BYTES: u32 = 64 * 1024;
+/// Shortest lease an interactive transaction gets (asked-for leases are clamped).
+pub const DEFAULT_MIN_TRANSACTION_LEASE: Duration = Duration::from_millis(100);
+/// Longest lease an interactive transaction gets: bounds how long an idle client
+/// can hold an actor's writer.
+pub const DEFAULT_MAX_TRANSACTION_LEASE: Duration = Duration::from_secs(60);
+/// How long a write waits for an interactive transaction holding the actor's writer
+/// before it fails with TRANSACTION_BUSY (it did not run).
+pub const DEFAULT_MAX_TRANSACTION_WAIT: Duration = Duration::from_secs(5);
+/// Interactive transactions open at once on one connection (OPEN_TRANSACTIONS).
+pub const DEFAULT_MAX_OPEN_TRANSACTIONS: u32 = 16;
+/// Statements in one atomic batch (BATCH_STATEMENTS).
+pub const DEFAULT_MAX_BATCH_STATEMENTS: u32 = 1024;
+/// Row bytes (decoded size) the engine reads ahead of a stream's credit: what one
+/// open stream may pin in engine memory beyond what the client asked for.
+pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Shortest lease a result stream gets.
+pub const DEFAULT_MIN_STREAM_LEASE: Duration = Duration::from_secs(1);
+/// Longest lease a result stream gets: an abandoned stream frees its snapshot
+/// (and the WAL it pins) within it.
+pub const DEFAULT_MAX_STREAM_LEASE: Duration = Duration::from_secs(300);
+/// Result streams open at once on one connection (OPEN_STREAMS).
+pub const DEFAULT_MAX_OPEN_STREAMS: u32 = 16;
+
 /// Limits enforced before work starts; all are advertised in `ToEnvoyInit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -209,6 +248,43 @@ impl Limits {
             max_params: self.max_params,
             max_value_bytes: self.max_value_bytes,
             max_statement_ms: self.max_statement_ms,
+        }
+    }
+}
+
+fn ms_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl Config {
+    /// The v5 `ProtocolMetadataV5` advertised in `ToEnvoyInitV5`: durability and
+    /// every engine-side limit, so a v5 envoy can check before it sends.
+    pub fn protocol_metadata_v5(&self) -> envoy_protocol::ProtocolMetadataV5 {
+        let to_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        envoy_protocol::ProtocolMetadataV5 {
+            durability: match self.durability {
+                Durability::Fsync => envoy_protocol::Durability::Fsync,
+                Durability::Os => envoy_protocol::Durability::Os,
+            },
+            limits: envoy_protocol::EngineLimits {
+                max_connection_outbox_bytes: self.max_connection_outbox_bytes as u64,
+                max_result_memory_bytes: self.max_result_memory_bytes as u64,
+                max_actors_per_connection: to_u32(self.max_actors_per_connection),
+                max_open_actor_databases: to_u32(self.max_open_actor_dbs),
+                group_commit_max_requests: to_u32(self.group_commit_max_members),
+                group_commit_max_delay_us: u32::try_from(self.group_commit_max_open.as_micros()).unwrap_or(u32::MAX),
+                request_key_retention_ms: u64::try_from(self.request_key_retention.as_millis()).unwrap_or(u64::MAX),
+                max_recorded_result_bytes: self.max_recorded_result_bytes,
+                min_transaction_lease_ms: ms_u32(self.min_transaction_lease),
+                max_transaction_lease_ms: ms_u32(self.max_transaction_lease),
+                max_transaction_wait_ms: ms_u32(self.max_transaction_wait),
+                max_open_transactions: self.max_open_transactions,
+                max_batch_statements: self.max_batch_statements,
+                stream_window_bytes: self.stream_window_bytes,
+                min_stream_lease_ms: ms_u32(self.min_stream_lease),
+                max_stream_lease_ms: ms_u32(self.max_stream_lease),
+                max_open_streams: self.max_open_streams,
+            },
         }
     }
 }
@@ -286,6 +362,28 @@ pub struct Config {
     pub max_open_actor_dbs: usize,
     /// Actor databases unused this long are closed by a background sweep.
     pub idle_db_close: Duration,
+    /// v5: request keys are kept this long from the time in the key.
+    pub request_key_retention: Duration,
+    /// v5: most request keys kept per actor (oldest dropped first, then refused as expired).
+    pub request_keys_per_actor: usize,
+    /// v5: largest result recorded with a request key.
+    pub max_recorded_result_bytes: u32,
+    /// v5: bounds of an interactive transaction's lease.
+    pub min_transaction_lease: Duration,
+    pub max_transaction_lease: Duration,
+    /// v5: how long a write waits behind an open transaction before TRANSACTION_BUSY.
+    pub max_transaction_wait: Duration,
+    /// v5: interactive transactions open at once per connection.
+    pub max_open_transactions: u32,
+    /// v5: statements per atomic batch.
+    pub max_batch_statements: u32,
+    /// v5: row bytes read ahead of a stream's credit.
+    pub stream_window_bytes: u32,
+    /// v5: bounds of a result stream's lease.
+    pub min_stream_lease: Duration,
+    pub max_stream_lease: Duration,
+    /// v5: result streams open at once per connection.
+    pub max_open_streams: u32,
 }
 
 impl Config {
@@ -323,6 +421,18 @@ impl Config {
             max_actors_per_connection: DEFAULT_MAX_ACTORS_PER_CONNECTION,
             max_open_actor_dbs: DEFAULT_MAX_OPEN_ACTOR_DBS,
             idle_db_close: DEFAULT_IDLE_DB_CLOSE,
+            request_key_retention: DEFAULT_REQUEST_KEY_RETENTION,
+            request_keys_per_actor: DEFAULT_REQUEST_KEYS_PER_ACTOR,
+            max_recorded_result_bytes: DEFAULT_MAX_RECORDED_RESULT_BYTES,
+            min_transaction_lease: DEFAULT_MIN_TRANSACTION_LEASE,
+            max_transaction_lease: DEFAULT_MAX_TRANSACTION_LEASE,
+            max_transaction_wait: DEFAULT_MAX_TRANSACTION_WAIT,
+            max_open_transactions: DEFAULT_MAX_OPEN_TRANSACTIONS,
+            max_batch_statements: DEFAULT_MAX_BATCH_STATEMENTS,
+            stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
+            min_stream_lease: DEFAULT_MIN_STREAM_LEASE,
+            max_stream_lease: DEFAULT_MAX_STREAM_LEASE,
+            max_open_streams: DEFAULT_MAX_OPEN_STREAMS,
         }
     }
 
@@ -441,6 +551,25 @@ impl Config {
         }
         if self.idle_db_close.is_zero() {
             bail!("idle_db_close must be longer than zero");
+        }
+        if self.request_key_retention.is_zero() || self.request_keys_per_actor == 0 {
+            bail!("request_key_retention_ms and request_keys_per_actor must be above 0");
+        }
+        for (name, value) in [
+            ("max_open_transactions", self.max_open_transactions),
+            ("max_batch_statements", self.max_batch_statements),
+            ("stream_window_bytes", self.stream_window_bytes),
+            ("max_open_streams", self.max_open_streams),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.min_transaction_lease.is_zero() || self.min_transaction_lease > self.max_transaction_lease {
+            bail!("the transaction lease bounds must satisfy 0 < min_transaction_lease_ms <= max_transaction_lease_ms");
+        }
+        if self.min_stream_lease.is_zero() || self.min_stream_lease > self.max_stream_lease {
+            bail!("the stream lease bounds must satisfy 0 < min_stream_lease_ms <= max_stream_lease_ms");
         }
         Ok(())
     }
