@@ -62,7 +62,7 @@ pub fn db_bytes(state: &EngineState, actor_id: &str) -> u64 {
 /// The admin view of one actor.
 pub fn view(state: &EngineState, a: crate::actor::registry::ActorRecord) -> ActorView {
     ActorView {
-        inflight: state.inflight.count(&a.actor_id, a.generation),
+        inflight: state.generations.inflight(&a.actor_id, a.generation),
         db_bytes: db_bytes(state, &a.actor_id),
         state: serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         namespace: a.namespace,

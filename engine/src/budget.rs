@@ -461,11 +461,6 @@ impl ResultCharge {
         Ok(())
     }
 
-    /// Adds `n` bytes to the result.
-    pub fn add(&mut self, n: usize) -> Result<(), Refused> {
-        self.grow_to(self.reported + n)
-    }
-
     fn settle(&mut self) -> Result<(), Refused> {
         let Some(budget) = &self.budget else {
             return Ok(());
@@ -561,14 +556,14 @@ mod tests {
             .map(|_| {
                 let ((), c) = scope(&conn, || {
                     let mut r = ResultCharge::start();
-                    r.add(CHUNK).unwrap();
+                    r.grow_to(CHUNK).unwrap();
                     r.finish().unwrap();
                 });
                 c.unwrap()
             })
             .collect();
         assert!(!conn.is_full());
-        let (r, _) = scope(&conn, || ResultCharge::start().add(2 * CHUNK));
+        let (r, _) = scope(&conn, || ResultCharge::start().grow_to(2 * CHUNK));
         assert_eq!(r, Err(Refused::Connection(4 * CHUNK)));
         assert!(conn.is_full(), "a result did not fit: the read loop must pause");
         let mut held = held.into_iter();

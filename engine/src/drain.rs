@@ -131,24 +131,24 @@ pub async fn drain(
     }
     // Queued requests that have not started are turned away from here on; a stop
     // takes as long as the work running, not the work queued.
-    let executor = state.executors.get(actor_id, generation);
+    let executor = state.generations.executor(actor_id, generation);
     if let Some(x) = &executor {
         x.begin_drain();
     }
     let threshold = state.config.actor_stop_threshold;
-    let drained_in_time = state.inflight.wait_zero(actor_id, generation, threshold).await;
+    let drained_in_time = state.generations.wait_zero(actor_id, generation, threshold).await;
     if !drained_in_time {
         tracing::warn!(
             actor_id,
             generation,
-            inflight = state.inflight.count(actor_id, generation),
+            inflight = state.generations.inflight(actor_id, generation),
             "stop threshold passed; interrupting in-flight work"
         );
         if let Some(x) = &executor {
             x.interrupt();
         }
         // Interrupted statements return quickly; keep interrupting until every request is answered.
-        while !state.inflight.wait_zero(actor_id, generation, REINTERRUPT_EVERY).await {
+        while !state.generations.wait_zero(actor_id, generation, REINTERRUPT_EVERY).await {
             if let Some(x) = &executor {
                 x.interrupt();
             }
@@ -156,7 +156,7 @@ pub async fn drain(
     }
     let mut interrupted = 0;
     let mut turned_away = 0;
-    if let Some(x) = state.executors.remove(actor_id, generation) {
+    if let Some(x) = state.generations.retire(actor_id, generation) {
         interrupted = x.interrupted_count() as u64;
         turned_away = x.turned_away_count() as u64;
         // close() takes the connection locks, so it waits for any statement still on them.
@@ -167,7 +167,6 @@ pub async fn drain(
         interrupted = interrupted.max(x.interrupted_count() as u64);
     }
     let _ = state.registry.set_state(actor_id, generation, ActorState::Stopped);
-    state.inflight.forget(actor_id, generation);
     let report = DrainReport {
         actor_id: actor_id.to_string(),
         generation,

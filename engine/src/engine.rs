@@ -4,9 +4,7 @@ use crate::actor::registry::{ActorRecord, Registry};
 use crate::config::Config;
 use crate::connection::session::Sessions;
 use crate::drain::{DrainReport, Drains};
-use crate::inflight::Inflight;
 use crate::shutdown::{ShutdownTrigger, TaskTracker};
-use crate::sql::executor::Executors;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,11 +34,10 @@ impl Engine {
             exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
             config,
             registry,
-            inflight: Inflight::default(),
+            generations: crate::generations::Generations::new(open_dbs),
             result_budget,
             reads_paused: Default::default(),
             read_pauses: AtomicU64::new(0),
-            executors: Executors::new(open_dbs),
             sessions: Sessions::default(),
             drains: Drains::default(),
             shutdown: shutdown.clone(),
@@ -52,7 +49,7 @@ impl Engine {
             placement_locks: Default::default(),
         });
         tokio::spawn(crate::sql::open_dbs::run_sweeper(
-            state.executors.open_dbs().clone(),
+            state.generations.open_dbs().clone(),
             state.config.idle_db_close,
             shutdown.clone(),
         ));
@@ -91,13 +88,13 @@ impl RunningEngine {
 
     /// Requests of (actor, generation) accepted and not yet answered (queued ones included).
     pub fn inflight(&self, actor_id: &str, generation: u64) -> usize {
-        self.state.inflight.count(actor_id, generation)
+        self.state.generations.inflight(actor_id, generation)
     }
 
     /// Number of in-flight counters held, across every (actor, generation).
     /// Only live actors have one; a refused request leaves none behind.
     pub fn inflight_entries(&self) -> usize {
-        self.state.inflight.entries()
+        self.state.generations.entries()
     }
 
     /// Bytes of results the engine holds now (built, not yet flushed), exact.
@@ -122,12 +119,12 @@ impl RunningEngine {
 
     /// Actor databases open now (executors holding a slot of `max_open_actor_dbs`).
     pub fn open_actor_dbs(&self) -> usize {
-        self.state.executors.open_dbs().count()
+        self.state.generations.open_dbs().count()
     }
 
     /// The most actor databases open at once.
     pub fn open_actor_dbs_peak(&self) -> usize {
-        self.state.executors.open_dbs().peak()
+        self.state.generations.open_dbs().peak()
     }
 
     /// Group commits so far: (commits, requests they carried, largest group, failed commits).

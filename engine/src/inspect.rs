@@ -109,7 +109,7 @@ pub async fn sql(
     let found = state.registry.with(&id, |rec| {
         let rec = rec.filter(|r| identity.namespaces.allows(&r.namespace))?;
         let live = matches!(rec.state, ActorState::Starting | ActorState::Running);
-        Some((rec.generation, rec.state, live.then(|| state.inflight.acquire(&rec.actor_id, rec.generation))))
+        Some((rec.generation, rec.state, live.then(|| state.generations.acquire(&rec.actor_id, rec.generation))))
     });
     let Some((generation, actor_state, inflight)) = found else {
         return *error(StatusCode::NOT_FOUND, format!("no actor with id {id}"));
@@ -118,10 +118,13 @@ pub async fn sql(
         return *error(StatusCode::CONFLICT, "the actor is stopping; try again once it stopped or runs again");
     }
     let (executor, detached) = match inflight {
-        Some(_) => {
-            (state.executors.get_or_create(&id, generation, || state.actor_dir(&id), &state.exec_settings), false)
+        Some(_) => (
+            state.generations.executor_or_create(&id, generation, || state.actor_dir(&id), &state.exec_settings),
+            false,
+        ),
+        None => {
+            (state.generations.detached_executor(&id, generation, state.actor_dir(&id), &state.exec_settings), true)
         }
-        None => (state.executors.detached(&id, generation, state.actor_dir(&id), &state.exec_settings), true),
     };
     tracing::info!(identity = %identity.name, actor_id = %id, generation, write = body.write, "operator SQL");
     let lane = if body.write { Lane::Writer } else { Lane::Reader };

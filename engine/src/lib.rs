@@ -20,11 +20,11 @@
 //! | envoy sessions, command log, resume | `connection/session.rs` |
 //! | actor registry (metadata DB) | `actor/registry.rs` |
 //! | get-or-create, events, intents | `actor/lifecycle.rs` |
-//! | where SQL runs | `sql/executor/` (`mod.rs` connections, `writer.rs`, `reader.rs`, `rows.rs`, `registry.rs`); `sql/group.rs` group commit; `sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs` |
+//! | where SQL runs | `sql/executor/` (`mod.rs` connections, `writer.rs`, `reader.rs`, `rows.rs`); `sql/group.rs` group commit; `sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs` |
 //! | the open actor database cap, idle close | `sql/open_dbs.rs` |
 //! | descriptor limit at start | `fdlimit.rs` |
 //! | KV storage | `kv.rs` |
-//! | in-flight accounting | `inflight.rs` |
+//! | every live (actor, generation): in-flight count and executor, one concurrent map | `generations.rs` |
 //! | memory budgets for answers (per connection, engine-wide) | `budget.rs` |
 //! | stop and drain, engine shutdown | `drain.rs`, `shutdown.rs` |
 //! | admin HTTP API and its CLI client | `admin.rs`, `cli.rs` |
@@ -35,30 +35,30 @@
 
 pub mod actor;
 pub mod admin;
-pub mod auth;
-pub mod backup;
-pub mod budget;
+pub(crate) mod auth;
+pub(crate) mod backup;
+pub(crate) mod budget;
 pub mod cli;
 pub mod config;
 pub mod config_file;
-pub mod connection;
-pub mod drain;
+pub(crate) mod connection;
+pub(crate) mod drain;
 mod engine;
 pub mod fdlimit;
-pub mod inflight;
-pub mod inspect;
-pub mod kv;
+pub(crate) mod generations;
+pub(crate) mod inspect;
+pub(crate) mod kv;
 mod listener;
 pub mod logging;
-pub mod manage;
-pub mod metrics;
-pub mod server;
+pub(crate) mod manage;
+pub(crate) mod metrics;
+pub(crate) mod server;
 pub mod shell;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod sql;
-pub mod state;
+pub(crate) mod state;
 pub mod tenants;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use actor::registry::{ActorRecord, ActorState};
 pub use config::{Config, Limits};

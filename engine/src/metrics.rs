@@ -433,8 +433,8 @@ impl Metrics {
         for ((_, label), n) in ACTOR_STATES.iter().zip(by_state) {
             self.actors.with_label_values(&[label]).set(n);
         }
-        self.open_actor_dbs.set(state.executors.open_dbs().count() as i64);
-        self.requests_inflight.set(state.inflight.total() as i64);
+        self.open_actor_dbs.set(state.generations.open_dbs().count() as i64);
+        self.requests_inflight.set(state.generations.total_inflight() as i64);
         self.result_bytes_held.set(state.result_budget.used() as i64);
         self.reads_paused.set(state.reads_paused.load(std::sync::atomic::Ordering::Acquire) as i64);
         let mut out = Vec::with_capacity(16 * 1024);

@@ -7,9 +7,7 @@ use crate::actor::registry::Registry;
 use crate::config::Config;
 use crate::connection::session::Sessions;
 use crate::drain::Drains;
-use crate::inflight::Inflight;
 use crate::shutdown::{Shutdown, ShutdownTrigger, TaskTracker};
-use crate::sql::executor::Executors;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,8 +19,8 @@ pub struct EngineState {
     pub exec_settings: crate::sql::executor::ExecSettings,
     /// Actors, generations, placement (persisted).
     pub registry: Registry,
-    /// In-flight requests per (actor, generation).
-    pub inflight: Inflight,
+    /// Every live (actor, generation): its in-flight requests and its executor.
+    pub generations: crate::generations::Generations,
     /// Bytes of results held engine-wide (built, not yet flushed); every
     /// connection's budget charges its results here too.
     pub result_budget: Arc<crate::budget::ResultBudget>,
@@ -30,8 +28,6 @@ pub struct EngineState {
     pub reads_paused: std::sync::atomic::AtomicUsize,
     /// Times any read loop paused for that reason (observability).
     pub read_pauses: AtomicU64,
-    /// Open SQL/KV executors per (actor, generation).
-    pub executors: Executors,
     /// Envoy sessions by (namespace, envoy key), surviving quick reconnects.
     pub sessions: Sessions,
     /// Drains in progress, so concurrent stops of one actor share one drain.

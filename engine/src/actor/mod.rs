@@ -1,4 +1,4 @@
 //! Actors: the persisted registry and the lifecycle driven by envoys.
 
-pub mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod registry;

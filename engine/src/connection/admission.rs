@@ -17,7 +17,7 @@
 
 use crate::actor::registry::ActorState;
 use crate::config::Limits;
-use crate::inflight::InflightGuard;
+use crate::generations::InflightGuard;
 use crate::sql::executor::{err, limit_error};
 use crate::sql::values::value_bytes;
 use crate::state::EngineState;
@@ -119,7 +119,7 @@ pub fn check_and_count(
             return Err(Rejection::Fence(rec.generation));
         }
         match rec.state {
-            ActorState::Starting | ActorState::Running => Ok(state.inflight.acquire(actor_id, generation)),
+            ActorState::Starting | ActorState::Running => Ok(state.generations.acquire(actor_id, generation)),
             ActorState::Stopping => Err(Rejection::Stopping),
             ActorState::Stopped => Err(Rejection::NotPlaced),
         }
@@ -187,9 +187,5 @@ impl Pending {
             return Err(Rejection::Overloaded(max));
         }
         Ok(guard)
-    }
-
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
     }
 }

@@ -96,7 +96,7 @@ pub async fn serve(
     let _open = crate::metrics::Metrics::hold(&state.metrics.connections_open);
     let conn_id = state.next_conn_id();
     let span = tracing::info_span!("envoy", conn_id, identity = %identity.name, namespace = %params.namespace,
-        envoy_key = %params.envoy_key, version);
+        envoy_key = %params.envoy_key, version, host_version = ?params.version);
     serve_inner(socket, state, params, version, conn_id, &identity.name).instrument(span).await;
     drop(token);
 }
@@ -546,8 +546,10 @@ impl Conn {
         generation: u64,
         frame_len: usize,
         limits: impl FnOnce() -> Result<(), Rejection>,
-    ) -> Result<(Arc<crate::sql::executor::Executor>, crate::inflight::InflightGuard, admission::PendingGuard), Rejection>
-    {
+    ) -> Result<
+        (Arc<crate::sql::executor::Executor>, crate::generations::InflightGuard, admission::PendingGuard),
+        Rejection,
+    > {
         let state = &self.state;
         let inflight =
             admission::check_and_count(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;
@@ -561,8 +563,12 @@ impl Conn {
         }
         limits()?;
         let pending = self.pending.try_acquire(state.config.limits.max_pending_requests)?;
-        let executor =
-            state.executors.get_or_create(actor_id, generation, || state.actor_dir(actor_id), &state.exec_settings);
+        let executor = state.generations.executor_or_create(
+            actor_id,
+            generation,
+            || state.actor_dir(actor_id),
+            &state.exec_settings,
+        );
         Ok((executor, inflight, pending))
     }
 }

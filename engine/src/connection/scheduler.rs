@@ -19,7 +19,7 @@
 use super::admission::PendingGuard;
 use super::writer::Outbox;
 use crate::budget::{self, Charge};
-use crate::inflight::InflightGuard;
+use crate::generations::InflightGuard;
 use crate::sql::executor::{ExecuteOutcome, Executor};
 use crate::sql::route::Lane;
 use envoy_protocol::{
@@ -79,8 +79,10 @@ pub struct Job {
     /// answered, its latency sample is in.
     pub timer: crate::metrics::RequestTimer,
     /// Counts this request until its answer is handed to the writer.
+    #[expect(dead_code, reason = "held for its Drop: the count falls when the job is done")]
     pub inflight: InflightGuard,
     /// Counts it against the connection's pending bound.
+    #[expect(dead_code, reason = "held for its Drop: the connection's pending count falls when the job is done")]
     pub pending: PendingGuard,
 }
 

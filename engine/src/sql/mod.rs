@@ -1,8 +1,8 @@
 //! Remote SQL: per-(actor, generation) executors, routing, sandbox, values.
 
-pub mod executor;
-pub mod group;
-pub mod open_dbs;
-pub mod route;
+pub(crate) mod executor;
+pub(crate) mod group;
+pub(crate) mod open_dbs;
+pub(crate) mod route;
 pub mod sandbox;
-pub mod values;
+pub(crate) mod values;

@@ -27,7 +27,6 @@ use envoy_protocol::{
 };
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use rusqlite::{ffi, Connection, ErrorCode, InterruptHandle, OpenFlags, Statement};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -630,13 +629,47 @@ impl Executor {
     }
 }
 
+impl Executor {
+    /// A new executor of (actor, generation) with its files in `dir`; nothing is
+    /// opened until its first request. Made by [`crate::generations::Generations`],
+    /// which holds one per live generation.
+    pub(crate) fn new(
+        actor_id: &str,
+        generation: u64,
+        dir: PathBuf,
+        settings: &ExecSettings,
+        open_dbs: Arc<OpenDbs>,
+    ) -> Arc<Executor> {
+        Arc::new(Executor {
+            actor_id: actor_id.to_string(),
+            generation,
+            dir,
+            settings: settings.clone(),
+            writer: Mutex::new(None),
+            writer_opened: AtomicBool::new(false),
+            readers: Mutex::new(Vec::new()),
+            kv: Mutex::new(None),
+            interrupts: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            in_txn: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            turned_away: AtomicUsize::new(0),
+            writer_local: Arc::new(AtomicBool::new(false)),
+            interrupted: AtomicUsize::new(0),
+            in_use: RwLock::new(()),
+            open_slot: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(open_dbs.now_ms()),
+            open_dbs,
+        })
+    }
+}
+
 mod reader;
-mod registry;
 mod rows;
 mod writer;
 
 pub use reader::ReadSession;
-pub use registry::Executors;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};
 pub use rows::{err, limit_error};
 pub use writer::{MemberOutcome, WriterLock};
