@@ -2,7 +2,7 @@
 //! checked request key) and how its answers are built: the v4 result plus a
 //! `SqlCost` and the key outcome.
 
-use super::cost::{CostClock, Rows};
+use super::cost::CostClock;
 use super::keys::{KeyedRequest, Recorded};
 use envoy_protocol::{
     ExecuteResult, QueryResult, RequestKeyOutcome, SqlCost, SqliteBatchOk, SqliteBatchResult, SqliteError,
@@ -151,9 +151,4 @@ pub fn with_error(answer: &ToEnvoy, e: SqliteError) -> Option<ToEnvoy> {
 /// A fence mismatch as a batch result (admission).
 pub fn batch_fence(f: SqliteFenceMismatch) -> SqliteBatchResult {
     SqliteBatchResult::SqliteFenceMismatch(f)
-}
-
-/// The cost of `rows` now.
-pub fn cost(clock: &CostClock, rows: Rows) -> SqlCost {
-    clock.cost(rows)
 }
