@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod scheduler;
 pub mod session;
+mod v5;
 pub mod writer;
 
 use crate::actor::lifecycle;
@@ -189,7 +190,17 @@ async fn serve_inner(
         session::Attaching { conn_id, owner, outbox: &outbox },
         hello.last_command_index,
         |last_event_index| {
-            ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })
+            // v5 answers with InitV5: the v4 metadata plus durability and the engine's limits.
+            if version >= 5 {
+                ToEnvoy::InitV5(envoy_protocol::ToEnvoyInitV5 {
+                    envoy_id: params.envoy_key.clone(),
+                    last_event_index,
+                    metadata: init_meta,
+                    metadata_v5: cfg.protocol_metadata_v5(),
+                })
+            } else {
+                ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })
+            }
         },
     );
     let attachment = match attachment {
@@ -429,20 +440,7 @@ impl Conn {
                 let data = r.data;
                 let checked = self
                     .admit(&r.actor_id, r.generation, frame_len, || {
-                        crate::kv::check_limits(&data, &state.config.limits).map_err(|(code, m)| {
-                            use envoy_protocol::KvErrorCode as C;
-                            match code {
-                                C::LimitExceeded => Rejection::KvLimit(m),
-                                C::InvalidRequest
-                                | C::Unknown
-                                | C::ActorNotFound
-                                | C::ActorNotPlaced
-                                | C::FenceMismatch
-                                | C::ActorStopping
-                                | C::Overloaded
-                                | C::Internal => Rejection::Invalid(m),
-                            }
-                        })
+                        crate::kv::check_limits(&data, &state.config.limits).map_err(Rejection::KvLimit)
                     })
                     .map(|admitted| (admitted, data));
                 match checked {
@@ -484,14 +482,13 @@ impl Conn {
             }
             ToEngine::SqliteExecute(r) => self.execute(r.request_id, r.request, false, frame_len),
             ToEngine::SqliteExecuteWrite(r) => self.execute(r.request_id, r.request, true, frame_len),
-            // v5 members. The engine accepts at most IMPLEMENTED_PROTOCOL_VERSION
-            // (v4) in the upgrade, and a frame decoded at v4 or below never holds
-            // them; one here means the peer speaks something this engine does not
-            // implement yet: a protocol error (the connection closes with 1002).
-            m @ (ToEngine::SqliteExecV5(_)
-            | ToEngine::SqliteExecuteV5(_)
-            | ToEngine::SqliteBatch(_)
-            | ToEngine::SqliteBegin(_)
+            // v5 (a frame decoded below v5 never holds these members).
+            ToEngine::SqliteExecV5(r) => self.exec_v5(r.request_id, r.request, frame_len),
+            ToEngine::SqliteExecuteV5(r) => self.execute_v5(r.request_id, r.request, frame_len),
+            ToEngine::SqliteBatch(r) => self.batch(r.request_id, r.request, frame_len),
+            // v5 members this engine does not implement yet: a protocol error
+            // (the connection closes with 1002).
+            m @ (ToEngine::SqliteBegin(_)
             | ToEngine::SqliteTransactionExecute(_)
             | ToEngine::SqliteCommit(_)
             | ToEngine::SqliteRollback(_)

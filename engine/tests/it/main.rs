@@ -21,3 +21,5 @@ mod operators;
 mod resume;
 mod sql;
 mod transactions;
+mod v5_batch;
+mod v5_keys;
