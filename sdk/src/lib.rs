@@ -37,6 +37,7 @@ compile_error!(
 );
 
 pub mod actor;
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod core;
@@ -48,17 +49,23 @@ pub mod kv;
 pub mod rows;
 pub mod runtime;
 pub mod sql;
+pub mod stream;
+pub mod transaction;
 pub mod transport;
 pub mod value;
 
 pub use actor::{ActorContext, ActorHandle};
+pub use batch::{stmt, BatchMode, BatchOutcome, Statement, TransactionMode};
 pub use client::Client;
-pub use config::ClientConfig;
-pub use core::{ActorInfo, ConnectionState, RequestOptions, SessionInfo};
+pub use config::{ClientConfig, SDK_PROTOCOL_VERSION};
+pub use core::{ActorInfo, ConnectionState, RequestKey, RequestOptions, SessionInfo};
+pub use envoy_protocol::{Durability, EngineLimits, TransactionEndReason};
 pub use error::{DisconnectReason, Error, Result};
 pub use kv::{Kv, KvEntry, KvQuery};
-pub use rows::{ExecuteOutcome, Row, RowIndex, Rows, SqliteRoute};
+pub use rows::{ExecuteOutcome, OwnedRow, Row, RowIndex, Rows, SqlCost, SqliteRoute};
 pub use sql::Db;
+pub use stream::RowStream;
+pub use transaction::{CommitOutcome, Transaction};
 pub use value::{FromSql, FromSqlError, Params, ToSql, Value};
 
 /// The protocol crate, for the types the API exposes.
