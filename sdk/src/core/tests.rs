@@ -79,6 +79,9 @@ struct FakeEngine {
     chunk_rows: usize,
     /// v5: stream accounting kept after a stream ends: (granted, sent) by id.
     stream_totals: HashMap<u32, (u64, u64)>,
+    /// v5: how many times each key's request really ran and committed (not
+    /// replays): exactly-once means never more than 1.
+    executions: HashMap<Vec<u8>, u32>,
 }
 
 fn cost() -> p::SqlCost {
@@ -152,6 +155,27 @@ impl FakeEngine {
             stream_rows: Vec::new(),
             chunk_rows: 4,
             stream_totals: HashMap::new(),
+            executions: HashMap::new(),
+        }
+    }
+
+    /// Records a keyed outcome of a request that ran now and committed.
+    fn record(&mut self, key: &[u8], outcome: Recorded) {
+        *self.executions.entry(key.to_vec()).or_default() += 1;
+        self.recorded.insert(key.to_vec(), outcome);
+    }
+
+    /// Runs up to `n` held requests but loses their answers (the engine
+    /// committed; the client never heard).
+    fn run_held_losing_answers(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(msg) = self.held.pop_front() else { return };
+            match msg {
+                p::ToEngine::KvRequest(_) | p::ToEngine::SqliteExecute(_) | p::ToEngine::SqliteExecuteWrite(_) => {}
+                other => {
+                    let _ = self.answer_v5(other);
+                }
+            }
         }
     }
 
@@ -357,7 +381,7 @@ impl FakeEngine {
                     })
                 };
                 if let (Some(k), true) = (&key, writes) {
-                    self.recorded.insert(k.clone(), Recorded::Execute(result.clone()));
+                    self.record(k, Recorded::Execute(result.clone()));
                 }
                 p::ToEnvoy::SqliteExecuteResponseV5(p::ToEnvoySqliteExecuteResponseV5 {
                     request_id: r.request_id,
@@ -376,7 +400,7 @@ impl FakeEngine {
                             rows: vec![vec![p::Value::Text(r.request.sql.clone())]],
                         });
                         if let Some(k) = &key {
-                            self.recorded.insert(k.clone(), Recorded::Exec(result.clone()));
+                            self.record(k, Recorded::Exec(result.clone()));
                         }
                         (result, false)
                     }
@@ -414,7 +438,7 @@ impl FakeEngine {
                             }),
                         };
                         if let (Some(k), None) = (&key, failing) {
-                            self.recorded.insert(k.clone(), Recorded::Batch(result.clone()));
+                            self.record(k, Recorded::Batch(result.clone()));
                         }
                         (result, false)
                     }
@@ -468,7 +492,7 @@ impl FakeEngine {
                     _ if self.open_tx.remove(&r.request.transaction_id) => {
                         let result = p::SqliteCommitResult::SqliteCommitted(p::SqliteCommitted { changes: 2 });
                         if let Some(k) = &key {
-                            self.recorded.insert(k.clone(), Recorded::Commit(result.clone()));
+                            self.record(k, Recorded::Commit(result.clone()));
                         }
                         (result, false)
                     }

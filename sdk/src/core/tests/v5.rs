@@ -516,3 +516,86 @@ fn close_settles_keyed_writes_waiting_for_their_resend_as_indeterminate() {
     assert_eq!(sim.result(write), &Err(Error::IndeterminateResult), "it was sent: it may have run");
     assert_eq!(sim.result(queued), &Err(Error::Closed), "never sent");
 }
+
+mod properties {
+    //! Random interleavings at v5 of keyed writes, reads, KV writes, answers,
+    //! answers lost after the engine ran the request, link failures and time:
+    //! every request settles exactly once, a keyed write never ends
+    //! `IndeterminateResult` and the engine runs each key at most once.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        SqlWrite,
+        SqlRead,
+        Batch,
+        KvPut,
+        /// The engine answers up to n held requests.
+        Answer(usize),
+        /// The engine runs up to n held requests; their answers are lost.
+        RunLosing(usize),
+        Kill,
+        Advance(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => Just(Step::SqlWrite),
+            2 => Just(Step::SqlRead),
+            2 => Just(Step::Batch),
+            1 => Just(Step::KvPut),
+            3 => (1usize..6).prop_map(Step::Answer),
+            2 => (1usize..6).prop_map(Step::RunLosing),
+            2 => Just(Step::Kill),
+            2 => (1u64..2_000).prop_map(Step::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn keyed_writes_run_once_and_are_never_indeterminate(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut sim = Sim::new(cfg(), 5);
+            sim.engine.answer = Answer::Hold;
+            let mut keyed = Vec::new();
+            let mut kv = Vec::new();
+            for s in steps {
+                match s {
+                    Step::SqlWrite => keyed.push(sim.submit(execute("INSERT INTO t VALUES (1)", true))),
+                    Step::SqlRead => keyed.push(sim.submit(execute("SELECT 1", false))),
+                    Step::Batch => keyed.push(sim.submit(batch(p::SqliteTransactionMode::Write, &["INSERT 1", "INSERT 2"]))),
+                    Step::KvPut => kv.push(sim.kv_put(b"k")),
+                    Step::Answer(n) => { sim.engine.answer_held(n); sim.run(); }
+                    Step::RunLosing(n) => sim.engine.run_held_losing_answers(n),
+                    Step::Kill => { if sim.open { sim.kill_socket(); } }
+                    Step::Advance(ms) => sim.advance(ms),
+                }
+            }
+            // Settle: the link comes back and the engine answers everything.
+            sim.auto_connect = true;
+            sim.engine.answer = Answer::Now;
+            for _ in 0..20 {
+                sim.engine.answer_held(usize::MAX);
+                sim.run();
+                sim.advance(5_000);
+            }
+            for id in &keyed {
+                match sim.results.get(id) {
+                    Some(Ok(_)) => {}
+                    other => prop_assert!(false, "keyed request {} ended {:?}", id, other),
+                }
+                let key = sim.keys[id].as_bytes().to_vec();
+                prop_assert!(sim.engine.executions.get(&key).copied().unwrap_or(0) <= 1, "key of {} ran twice", id);
+            }
+            for id in &kv {
+                match sim.results.get(id) {
+                    Some(Ok(_)) | Some(Err(Error::IndeterminateResult)) => {}
+                    other => prop_assert!(false, "KV write {} ended {:?}", id, other),
+                }
+            }
+            prop_assert_eq!(sim.core.pending_len(), 0);
+        }
+    }
+}
