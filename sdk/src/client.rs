@@ -24,8 +24,11 @@ pub(crate) struct Shared {
 /// The v5 SQL settings of `ClientConfig` that request builders need.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SqlDefaults {
+    /// Lease `Db::begin` asks for unless the handle overrides it.
     pub(crate) transaction_lease_ms: u32,
+    /// Credit window `Db::stream` opens with unless the handle overrides it.
     pub(crate) stream_credit_bytes: u32,
+    /// Lease `Db::stream` asks for: how long the engine waits for credit.
     pub(crate) stream_lease_ms: u32,
 }
 
@@ -173,7 +176,10 @@ impl Client {
         ActorContext::new(self.clone(), info)
     }
 
-    /// Sends any request and waits for its answer (the typed APIs build on this).
+    /// Sends any request and waits for its answer (the typed APIs build on
+    /// this). A write-capable request gets a request key here, so on a v5
+    /// connection it is exactly-once across reconnects. Streams need
+    /// [`Db::stream`](crate::Db::stream), which receives their rows.
     pub async fn submit(&self, request: Request, opts: RequestOptions) -> Result<Response> {
         let (reply, rx) = oneshot::channel();
         self.shared.commands.unbounded_send(Command::Submit { request, opts, reply }).map_err(|_| Error::Closed)?;

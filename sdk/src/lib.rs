@@ -17,6 +17,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With an engine that speaks protocol v5 the client also runs atomic
+//! batches ([`Db::batch`]), interactive transactions ([`Db::transaction`],
+//! [`Db::begin`]) and streamed results ([`Db::stream`]), reports each
+//! request's [`SqlCost`], and makes every write exactly-once across
+//! reconnects with a request key ([`ExecuteOutcome::replayed`]). Against an
+//! older engine these fail with [`Error::RemoteUnavailable`] and everything
+//! else works as before.
+//!
 //! Layers: [`core`] is a sans-IO state machine (no sockets, clocks or tasks);
 //! `driver` runs it over a [`runtime::Runtime`]; `transport::native` (tokio +
 //! tokio-tungstenite, feature `native-transport`, the default) and
