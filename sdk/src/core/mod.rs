@@ -352,6 +352,17 @@ impl Core {
     fn transaction_refusal(&mut self, request: &Request, sent_keyed: bool) -> Option<Result<Response, Error>> {
         let tx = request.transaction()?;
         let rollback = matches!(request, Request::SqlRollback { .. });
+        self.transaction_refusal_of(tx, rollback, sent_keyed)
+    }
+
+    /// [`Self::transaction_refusal`] for transaction `tx` (`rollback`: the
+    /// request is its rollback).
+    fn transaction_refusal_of(
+        &mut self,
+        tx: TxRef,
+        rollback: bool,
+        sent_keyed: bool,
+    ) -> Option<Result<Response, Error>> {
         if tx.connection != self.connection {
             if sent_keyed {
                 return None;
@@ -701,10 +712,13 @@ impl Core {
                 self.fail_queued(id, Err(Error::IndeterminateResult));
                 continue;
             }
-            let request = entry.request.clone();
-            if let Some(refusal) = self.transaction_refusal(&request, sent_keyed) {
-                self.fail_queued(id, refusal);
-                continue;
+            let named_tx =
+                entry.request.transaction().map(|tx| (tx, matches!(entry.request, Request::SqlRollback { .. })));
+            if let Some((tx, rollback)) = named_tx {
+                if let Some(refusal) = self.transaction_refusal_of(tx, rollback, sent_keyed) {
+                    self.fail_queued(id, refusal);
+                    continue;
+                }
             }
             let entry = self.pending.get(id).expect("queued ids are entries");
             if let Some(limits) = &session.sql_limits {
