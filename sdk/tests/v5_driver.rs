@@ -95,17 +95,20 @@ fn key_outcome(key: &Option<Vec<u8>>) -> Option<p::RequestKeyOutcome> {
     key.as_ref().map(|_| p::RequestKeyOutcome::Executed)
 }
 
+/// A row's decoded size, as the engine counts it for credit.
 fn row_bytes(row: &[p::Value]) -> u64 {
-    row.iter()
-        .map(|v| {
-            let heap = match v {
-                p::Value::Text(s) => s.len(),
-                p::Value::Blob(b) => b.len(),
-                p::Value::Null | p::Value::Integer(_) | p::Value::Float(_) => 0,
-            };
-            (std::mem::size_of::<p::Value>() + heap) as u64
-        })
-        .sum()
+    std::mem::size_of::<Vec<p::Value>>() as u64
+        + row
+            .iter()
+            .map(|v| {
+                let heap = match v {
+                    p::Value::Text(s) => s.len(),
+                    p::Value::Blob(b) => b.len(),
+                    p::Value::Null | p::Value::Integer(_) | p::Value::Float(_) => 0,
+                };
+                (std::mem::size_of::<p::Value>() + heap) as u64
+            })
+            .sum::<u64>()
 }
 
 /// Sends chunks of a stream while it has credit.

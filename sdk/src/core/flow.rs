@@ -12,20 +12,24 @@
 
 use envoy_protocol::Value;
 
-/// Bytes a row counts against a stream's credit: its decoded size, as the
-/// engine counts `maxResponseBytes` (each value's in-memory size plus its
-/// TEXT/BLOB bytes).
+/// Bytes a row counts against a stream's credit: its decoded size, counted
+/// exactly as the engine counts it (the row's `Vec<Value>` header, plus for
+/// each value its in-memory size and its TEXT/BLOB bytes). Client and engine
+/// must agree: credit returned for fewer bytes than the engine spent would
+/// starve the stream, for more would let the engine run ahead of the window.
 pub fn row_bytes(row: &[Value]) -> u64 {
-    row.iter()
+    let values: usize = row
+        .iter()
         .map(|v| {
             let heap = match v {
                 Value::Text(s) => s.len(),
                 Value::Blob(b) => b.len(),
                 Value::Null | Value::Integer(_) | Value::Float(_) => 0,
             };
-            (std::mem::size_of::<Value>() + heap) as u64
+            std::mem::size_of::<Value>() + heap
         })
-        .sum()
+        .sum();
+    (std::mem::size_of::<Vec<Value>>() + values) as u64
 }
 
 /// The credit state of one open stream.
@@ -97,8 +101,10 @@ mod tests {
     #[test]
     fn row_bytes_counts_decoded_size() {
         let v = std::mem::size_of::<Value>() as u64;
-        assert_eq!(row_bytes(&[Value::Null, Value::Integer(1)]), 2 * v);
-        assert_eq!(row_bytes(&[Value::Text("abc".into()), Value::Blob(vec![0; 10])]), 2 * v + 13);
+        let row = std::mem::size_of::<Vec<Value>>() as u64;
+        assert_eq!(row_bytes(&[]), row);
+        assert_eq!(row_bytes(&[Value::Null, Value::Integer(1)]), row + 2 * v);
+        assert_eq!(row_bytes(&[Value::Text("abc".into()), Value::Blob(vec![0; 10])]), row + 2 * v + 13);
     }
 
     #[test]
