@@ -14,6 +14,7 @@ pub mod flow;
 pub mod keys;
 pub mod pending;
 pub mod request;
+pub mod sql_kind;
 
 #[cfg(test)]
 mod tests;

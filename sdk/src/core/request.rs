@@ -319,10 +319,14 @@ impl Request {
 
     /// Whether this request may write, so on a v5 connection it carries a
     /// request key (and is re-sent with it after a reconnect). Every Execute
-    /// is keyed: the engine records only one that wrote.
+    /// is keyed (the engine records only one that wrote), except statements
+    /// no key can cover: transaction control, VACUUM and PRAGMA (see
+    /// [`super::sql_kind`]), which go at most once as below v5.
     pub fn wants_key(&self) -> bool {
         match self {
-            Request::SqlExec { .. } | Request::SqlExecute { .. } | Request::SqlCommit { .. } => true,
+            Request::SqlExecute { sql, .. } => super::sql_kind::keyable_statement(sql),
+            Request::SqlExec { sql, .. } => super::sql_kind::keyable_script(sql),
+            Request::SqlCommit { .. } => true,
             Request::SqlBatch { mode, .. } => match mode {
                 p::SqliteTransactionMode::Read => false,
                 p::SqliteTransactionMode::Write | p::SqliteTransactionMode::Deferred => true,

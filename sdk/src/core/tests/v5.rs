@@ -599,3 +599,23 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn statements_no_key_can_cover_go_unkeyed_and_stay_at_most_once() {
+    let mut sim = Sim::new(cfg(), 5);
+    sim.engine.answer = Answer::Hold;
+    let pragma = sim.submit(execute("PRAGMA user_version = 3", true));
+    let script = sim.submit(Request::SqlExec {
+        actor_id: ACTOR.into(),
+        generation: 1,
+        sql: "CREATE TABLE t(x); PRAGMA user_version = 1".into(),
+    });
+    let insert = sim.submit(execute("INSERT INTO t VALUES (1)", true));
+    assert_eq!(keys_for(&sim, pragma), vec![None], "sent without a key");
+    assert_eq!(keys_for(&sim, script), vec![None]);
+    assert!(keys_for(&sim, insert)[0].is_some());
+    sim.kill_socket();
+    assert_eq!(sim.result(pragma), &Err(Error::IndeterminateResult));
+    assert_eq!(sim.result(script), &Err(Error::IndeterminateResult));
+    assert!(!sim.results.contains_key(&insert), "the keyed one waits for its re-send");
+}
