@@ -90,6 +90,11 @@ pub struct Core {
     ended_transactions: HashMap<TxRef, p::TransactionEndReason>,
     /// Credit state of the open result streams, by their opening request id.
     streams: HashMap<RequestId, StreamFlow>,
+    /// Whether keyed requests whose answer a lost connection took are sent
+    /// again; off only while settling a connection the engine closed as a
+    /// protocol error, so a request the engine refuses cannot close every
+    /// following connection until its deadline.
+    resend_keyed_after_loss: bool,
 }
 
 impl Core {
@@ -113,6 +118,7 @@ impl Core {
             connection: 1,
             ended_transactions: HashMap::new(),
             streams: HashMap::new(),
+            resend_keyed_after_loss: true,
         }
     }
 
@@ -241,6 +247,14 @@ impl Core {
                 self.fail_for_good(Error::Disconnected {
                     reason: DisconnectReason::ClosedByEngine { code: c, reason: reason.to_string() },
                 });
+            }
+            Some(close::PROTOCOL_ERROR) => {
+                // The engine found something it cannot accept among what was
+                // sent; re-sending the same keyed requests would only close the
+                // next connection too. They settle as unknown instead.
+                self.resend_keyed_after_loss = false;
+                self.lost(format!("closed by the engine as a protocol error: {reason}"), now);
+                self.resend_keyed_after_loss = true;
             }
             _ => self
                 .lost(format!("socket closed ({}): {reason}", code.map_or("no code".into(), |c| c.to_string())), now),
@@ -849,7 +863,7 @@ impl Core {
         let open = self.closing.is_none();
         let retry_reads = self.cfg.retry_idempotent_reads && open;
         let lost = self.pending.connection_lost(|e| {
-            if open && e.sent_keyed && !matches!(e.request, Request::SqlStream { .. }) {
+            if open && self.resend_keyed_after_loss && e.sent_keyed && !matches!(e.request, Request::SqlStream { .. }) {
                 OnLost::Resend
             } else if retry_reads && e.request.is_retryable_read(&e.opts) {
                 OnLost::RetryOnce

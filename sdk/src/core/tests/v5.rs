@@ -619,3 +619,25 @@ fn statements_no_key_can_cover_go_unkeyed_and_stay_at_most_once() {
     assert_eq!(sim.result(script), &Err(Error::IndeterminateResult));
     assert!(!sim.results.contains_key(&insert), "the keyed one waits for its re-send");
 }
+
+#[test]
+fn a_protocol_error_close_settles_keyed_writes_instead_of_resending_them() {
+    let mut sim = Sim::new(cfg(), 5);
+    sim.engine.answer = Answer::Hold;
+    let write = sim.submit(execute("INSERT INTO t VALUES (1)", true));
+    // The engine closes with 1002: something sent was unacceptable. Re-sending
+    // would close the next connection too.
+    sim.open = false;
+    sim.engine.held.clear();
+    sim.core.disconnected(Some(p::close::PROTOCOL_ERROR), "not implemented", sim.now);
+    sim.run();
+    assert_eq!(sim.result(write), &Err(Error::IndeterminateResult));
+    // Other losses still re-send.
+    sim.reconnect();
+    let again = sim.submit(execute("INSERT INTO t VALUES (2)", true));
+    sim.kill_socket();
+    assert!(!sim.results.contains_key(&again));
+    sim.engine.answer = Answer::Now;
+    sim.reconnect();
+    assert!(matches!(sim.result(again), Ok(Response::ExecuteV5 { .. })));
+}
