@@ -119,11 +119,7 @@ impl Db {
                     .into_iter()
                     .map(|x| ExecuteOutcome::from_wire(x, crate::core::SqlMeta { cost: None, key_outcome }))
                     .collect();
-                let (replayed, rows_omitted) = match key_outcome {
-                    None | Some(p::RequestKeyOutcome::Executed) => (false, false),
-                    Some(p::RequestKeyOutcome::Replayed) => (true, false),
-                    Some(p::RequestKeyOutcome::ReplayedWithoutRows) => (true, true),
-                };
+                let (replayed, rows_omitted) = crate::rows::replay_flags(key_outcome);
                 Ok(BatchOutcome { results, cost: meta.cost, replayed, rows_omitted })
             }
             other => Err(unexpected("SQL batch", other)),

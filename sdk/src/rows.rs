@@ -231,15 +231,21 @@ pub struct ExecuteOutcome {
     pub rows_omitted: bool,
 }
 
+/// `(replayed, rows_omitted)` of a keyed answer's outcome (both false when
+/// the request carried no key or ran now).
+pub(crate) fn replay_flags(outcome: Option<envoy_protocol::RequestKeyOutcome>) -> (bool, bool) {
+    use envoy_protocol::RequestKeyOutcome as K;
+    match outcome {
+        None | Some(K::Executed) => (false, false),
+        Some(K::Replayed) => (true, false),
+        Some(K::ReplayedWithoutRows) => (true, true),
+    }
+}
+
 impl ExecuteOutcome {
     /// The outcome of one v4 or v5 execute result (`meta` is empty below v5).
     pub(crate) fn from_wire(x: envoy_protocol::ExecuteResult, meta: crate::core::SqlMeta) -> Self {
-        use envoy_protocol::RequestKeyOutcome as K;
-        let (replayed, rows_omitted) = match meta.key_outcome {
-            None | Some(K::Executed) => (false, false),
-            Some(K::Replayed) => (true, false),
-            Some(K::ReplayedWithoutRows) => (true, true),
-        };
+        let (replayed, rows_omitted) = replay_flags(meta.key_outcome);
         ExecuteOutcome {
             rows: Rows::new(x.columns, x.rows).with_cost(meta.cost.clone()),
             changes: x.changes,

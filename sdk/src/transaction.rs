@@ -114,17 +114,9 @@ impl Transaction {
         let request =
             Request::SqlCommit { actor_id: db.actor_id.clone(), generation: db.generation, tx: self.inner.tx };
         match db.client.submit(request, db.opts).await? {
-            Response::Committed { changes, meta } => Ok(CommitOutcome {
-                changes,
-                cost: meta.cost,
-                replayed: matches!(
-                    meta.key_outcome,
-                    Some(
-                        envoy_protocol::RequestKeyOutcome::Replayed
-                            | envoy_protocol::RequestKeyOutcome::ReplayedWithoutRows
-                    )
-                ),
-            }),
+            Response::Committed { changes, meta } => {
+                Ok(CommitOutcome { changes, cost: meta.cost, replayed: crate::rows::replay_flags(meta.key_outcome).0 })
+            }
             other => Err(unexpected("commit", other)),
         }
     }

@@ -357,7 +357,10 @@ impl Request {
             Request::SqlExecute { write, .. } => !*write && opts.idempotent,
             Request::SqlExec { .. } => opts.idempotent,
             // A read-only batch runs in one snapshot and writes nothing.
-            Request::SqlBatch { mode, .. } => *mode == p::SqliteTransactionMode::Read,
+            Request::SqlBatch { mode, .. } => match mode {
+                p::SqliteTransactionMode::Read => true,
+                p::SqliteTransactionMode::Write | p::SqliteTransactionMode::Deferred => false,
+            },
             // Begin opened a transaction on the dead connection at most, which
             // died with it: asking again on the new connection is harmless.
             Request::SqlBegin { .. } => true,
