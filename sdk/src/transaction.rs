@@ -167,7 +167,8 @@ impl Db {
     /// returns `Ok`, rolls back if it returns `Err` (and returns that error).
     /// If the returned future is dropped before it finishes, the transaction
     /// is rolled back (best effort). If `f` commits or rolls back itself, its
-    /// value is returned as is.
+    /// value is returned as is. For an application error type, see
+    /// [`Db::transaction_with_error`].
     ///
     /// ```no_run
     /// # async fn f(db: envoy_client::Db) -> envoy_client::Result<()> {
@@ -178,12 +179,41 @@ impl Db {
     ///         let balance: i64 = rows.first().unwrap().get(0)?;
     ///         tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", params![balance, 1]).await?;
     ///         tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", params![balance, 2]).await?;
-    ///         Ok::<_, envoy_client::Error>(balance)
+    ///         Ok(balance)
     ///     })
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn transaction<T, E, F, Fut>(&self, mode: TransactionMode, f: F) -> std::result::Result<T, E>
+    pub async fn transaction<T, F, Fut>(&self, mode: TransactionMode, f: F) -> Result<T>
+    where
+        F: FnOnce(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.transaction_with_error(mode, f).await
+    }
+
+    /// [`Db::transaction`] for a closure with its own error type `E` (any
+    /// `E: From<Error>`): the closure's `Err` rolls back and is returned as is.
+    ///
+    /// ```no_run
+    /// # async fn f(db: envoy_client::Db) {
+    /// use envoy_client::TransactionMode;
+    /// #[derive(Debug)]
+    /// enum AppError { Db(envoy_client::Error), Insufficient }
+    /// impl From<envoy_client::Error> for AppError {
+    ///     fn from(e: envoy_client::Error) -> Self { AppError::Db(e) }
+    /// }
+    /// let r: Result<(), AppError> = db
+    ///     .transaction_with_error(TransactionMode::Write, |tx| async move {
+    ///         let n: i64 = tx.query("SELECT balance FROM accounts WHERE id = 1", ()).await?.first().unwrap().get(0)?;
+    ///         if n < 10 { return Err(AppError::Insufficient); }
+    ///         tx.execute("UPDATE accounts SET balance = balance - 10 WHERE id = 1", ()).await?;
+    ///         Ok(())
+    ///     })
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn transaction_with_error<T, E, F, Fut>(&self, mode: TransactionMode, f: F) -> std::result::Result<T, E>
     where
         F: FnOnce(Transaction) -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,

@@ -416,7 +416,7 @@ async fn transactions_commit_on_ok_roll_back_on_err_and_on_drop() {
         .transaction(TransactionMode::Write, |tx| async move {
             tx.execute("UPDATE t SET x = 1", ()).await?;
             let rows = tx.query("SELECT x FROM t", ()).await?;
-            Ok::<_, Error>(rows.len())
+            Ok(rows.len())
         })
         .await
         .unwrap();
@@ -448,7 +448,7 @@ async fn transactions_commit_on_ok_roll_back_on_err_and_on_drop() {
         }
     }
     let err = db
-        .transaction(TransactionMode::Deferred, |tx| async move {
+        .transaction_with_error(TransactionMode::Deferred, |tx| async move {
             tx.execute("UPDATE t SET x = 2", ()).await?;
             Err::<(), _>(AppError::Business)
         })
@@ -475,7 +475,7 @@ async fn transactions_commit_on_ok_roll_back_on_err_and_on_drop() {
     let pending = db.transaction(TransactionMode::Write, |tx| async move {
         tx.execute("UPDATE t SET x = 3", ()).await?;
         futures_util::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        Ok(())
     });
     let _ = tokio::time::timeout(Duration::from_millis(50), pending).await;
     assert!(eventually(|| engine.lock().unwrap().open_tx.is_empty()).await, "a dropped transaction future rolls back");
