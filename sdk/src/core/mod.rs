@@ -271,7 +271,8 @@ impl Core {
     /// request was made, see [`RequestKey`]). On a v5 connection the key goes
     /// with every send of the request, so a write whose answer was lost is
     /// re-sent after a reconnect and runs at most once. Below v5 the key is
-    /// not sent.
+    /// not sent. A key given for a request that carries none on the wire
+    /// (`!request.wants_key()`) is ignored.
     pub fn submit_keyed(
         &mut self,
         request: Request,
@@ -313,6 +314,8 @@ impl Core {
             _ => opts.timeout_ms.or(self.cfg.request_timeout_ms),
         };
         let deadline = timeout.map(|t| (now.saturating_add(t), t));
+        // Only a request whose wire form carries the key may be re-sent by it.
+        let key = key.filter(|_| request.wants_key());
         self.pending.insert_queued(id, request, opts, deadline, key);
         self.flush_queue();
         id

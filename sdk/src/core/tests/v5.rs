@@ -641,3 +641,15 @@ fn a_protocol_error_close_settles_keyed_writes_instead_of_resending_them() {
     sim.reconnect();
     assert!(matches!(sim.result(again), Ok(Response::ExecuteV5 { .. })));
 }
+
+#[test]
+fn a_key_given_to_a_request_that_cannot_carry_one_is_ignored() {
+    let mut sim = Sim::new(cfg(), 5);
+    sim.engine.answer = Answer::Hold;
+    let key = sim.keygen.key(1);
+    let data = p::KvRequestData::KvPut(p::KvPut { key: b"k".to_vec(), value: b"v".to_vec() });
+    let put = sim.core.submit_keyed(kv(data), RequestOptions::default(), Some(key), sim.now);
+    sim.run();
+    sim.kill_socket();
+    assert_eq!(sim.result(put), &Err(Error::IndeterminateResult), "a KV write is not re-sent: no key on its wire");
+}
