@@ -29,6 +29,8 @@ struct Engine {
     /// Row bytes sent and credit granted, over every stream.
     stream_sent: u64,
     stream_granted: u64,
+    /// Cut the link (no answer, no close frame) when the next ExecuteV5 arrives.
+    cut_on_next_execute: bool,
 }
 
 #[derive(Clone)]
@@ -146,7 +148,16 @@ fn pump(engine: &mut Engine, id: u32, out: &mut Vec<p::ToEnvoy>) {
     }
 }
 
-fn answer(engine: &mut Engine, msg: p::ToEngine, out: &mut Vec<p::ToEnvoy>) {
+/// What the engine does with a message: answer with `out`, or cut the link.
+fn answer(engine: &mut Engine, msg: p::ToEngine, out: &mut Vec<p::ToEnvoy>) -> bool {
+    if matches!(msg, p::ToEngine::SqliteExecuteV5(_)) && std::mem::take(&mut engine.cut_on_next_execute) {
+        return false;
+    }
+    answer_one(engine, msg, out);
+    true
+}
+
+fn answer_one(engine: &mut Engine, msg: p::ToEngine, out: &mut Vec<p::ToEnvoy>) {
     match msg {
         p::ToEngine::Metadata(_) => out.push(p::ToEnvoy::InitV5(p::ToEnvoyInitV5 {
             envoy_id: "e5".into(),
@@ -310,10 +321,14 @@ async fn run_engine(
     while let Some(bytes) = rx.next().await {
         let msg = p::decode_to_engine(&bytes, 5, &p::DecodeLimits::default()).unwrap();
         let mut out = Vec::new();
-        {
+        let keep = {
             let mut e = engine.lock().unwrap();
             e.messages.push(msg.clone());
-            answer(&mut e, msg, &mut out);
+            answer(&mut e, msg, &mut out)
+        };
+        if !keep {
+            let _ = tx.unbounded_send(Incoming::Closed { code: None, reason: "cut".into() });
+            return;
         }
         for m in out {
             let _ = tx.unbounded_send(Incoming::Frame(p::encode_to_envoy(&m, 5).unwrap()));
@@ -524,5 +539,30 @@ async fn streams_flow_with_bounded_credit_and_cancel_on_drop() {
     assert!(eventually(|| engine.lock().unwrap().streams.is_empty()).await);
     // The connection is fine afterwards.
     db.execute("SELECT 1", ()).await.unwrap();
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_write_whose_link_dies_is_resent_with_the_same_key_on_the_next_connection() {
+    let (client, engine) = connect().await;
+    let db = client.get_or_create_actor("a", "k").await.unwrap().sql();
+    engine.lock().unwrap().cut_on_next_execute = true;
+    let out = db.execute_write("INSERT INTO t VALUES (1)", ()).await.expect("re-sent, not IndeterminateResult");
+    assert_eq!(out.changes, 1);
+    let keys: Vec<Option<Vec<u8>>> = engine
+        .lock()
+        .unwrap()
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            p::ToEngine::SqliteExecuteV5(r) => Some(r.request.request_key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 2, "sent, cut, sent again");
+    assert!(keys[0].is_some());
+    assert_eq!(keys[0], keys[1], "the same key on both connections");
+    let hellos = count(&engine, |m| matches!(m, p::ToEngine::Metadata(_)));
+    assert_eq!(hellos, 2, "over a new connection");
     client.close().await;
 }
