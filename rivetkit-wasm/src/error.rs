@@ -175,6 +175,19 @@ impl From<&Error> for ErrorInfo {
             Error::FromSql { .. } => ErrorInfo::new("FROM_SQL", Group::Value, message),
             Error::Deserialize(_) => ErrorInfo::new("DESERIALIZE", Group::Value, message),
             Error::Config(_) => ErrorInfo::new("INVALID_CONFIG", Group::Value, message),
+            // Protocol v5 errors of the Rust client (the JS API for v5 comes
+            // later; until then they surface with their engine codes).
+            Error::RequestKeyExpired { .. } => ErrorInfo::new("REQUEST_KEY_EXPIRED", Group::Sql, message),
+            Error::RequestKeyConflict { .. } => ErrorInfo::new("REQUEST_KEY_CONFLICT", Group::Sql, message),
+            Error::TransactionNotFound { .. } => ErrorInfo::new("TRANSACTION_NOT_FOUND", Group::Sql, message),
+            Error::TransactionExpired { .. } => ErrorInfo::new("TRANSACTION_EXPIRED", Group::Sql, message),
+            Error::TransactionBusy { .. } => ErrorInfo::new("TRANSACTION_BUSY", Group::Sql, message),
+            Error::TransactionAborted { reason, .. } => ErrorInfo::new("TRANSACTION_ABORTED", Group::Sql, message)
+                .with("reason", reason.map(|r| Field::Str(r.wire_name().into()))),
+            Error::StreamExpired { .. } => ErrorInfo::new("STREAM_EXPIRED", Group::Sql, message),
+            Error::Cancelled { .. } => ErrorInfo::new("CANCELLED", Group::Sql, message),
+            Error::StreamInterrupted => ErrorInfo::new("STREAM_INTERRUPTED", Group::Connection, message),
+            Error::ActorLimitExceeded { .. } => ErrorInfo::new("ACTOR_LIMIT_EXCEEDED", Group::Limit, message),
         }
     }
 }

@@ -17,13 +17,26 @@ pub(crate) struct Shared {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     /// Last state the driver reported.
     pub(crate) state: Mutex<ConnectionState>,
+    /// Defaults of the v5 SQL features (leases, stream credit), from the config.
+    pub(crate) sql_defaults: SqlDefaults,
+}
+
+/// The v5 SQL settings of `ClientConfig` that request builders need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SqlDefaults {
+    /// Lease `Db::begin` asks for unless the handle overrides it.
+    pub(crate) transaction_lease_ms: u32,
+    /// Credit window `Db::stream` opens with unless the handle overrides it.
+    pub(crate) stream_credit_bytes: u32,
+    /// Lease `Db::stream` asks for: how long the engine waits for credit.
+    pub(crate) stream_lease_ms: u32,
 }
 
 /// A connection to the engine, shared by every clone. Requests from any
 /// number of tasks go out on one socket, pipelined.
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Client {
@@ -58,7 +71,16 @@ impl Client {
         let url = config.connect_url(&envoy_key);
         let core = Core::new(config.core_config(envoy_key), seed);
         let (tx, rx) = mpsc::unbounded();
-        let shared = Arc::new(Shared { commands: tx, state: Mutex::new(ConnectionState::Connecting { attempt: 0 }) });
+        let sql_defaults = SqlDefaults {
+            transaction_lease_ms: config.transaction_lease_ms,
+            stream_credit_bytes: config.stream_credit_bytes,
+            stream_lease_ms: config.stream_lease_ms,
+        };
+        let shared = Arc::new(Shared {
+            commands: tx,
+            state: Mutex::new(ConnectionState::Connecting { attempt: 0 }),
+            sql_defaults,
+        });
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = Driver::new(rt.clone(), core, url, config.token.clone(), rx, Arc::downgrade(&shared), ready_tx);
         rt.spawn(boxed(driver.run()));
@@ -97,7 +119,8 @@ impl Client {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// What the engine advertised (version, limits), while connected.
+    /// What the engine advertised while connected: the negotiated version,
+    /// limits, and from v5 the engine's durability and `EngineLimits`.
     pub fn session(&self) -> Option<SessionInfo> {
         match self.state() {
             ConnectionState::Connected(s) => Some(s),
@@ -153,11 +176,25 @@ impl Client {
         ActorContext::new(self.clone(), info)
     }
 
-    /// Sends any request and waits for its answer (the typed APIs build on this).
+    /// Sends any request and waits for its answer (the typed APIs build on
+    /// this). A write-capable request gets a request key here, so on a v5
+    /// connection it is exactly-once across reconnects. Streams need
+    /// [`Db::stream`](crate::Db::stream), which receives their rows.
     pub async fn submit(&self, request: Request, opts: RequestOptions) -> Result<Response> {
         let (reply, rx) = oneshot::channel();
         self.shared.commands.unbounded_send(Command::Submit { request, opts, reply }).map_err(|_| Error::Closed)?;
         rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Sends a request whose answer nobody waits for (a best-effort rollback
+    /// from a destructor). Write-capable requests still get their key.
+    pub(crate) fn submit_detached(&self, request: Request, opts: RequestOptions) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.shared.commands.unbounded_send(Command::Submit { request, opts, reply });
+    }
+
+    pub(crate) fn sql_defaults(&self) -> SqlDefaults {
+        self.shared.sql_defaults
     }
 
     pub(crate) async fn intent(&self, actor: &ActorInfo, intent: envoy_protocol::ActorIntent) -> Result<()> {

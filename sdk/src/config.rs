@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 
 /// Path of the engine's envoy endpoint.
 pub const CONNECT_PATH: &str = "/envoys/connect";
+/// The newest protocol version this SDK speaks (and offers by default): v5,
+/// the newest the protocol crate defines. The workspace's engine may
+/// implement less (`envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION`); the
+/// negotiation then settles on the engine's highest version.
+pub const SDK_PROTOCOL_VERSION: u16 = envoy_protocol::PROTOCOL_VERSION;
 /// Default time `Client::connect` waits for the first Init before giving up.
 pub const DEFAULT_INITIAL_CONNECT_TIMEOUT_MS: u64 = 15_000;
 
@@ -67,6 +72,18 @@ pub struct ClientConfig {
     pub tls_root_ca_pem: Option<String>,
     /// How long `close()` waits for in-flight answers.
     pub close_timeout_ms: u64,
+    /// v5: the idle lease asked for interactive transactions (the engine
+    /// clamps it into its bounds): how long an abandoned transaction holds
+    /// the actor's writer before the engine rolls it back.
+    pub transaction_lease_ms: u32,
+    /// v5: the credit window of a result stream, in row bytes at their
+    /// decoded size: the most a stream's rows take in client memory (granted
+    /// to the engine and not yet taken by the consumer).
+    pub stream_credit_bytes: u32,
+    /// v5: how long the engine may wait for a stream's credit before it
+    /// closes the stream (`StreamExpired`), so an abandoned stream frees its
+    /// snapshot. Clamped by the engine.
+    pub stream_lease_ms: u32,
 }
 
 impl Default for ClientConfig {
@@ -80,9 +97,9 @@ impl Default for ClientConfig {
             host_version: 1,
             metadata: BTreeMap::new(),
             min_protocol_version: envoy_protocol::MIN_PROTOCOL_VERSION,
-            // The newest version this SDK implements (not the newest the
-            // protocol crate defines).
-            max_protocol_version: envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION,
+            // The newest version this SDK implements; negotiation picks the
+            // highest version both sides speak, so an older engine is unaffected.
+            max_protocol_version: SDK_PROTOCOL_VERSION,
             initial_connect_timeout_ms: DEFAULT_INITIAL_CONNECT_TIMEOUT_MS,
             connect_timeout_ms: d::DEFAULT_CONNECT_TIMEOUT_MS,
             handshake_timeout_ms: d::DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -97,6 +114,9 @@ impl Default for ClientConfig {
             max_frame_bytes: envoy_protocol::DEFAULT_MAX_FRAME_BYTES,
             tls_root_ca_pem: None,
             close_timeout_ms: d::DEFAULT_CLOSE_TIMEOUT_MS,
+            transaction_lease_ms: d::DEFAULT_TRANSACTION_LEASE_MS,
+            stream_credit_bytes: d::DEFAULT_STREAM_CREDIT_BYTES,
+            stream_lease_ms: d::DEFAULT_STREAM_LEASE_MS,
         }
     }
 }
@@ -113,13 +133,16 @@ impl ClientConfig {
         }
         if self.min_protocol_version > self.max_protocol_version
             || self.min_protocol_version < envoy_protocol::MIN_PROTOCOL_VERSION
-            || self.max_protocol_version > envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
+            || self.max_protocol_version > SDK_PROTOCOL_VERSION
         {
             return Err(Error::Config(format!(
                 "protocol versions must satisfy {} <= min <= max <= {}",
                 envoy_protocol::MIN_PROTOCOL_VERSION,
-                envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
+                SDK_PROTOCOL_VERSION
             )));
+        }
+        if self.stream_credit_bytes == 0 {
+            return Err(Error::Config("stream_credit_bytes must be at least 1".into()));
         }
         let scheme_ok = ["ws://", "wss://", "http://", "https://"].iter().any(|s| self.endpoint.starts_with(s));
         if !scheme_ok {
@@ -200,10 +223,14 @@ mod tests {
     }
 
     #[test]
-    fn the_sdk_offers_only_what_it_implements() {
-        // The protocol crate defines v5; the SDK implements v4 and never offers more.
-        assert_eq!(ClientConfig::default().max_protocol_version, envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION);
-        let v5 = ClientConfig { max_protocol_version: envoy_protocol::PROTOCOL_VERSION, ..Default::default() };
-        assert!(matches!(v5.validate(), Err(Error::Config(_))));
+    fn the_sdk_offers_v5_and_nothing_newer() {
+        assert_eq!(ClientConfig::default().max_protocol_version, 5);
+        assert_eq!(SDK_PROTOCOL_VERSION, envoy_protocol::PROTOCOL_VERSION);
+        let v4 = ClientConfig { max_protocol_version: 4, ..Default::default() };
+        assert!(v4.validate().is_ok(), "a client may still cap itself at v4");
+        let v6 = ClientConfig { max_protocol_version: envoy_protocol::PROTOCOL_VERSION + 1, ..Default::default() };
+        assert!(matches!(v6.validate(), Err(Error::Config(_))));
+        let no_credit = ClientConfig { stream_credit_bytes: 0, ..Default::default() };
+        assert!(matches!(no_credit.validate(), Err(Error::Config(_))));
     }
 }

@@ -10,7 +10,8 @@ use crate::actor::ActorContext;
 use crate::client::Shared;
 use crate::core::{ConnectFailure, ConnectionState, Core, Event, Request, RequestId, RequestOptions, Response};
 use crate::error::{Error, Result};
-use crate::runtime::{boxed, BoxFuture, BoxStream, FrameSender, Handler, Incoming, Runtime, Socket};
+use crate::runtime::{boxed, make_request_key, BoxFuture, BoxStream, FrameSender, Handler, Incoming, Runtime, Socket};
+use crate::stream::{StreamItem, StreamToken};
 use envoy_protocol::negotiation::parse_version_subprotocol;
 use futures_channel::{mpsc, oneshot};
 use futures_util::{FutureExt, StreamExt};
@@ -39,6 +40,22 @@ pub(crate) enum Command {
         generation: u64,
         intent: envoy_protocol::ActorIntent,
         reply: oneshot::Sender<Result<()>>,
+    },
+    /// Opens a v5 result stream; its rows and end go to `items`.
+    OpenStream {
+        request: Request,
+        opts: RequestOptions,
+        token: StreamToken,
+        items: mpsc::UnboundedSender<StreamItem>,
+    },
+    /// The stream's consumer took `bytes` of its rows (credit to return).
+    StreamConsumed {
+        token: StreamToken,
+        bytes: u64,
+    },
+    /// The stream was dropped before its end.
+    StreamCancel {
+        token: StreamToken,
     },
     SetStartHandler(Handler),
     SetStopHandler(Handler),
@@ -70,6 +87,10 @@ pub(crate) struct Driver<R: Runtime> {
     shared: Weak<Shared>,
     /// Where each request's answer goes.
     replies: HashMap<RequestId, oneshot::Sender<Result<Response>>>,
+    /// Where each open stream's rows and end go, by its request id.
+    streams: HashMap<RequestId, (StreamToken, mpsc::UnboundedSender<StreamItem>)>,
+    /// The request id of each open stream, by the token its consumer knows it by.
+    stream_ids: HashMap<StreamToken, RequestId>,
     sender: Option<Box<dyn FrameSender>>,
     incoming: Option<BoxStream<'static, Incoming>>,
     connecting: Option<BoxFuture<'static, std::result::Result<Socket, ConnectFailure>>>,
@@ -105,6 +126,8 @@ impl<R: Runtime> Driver<R> {
             cmd_closed: false,
             shared,
             replies: HashMap::new(),
+            streams: HashMap::new(),
+            stream_ids: HashMap::new(),
             sender: None,
             incoming: None,
             connecting: None,
@@ -240,8 +263,27 @@ impl<R: Runtime> Driver<R> {
     fn command(&mut self, cmd: Command, now: u64) {
         match cmd {
             Command::Submit { request, opts, reply } => {
-                let id = self.core.submit(request, opts, now);
+                // A write-capable request gets its key now, when it is made: the
+                // same key goes with every send (v5 exactly-once writes).
+                let key = request.wants_key().then(|| make_request_key(&self.rt));
+                // Register the reply first: the core may answer at once.
+                let id = self.core.submit_keyed(request, opts, key, now);
                 self.replies.insert(id, reply);
+            }
+            Command::OpenStream { request, opts, token, items } => {
+                let id = self.core.submit(request, opts, now);
+                self.stream_ids.insert(token, id);
+                self.streams.insert(id, (token, items));
+            }
+            Command::StreamConsumed { token, bytes } => {
+                if let Some(id) = self.stream_ids.get(&token) {
+                    self.core.stream_consumed(*id, bytes);
+                }
+            }
+            Command::StreamCancel { token } => {
+                if let Some(id) = self.stream_ids.get(&token) {
+                    self.core.stream_cancel(*id);
+                }
             }
             Command::ActorStopped { actor_id, generation, error } => {
                 self.core.actor_stopped(&actor_id, generation, error)
@@ -293,8 +335,21 @@ impl<R: Runtime> Driver<R> {
                 self.connecting = None;
             }
             Event::Response { id, result } => {
-                if let Some(reply) = self.replies.remove(&id) {
+                if let Some((token, items)) = self.streams.remove(&id) {
+                    self.stream_ids.remove(&token);
+                    let _ = items.unbounded_send(StreamItem::End(result));
+                } else if let Some(reply) = self.replies.remove(&id) {
                     let _ = reply.send(result);
+                }
+            }
+            Event::StreamRows { id, columns, rows, bytes } => {
+                let delivered = self
+                    .streams
+                    .get(&id)
+                    .is_some_and(|(_, items)| items.unbounded_send(StreamItem::Rows { columns, rows, bytes }).is_ok());
+                if !delivered {
+                    // Its consumer is gone: stop the engine.
+                    self.core.stream_cancel(id);
                 }
             }
             Event::ActorStart(info) => self.run_start(info),

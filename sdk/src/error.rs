@@ -9,6 +9,7 @@
 
 pub use envoy_protocol::{
     ActorErrorCode, KvErrorCode, LimitKind, ProtocolCompatibilityError, ProtocolDecodeError, SqliteErrorCode,
+    TransactionEndReason,
 };
 
 /// Result with the client's [`Error`].
@@ -107,6 +108,49 @@ pub enum Error {
     /// The client's configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// v5: the request key is older than the engine's `requestKeyRetentionMs`:
+    /// the engine can no longer tell whether the first send ran. Nothing ran now.
+    #[error("request key expired: the engine no longer knows whether this write ran ({message})")]
+    RequestKeyExpired { message: String },
+    /// v5: the request key was recorded for a different request (another
+    /// actor, other SQL or parameters). Nothing ran now.
+    #[error("request key conflict: the key belongs to another request ({message})")]
+    RequestKeyConflict { message: String },
+    /// v5: the engine knows no open transaction by this id on this connection
+    /// (never begun, already committed, or rolled back by this client).
+    #[error("transaction not found: {message}")]
+    TransactionNotFound { message: String },
+    /// v5: the transaction's lease ran out (no request named it for its
+    /// lease); the engine rolled it back. Nothing of it was committed.
+    #[error("transaction expired: its lease ran out and it was rolled back ({message})")]
+    TransactionExpired { message: String },
+    /// v5: the actor's writer was held by another interactive transaction for
+    /// longer than the engine's `maxTransactionWaitMs`, or a DEFERRED
+    /// transaction's first write found a newer commit. The request did not run.
+    #[error("transaction busy: {message}")]
+    TransactionBusy { message: String },
+    /// v5: the transaction was rolled back by the engine (or died with the
+    /// connection that began it), for `reason` when known. Nothing of it was
+    /// committed.
+    #[error("transaction aborted ({}): {message}", reason.map_or("reason unknown".to_string(), |r| format!("{r:?}")))]
+    TransactionAborted { reason: Option<TransactionEndReason>, message: String },
+    /// v5: the result stream was closed because the client granted no credit
+    /// for longer than the stream's lease. Rows already yielded stay valid.
+    #[error("result stream expired: {message}")]
+    StreamExpired { message: String },
+    /// v5: the request (a result stream) was cancelled by this client.
+    #[error("cancelled: {message}")]
+    Cancelled { message: String },
+    /// v5: the connection was lost while a result stream was open. Rows
+    /// already yielded stay valid; the rest were not delivered (open a new
+    /// stream to read them).
+    #[error("the connection was lost while the result stream was open")]
+    StreamInterrupted,
+    /// v5: the engine refused to place the actor because a placement limit
+    /// (`maxActorsPerConnection` or `maxOpenActorDatabases`, named in the
+    /// message) would be passed. Nothing was placed.
+    #[error("actor placement limit exceeded: {message}")]
+    ActorLimitExceeded { message: String },
 }
 
 /// Why a connection ended for good.
@@ -145,6 +189,16 @@ impl std::fmt::Display for DisconnectReason {
 }
 
 impl Error {
+    /// The 0-based index of the failing statement, for an `exec` or a batch
+    /// whose statement failed.
+    pub fn statement_index(&self) -> Option<u32> {
+        if let Error::Sql { statement_index, .. } = self {
+            *statement_index
+        } else {
+            None
+        }
+    }
+
     /// Whether the request certainly did not run, so sending it again is safe.
     pub fn is_not_run(&self) -> bool {
         match self {
@@ -157,12 +211,23 @@ impl Error {
             | Error::Overloaded { .. }
             | Error::Disconnected { .. }
             | Error::NoCommonVersion { .. }
-            | Error::Closed => true,
+            | Error::Closed
+            | Error::RequestKeyConflict { .. }
+            | Error::TransactionNotFound { .. }
+            | Error::TransactionExpired { .. }
+            | Error::TransactionBusy { .. }
+            | Error::TransactionAborted { .. }
+            | Error::StreamExpired { .. }
+            | Error::Cancelled { .. }
+            | Error::StreamInterrupted
+            | Error::ActorLimitExceeded { .. } => true,
             Error::Sql { committed, .. } => *committed == Some(false),
             Error::Timeout { sent, .. } => !*sent,
             // Refused before any work.
             Error::Kv { code, .. } => matches!(code, KvErrorCode::LimitExceeded | KvErrorCode::InvalidRequest),
-            Error::IndeterminateResult
+            // Nothing ran now, but the first send may have: not safe to send again blindly.
+            Error::RequestKeyExpired { .. }
+            | Error::IndeterminateResult
             | Error::GetOrCreateActor { .. }
             | Error::Protocol(_)
             | Error::InvalidColumn(_)

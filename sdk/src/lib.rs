@@ -17,6 +17,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With an engine that speaks protocol v5 the client also runs atomic
+//! batches ([`Db::batch`]), interactive transactions ([`Db::transaction`],
+//! [`Db::begin`]) and streamed results ([`Db::stream`]), reports each
+//! request's [`SqlCost`], and makes every write exactly-once across
+//! reconnects with a request key ([`ExecuteOutcome::replayed`]). Against an
+//! older engine these fail with [`Error::RemoteUnavailable`] and everything
+//! else works as before.
+//!
 //! Layers: [`core`] is a sans-IO state machine (no sockets, clocks or tasks);
 //! `driver` runs it over a [`runtime::Runtime`]; `transport::native` (tokio +
 //! tokio-tungstenite, feature `native-transport`, the default) and
@@ -37,6 +45,7 @@ compile_error!(
 );
 
 pub mod actor;
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod core;
@@ -48,17 +57,23 @@ pub mod kv;
 pub mod rows;
 pub mod runtime;
 pub mod sql;
+pub mod stream;
+pub mod transaction;
 pub mod transport;
 pub mod value;
 
 pub use actor::{ActorContext, ActorHandle};
+pub use batch::{stmt, BatchMode, BatchOutcome, Statement, TransactionMode};
 pub use client::Client;
-pub use config::ClientConfig;
-pub use core::{ActorInfo, ConnectionState, RequestOptions, SessionInfo};
+pub use config::{ClientConfig, SDK_PROTOCOL_VERSION};
+pub use core::{ActorInfo, ConnectionState, RequestKey, RequestOptions, SessionInfo};
+pub use envoy_protocol::{Durability, EngineLimits, TransactionEndReason};
 pub use error::{DisconnectReason, Error, Result};
 pub use kv::{Kv, KvEntry, KvQuery};
-pub use rows::{ExecuteOutcome, Row, RowIndex, Rows, SqliteRoute};
+pub use rows::{ExecuteOutcome, OwnedRow, Row, RowIndex, Rows, SqlCost, SqliteRoute};
 pub use sql::Db;
+pub use stream::RowStream;
+pub use transaction::{CommitOutcome, Transaction};
 pub use value::{FromSql, FromSqlError, Params, ToSql, Value};
 
 /// The protocol crate, for the types the API exposes.

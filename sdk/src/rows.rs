@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::value::{type_name, FromSql, Value};
 use std::sync::Arc;
 
-pub use envoy_protocol::SqliteRoute;
+pub use envoy_protocol::{SqlCost, SqliteRoute};
 
 /// The rows a statement returned, owned (moved out of the response, not copied).
 #[derive(Debug, Clone, PartialEq)]
@@ -13,11 +13,26 @@ pub struct Rows {
     columns: Arc<[String]>,
     /// One `Vec<Value>` per row, each as long as `columns`.
     rows: Vec<Vec<Value>>,
+    /// What the request cost the engine (v5), so callers can meter or log
+    /// expensive queries; `None` below v5.
+    cost: Option<SqlCost>,
 }
 
 impl Rows {
     pub(crate) fn new(columns: Vec<String>, rows: Vec<Vec<Value>>) -> Self {
-        Rows { columns: columns.into(), rows }
+        Rows { columns: columns.into(), rows, cost: None }
+    }
+
+    pub(crate) fn with_cost(mut self, cost: Option<SqlCost>) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// What the request that returned these rows cost the engine (rows read
+    /// and written, time): every v5 answer carries it; `None` below v5 (and
+    /// for the rows of one statement of a batch, whose cost is the batch's).
+    pub fn cost(&self) -> Option<SqlCost> {
+        self.cost.clone()
     }
 
     /// Rows built from their parts (each row as long as `columns`), e.g. from another
@@ -147,6 +162,49 @@ impl<'a> Row<'a> {
     }
 }
 
+/// One row that owns its values (what a result stream yields, see
+/// [`Db::stream`](crate::Db::stream)). Same getters as [`Row`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedRow {
+    /// Column names, shared by every row of the stream.
+    columns: Arc<[String]>,
+    /// One value per column.
+    values: Vec<Value>,
+}
+
+impl OwnedRow {
+    pub(crate) fn new(columns: Arc<[String]>, values: Vec<Value>) -> Self {
+        OwnedRow { columns, values }
+    }
+
+    /// The row borrowed as a [`Row`].
+    pub fn as_row(&self) -> Row<'_> {
+        Row { columns: &self.columns, values: &self.values }
+    }
+
+    /// The value of a column converted to `T` (see [`Row::get`]).
+    pub fn get<'a, T: FromSql<'a>>(&'a self, idx: impl RowIndex) -> Result<T> {
+        let i = idx.index(&self.columns)?;
+        T::from_sql(&self.values[i]).map_err(|e| Error::FromSql {
+            column: self.columns[i].clone(),
+            expected: T::EXPECTED,
+            found: e.found,
+        })
+    }
+
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    pub fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+}
+
 /// What `execute` / `execute_write` report besides the rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecuteOutcome {
@@ -158,6 +216,46 @@ pub struct ExecuteOutcome {
     pub last_insert_row_id: Option<i64>,
     /// Whether it ran on a reader or the writer connection.
     pub route: SqliteRoute,
+    /// What the request cost the engine (v5): rows read and written, time.
+    /// `None` below v5, and for one statement of a batch (the batch's cost is
+    /// [`BatchOutcome::cost`](crate::BatchOutcome::cost)).
+    pub cost: Option<SqlCost>,
+    /// v5: the engine did not run the request now but answered the recorded
+    /// outcome of an earlier send with the same request key — the client
+    /// re-sent a write whose answer was lost to a disconnect, and the first
+    /// send had committed. The outcome is the first send's: it happened once.
+    pub replayed: bool,
+    /// v5, with `replayed`: the recorded result was larger than the engine's
+    /// `maxRecordedResultBytes`, so `rows` is empty even if the statement
+    /// returned rows; `changes` and `last_insert_row_id` are the recorded ones.
+    pub rows_omitted: bool,
+}
+
+/// `(replayed, rows_omitted)` of a keyed answer's outcome (both false when
+/// the request carried no key or ran now).
+pub(crate) fn replay_flags(outcome: Option<envoy_protocol::RequestKeyOutcome>) -> (bool, bool) {
+    use envoy_protocol::RequestKeyOutcome as K;
+    match outcome {
+        None | Some(K::Executed) => (false, false),
+        Some(K::Replayed) => (true, false),
+        Some(K::ReplayedWithoutRows) => (true, true),
+    }
+}
+
+impl ExecuteOutcome {
+    /// The outcome of one v4 or v5 execute result (`meta` is empty below v5).
+    pub(crate) fn from_wire(x: envoy_protocol::ExecuteResult, meta: crate::core::SqlMeta) -> Self {
+        let (replayed, rows_omitted) = replay_flags(meta.key_outcome);
+        ExecuteOutcome {
+            rows: Rows::new(x.columns, x.rows).with_cost(meta.cost.clone()),
+            changes: x.changes,
+            last_insert_row_id: x.last_insert_row_id,
+            route: x.route,
+            cost: meta.cost,
+            replayed,
+            rows_omitted,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,67 @@ pub trait Runtime: Clone + MaybeSend + MaybeSync + 'static {
     fn spawn(&self, fut: BoxFuture<'static, ()>);
     /// Opens a WebSocket to `url` offering `protocols`.
     fn connect(&self, url: String, protocols: Vec<String>) -> BoxFuture<'static, Result<Socket, ConnectFailure>>;
+
+    /// Wall-clock Unix time in milliseconds: the first six bytes of a v5
+    /// request key (the engine expires keys by it). Unlike `now_ms` this must
+    /// be the real time. The default reads the platform clock.
+    fn unix_time_ms(&self) -> u64 {
+        platform::unix_time_ms()
+    }
+
+    /// Fills `buf` with random bytes: the last ten bytes of a v5 request key,
+    /// which must not repeat across clients. The default uses the operating
+    /// system's generator natively and `Math.random` on wasm.
+    fn fill_random(&self, buf: &mut [u8]) {
+        platform::fill_random(buf)
+    }
+}
+
+/// A request key made now from the runtime's clock and random source.
+pub(crate) fn make_request_key<R: Runtime>(rt: &R) -> crate::core::RequestKey {
+    let mut random = [0u8; crate::core::keys::REQUEST_KEY_RANDOM_BYTES];
+    rt.fill_random(&mut random);
+    crate::core::RequestKey::new(rt.unix_time_ms(), random)
+}
+
+#[cfg(feature = "native-transport")]
+mod platform {
+    pub fn unix_time_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    pub fn fill_random(buf: &mut [u8]) {
+        if let Err(e) = getrandom::fill(buf) {
+            // No OS generator (exotic platforms): a hash of the time and a
+            // process-wide counter, keyed by std's per-process random keys.
+            tracing::warn!(error = %e, "no OS random source; request keys use a weaker source");
+            use std::hash::{BuildHasher, Hasher};
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let state = std::collections::hash_map::RandomState::new();
+            for chunk in buf.chunks_mut(8) {
+                let mut h = state.build_hasher();
+                h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                h.write_u128(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+                );
+                chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+            }
+        }
+    }
+}
+
+#[cfg(all(feature = "wasm-transport", not(feature = "native-transport")))]
+mod platform {
+    pub fn unix_time_ms() -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    pub fn fill_random(buf: &mut [u8]) {
+        // What the SDK already uses for randomness on wasm (no extra dependency).
+        for b in buf.iter_mut() {
+            *b = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
 }
 
 /// Boxes a future with the platform's `Send`-ness.

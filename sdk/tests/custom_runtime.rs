@@ -125,7 +125,7 @@ async fn fake_engine(
             | p::ToEngine::KvRequest(_)
             | p::ToEngine::SqliteExec(_)
             | p::ToEngine::SqliteExecuteWrite(_) => {}
-            // v5 members: the SDK speaks at most v4 and never sends them.
+            // v5 members: this engine selected v4, so the SDK never sends them.
             p::ToEngine::SqliteExecV5(_)
             | p::ToEngine::SqliteExecuteV5(_)
             | p::ToEngine::SqliteBatch(_)
@@ -156,7 +156,8 @@ async fn the_client_runs_over_a_custom_runtime() {
     assert_eq!(rows.first().unwrap().get::<i64>("param").unwrap(), 42);
     {
         let seen = rt.seen.lock().unwrap();
-        assert_eq!(seen.offers[0], ["envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.tok"]);
+        // The SDK offers v5; this engine selected v4 and nothing changes for it.
+        assert_eq!(seen.offers[0], ["envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.tok"]);
         assert!(matches!(seen.messages[0], p::ToEngine::Metadata(_)), "hello first");
     }
     // Dropping every handle closes the connection gracefully.

@@ -403,7 +403,14 @@ async fn connect_failures_are_typed_and_fatal_ones_are_not_retried() {
     cfg.min_protocol_version = 4;
     let started = Instant::now();
     let err = Client::connect(cfg.clone()).await.unwrap_err();
-    assert_eq!(err, Error::NoCommonVersion { client_min: 4, client_max: 4, engine_versions: Some("1-3".into()) });
+    assert_eq!(
+        err,
+        Error::NoCommonVersion {
+            client_min: 4,
+            client_max: envoy_client::SDK_PROTOCOL_VERSION,
+            engine_versions: Some("1-3".into())
+        }
+    );
     assert!(started.elapsed() < Duration::from_secs(5), "fails fast, no retry loop");
 
     // Wrong token: refused, not retried.

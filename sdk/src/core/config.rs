@@ -22,3 +22,9 @@ pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 100_000;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
 /// How long `close()` waits for in-flight answers before closing the socket anyway.
 pub const DEFAULT_CLOSE_TIMEOUT_MS: u64 = 5_000;
+/// Default idle lease asked for an interactive transaction (v5).
+pub const DEFAULT_TRANSACTION_LEASE_MS: u32 = 10_000;
+/// Default credit window of a result stream (v5): 1 MiB of rows at their decoded size.
+pub const DEFAULT_STREAM_CREDIT_BYTES: u32 = 1 << 20;
+/// Default lease of a result stream (v5): how long the engine waits for credit.
+pub const DEFAULT_STREAM_LEASE_MS: u32 = 30_000;

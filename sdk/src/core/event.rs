@@ -2,7 +2,7 @@
 
 use super::request::{RequestId, Response};
 use crate::error::{DisconnectReason, Error};
-use envoy_protocol::{Limits, SqlLimits, StopReason};
+use envoy_protocol::{Durability, EngineLimits, Limits, SqlLimits, StopReason, Value};
 
 /// An actor the engine started on this envoy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,13 @@ pub struct SessionInfo {
     pub limits: Option<Limits>,
     /// Absent below v4.
     pub sql_limits: Option<SqlLimits>,
+    /// v5: whether an acknowledged write survives a machine crash (`Fsync`)
+    /// or only an engine crash (`Os`). Absent below v5.
+    pub durability: Option<Durability>,
+    /// v5: the engine's resource limits and timings (batch size, leases, key
+    /// retention, stream window...). The client checks `maxBatchStatements`
+    /// before sending. Absent below v5.
+    pub engine_limits: Option<EngineLimits>,
 }
 
 /// The connection's state, as reported to the application.
@@ -57,8 +64,12 @@ pub enum Event {
     Connect,
     /// Driver: close the current socket (or abandon the connect in progress).
     CloseSocket { code: u16, reason: String },
-    /// A request finished.
+    /// A request finished (for a stream: its last message).
     Response { id: RequestId, result: Result<Response, Error> },
+    /// Rows of the stream opened by request `id` (v5), in order. `bytes` is
+    /// their size as counted for credit: once the application has taken
+    /// them, the driver calls `Core::stream_consumed(id, bytes)`.
+    StreamRows { id: RequestId, columns: Option<Vec<String>>, rows: Vec<Vec<Value>>, bytes: u64 },
     /// The engine started an actor here: run the start handler.
     ActorStart(ActorInfo),
     /// The engine is stopping an actor: run the stop handler, then call

@@ -10,8 +10,11 @@ pub mod actors;
 pub mod backoff;
 pub mod config;
 pub mod event;
+pub mod flow;
+pub mod keys;
 pub mod pending;
 pub mod request;
+pub mod sql_kind;
 
 #[cfg(test)]
 mod tests;
@@ -23,9 +26,11 @@ use backoff::Backoff;
 use envoy_protocol as p;
 use envoy_protocol::{close, DecodeLimits, EncodeError, ToEngine, ToEnvoy};
 pub use event::{ActorInfo, ConnectionState, Event, SessionInfo};
-use pending::{Pending, Stage};
-pub use request::{Request, RequestId, RequestOptions, Response};
-use std::collections::VecDeque;
+use flow::StreamFlow;
+pub use keys::RequestKey;
+use pending::{OnLost, Pending, Stage};
+pub use request::{Request, RequestId, RequestOptions, Response, SqlMeta, TxRef};
+use std::collections::{HashMap, VecDeque};
 
 /// Why a connection attempt failed before the WebSocket was open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +80,21 @@ pub struct Core {
     closing: Option<u64>,
     /// The session of the last Init (kept across reconnects for limits).
     last_session: Option<SessionInfo>,
+    /// Counts connections that ended (from 1): the epoch a transaction begun
+    /// now belongs to. A transaction dies with its connection, so a request
+    /// naming an older epoch fails before it is sent.
+    connection: u64,
+    /// Transactions of the live connection the engine ended on its own
+    /// (ToEnvoySqliteTransactionEnded, or an answer's transactionEnd): later
+    /// requests naming them fail at once with the reason.
+    ended_transactions: HashMap<TxRef, p::TransactionEndReason>,
+    /// Credit state of the open result streams, by their opening request id.
+    streams: HashMap<RequestId, StreamFlow>,
+    /// Whether keyed requests whose answer a lost connection took are sent
+    /// again; off only while settling a connection the engine closed as a
+    /// protocol error, so a request the engine refuses cannot close every
+    /// following connection until its deadline.
+    resend_keyed_after_loss: bool,
 }
 
 impl Core {
@@ -95,6 +115,10 @@ impl Core {
             last_rx_ms: 0,
             closing: None,
             last_session: None,
+            connection: 1,
+            ended_transactions: HashMap::new(),
+            streams: HashMap::new(),
+            resend_keyed_after_loss: true,
         }
     }
 
@@ -224,14 +248,38 @@ impl Core {
                     reason: DisconnectReason::ClosedByEngine { code: c, reason: reason.to_string() },
                 });
             }
+            Some(close::PROTOCOL_ERROR) => {
+                // The engine found something it cannot accept among what was
+                // sent; re-sending the same keyed requests would only close the
+                // next connection too. They settle as unknown instead.
+                self.resend_keyed_after_loss = false;
+                self.lost(format!("closed by the engine as a protocol error: {reason}"), now);
+                self.resend_keyed_after_loss = true;
+            }
             _ => self
                 .lost(format!("socket closed ({}): {reason}", code.map_or("no code".into(), |c| c.to_string())), now),
         }
     }
 
-    /// Submits a request. Its answer comes as `Event::Response { id, .. }`
-    /// (possibly right away, e.g. `RemoteUnavailable`).
+    /// Submits a request without a request key. Its answer comes as
+    /// `Event::Response { id, .. }` (possibly right away, e.g. `RemoteUnavailable`).
     pub fn submit(&mut self, request: Request, opts: RequestOptions, now: u64) -> RequestId {
+        self.submit_keyed(request, opts, None, now)
+    }
+
+    /// Submits a request with its request key (made by the driver when the
+    /// request was made, see [`RequestKey`]). On a v5 connection the key goes
+    /// with every send of the request, so a write whose answer was lost is
+    /// re-sent after a reconnect and runs at most once. Below v5 the key is
+    /// not sent. A key given for a request that carries none on the wire
+    /// (`!request.wants_key()`) is ignored.
+    pub fn submit_keyed(
+        &mut self,
+        request: Request,
+        opts: RequestOptions,
+        key: Option<RequestKey>,
+        now: u64,
+    ) -> RequestId {
         let id = self.pending.allocate_id();
         if self.closing.is_some() || self.conn == Conn::Closed {
             self.respond(id, Err(Error::Closed));
@@ -255,17 +303,116 @@ impl Core {
             );
             return id;
         }
-        let timeout = opts.timeout_ms.or(self.cfg.request_timeout_ms);
+        if let Some(refusal) = self.transaction_refusal(&request, false) {
+            self.respond(id, refusal);
+            return id;
+        }
+        // A stream lives as long as its consumer reads: the engine's stream
+        // lease bounds it, not the request deadline.
+        let timeout = match request {
+            Request::SqlStream { .. } => opts.timeout_ms,
+            _ => opts.timeout_ms.or(self.cfg.request_timeout_ms),
+        };
         let deadline = timeout.map(|t| (now.saturating_add(t), t));
-        self.pending.insert_queued(id, request, opts, deadline);
+        // Only a request whose wire form carries the key may be re-sent by it.
+        let key = key.filter(|_| request.wants_key());
+        self.pending.insert_queued(id, request, opts, deadline, key);
         self.flush_queue();
         id
+    }
+
+    /// The application took `bytes` of the rows of stream `id` (as given in
+    /// `Event::StreamRows`): credit is returned to the engine when enough has
+    /// been taken.
+    pub fn stream_consumed(&mut self, id: RequestId, bytes: u64) {
+        let Some(flow) = self.streams.get_mut(&id) else { return };
+        let Some(credit) = flow.consumed(bytes) else { return };
+        if let Conn::Ready { version, .. } = self.conn {
+            let msg =
+                ToEngine::SqliteStreamCredit(p::ToEngineSqliteStreamCredit { request_id: id, credit_bytes: credit });
+            self.transmit(&msg, version);
+        }
+    }
+
+    /// The application dropped stream `id`: a stream not sent yet is
+    /// forgotten; an open one is cancelled (its id stays reserved until the
+    /// engine's last message, and rows that still arrive are dropped).
+    pub fn stream_cancel(&mut self, id: RequestId) {
+        match self.pending.get(id).map(|e| e.stage) {
+            Some(Stage::Queued) => {
+                self.pending.remove(id);
+                self.respond(id, Err(Error::Cancelled { message: "the stream was dropped before it was sent".into() }));
+            }
+            Some(Stage::Sent) => {
+                let Some(flow) = self.streams.get_mut(&id) else { return };
+                if flow.cancelled {
+                    return;
+                }
+                flow.cancelled = true;
+                if let Conn::Ready { version, .. } = self.conn {
+                    let msg = ToEngine::SqliteStreamCancel(p::ToEngineSqliteStreamCancel { request_id: id });
+                    self.transmit(&msg, version);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Credit state of stream `id` while it is open (for tests and metrics).
+    pub fn stream_flow(&self, id: RequestId) -> Option<&StreamFlow> {
+        self.streams.get(&id)
+    }
+
+    /// Why a request naming a transaction cannot be sent (`sent_keyed`: it is
+    /// a commit already sent with its key, which may go to any connection):
+    /// the transaction died with its connection, or the engine ended it. A
+    /// rollback of such a transaction simply succeeds (it is rolled back).
+    fn transaction_refusal(&mut self, request: &Request, sent_keyed: bool) -> Option<Result<Response, Error>> {
+        let tx = request.transaction()?;
+        let rollback = matches!(request, Request::SqlRollback { .. });
+        self.transaction_refusal_of(tx, rollback, sent_keyed)
+    }
+
+    /// [`Self::transaction_refusal`] for transaction `tx` (`rollback`: the
+    /// request is its rollback).
+    fn transaction_refusal_of(
+        &mut self,
+        tx: TxRef,
+        rollback: bool,
+        sent_keyed: bool,
+    ) -> Option<Result<Response, Error>> {
+        if tx.connection != self.connection {
+            if sent_keyed {
+                return None;
+            }
+            return Some(if rollback {
+                Ok(Response::RolledBack { cost: None })
+            } else {
+                Err(Error::TransactionAborted {
+                    reason: Some(p::TransactionEndReason::ConnectionClosed),
+                    message: "the connection that began the transaction closed; it was rolled back".into(),
+                })
+            });
+        }
+        let reason = *self.ended_transactions.get(&tx)?;
+        if rollback {
+            self.ended_transactions.remove(&tx);
+            return Some(Ok(Response::RolledBack { cost: None }));
+        }
+        Some(Err(ended_error(reason)))
     }
 
     /// Deadlines: request timeouts, liveness, handshake, backoff, close.
     pub fn handle_timeout(&mut self, now: u64) {
         for id in self.pending.expired(now) {
             if let Some(e) = self.pending.remove(id) {
+                if self.streams.remove(&id).is_some() {
+                    // The engine would keep streaming to nobody.
+                    if let Conn::Ready { version, .. } = self.conn {
+                        let msg = ToEngine::SqliteStreamCancel(p::ToEngineSqliteStreamCancel { request_id: id });
+                        self.transmit(&msg, version);
+                    }
+                }
                 let timeout_ms = e.deadline.map_or(0, |(_, t)| t);
                 self.respond(id, Err(Error::Timeout { timeout_ms, sent: e.ever_sent }));
             }
@@ -306,8 +453,11 @@ impl Core {
         }
         self.closing = Some(now.saturating_add(self.cfg.close_timeout_ms));
         while let Some(id) = self.pending.pop_queued() {
-            self.pending.remove(id);
-            self.respond(id, Err(Error::Closed));
+            if let Some(e) = self.pending.remove(id) {
+                // A keyed write waiting for its re-send was sent once: it may have run.
+                let result = if e.sent_keyed { lost_answer(&e.request) } else { Err(Error::Closed) };
+                self.respond(id, result);
+            }
         }
         match self.conn {
             Conn::Ready { .. } if self.pending.in_flight() > 0 => {}
@@ -391,7 +541,7 @@ impl Core {
 
     fn handle_message(&mut self, msg: ToEnvoy, version: u16, now: u64) {
         match msg {
-            ToEnvoy::Init(init) => self.on_init(init, version),
+            ToEnvoy::Init(init) => self.on_init(init, None, version),
             ToEnvoy::Ping(ping) => self.transmit(&ToEngine::Pong(p::ToEnginePong { ts: ping.ts }), version),
             ToEnvoy::Commands(cmds) => {
                 let mut last = None;
@@ -415,37 +565,38 @@ impl Core {
                 self.send_fresh_events();
             }
             ToEnvoy::AckEvents(ack) => self.actors.acked(ack.last_event_index),
+            ToEnvoy::InitV5(init) => self.on_init(
+                p::ToEnvoyInit {
+                    envoy_id: init.envoy_id,
+                    last_event_index: init.last_event_index,
+                    metadata: init.metadata,
+                },
+                Some(init.metadata_v5),
+                version,
+            ),
+            ToEnvoy::SqliteTransactionEnded(ended) => {
+                // A later request naming that transaction fails at once with the reason.
+                let tx = TxRef { connection: self.connection, id: ended.transaction_id };
+                tracing::debug!(transaction_id = ended.transaction_id, reason = ?ended.reason, "the engine ended a transaction");
+                self.ended_transactions.insert(tx, ended.reason);
+            }
+            ToEnvoy::SqliteStreamChunk(c) => self.on_stream_chunk(c),
+            ToEnvoy::SqliteStreamFailed(f) => self.on_stream_failed(f),
             ToEnvoy::KvResponse(_)
             | ToEnvoy::GetOrCreateActorResponse(_)
             | ToEnvoy::SqliteExecResponse(_)
-            | ToEnvoy::SqliteExecuteResponse(_) => self.on_response(msg, now),
-            // v5 members. The SDK offers at most IMPLEMENTED_PROTOCOL_VERSION
-            // (v4), and a frame decoded at v4 or below never holds them; if one
-            // shows up anyway the connection speaks something we do not, which
-            // is a protocol error.
-            ToEnvoy::InitV5(_)
+            | ToEnvoy::SqliteExecuteResponse(_)
             | ToEnvoy::SqliteExecResponseV5(_)
             | ToEnvoy::SqliteExecuteResponseV5(_)
             | ToEnvoy::SqliteBatchResponse(_)
             | ToEnvoy::SqliteBeginResponse(_)
             | ToEnvoy::SqliteTransactionExecuteResponse(_)
             | ToEnvoy::SqliteCommitResponse(_)
-            | ToEnvoy::SqliteRollbackResponse(_)
-            | ToEnvoy::SqliteTransactionEnded(_)
-            | ToEnvoy::SqliteStreamChunk(_)
-            | ToEnvoy::SqliteStreamFailed(_) => {
-                let what = msg.member_name();
-                tracing::warn!(member = what, version, "v5 message on a connection the SDK speaks below v5");
-                self.drop_socket(
-                    close::PROTOCOL_ERROR,
-                    format!("{what} is not supported at envoy protocol v{version}"),
-                    now,
-                );
-            }
+            | ToEnvoy::SqliteRollbackResponse(_) => self.on_response(msg, now),
         }
     }
 
-    fn on_init(&mut self, init: p::ToEnvoyInit, version: u16) {
+    fn on_init(&mut self, init: p::ToEnvoyInit, v5: Option<p::ProtocolMetadataV5>, version: u16) {
         if !matches!(self.conn, Conn::Handshaking { .. }) {
             tracing::warn!("second Init on one connection ignored");
             return;
@@ -460,6 +611,8 @@ impl Core {
             max_frame_bytes: m.max_frame_bytes,
             limits: m.limits,
             sql_limits: m.sql_limits,
+            durability: v5.as_ref().map(|v| v.durability),
+            engine_limits: v5.map(|v| v.limits),
         };
         self.attempt = 0;
         self.last_session = Some(session.clone());
@@ -471,9 +624,12 @@ impl Core {
     }
 
     fn on_response(&mut self, msg: ToEnvoy, _now: u64) {
-        let Some(id) = request::response_id(&msg) else { return };
+        let id = match request::routing(&msg) {
+            request::Routing::Answer(id) => id,
+            request::Routing::Stream(_) | request::Routing::Connection => return,
+        };
         match self.pending.get(id) {
-            Some(e) if e.stage == Stage::Sent => {}
+            Some(e) if e.stage == Stage::Sent && !matches!(e.request, Request::SqlStream { .. }) => {}
             // Answer to a request that timed out, or was never sent on this socket: stale.
             Some(_) | None => {
                 tracing::debug!(request_id = id, "answer to an unknown or timed-out request ignored");
@@ -481,12 +637,72 @@ impl Core {
             }
         }
         let entry = self.pending.remove(id).expect("checked above");
-        let result = request::map_response(&entry.request, msg);
+        if let ToEnvoy::SqliteTransactionExecuteResponse(r) = &msg {
+            if let (Some(reason), Some(tx)) = (r.transaction_end, entry.request.transaction()) {
+                self.ended_transactions.insert(tx, reason);
+            }
+        }
+        if let Some(tx) = entry.request.transaction() {
+            if matches!(entry.request, Request::SqlCommit { .. } | Request::SqlRollback { .. }) {
+                self.ended_transactions.remove(&tx);
+            }
+        }
+        let result = request::map_response(&entry.request, msg, self.connection);
         self.respond(id, result);
+        self.after_answer();
+    }
+
+    /// An answer settled a request: send what waited for room, finish a close.
+    fn after_answer(&mut self) {
         self.flush_queue();
         if self.closing.is_some() && self.pending.in_flight() == 0 {
             self.finish_close();
         }
+    }
+
+    /// The flow state of stream `id` if it is open, after checking the
+    /// message's sequence.
+    fn open_stream(&mut self, id: RequestId, sequence: u32) -> Option<&mut StreamFlow> {
+        if !self.pending.get(id).is_some_and(|e| e.stage == Stage::Sent) {
+            tracing::debug!(request_id = id, "stream message for no open stream ignored");
+            return None;
+        }
+        let flow = self.streams.get_mut(&id)?;
+        if sequence != flow.next_sequence {
+            tracing::warn!(request_id = id, sequence, expected = flow.next_sequence, "stream message out of sequence");
+        }
+        flow.next_sequence = sequence.wrapping_add(1);
+        Some(flow)
+    }
+
+    /// Rows of an open stream (and, with `done`, its end).
+    fn on_stream_chunk(&mut self, c: p::ToEnvoySqliteStreamChunk) {
+        let id = c.request_id;
+        let Some(flow) = self.open_stream(id, c.sequence) else { return };
+        let bytes: u64 = c.rows.iter().map(|r| flow::row_bytes(r)).sum();
+        flow.received(bytes);
+        // Rows of a cancelled stream have no reader: dropped here.
+        if !flow.cancelled && (!c.rows.is_empty() || c.columns.is_some()) {
+            self.events.push_back(Event::StreamRows { id, columns: c.columns, rows: c.rows, bytes });
+        }
+        if c.done {
+            self.streams.remove(&id);
+            self.pending.remove(id);
+            self.respond(id, Ok(Response::StreamDone { cost: c.cost }));
+            self.after_answer();
+        }
+    }
+
+    /// The last message of a stream that did not finish.
+    fn on_stream_failed(&mut self, f: p::ToEnvoySqliteStreamFailed) {
+        let id = f.request_id;
+        if self.open_stream(id, f.sequence).is_none() {
+            return;
+        }
+        self.streams.remove(&id);
+        self.pending.remove(id);
+        self.respond(id, Err(request::map_failure(f.failure)));
+        self.after_answer();
     }
 
     /// Sends queued requests while the connection is ready and under the in-flight cap.
@@ -503,46 +719,74 @@ impl Core {
             .limits
             .as_ref()
             .map_or(session.max_frame_bytes, |l| l.max_request_bytes.min(session.max_frame_bytes));
+        let keys = version >= p::Feature::RequestKeys.required_version();
         while self.pending.in_flight() < cap {
             let Some(id) = self.pending.pop_queued() else { break };
             let entry = self.pending.get(id).expect("queued ids are entries");
-            if let Some(limits) = &session.sql_limits {
-                if let Err(e) = request::check_sql_limits(&entry.request, limits) {
-                    self.fail_queued(id, e);
+            let sent_keyed = entry.sent_keyed;
+            // A keyed write whose answer was lost can only be re-sent safely
+            // with its key: below v5 it stays unknown, as before v5.
+            if sent_keyed && !keys {
+                self.fail_queued(id, Err(Error::IndeterminateResult));
+                continue;
+            }
+            let named_tx =
+                entry.request.transaction().map(|tx| (tx, matches!(entry.request, Request::SqlRollback { .. })));
+            if let Some((tx, rollback)) = named_tx {
+                if let Some(refusal) = self.transaction_refusal_of(tx, rollback, sent_keyed) {
+                    self.fail_queued(id, refusal);
                     continue;
                 }
             }
-            match p::encode_to_engine(&entry.request.to_message(id), version) {
+            let entry = self.pending.get(id).expect("queued ids are entries");
+            if let Some(limits) = &session.sql_limits {
+                if let Err(e) = request::check_sql_limits(&entry.request, limits) {
+                    self.fail_queued(id, Err(e));
+                    continue;
+                }
+            }
+            if let Some(limits) = &session.engine_limits {
+                if let Err(e) = request::check_engine_limits(&entry.request, limits) {
+                    self.fail_queued(id, Err(e));
+                    continue;
+                }
+            }
+            let key = if keys { entry.key } else { None };
+            let msg = entry.request.to_message(id, version, key.as_ref(), self.connection);
+            match p::encode_to_engine(&msg, version) {
                 Ok(bytes) if bytes.len() > max_request as usize => {
                     let actual = bytes.len() as u64;
                     self.fail_queued(
                         id,
-                        Error::LimitExceeded {
+                        Err(Error::LimitExceeded {
                             kind: p::LimitKind::RequestBytes,
                             max: u64::from(max_request),
                             actual: Some(actual),
                             message: format!(
                                 "the request frame is {actual} bytes, the engine accepts at most {max_request}"
                             ),
-                        },
+                        }),
                     );
                 }
                 Ok(bytes) => {
-                    self.pending.mark_sent(id);
+                    if let ToEngine::SqliteStreamOpen(open) = &msg {
+                        self.streams.insert(id, StreamFlow::new(open.request.credit_bytes));
+                    }
+                    self.pending.mark_sent(id, key.is_some());
                     self.transmits.push_back(bytes);
                 }
-                Err(EncodeError::Compatibility(c)) => self.fail_queued(id, Error::RemoteUnavailable(c)),
+                Err(EncodeError::Compatibility(c)) => self.fail_queued(id, Err(Error::RemoteUnavailable(c))),
                 Err(EncodeError::UnsupportedVersion(v)) => {
-                    self.fail_queued(id, Error::Protocol(format!("cannot encode at protocol v{v}")))
+                    self.fail_queued(id, Err(Error::Protocol(format!("cannot encode at protocol v{v}"))))
                 }
             }
         }
     }
 
-    /// Fails a request already popped off the queue.
-    fn fail_queued(&mut self, id: RequestId, err: Error) {
+    /// Settles a request already popped off the queue without sending it.
+    fn fail_queued(&mut self, id: RequestId, result: Result<Response, Error>) {
         self.pending.remove(id);
-        self.respond(id, Err(err));
+        self.respond(id, result);
     }
 
     fn respond(&mut self, id: RequestId, result: Result<Response, Error>) {
@@ -592,6 +836,7 @@ impl Core {
     fn lost(&mut self, cause: String, now: u64) {
         self.transmits.clear();
         self.fail_in_flight();
+        self.end_connection();
         self.last_error = cause.clone();
         if self.closing.is_some() {
             self.finish_close();
@@ -614,15 +859,34 @@ impl Core {
         }));
     }
 
-    /// Sent requests lose their answer: reads get their one retry, the rest
-    /// fail with IndeterminateResult.
+    /// Sent requests lose their answer: keyed writes (sent at v5) go back to
+    /// the queue to be re-sent with their key, reads get their one retry, the
+    /// rest are settled by [`lost_answer`].
     fn fail_in_flight(&mut self) {
-        let retry_reads = self.cfg.retry_idempotent_reads && self.closing.is_none();
-        let lost = self.pending.connection_lost(|e| retry_reads && e.request.is_retryable_read(&e.opts));
+        let open = self.closing.is_none();
+        let retry_reads = self.cfg.retry_idempotent_reads && open;
+        let lost = self.pending.connection_lost(|e| {
+            if open && self.resend_keyed_after_loss && e.sent_keyed && !matches!(e.request, Request::SqlStream { .. }) {
+                OnLost::Resend
+            } else if retry_reads && e.request.is_retryable_read(&e.opts) {
+                OnLost::RetryOnce
+            } else {
+                OnLost::Settle
+            }
+        });
         for id in lost {
-            self.pending.remove(id);
-            self.respond(id, Err(Error::IndeterminateResult));
+            if let Some(e) = self.pending.remove(id) {
+                self.respond(id, lost_answer(&e.request));
+            }
         }
+        self.streams.clear();
+    }
+
+    /// The connection ended: its transactions with it.
+    fn end_connection(&mut self) {
+        self.connection += 1;
+        self.ended_transactions.clear();
+        self.streams.clear();
     }
 
     /// Closed for good with `err`: every unanswered request fails with it.
@@ -630,10 +894,12 @@ impl Core {
         self.transmits.clear();
         for id in self.pending.all_ids() {
             if let Some(e) = self.pending.remove(id) {
-                let result = if e.stage == Stage::Sent { Error::IndeterminateResult } else { err.clone() };
-                self.respond(id, Err(result));
+                let result =
+                    if e.stage == Stage::Sent || e.sent_keyed { lost_answer(&e.request) } else { Err(err.clone()) };
+                self.respond(id, result);
             }
         }
+        self.end_connection();
         self.conn = Conn::Closed;
         self.events.push_back(Event::State(ConnectionState::Closed { error: Some(err) }));
     }
@@ -645,14 +911,54 @@ impl Core {
         let had_socket = matches!(self.conn, Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Ready { .. });
         for id in self.pending.all_ids() {
             if let Some(e) = self.pending.remove(id) {
-                let err = if e.stage == Stage::Sent { Error::IndeterminateResult } else { Error::Closed };
-                self.respond(id, Err(err));
+                let result =
+                    if e.stage == Stage::Sent || e.sent_keyed { lost_answer(&e.request) } else { Err(Error::Closed) };
+                self.respond(id, result);
             }
         }
+        self.end_connection();
         if had_socket {
             self.events.push_back(Event::CloseSocket { code: close::NORMAL, reason: "client closed".into() });
         }
         self.conn = Conn::Closed;
         self.events.push_back(Event::State(ConnectionState::Closed { error: None }));
+    }
+}
+
+/// What a request whose answer was lost with its connection (and that is not
+/// sent again) becomes: a write may or may not have run; a statement of a
+/// transaction, or a stream, died with the connection; a rollback is done
+/// (the transaction was rolled back with the connection).
+fn lost_answer(request: &Request) -> Result<Response, Error> {
+    match request {
+        Request::SqlTxExecute { .. } => Err(Error::TransactionAborted {
+            reason: Some(p::TransactionEndReason::ConnectionClosed),
+            message: "the connection was lost during the statement; the transaction was rolled back".into(),
+        }),
+        Request::SqlRollback { .. } => Ok(Response::RolledBack { cost: None }),
+        Request::SqlStream { .. } => Err(Error::StreamInterrupted),
+        Request::Kv { .. }
+        | Request::SqlExec { .. }
+        | Request::SqlExecute { .. }
+        | Request::GetOrCreateActor { .. }
+        | Request::SqlBatch { .. }
+        | Request::SqlBegin { .. }
+        | Request::SqlCommit { .. } => Err(Error::IndeterminateResult),
+    }
+}
+
+/// The error for a request naming a transaction the engine ended.
+fn ended_error(reason: p::TransactionEndReason) -> Error {
+    match reason {
+        p::TransactionEndReason::LeaseExpired => {
+            Error::TransactionExpired { message: "the transaction's lease ran out; the engine rolled it back".into() }
+        }
+        p::TransactionEndReason::StatementFailed
+        | p::TransactionEndReason::ActorStopping
+        | p::TransactionEndReason::EngineStopping
+        | p::TransactionEndReason::ConnectionClosed
+        | p::TransactionEndReason::Fenced => {
+            Error::TransactionAborted { reason: Some(reason), message: "the engine rolled the transaction back".into() }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The requests the core holds: waiting to be sent (the unsent queue) or on the
 //! wire (in flight), with their deadlines.
 
+use super::keys::RequestKey;
 use super::request::{Request, RequestId, RequestOptions};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -28,6 +29,23 @@ pub struct Entry {
     pub retried: bool,
     /// Whether it was ever written to a socket (for `Timeout { sent }`).
     pub ever_sent: bool,
+    /// The request key it was submitted with (write-capable requests): sent
+    /// on a v5 connection, the same key on every send.
+    pub key: Option<RequestKey>,
+    /// Whether it was written with its key (at v5): only then may a lost
+    /// answer be recovered by re-sending, and only on a v5 connection.
+    pub sent_keyed: bool,
+}
+
+/// What becomes of a sent request when its connection is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLost {
+    /// Settled by the caller (failed, or answered as it must be).
+    Settle,
+    /// Re-queued once (a read's one retry).
+    RetryOnce,
+    /// Re-queued every time (a keyed write: its key makes each send safe).
+    Resend,
 }
 
 /// All requests not yet answered.
@@ -80,12 +98,24 @@ impl Pending {
         request: Request,
         opts: RequestOptions,
         deadline: Option<(u64, u64)>,
+        key: Option<RequestKey>,
     ) {
         if let Some((at, _)) = deadline {
             self.deadlines.insert((at, id));
         }
-        self.entries
-            .insert(id, Entry { request, opts, stage: Stage::Queued, deadline, retried: false, ever_sent: false });
+        self.entries.insert(
+            id,
+            Entry {
+                request,
+                opts,
+                stage: Stage::Queued,
+                deadline,
+                retried: false,
+                ever_sent: false,
+                key,
+                sent_keyed: false,
+            },
+        );
         self.queue.push_back(id);
     }
 
@@ -103,11 +133,13 @@ impl Pending {
         self.entries.get(&id)
     }
 
-    pub fn mark_sent(&mut self, id: RequestId) {
+    /// The request was written; `keyed`: with its request key.
+    pub fn mark_sent(&mut self, id: RequestId, keyed: bool) {
         if let Some(e) = self.entries.get_mut(&id) {
             if e.stage != Stage::Sent {
                 e.stage = Stage::Sent;
                 e.ever_sent = true;
+                e.sent_keyed |= keyed;
                 self.in_flight += 1;
             }
         }
@@ -141,10 +173,10 @@ impl Pending {
     }
 
     /// The connection was lost: every sent request either goes back to the
-    /// queue for its one retry (`retry(entry)` says whether it may) or is
-    /// returned to be failed. Retries keep their submission order, ahead of
-    /// requests never sent.
-    pub fn connection_lost(&mut self, retry: impl Fn(&Entry) -> bool) -> Vec<RequestId> {
+    /// queue (`on_lost(entry)` says whether: a read's one retry, or a keyed
+    /// write's re-send) or is returned to be settled. Re-queued requests keep
+    /// their submission order, ahead of requests never sent.
+    pub fn connection_lost(&mut self, on_lost: impl Fn(&Entry) -> OnLost) -> Vec<RequestId> {
         let mut sent: Vec<RequestId> =
             self.entries.iter().filter(|(_, e)| e.stage == Stage::Sent).map(|(id, _)| *id).collect();
         sent.sort_unstable();
@@ -152,7 +184,12 @@ impl Pending {
         let mut requeue = Vec::new();
         for id in sent {
             let e = self.entries.get_mut(&id).expect("listed above");
-            if !e.retried && retry(e) {
+            let again = match on_lost(e) {
+                OnLost::Settle => false,
+                OnLost::RetryOnce => !e.retried,
+                OnLost::Resend => true,
+            };
+            if again {
                 e.retried = true;
                 e.stage = Stage::Queued;
                 requeue.push(id);

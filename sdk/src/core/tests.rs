@@ -4,7 +4,7 @@
 
 use super::*;
 use envoy_protocol as p;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What the fake engine does with requests.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,32 @@ enum Answer {
     Now,
     /// Record requests and answer nothing (answers lost in a crash, or held).
     Hold,
+    /// Run every request (recording keyed writes) but lose every answer: the
+    /// engine committed, the client never heard.
+    LoseAnswers,
+}
+
+/// A keyed outcome the fake engine recorded, replayed for the same key.
+#[derive(Clone)]
+enum Recorded {
+    Exec(p::SqliteExecResult),
+    Execute(p::SqliteExecuteResult),
+    Batch(p::SqliteBatchResult),
+    Commit(p::SqliteCommitResult),
+}
+
+/// One open stream in the fake engine.
+struct FakeStream {
+    /// Rows not sent yet.
+    rows: VecDeque<Vec<p::Value>>,
+    /// Credit left (may go negative by less than one row: the allowed overrun).
+    credit: i64,
+    /// Sequence of the next message.
+    sequence: u32,
+    /// Every credit byte granted (open + credit messages).
+    granted: u64,
+    /// Every row byte sent.
+    sent: u64,
 }
 
 /// An in-memory engine speaking the protocol at one version.
@@ -34,6 +60,69 @@ struct FakeEngine {
     ping_interval_ms: u64,
     limits: p::Limits,
     next_command_index: u64,
+    /// v5: the engine limits sent in InitV5.
+    engine_limits: p::EngineLimits,
+    /// v5: keyed outcomes by key (they survive reconnects, like the engine's table).
+    recorded: HashMap<Vec<u8>, Recorded>,
+    /// v5: every (requestId, key) of a keyable request received, in order.
+    keys_seen: Vec<(u32, Option<Vec<u8>>)>,
+    /// v5: open transactions of the current connection.
+    open_tx: HashSet<u64>,
+    /// v5: next transaction id; restarts at 1 on every connection (as an
+    /// engine may), so an id from a dead connection can name a live one.
+    next_tx: u64,
+    /// v5: open streams by their opening request id.
+    streams: HashMap<u32, FakeStream>,
+    /// v5: the rows every stream serves.
+    stream_rows: Vec<Vec<p::Value>>,
+    /// v5: most rows per chunk.
+    chunk_rows: usize,
+    /// v5: stream accounting kept after a stream ends: (granted, sent) by id.
+    stream_totals: HashMap<u32, (u64, u64)>,
+    /// v5: how many times each key's request really ran and committed (not
+    /// replays): exactly-once means never more than 1.
+    executions: HashMap<Vec<u8>, u32>,
+}
+
+fn cost() -> p::SqlCost {
+    p::SqlCost { rows_read: 1, rows_written: 0, duration_us: 10 }
+}
+
+fn engine_limits() -> p::EngineLimits {
+    p::EngineLimits {
+        max_connection_outbox_bytes: 1 << 24,
+        max_result_memory_bytes: 1 << 24,
+        max_actors_per_connection: 0,
+        max_open_actor_databases: 1000,
+        group_commit_max_requests: 64,
+        group_commit_max_delay_us: 1000,
+        request_key_retention_ms: 86_400_000,
+        max_recorded_result_bytes: 65_536,
+        min_transaction_lease_ms: 1_000,
+        max_transaction_lease_ms: 60_000,
+        max_transaction_wait_ms: 5_000,
+        max_open_transactions: 16,
+        max_batch_statements: 4,
+        stream_window_bytes: 1 << 20,
+        min_stream_lease_ms: 1_000,
+        max_stream_lease_ms: 60_000,
+        max_open_streams: 16,
+    }
+}
+
+fn sql_error(code: p::SqliteErrorCode, statement_index: Option<u32>) -> p::SqliteError {
+    p::SqliteError {
+        code,
+        message: format!("{code:?}"),
+        extended_code: None,
+        committed: Some(false),
+        statement_index,
+        limit: None,
+    }
+}
+
+fn outcome(key: &Option<Vec<u8>>, replayed: bool) -> Option<p::RequestKeyOutcome> {
+    key.as_ref().map(|_| if replayed { p::RequestKeyOutcome::Replayed } else { p::RequestKeyOutcome::Executed })
 }
 
 impl FakeEngine {
@@ -57,6 +146,36 @@ impl FakeEngine {
                 max_pending_requests: 10_000,
             },
             next_command_index: 0,
+            engine_limits: engine_limits(),
+            recorded: HashMap::new(),
+            keys_seen: Vec::new(),
+            open_tx: HashSet::new(),
+            next_tx: 1,
+            streams: HashMap::new(),
+            stream_rows: Vec::new(),
+            chunk_rows: 4,
+            stream_totals: HashMap::new(),
+            executions: HashMap::new(),
+        }
+    }
+
+    /// Records a keyed outcome of a request that ran now and committed.
+    fn record(&mut self, key: &[u8], outcome: Recorded) {
+        *self.executions.entry(key.to_vec()).or_default() += 1;
+        self.recorded.insert(key.to_vec(), outcome);
+    }
+
+    /// Runs up to `n` held requests but loses their answers (the engine
+    /// committed; the client never heard).
+    fn run_held_losing_answers(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(msg) = self.held.pop_front() else { return };
+            match msg {
+                p::ToEngine::KvRequest(_) | p::ToEngine::SqliteExecute(_) | p::ToEngine::SqliteExecuteWrite(_) => {}
+                other => {
+                    let _ = self.answer_v5(other);
+                }
+            }
         }
     }
 
@@ -70,23 +189,40 @@ impl FakeEngine {
         match msg {
             p::ToEngine::Metadata(m) => {
                 self.hellos.push(m.last_command_index);
-                self.send(p::ToEnvoy::Init(p::ToEnvoyInit {
-                    envoy_id: "envoy-1".into(),
-                    last_event_index: self.last_event_index,
-                    metadata: p::ProtocolMetadata {
-                        ping_interval_ms: self.ping_interval_ms,
-                        envoy_lost_threshold_ms: 10_000,
-                        actor_stop_threshold_ms: 5_000,
-                        max_frame_bytes: p::DEFAULT_MAX_FRAME_BYTES,
-                        limits: Some(self.limits.clone()),
-                        sql_limits: Some(p::SqlLimits {
-                            max_sql_bytes: 1000,
-                            max_params: 10,
-                            max_value_bytes: 100,
-                            max_statement_ms: 0,
-                        }),
-                    },
-                }));
+                // A new connection: the old one's transactions and streams are gone.
+                self.open_tx.clear();
+                self.next_tx = 1;
+                self.streams.clear();
+                let metadata = p::ProtocolMetadata {
+                    ping_interval_ms: self.ping_interval_ms,
+                    envoy_lost_threshold_ms: 10_000,
+                    actor_stop_threshold_ms: 5_000,
+                    max_frame_bytes: p::DEFAULT_MAX_FRAME_BYTES,
+                    limits: Some(self.limits.clone()),
+                    sql_limits: Some(p::SqlLimits {
+                        max_sql_bytes: 1000,
+                        max_params: 10,
+                        max_value_bytes: 100,
+                        max_statement_ms: 0,
+                    }),
+                };
+                if self.version >= 5 {
+                    self.send(p::ToEnvoy::InitV5(p::ToEnvoyInitV5 {
+                        envoy_id: "envoy-1".into(),
+                        last_event_index: self.last_event_index,
+                        metadata,
+                        metadata_v5: p::ProtocolMetadataV5 {
+                            durability: p::Durability::Fsync,
+                            limits: self.engine_limits.clone(),
+                        },
+                    }));
+                } else {
+                    self.send(p::ToEnvoy::Init(p::ToEnvoyInit {
+                        envoy_id: "envoy-1".into(),
+                        last_event_index: self.last_event_index,
+                        metadata,
+                    }));
+                }
             }
             p::ToEngine::Events(ev) => {
                 for e in &ev.events {
@@ -105,7 +241,8 @@ impl FakeEngine {
                 *self.seen.entry(request_id).or_default() += 1;
                 match self.answer {
                     Answer::Now => self.answer_one(msg),
-                    Answer::Hold => self.held.push_back(msg),
+                    // v4 requests carry no key: nothing to record.
+                    Answer::Hold | Answer::LoseAnswers => self.held.push_back(msg),
                 }
             }
             p::ToEngine::SqliteExec(r) => {
@@ -114,17 +251,272 @@ impl FakeEngine {
             p::ToEngine::GetOrCreateActor(r) => {
                 *self.seen.entry(r.request_id).or_default() += 1;
             }
-            // v5 members: the SDK speaks at most v4 and never sends them.
             p::ToEngine::SqliteExecV5(_)
             | p::ToEngine::SqliteExecuteV5(_)
             | p::ToEngine::SqliteBatch(_)
             | p::ToEngine::SqliteBegin(_)
             | p::ToEngine::SqliteTransactionExecute(_)
             | p::ToEngine::SqliteCommit(_)
-            | p::ToEngine::SqliteRollback(_)
-            | p::ToEngine::SqliteStreamOpen(_)
-            | p::ToEngine::SqliteStreamCredit(_)
-            | p::ToEngine::SqliteStreamCancel(_) => panic!("the SDK sent a v5 message: {}", msg.member_name()),
+            | p::ToEngine::SqliteRollback(_) => {
+                let (request_id, key) = match &msg {
+                    p::ToEngine::SqliteExecV5(r) => (r.request_id, Some(r.request.request_key.clone())),
+                    p::ToEngine::SqliteExecuteV5(r) => (r.request_id, Some(r.request.request_key.clone())),
+                    p::ToEngine::SqliteBatch(r) => (r.request_id, Some(r.request.request_key.clone())),
+                    p::ToEngine::SqliteCommit(r) => (r.request_id, Some(r.request.request_key.clone())),
+                    p::ToEngine::SqliteBegin(r) => (r.request_id, None),
+                    p::ToEngine::SqliteTransactionExecute(r) => (r.request_id, None),
+                    p::ToEngine::SqliteRollback(r) => (r.request_id, None),
+                    other => unreachable!("{other:?}"),
+                };
+                *self.seen.entry(request_id).or_default() += 1;
+                if let Some(key) = key {
+                    self.keys_seen.push((request_id, key));
+                }
+                match self.answer {
+                    Answer::Now => self.answer_one(msg),
+                    Answer::Hold => self.held.push_back(msg),
+                    Answer::LoseAnswers => {
+                        let _ = self.answer_v5(msg);
+                    }
+                }
+            }
+            p::ToEngine::SqliteStreamOpen(r) => {
+                *self.seen.entry(r.request_id).or_default() += 1;
+                let credit = r.request.credit_bytes;
+                self.streams.insert(
+                    r.request_id,
+                    FakeStream {
+                        rows: self.stream_rows.iter().cloned().collect(),
+                        credit: i64::from(credit),
+                        sequence: 0,
+                        granted: u64::from(credit),
+                        sent: 0,
+                    },
+                );
+                self.pump_stream(r.request_id);
+            }
+            p::ToEngine::SqliteStreamCredit(c) => {
+                if let Some(st) = self.streams.get_mut(&c.request_id) {
+                    st.credit += i64::from(c.credit_bytes);
+                    st.granted += u64::from(c.credit_bytes);
+                    self.pump_stream(c.request_id);
+                }
+            }
+            p::ToEngine::SqliteStreamCancel(c) => {
+                if let Some(st) = self.streams.remove(&c.request_id) {
+                    self.stream_totals.insert(c.request_id, (st.granted, st.sent));
+                    self.send(p::ToEnvoy::SqliteStreamFailed(p::ToEnvoySqliteStreamFailed {
+                        request_id: c.request_id,
+                        sequence: st.sequence,
+                        failure: p::SqliteFailure::SqliteError(sql_error(p::SqliteErrorCode::Cancelled, None)),
+                        cost: cost(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Sends chunks of stream `id` while it has credit (a chunk may overrun
+    /// the credit by at most one row, as the protocol allows).
+    fn pump_stream(&mut self, id: u32) {
+        loop {
+            let Some(st) = self.streams.get_mut(&id) else { return };
+            if st.credit <= 0 && !st.rows.is_empty() {
+                return;
+            }
+            let mut rows = Vec::new();
+            while rows.len() < self.chunk_rows && st.credit > 0 {
+                let Some(row) = st.rows.pop_front() else { break };
+                let b = flow::row_bytes(&row);
+                st.credit -= b as i64;
+                st.sent += b;
+                rows.push(row);
+            }
+            let done = st.rows.is_empty();
+            let sequence = st.sequence;
+            st.sequence += 1;
+            let (granted, sent) = (st.granted, st.sent);
+            if done {
+                self.streams.remove(&id);
+                self.stream_totals.insert(id, (granted, sent));
+            }
+            self.send(p::ToEnvoy::SqliteStreamChunk(p::ToEnvoySqliteStreamChunk {
+                request_id: id,
+                sequence,
+                columns: (sequence == 0).then(|| vec!["n".to_string(), "body".to_string()]),
+                rows,
+                done,
+                cost: done.then(cost),
+            }));
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Runs one v5 request the way an engine would (recording keyed writes
+    /// that committed, replaying recorded keys) and returns its answer.
+    fn answer_v5(&mut self, msg: p::ToEngine) -> p::ToEnvoy {
+        match msg {
+            p::ToEngine::SqliteExecuteV5(r) => {
+                let key = r.request.request_key.clone();
+                if let Some(Recorded::Execute(result)) = key.as_ref().and_then(|k| self.recorded.get(k)).cloned() {
+                    return p::ToEnvoy::SqliteExecuteResponseV5(p::ToEnvoySqliteExecuteResponseV5 {
+                        request_id: r.request_id,
+                        result,
+                        cost: cost(),
+                        request_key: outcome(&key, true),
+                    });
+                }
+                let writes = r.request.writer || r.request.statement.sql.starts_with("INSERT");
+                let result = if r.request.statement.sql == "FAIL" {
+                    p::SqliteExecuteResult::SqliteError(sql_error(p::SqliteErrorCode::Sqlite, None))
+                } else {
+                    p::SqliteExecuteResult::ExecuteResult(p::ExecuteResult {
+                        columns: vec!["sql".into()],
+                        rows: vec![vec![p::Value::Text(r.request.statement.sql.clone())]],
+                        changes: u64::from(writes),
+                        last_insert_row_id: writes.then_some(7),
+                        route: if writes { p::SqliteRoute::Write } else { p::SqliteRoute::Read },
+                    })
+                };
+                if let (Some(k), true) = (&key, writes) {
+                    self.record(k, Recorded::Execute(result.clone()));
+                }
+                p::ToEnvoy::SqliteExecuteResponseV5(p::ToEnvoySqliteExecuteResponseV5 {
+                    request_id: r.request_id,
+                    result,
+                    cost: cost(),
+                    request_key: outcome(&key, false),
+                })
+            }
+            p::ToEngine::SqliteExecV5(r) => {
+                let key = r.request.request_key.clone();
+                let (result, replayed) = match key.as_ref().and_then(|k| self.recorded.get(k)).cloned() {
+                    Some(Recorded::Exec(result)) => (result, true),
+                    _ => {
+                        let result = p::SqliteExecResult::QueryResult(p::QueryResult {
+                            columns: vec!["sql".into()],
+                            rows: vec![vec![p::Value::Text(r.request.sql.clone())]],
+                        });
+                        if let Some(k) = &key {
+                            self.record(k, Recorded::Exec(result.clone()));
+                        }
+                        (result, false)
+                    }
+                };
+                p::ToEnvoy::SqliteExecResponseV5(p::ToEnvoySqliteExecResponseV5 {
+                    request_id: r.request_id,
+                    result,
+                    cost: cost(),
+                    request_key: outcome(&key, replayed),
+                })
+            }
+            p::ToEngine::SqliteBatch(r) => {
+                let key = r.request.request_key.clone();
+                let (result, replayed) = match key.as_ref().and_then(|k| self.recorded.get(k)).cloned() {
+                    Some(Recorded::Batch(result)) => (result, true),
+                    _ => {
+                        let failing = r.request.statements.iter().position(|s| s.sql == "FAIL");
+                        let result = match failing {
+                            Some(i) => {
+                                p::SqliteBatchResult::SqliteError(sql_error(p::SqliteErrorCode::Sqlite, Some(i as u32)))
+                            }
+                            None => p::SqliteBatchResult::SqliteBatchOk(p::SqliteBatchOk {
+                                results: r
+                                    .request
+                                    .statements
+                                    .iter()
+                                    .map(|s| p::ExecuteResult {
+                                        columns: vec!["sql".into()],
+                                        rows: vec![vec![p::Value::Text(s.sql.clone())]],
+                                        changes: 1,
+                                        last_insert_row_id: None,
+                                        route: p::SqliteRoute::Write,
+                                    })
+                                    .collect(),
+                            }),
+                        };
+                        if let (Some(k), None) = (&key, failing) {
+                            self.record(k, Recorded::Batch(result.clone()));
+                        }
+                        (result, false)
+                    }
+                };
+                p::ToEnvoy::SqliteBatchResponse(p::ToEnvoySqliteBatchResponse {
+                    request_id: r.request_id,
+                    result,
+                    cost: cost(),
+                    request_key: outcome(&key, replayed),
+                })
+            }
+            p::ToEngine::SqliteBegin(r) => {
+                let id = self.next_tx;
+                self.next_tx += 1;
+                self.open_tx.insert(id);
+                p::ToEnvoy::SqliteBeginResponse(p::ToEnvoySqliteBeginResponse {
+                    request_id: r.request_id,
+                    result: p::SqliteBeginResult::SqliteTransactionStarted(p::SqliteTransactionStarted {
+                        transaction_id: id,
+                        lease_ms: r.request.lease_ms.clamp(
+                            self.engine_limits.min_transaction_lease_ms,
+                            self.engine_limits.max_transaction_lease_ms,
+                        ),
+                    }),
+                    cost: cost(),
+                })
+            }
+            p::ToEngine::SqliteTransactionExecute(r) => {
+                let result = if self.open_tx.contains(&r.request.transaction_id) {
+                    p::SqliteExecuteResult::ExecuteResult(p::ExecuteResult {
+                        columns: vec![],
+                        rows: vec![],
+                        changes: 1,
+                        last_insert_row_id: None,
+                        route: p::SqliteRoute::Write,
+                    })
+                } else {
+                    p::SqliteExecuteResult::SqliteError(sql_error(p::SqliteErrorCode::TransactionNotFound, None))
+                };
+                p::ToEnvoy::SqliteTransactionExecuteResponse(p::ToEnvoySqliteTransactionExecuteResponse {
+                    request_id: r.request_id,
+                    result,
+                    cost: cost(),
+                    transaction_end: None,
+                })
+            }
+            p::ToEngine::SqliteCommit(r) => {
+                let key = r.request.request_key.clone();
+                let (result, replayed) = match key.as_ref().and_then(|k| self.recorded.get(k)).cloned() {
+                    Some(Recorded::Commit(result)) => (result, true),
+                    _ if self.open_tx.remove(&r.request.transaction_id) => {
+                        let result = p::SqliteCommitResult::SqliteCommitted(p::SqliteCommitted { changes: 2 });
+                        if let Some(k) = &key {
+                            self.record(k, Recorded::Commit(result.clone()));
+                        }
+                        (result, false)
+                    }
+                    _ => (
+                        p::SqliteCommitResult::SqliteError(sql_error(p::SqliteErrorCode::TransactionNotFound, None)),
+                        false,
+                    ),
+                };
+                p::ToEnvoy::SqliteCommitResponse(p::ToEnvoySqliteCommitResponse {
+                    request_id: r.request_id,
+                    result,
+                    cost: cost(),
+                    request_key: outcome(&key, replayed),
+                })
+            }
+            p::ToEngine::SqliteRollback(r) => {
+                self.open_tx.remove(&r.request.transaction_id);
+                p::ToEnvoy::SqliteRollbackResponse(p::ToEnvoySqliteRollbackResponse {
+                    request_id: r.request_id,
+                    result: p::SqliteRollbackResult::SqliteRolledBack,
+                    cost: cost(),
+                })
+            }
+            other => panic!("not a v5 request: {other:?}"),
         }
     }
 
@@ -160,6 +552,16 @@ impl FakeEngine {
                     }),
                 }));
             }
+            other @ (p::ToEngine::SqliteExecV5(_)
+            | p::ToEngine::SqliteExecuteV5(_)
+            | p::ToEngine::SqliteBatch(_)
+            | p::ToEngine::SqliteBegin(_)
+            | p::ToEngine::SqliteTransactionExecute(_)
+            | p::ToEngine::SqliteCommit(_)
+            | p::ToEngine::SqliteRollback(_)) => {
+                let answer = self.answer_v5(other);
+                self.send(answer);
+            }
             other => panic!("not an answerable request: {other:?}"),
         }
     }
@@ -184,6 +586,9 @@ impl FakeEngine {
     }
 }
 
+/// Rows of one stream chunk and their credit bytes.
+type Chunk = (Vec<Vec<p::Value>>, u64);
+
 /// The core, the fake engine, a clock and the link between them.
 struct Sim {
     core: Core,
@@ -200,6 +605,14 @@ struct Sim {
     starts: Vec<ActorInfo>,
     stops: Vec<ActorInfo>,
     states: Vec<ConnectionState>,
+    /// Request keys, from a seeded generator (no randomness in tests).
+    keygen: keys::KeyGen,
+    /// The key each keyed request was submitted with.
+    keys: HashMap<RequestId, RequestKey>,
+    /// Stream rows delivered and not yet consumed, by stream: (rows, bytes) per chunk.
+    stream_chunks: HashMap<RequestId, VecDeque<Chunk>>,
+    /// Every stream row delivered, by stream.
+    stream_delivered: HashMap<RequestId, usize>,
 }
 
 fn cfg() -> ClientConfig {
@@ -224,6 +637,10 @@ impl Sim {
             starts: Vec::new(),
             stops: Vec::new(),
             states: Vec::new(),
+            keygen: keys::KeyGen::new(99),
+            keys: HashMap::new(),
+            stream_chunks: HashMap::new(),
+            stream_delivered: HashMap::new(),
         };
         s.core.start(0);
         s.run();
@@ -257,6 +674,10 @@ impl Sim {
                     Event::ActorStart(a) => self.starts.push(a),
                     Event::ActorStop { actor, .. } => self.stops.push(actor),
                     Event::State(s) => self.states.push(s),
+                    Event::StreamRows { id, rows, bytes, .. } => {
+                        *self.stream_delivered.entry(id).or_default() += rows.len();
+                        self.stream_chunks.entry(id).or_default().push_back((rows, bytes));
+                    }
                 }
             }
             if self.open {
@@ -317,6 +738,26 @@ impl Sim {
         id
     }
 
+    /// Submits a request with a fresh key if it wants one (as the driver does).
+    fn submit(&mut self, request: Request) -> RequestId {
+        let key = request.wants_key().then(|| self.keygen.key(1_800_000_000_000 + self.now));
+        let id = self.core.submit_keyed(request, RequestOptions::default(), key, self.now);
+        if let Some(k) = key {
+            self.keys.insert(id, k);
+        }
+        self.run();
+        id
+    }
+
+    /// The application takes `n` chunks of stream `id` (credit flows back).
+    fn consume(&mut self, id: RequestId, n: usize) {
+        for _ in 0..n {
+            let Some((_, bytes)) = self.stream_chunks.get_mut(&id).and_then(|q| q.pop_front()) else { break };
+            self.core.stream_consumed(id, bytes);
+            self.run();
+        }
+    }
+
     /// Advances exactly to the end of the current backoff (no liveness expiry on the way).
     fn reconnect(&mut self) {
         match self.states.last() {
@@ -357,7 +798,13 @@ fn handshake_sends_hello_first_and_reports_the_session() {
     assert_eq!(session.protocol_version, 4);
     assert_eq!(session.envoy_id, "envoy-1");
     assert!(matches!(sim.states.last(), Some(ConnectionState::Connected(_))));
-    assert_eq!(sim.core.subprotocols(Some("t")), ["envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.t"]);
+    assert_eq!(
+        sim.core.subprotocols(Some("t")),
+        ["envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.t"],
+        "the SDK offers v5; a v4 engine picks v4"
+    );
+    assert_eq!(session.durability, None, "no v5 metadata on a v4 session");
+    assert_eq!(session.engine_limits, None);
 }
 
 #[test]
@@ -573,12 +1020,12 @@ fn no_reconnect_after_eviction_or_close_and_426_is_fatal() {
     let state = sim.states.last().cloned();
     let Some(ConnectionState::Reconnecting { delay_ms, .. }) = state else { panic!() };
     sim.advance(delay_ms);
-    sim.core.connect_failed(ConnectFailure::NoCommonVersion { engine_versions: Some("5-6".into()) }, sim.now);
+    sim.core.connect_failed(ConnectFailure::NoCommonVersion { engine_versions: Some("6-7".into()) }, sim.now);
     sim.run();
     assert!(sim.core.is_closed());
     assert_eq!(
         sim.result(q),
-        &Err(Error::NoCommonVersion { client_min: 1, client_max: 4, engine_versions: Some("5-6".into()) })
+        &Err(Error::NoCommonVersion { client_min: 1, client_max: 5, engine_versions: Some("6-7".into()) })
     );
     let before = sim.connects;
     sim.advance(60_000);
@@ -905,3 +1352,6 @@ mod properties {
         }
     }
 }
+
+/// Protocol v5 in the core: keys and re-sends, batches, transactions, streams.
+mod v5;
