@@ -929,6 +929,22 @@ fn hand_cases(limits: &Limits) -> Vec<Case> {
         cases.push(case("6c_changes_with_triggers_and_cascades", s));
     }
     {
+        // At v5 every write records its request key in the same transaction; the actor's
+        // connection functions must not see those rows (including DML that changes nothing).
+        let s = vec![
+            exec("CREATE TABLE ce(a INTEGER PRIMARY KEY, b)"),
+            execute("INSERT INTO ce(b) VALUES(1), (2)", vec![]),
+            query("SELECT changes(), total_changes(), last_insert_rowid()", vec![]),
+            write("UPDATE ce SET b = b WHERE 0", vec![]),
+            query("SELECT changes(), total_changes(), last_insert_rowid()", vec![]),
+            write("INSERT INTO ce(b) VALUES(3)", vec![]),
+            exec("UPDATE ce SET b = b + 1 WHERE 0; SELECT changes(), total_changes(), last_insert_rowid()"),
+            exec("INSERT INTO ce(b) VALUES(4), (5), (6); SELECT changes(), total_changes(), last_insert_rowid()"),
+            execute("SELECT changes(), total_changes(), last_insert_rowid()", vec![]),
+        ];
+        cases.push(case("6e_changes_after_keyed_writes", s));
+    }
+    {
         let mut s = all_kinds(
             r#"SELECT '{"a":[1,2,{"b":null}]}' -> '$.a', '{"a":[1,2]}' ->> '$.a[1]', json_extract('{"x":1.5}', '$.x'), typeof('{"a":1}' ->> '$.a'), '{"a":"t"}' ->> 'a'"#,
         );

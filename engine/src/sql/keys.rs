@@ -348,42 +348,46 @@ pub fn record(
         bytes = encode(&stripped)?;
         without_rows = true;
     }
-    ensure_tables(conn, sandbox).map_err(internal)?;
     let oldest_kept = now_ms().saturating_sub(settings.retention_ms());
     let per_actor = settings.per_actor as i64;
-    sandbox
-        .engine(|| -> rusqlite::Result<()> {
-            conn.prepare_cached(&format!(
-                "INSERT INTO {KEYS_TABLE}(made_ms, key, digest, answer, without_rows) VALUES (?1, ?2, ?3, ?4, ?5)"
-            ))?
-            .execute(params![k.made_ms as i64, k.key, k.digest.to_vec(), bytes, without_rows])?;
-            // Past their age: expired by their time anyway.
-            let aged = conn
-                .prepare_cached(&format!("DELETE FROM {KEYS_TABLE} WHERE made_ms < ?1"))?
-                .execute(params![oldest_kept as i64])?;
-            let count: i64 = conn
-                .prepare_cached(&format!(
-                    "UPDATE {STATE_TABLE} SET count = count + 1 - ?1 WHERE id = 1 RETURNING count"
-                ))?
-                .query_row(params![aged as i64], |r| r.get(0))?;
-            if count > per_actor {
-                // The oldest first; the watermark remembers the newest dropped time.
-                let newest_dropped: Option<i64> = conn
+    // The key's INSERT comes last: Sandbox::hide_changes needs the engine's last
+    // statement to change a row.
+    sandbox.hide_changes(conn, || {
+        ensure_tables(conn, sandbox).map_err(internal)?;
+        sandbox
+            .engine(|| -> rusqlite::Result<()> {
+                // Past their age: expired by their time anyway.
+                let aged = conn
+                    .prepare_cached(&format!("DELETE FROM {KEYS_TABLE} WHERE made_ms < ?1"))?
+                    .execute(params![oldest_kept as i64])?;
+                let count: i64 = conn
                     .prepare_cached(&format!(
-                        "WITH gone AS (SELECT made_ms, key FROM {KEYS_TABLE} ORDER BY made_ms, key LIMIT ?1)
-                         DELETE FROM {KEYS_TABLE} WHERE (made_ms, key) IN (SELECT made_ms, key FROM gone)
-                         RETURNING made_ms"
+                        "UPDATE {STATE_TABLE} SET count = count + 1 - ?1 WHERE id = 1 RETURNING count"
                     ))?
-                    .query_map(params![count - per_actor], |r| r.get::<_, i64>(0))?
-                    .try_fold(None, |m: Option<i64>, t| t.map(|t| Some(m.map_or(t, |m| m.max(t)))))?;
+                    .query_row(params![aged as i64], |r| r.get(0))?;
+                if count > per_actor {
+                    // The oldest first; the watermark remembers the newest dropped time.
+                    let newest_dropped: Option<i64> = conn
+                        .prepare_cached(&format!(
+                            "WITH gone AS (SELECT made_ms, key FROM {KEYS_TABLE} ORDER BY made_ms, key LIMIT ?1)
+                             DELETE FROM {KEYS_TABLE} WHERE (made_ms, key) IN (SELECT made_ms, key FROM gone)
+                             RETURNING made_ms"
+                        ))?
+                        .query_map(params![count - per_actor], |r| r.get::<_, i64>(0))?
+                        .try_fold(None, |m: Option<i64>, t| t.map(|t| Some(m.map_or(t, |m| m.max(t)))))?;
+                    conn.prepare_cached(&format!(
+                        "UPDATE {STATE_TABLE} SET count = ?1, watermark_ms = max(watermark_ms, ?2) WHERE id = 1"
+                    ))?
+                    .execute(params![per_actor, newest_dropped.unwrap_or(-1)])?;
+                }
                 conn.prepare_cached(&format!(
-                    "UPDATE {STATE_TABLE} SET count = ?1, watermark_ms = max(watermark_ms, ?2) WHERE id = 1"
+                    "INSERT INTO {KEYS_TABLE}(made_ms, key, digest, answer, without_rows) VALUES (?1, ?2, ?3, ?4, ?5)"
                 ))?
-                .execute(params![per_actor, newest_dropped.unwrap_or(-1)])?;
-            }
-            Ok(())
-        })
-        .map_err(internal)
+                .execute(params![k.made_ms as i64, k.key, k.digest.to_vec(), bytes, without_rows])?;
+                Ok(())
+            })
+            .map_err(internal)
+    })
 }
 
 #[cfg(test)]

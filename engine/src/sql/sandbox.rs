@@ -25,10 +25,11 @@
 //! The lists and the reason for each choice are in `specs/security.md`.
 
 use parking_lot::Mutex;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::{ffi, Connection, InterruptHandle};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -404,6 +405,76 @@ struct SandboxState {
     /// connection-local PRAGMA on this connection: state other connections of
     /// the actor do not have (see `Executor::reads_need_writer`).
     local_state: Option<Arc<AtomicBool>>,
+    /// The engine's own writes on this connection, hidden from `changes()` and `total_changes()`.
+    hidden: HiddenChanges,
+}
+
+/// What the engine's own writes (request keys, in the same transaction as the
+/// actor's write) did to the connection's change counters. SQLite counts them
+/// like any other INSERT, so without this an actor's `SELECT changes()` after a
+/// keyed write would see the key's row instead of its own statement's, and
+/// `total_changes()` would grow by the engine's rows.
+///
+/// `changes()` is SQLite's count of the last completed INSERT/UPDATE/DELETE. Right
+/// after the engine's writes (`marker_*` still equal to the connection's counters)
+/// it answers the count from before them; once any actor DML completes, either
+/// the total moves or — for DML that changed nothing — `changes()` drops to 0,
+/// which differs from the marker because the engine's last statement always
+/// changes a row (its key INSERT comes last): then SQLite's own count is right.
+#[derive(Debug)]
+struct HiddenChanges {
+    /// Rows the engine's own statements changed on this connection, in all.
+    total: AtomicI64,
+    /// `changes()` as the actor last left it, before the engine's writes.
+    changes_before: AtomicI64,
+    /// The connection's total right after the engine's last writes (-1: none yet).
+    marker_total: AtomicI64,
+    /// The connection's `changes()` right after the engine's last writes.
+    marker_changes: AtomicI64,
+}
+
+impl Default for HiddenChanges {
+    fn default() -> Self {
+        Self {
+            total: AtomicI64::new(0),
+            changes_before: AtomicI64::new(0),
+            marker_total: AtomicI64::new(-1),
+            marker_changes: AtomicI64::new(0),
+        }
+    }
+}
+
+impl HiddenChanges {
+    fn engine_wrote_last(&self, changes: i64, total: i64) -> bool {
+        self.marker_total.load(Ordering::Acquire) == total && self.marker_changes.load(Ordering::Acquire) == changes
+    }
+
+    /// The engine's writes took the counters from (c0, t0) to (c1, t1).
+    fn record(&self, c0: i64, t0: i64, c1: i64, t1: i64) {
+        if t1 == t0 {
+            return;
+        }
+        // Two engine writes in a row (no actor DML between): the actor's count is the older one.
+        if !self.engine_wrote_last(c0, t0) {
+            self.changes_before.store(c0, Ordering::Release);
+        }
+        self.total.fetch_add(t1 - t0, Ordering::AcqRel);
+        self.marker_total.store(t1, Ordering::Release);
+        self.marker_changes.store(c1, Ordering::Release);
+    }
+
+    fn changes(&self, conn: &Connection) -> i64 {
+        let (c, t) = (conn.changes() as i64, conn.total_changes() as i64);
+        if self.engine_wrote_last(c, t) {
+            self.changes_before.load(Ordering::Acquire)
+        } else {
+            c
+        }
+    }
+
+    fn total_changes(&self, conn: &Connection) -> i64 {
+        conn.total_changes() as i64 - self.total.load(Ordering::Acquire)
+    }
 }
 
 /// PRAGMAs whose setting lives on the connection, not in the database file.
@@ -457,9 +528,6 @@ impl Sandbox {
         }
     }
 
-    /// Runs `f` (the stepping of one statement). When that statement is a plain
-    /// VACUUM (`is_vacuum`, from its route), the one attachment VACUUM makes (a
-    /// private temporary database, empty file name) is admitted for its duration.
     /// Runs `f`, the engine's own statements on its reserved tables
     /// (`sqlite_envoy_*`, see `crate::sql::keys`): the one door through which
     /// they may be read or written. Never wraps actor SQL.
@@ -470,6 +538,24 @@ impl Sandbox {
         out
     }
 
+    /// Runs `f`, engine writes on `conn` (recording a request key), so that the
+    /// actor's `changes()`, `total_changes()` and `last_insert_rowid()` answer
+    /// afterwards as if they had not happened: as one local connection would.
+    /// `f`'s last statement must change at least one row (see [`HiddenChanges`]).
+    pub fn hide_changes<T>(&self, conn: &Connection, f: impl FnOnce() -> T) -> T {
+        let (c0, t0) = (conn.changes() as i64, conn.total_changes() as i64);
+        let rowid = conn.last_insert_rowid();
+        let out = f();
+        let (c1, t1) = (conn.changes() as i64, conn.total_changes() as i64);
+        self.state.hidden.record(c0, t0, c1, t1);
+        // SAFETY: a plain setter on the open connection this thread is using.
+        unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid) };
+        out
+    }
+
+    /// Runs `f` (the stepping of one statement). When that statement is a plain
+    /// VACUUM (`is_vacuum`, from its route), the one attachment VACUUM makes (a
+    /// private temporary database, empty file name) is admitted for its duration.
     pub fn vacuum<T>(&self, conn: &Connection, is_vacuum: bool, f: impl FnOnce() -> T) -> T {
         if !is_vacuum {
             return f();
@@ -688,6 +774,17 @@ pub fn install(
             Authorization::Deny
         }
     }))?;
+    // changes() and total_changes() as the actor's own statements left them (HiddenChanges).
+    // Innocuous, as the built-ins are usable in triggers and views with trusted_schema off.
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS;
+    for (name, total) in [("changes", false), ("total_changes", true)] {
+        let state = sandbox.state.clone();
+        conn.create_scalar_function(name, 0, flags, move |ctx| {
+            // SAFETY: the connection is only used within this call, on this thread.
+            let conn = unsafe { ctx.get_connection()? };
+            Ok(if total { state.hidden.total_changes(&conn) } else { state.hidden.changes(&conn) })
+        })?;
+    }
     let d = deadline.clone();
     conn.progress_handler(PROGRESS_OPS, Some(move || d.passed()))?;
     watchdog().watch(deadline, conn.get_interrupt_handle());
