@@ -203,6 +203,11 @@ pub struct Metrics {
     result_bytes_held: IntGauge,
     /// Connections whose reading is paused by backpressure, read at scrape.
     reads_paused: IntGauge,
+    /// v5 interactive transactions open now (held by each transaction's driver).
+    pub transactions_open: IntGauge,
+    /// v5 interactive transactions ended, by how (committed, rolled_back,
+    /// commit_failed, or the engine's TransactionEndReason).
+    transaction_ends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -343,6 +348,18 @@ impl Metrics {
                 "envoy_reads_paused",
                 "Connections whose reading is paused because their outbox is over budget",
             )?,
+            transactions_open: gauge("envoy_transactions_open", "Interactive transactions (v5) open now")?,
+            transaction_ends: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "envoy_transaction_ends_total",
+                        "Interactive transactions (v5) ended, by how: committed, rolled_back, commit_failed, or the \
+                         engine's end reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -402,6 +419,11 @@ impl Metrics {
         if !report.drained_in_time {
             self.drains_past_threshold.inc();
         }
+    }
+
+    /// Counts one interactive transaction ended `how` (a rare path: a label lookup).
+    pub fn transaction_ended(&self, how: &str) {
+        self.transaction_ends.with_label_values(&[how]).inc();
     }
 
     /// Counts one binary frame read from an envoy socket.

@@ -128,6 +128,8 @@ pub struct Executor {
     last_used_ms: AtomicU64,
     /// The engine's open-database cap, where this executor takes and gives back its slot.
     open_dbs: Arc<OpenDbs>,
+    /// v5 interactive transactions: who holds the writer, waiters, stops (see `txn.rs`).
+    txns: txn::TxnState,
 }
 
 /// Held while a request uses an executor (see [`Executor::enter`]).
@@ -164,7 +166,7 @@ impl Executor {
         let Some(_exclusive) = self.in_use.try_write() else { return false };
         // Closing a writer that holds TEMP objects or connection settings would
         // lose them: such an actor keeps its databases open (documented).
-        if self.in_txn() || self.reads_need_writer() {
+        if self.in_txn() || self.reads_need_writer() || self.open_transactions() > 0 {
             return false;
         }
         let Some(mut writer) = self.writer.try_lock() else { return false };
@@ -633,10 +635,12 @@ impl Executor {
 mod reader;
 mod registry;
 mod rows;
+mod txn;
 mod writer;
 
 pub use reader::ReadSession;
 pub use registry::Executors;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};
 pub use rows::{err, limit_error};
+pub use txn::{StatementOutcome, TxnConn, TxnRefusal};
 pub use writer::{MemberOutcome, WriterLock};

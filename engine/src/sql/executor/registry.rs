@@ -68,6 +68,7 @@ impl Executors {
             open_slot: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(self.open_dbs.now_ms()),
             open_dbs: self.open_dbs.clone(),
+            txns: Default::default(),
         })
     }
 

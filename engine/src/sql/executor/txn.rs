@@ -1,0 +1,376 @@
+//! Protocol v5 interactive transactions on the executor's connections: the
+//! blocking half (BEGIN, one statement, COMMIT, ROLLBACK). The async half —
+//! leases, arrival order, waiting for the writer, ends — is `sql::transaction`.
+//!
+//! How the writer is held: a WRITE transaction (or a DEFERRED one after its
+//! first write) runs `BEGIN IMMEDIATE` on the actor's one writer connection and
+//! records its token in [`TxnState::holder`]. The writer's mutex is only held
+//! while one of its statements runs; between statements the connection stays
+//! inside the transaction and every other use of the writer sees the token and
+//! stays off it (a group batch parks its SQL jobs, see `sql::group`; another
+//! transaction waits). The token only changes while the writer's mutex is held,
+//! so whoever holds the mutex reads a value that cannot change under it. v4's
+//! `end_open_transaction` therefore never meets a v5 transaction: no v4 request
+//! runs on the writer while one is held.
+//!
+//! READ transactions, and DEFERRED ones until their first write, hold a reader
+//! connection with one open read transaction (one WAL snapshot) and never touch
+//! the writer. A DEFERRED transaction's first write takes the writer only if no
+//! writer lock was released since just before its snapshot began
+//! ([`TxnState::epoch`]); otherwise a newer commit may exist and the statement
+//! gets TRANSACTION_BUSY (conservative: a released lock that committed nothing
+//! also counts).
+
+use super::*;
+use envoy_protocol::{SqliteTransactionMode, TransactionEndReason};
+use tokio::sync::{watch, Notify};
+
+/// Source of transaction tokens, unique in the process (0 means "none").
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Savepoint around each statement of an interactive transaction, so a failed
+/// statement undoes only its own changes. Actor SQL cannot name it: statements
+/// that manage transactions are refused inside an interactive transaction.
+const STATEMENT_SAVEPOINT: &str = "SAVEPOINT envoy_txn_statement";
+const STATEMENT_RELEASE: &str = "RELEASE envoy_txn_statement";
+const STATEMENT_ROLLBACK: &str = "ROLLBACK TO envoy_txn_statement";
+
+/// What an executor knows about the interactive transactions on it.
+pub struct TxnState {
+    /// Token of the interactive transaction holding the writer (0: none).
+    /// Written only while the writer's mutex is held (see the module doc), so a
+    /// writer batch that holds the mutex can trust what it reads.
+    holder: AtomicU64,
+    /// Bumped each time a writer lock is released (after any commit made under
+    /// it): a DEFERRED transaction compares it with the value read before its
+    /// snapshot began to know whether a newer commit may exist.
+    epoch: AtomicU64,
+    /// Woken when a transaction releases the writer: writes parked behind it
+    /// (scheduler waiters, other transactions) retry without polling.
+    free: Notify,
+    /// Interactive transactions open on this executor: the open-database cap
+    /// must not close connections a transaction is using.
+    open: AtomicUsize,
+    /// Set by a drain past its threshold (or a fence): every open transaction of
+    /// the executor rolls back with this reason.
+    stop: watch::Sender<Option<TransactionEndReason>>,
+}
+
+impl Default for TxnState {
+    fn default() -> Self {
+        Self {
+            holder: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            free: Notify::new(),
+            open: AtomicUsize::new(0),
+            stop: watch::channel(None).0,
+        }
+    }
+}
+
+/// Which connection a transaction holds.
+enum Side {
+    /// A reader inside one read transaction (READ, or DEFERRED before its first write).
+    Reader(SqlConn),
+    /// The writer, inside `BEGIN IMMEDIATE` (its token is the holder).
+    Writer,
+}
+
+/// One open interactive transaction's SQL state. Owned by its driver task and
+/// moved into the blocking thread for each step.
+pub struct TxnConn {
+    /// Names this transaction as the writer's holder.
+    token: u64,
+    /// READ refuses writes; DEFERRED takes the writer at its first write.
+    mode: SqliteTransactionMode,
+    /// The connection it holds.
+    side: Side,
+    /// [`TxnState::epoch`] read just before the snapshot began (DEFERRED's conflict check).
+    epoch: u64,
+    /// Sum of the statements' `changes` (what the commit reports).
+    changes: u64,
+}
+
+impl TxnConn {
+    /// Whether this transaction holds the actor's writer now.
+    pub fn holds_writer(&self) -> bool {
+        matches!(self.side, Side::Writer)
+    }
+}
+
+/// Why a step could not run now.
+pub enum TxnRefusal {
+    /// Another interactive transaction holds the writer: wait for it to be
+    /// released ([`Executor::writer_free`]) and try again, up to the wait bound.
+    WriterBusy,
+    /// Answered with this error.
+    Error(SqliteError),
+}
+
+/// What one statement did.
+pub struct StatementOutcome {
+    /// Its answer.
+    pub result: Result<ExecuteResult, SqliteError>,
+    /// Set when SQLite rolled the whole transaction back while it ran: the
+    /// transaction is over (STATEMENT_FAILED).
+    pub ended: bool,
+}
+
+impl Drop for WriterLock<'_> {
+    fn drop(&mut self) {
+        // After whatever this lock committed: a DEFERRED snapshot taken before now may be stale.
+        self.x.txns.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one of the engine's own control statements on `sc`.
+fn control(x: &Executor, sc: &SqlConn, sql: &str) -> Result<(), SqliteError> {
+    sc.sandbox.clear_denial();
+    let r = sc.conn.prepare_cached(sql).and_then(|mut st| st.raw_execute());
+    r.map(|_| ()).map_err(|e| x.scrub(map_error(e, None, Some(x))))
+}
+
+impl Executor {
+    /// Whether an interactive transaction holds the writer now. A caller holding
+    /// the writer's mutex (a `WriterLock`) reads a value that cannot change under it.
+    pub fn writer_held_by_transaction(&self) -> bool {
+        self.txns.holder.load(Ordering::Acquire) != 0
+    }
+
+    /// Woken when an interactive transaction releases the writer.
+    pub fn writer_free(&self) -> &Notify {
+        &self.txns.free
+    }
+
+    /// Interactive transactions open on this executor.
+    pub fn open_transactions(&self) -> usize {
+        self.txns.open.load(Ordering::Acquire)
+    }
+
+    /// Where open transactions learn that they must end (a drain past its threshold, a fence).
+    pub fn transaction_stops(&self) -> watch::Receiver<Option<TransactionEndReason>> {
+        self.txns.stop.subscribe()
+    }
+
+    /// Ends every open interactive transaction of this executor with `reason`
+    /// (their drivers roll them back and tell their envoys). Later ones too: a
+    /// stopped executor takes no new transactions anyway.
+    pub fn end_transactions(&self, reason: TransactionEndReason) {
+        self.txns.stop.send_replace(Some(reason));
+    }
+
+    /// Clears the writer's holder (the caller holds the writer's mutex) and wakes waiters.
+    fn release_writer(&self, token: u64) {
+        if self.txns.holder.compare_exchange(token, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.txns.free.notify_waiters();
+        }
+    }
+
+    /// Opens an interactive transaction of `mode`.
+    pub fn txn_begin(&self, mode: SqliteTransactionMode) -> Result<TxnConn, TxnRefusal> {
+        if let Some(e) = self.refuse_start() {
+            return Err(TxnRefusal::Error(e));
+        }
+        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        let t = match mode {
+            SqliteTransactionMode::Write => {
+                let w = self.lock_writer().map_err(TxnRefusal::Error)?;
+                if self.writer_held_by_transaction() {
+                    return Err(TxnRefusal::WriterBusy);
+                }
+                let Some(sc) = w.guard.as_ref() else { return Err(TxnRefusal::Error(self.stopped_error())) };
+                control(self, sc, "BEGIN IMMEDIATE").map_err(TxnRefusal::Error)?;
+                self.txns.holder.store(token, Ordering::Release);
+                TxnConn { token, mode, side: Side::Writer, epoch: 0, changes: 0 }
+            }
+            SqliteTransactionMode::Read | SqliteTransactionMode::Deferred => {
+                // Read before the snapshot begins: any writer lock released after
+                // this point makes the DEFERRED conflict check fail (conservative).
+                let epoch = self.txns.epoch.load(Ordering::Acquire);
+                let sc = self.take_reader().map_err(TxnRefusal::Error)?;
+                // BEGIN, then one read of the database header: the snapshot starts now.
+                let started = control(self, &sc, "BEGIN").and_then(|()| {
+                    sc.conn
+                        .query_row("PRAGMA schema_version", [], |_| Ok(()))
+                        .map_err(|e| map_error(e, None, Some(self)))
+                });
+                if let Err(e) = started {
+                    finish_reader(self, sc);
+                    return Err(TxnRefusal::Error(e));
+                }
+                TxnConn { token, mode, side: Side::Reader(sc), epoch, changes: 0 }
+            }
+        };
+        self.txns.open.fetch_add(1, Ordering::AcqRel);
+        Ok(t)
+    }
+
+    /// Runs one statement of the transaction (admission already checked it is
+    /// one statement that does not manage transactions itself).
+    pub fn txn_execute(
+        &self,
+        t: &mut TxnConn,
+        sql: &str,
+        route: &Route,
+        params: &[Value],
+    ) -> Result<StatementOutcome, TxnRefusal> {
+        if let Side::Reader(sc) = &mut t.side {
+            match self.run_execute(sc, sql, route, params, None) {
+                Some(result) => {
+                    // A read that SQLite aborted (an interrupt) may have ended the snapshot.
+                    let ended = sc.conn.is_autocommit();
+                    return Ok(StatementOutcome { result, ended });
+                }
+                None if t.mode == SqliteTransactionMode::Read => {
+                    let mut e = err(
+                        SqliteErrorCode::Sqlite,
+                        "attempt to write a readonly database (this is a READ transaction)",
+                        Some(false),
+                    );
+                    e.extended_code = Some(ffi::SQLITE_READONLY);
+                    return Ok(StatementOutcome { result: Err(e), ended: false });
+                }
+                None => {}
+            }
+        }
+        let mut w = self.lock_writer().map_err(TxnRefusal::Error)?;
+        if let Side::Reader(_) = t.side {
+            // DEFERRED's first write: take the writer if its snapshot is still the newest.
+            if self.writer_held_by_transaction() {
+                return Err(TxnRefusal::WriterBusy);
+            }
+            if self.txns.epoch.load(Ordering::Acquire) != t.epoch {
+                let e = err(
+                    SqliteErrorCode::TransactionBusy,
+                    "another write committed since this DEFERRED transaction's snapshot; this statement did not run \
+                     (the transaction is still open, reading its snapshot)",
+                    Some(false),
+                );
+                return Ok(StatementOutcome { result: Err(e), ended: false });
+            }
+            let Some(wsc) = w.guard.as_ref() else { return Err(TxnRefusal::Error(self.stopped_error())) };
+            control(self, wsc, "BEGIN IMMEDIATE").map_err(TxnRefusal::Error)?;
+            self.txns.holder.store(t.token, Ordering::Release);
+            if let Side::Reader(sc) = std::mem::replace(&mut t.side, Side::Writer) {
+                finish_reader(self, sc);
+            }
+        }
+        if self.txns.holder.load(Ordering::Acquire) != t.token {
+            // Cannot happen: only this transaction clears its own token.
+            let e = err(SqliteErrorCode::Internal, "the transaction lost the writer", Some(false));
+            return Ok(StatementOutcome { result: Err(e), ended: true });
+        }
+        let Some(sc) = w.guard.as_mut() else { return Err(TxnRefusal::Error(self.stopped_error())) };
+        if let Err(e) = control(self, sc, STATEMENT_SAVEPOINT) {
+            return Ok(StatementOutcome { result: Err(e), ended: sc.conn.is_autocommit() });
+        }
+        let r = self
+            .run_execute(sc, sql, route, params, Some(true))
+            .unwrap_or_else(|| Err(err(SqliteErrorCode::Internal, "writer refused a statement", None)));
+        if sc.conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (an interrupt, OR ROLLBACK, an I/O error).
+            self.release_writer(t.token);
+            let result =
+                r.and(Err(err(SqliteErrorCode::TransactionAborted, "SQLite rolled the transaction back", Some(false))));
+            let result = result.map_err(|mut e| {
+                e.committed = Some(false);
+                e
+            });
+            return Ok(StatementOutcome { result, ended: true });
+        }
+        let result = match r {
+            Ok(v) => match control(self, sc, STATEMENT_RELEASE) {
+                Ok(()) => {
+                    t.changes += v.changes;
+                    Ok(v)
+                }
+                Err(e) => Err(e),
+            },
+            Err(mut e) => {
+                // Undo this statement's own changes; the transaction stays open.
+                let _ = control(self, sc, STATEMENT_ROLLBACK);
+                let _ = control(self, sc, STATEMENT_RELEASE);
+                e.committed = Some(false);
+                Err(e)
+            }
+        };
+        let ended = sc.conn.is_autocommit();
+        if ended {
+            self.release_writer(t.token);
+        }
+        Ok(StatementOutcome { result, ended })
+    }
+
+    /// Commits the transaction; Ok(changes) once COMMIT returned (on disk at
+    /// `--durability fsync`). A failed commit rolls back: nothing applied.
+    pub fn txn_commit(&self, t: TxnConn) -> Result<u64, SqliteError> {
+        self.txns.open.fetch_sub(1, Ordering::AcqRel);
+        match t.side {
+            Side::Reader(sc) => {
+                finish_reader(self, sc);
+                Ok(0)
+            }
+            Side::Writer => {
+                let w = match self.lock_writer() {
+                    Ok(w) => w,
+                    Err(e) => {
+                        self.release_writer(t.token);
+                        return Err(e);
+                    }
+                };
+                let Some(sc) = w.guard.as_ref() else {
+                    self.release_writer(t.token);
+                    return Err(self.stopped_error());
+                };
+                let r = if sc.conn.is_autocommit() {
+                    Err(err(SqliteErrorCode::TransactionAborted, "SQLite had rolled the transaction back", None))
+                } else {
+                    control(self, sc, "COMMIT")
+                };
+                if r.is_err() && !sc.conn.is_autocommit() {
+                    let _ = control(self, sc, "ROLLBACK");
+                }
+                self.release_writer(t.token);
+                r.map(|()| t.changes).map_err(|mut e| {
+                    e.committed = Some(false);
+                    e
+                })
+            }
+        }
+    }
+
+    /// Rolls the transaction back (whatever state it is in).
+    pub fn txn_rollback(&self, t: TxnConn) {
+        self.txns.open.fetch_sub(1, Ordering::AcqRel);
+        match t.side {
+            Side::Reader(sc) => finish_reader(self, sc),
+            Side::Writer => {
+                if let Ok(w) = self.lock_writer() {
+                    if let Some(sc) = w.guard.as_ref() {
+                        if !sc.conn.is_autocommit() {
+                            if let Err(e) = control(self, sc, "ROLLBACK") {
+                                tracing::error!(actor_id = %self.actor_id, error = %e.message,
+                                    "rolling back an interactive transaction failed");
+                            }
+                        }
+                    }
+                    self.release_writer(t.token);
+                } else {
+                    // The writer is closed (it rolled back with it).
+                    self.release_writer(t.token);
+                }
+            }
+        }
+    }
+}
+
+/// Ends a reader's read transaction and gives it back to the pool (or drops it).
+fn finish_reader(x: &Executor, sc: SqlConn) {
+    if !sc.conn.is_autocommit() {
+        if let Err(e) = sc.conn.execute_batch("COMMIT") {
+            tracing::warn!(actor_id = %x.actor_id, error = %e, "ending a transaction's snapshot failed");
+            return; // dropped, not pooled
+        }
+    }
+    x.give_back_reader(sc);
+}
