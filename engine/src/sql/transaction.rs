@@ -27,6 +27,7 @@ use crate::connection::admission::{self, Pending, PendingGuard, Rejection};
 use crate::connection::writer::Outbox;
 use crate::inflight::InflightGuard;
 use crate::metrics::Metrics;
+use crate::sql::cost::{self as sqlcost, CostClock, Rows};
 use crate::sql::executor::{err, Executor, StatementOutcome, TxnConn, TxnRefusal};
 use crate::sql::route::{Kind, Route};
 use crate::state::EngineState;
@@ -81,7 +82,7 @@ struct Req {
     /// What to do.
     op: Op,
     /// When it was admitted: its cost's duration, and its writer wait's start.
-    started: Instant,
+    started: Started,
     /// Its slot of the connection's pending bound, until answered.
     _pending: PendingGuard,
 }
@@ -196,10 +197,25 @@ pub struct ConnCtx<'a> {
     pub frame_len: usize,
 }
 
-/// A request's cost: rows returned (the rows SQLite visited at least), rows
-/// changed, and the time since admission.
-fn cost(started: Instant, rows_read: u64, rows_written: u64) -> SqlCost {
-    SqlCost { rows_read, rows_written, duration_us: started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64 }
+/// A request's cost (`sql::cost`): rows its statements read and wrote, and the
+/// time since its admission.
+fn cost(started: &Started, rows: Rows) -> SqlCost {
+    started.clock.cost(rows)
+}
+
+/// When a request was admitted: its cost's clock, and the start of its wait for the writer.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    /// The cost clock (`durationUs`).
+    clock: CostClock,
+    /// The same moment as an `Instant`, for the `max_transaction_wait` deadline.
+    at: Instant,
+}
+
+impl Started {
+    fn now() -> Self {
+        Self { clock: CostClock::start(), at: Instant::now() }
+    }
 }
 
 /// A failure answer: a fence mismatch or an error.
@@ -218,8 +234,8 @@ impl From<Rejection> for Failure {
 }
 
 /// The failure answer to a request of kind `op`.
-fn failure_answer(op: OpName, request_id: u32, started: Instant, f: Failure) -> ToEnvoy {
-    let cost = cost(started, 0, 0);
+fn failure_answer(op: OpName, request_id: u32, started: Started, f: Failure) -> ToEnvoy {
+    let cost = cost(&started, Rows::default());
     match op {
         OpName::Execute => ToEnvoy::SqliteTransactionExecuteResponse(ToEnvoySqliteTransactionExecuteResponse {
             request_id,
@@ -250,28 +266,28 @@ fn failure_answer(op: OpName, request_id: u32, started: Instant, f: Failure) -> 
     }
 }
 
-fn begin_failure(request_id: u32, started: Instant, f: Failure) -> ToEnvoy {
+fn begin_failure(request_id: u32, started: Started, f: Failure) -> ToEnvoy {
     ToEnvoy::SqliteBeginResponse(ToEnvoySqliteBeginResponse {
         request_id,
         result: match f {
             Failure::Fence(m) => SqliteBeginResult::SqliteFenceMismatch(m),
             Failure::Error(e) => SqliteBeginResult::SqliteError(e),
         },
-        cost: cost(started, 0, 0),
+        cost: cost(&started, Rows::default()),
     })
 }
 
-fn rolled_back(request_id: u32, started: Instant) -> ToEnvoy {
+fn rolled_back(request_id: u32, started: Started) -> ToEnvoy {
     ToEnvoy::SqliteRollbackResponse(ToEnvoySqliteRollbackResponse {
         request_id,
         result: SqliteRollbackResult::SqliteRolledBack,
-        cost: cost(started, 0, 0),
+        cost: cost(&started, Rows::default()),
     })
 }
 
 /// The answer to a request naming a transaction that is not open (`how`: how it
 /// ended, if remembered).
-fn gone_answer(op: OpName, request_id: u32, started: Instant, how: Option<Ended>) -> ToEnvoy {
+fn gone_answer(op: OpName, request_id: u32, started: Started, how: Option<Ended>) -> ToEnvoy {
     let e = |code, message: &str| Failure::Error(err(code, message, Some(false)));
     match (op, how) {
         (OpName::Rollback, Some(Ended::Engine(_) | Ended::Envoy)) => rolled_back(request_id, started),
@@ -348,7 +364,7 @@ fn check_frame(c: &ConnCtx<'_>) -> Result<(), Rejection> {
 impl Transactions {
     /// `ToEngineSqliteBegin`: admits it and starts the transaction's driver, which answers.
     pub fn begin(&self, c: &ConnCtx<'_>, r: ToEngineSqliteBegin) {
-        let started = Instant::now();
+        let started = Started::now();
         let request_id = r.request_id;
         let req = r.request;
         let state = c.state;
@@ -454,7 +470,7 @@ impl Transactions {
         name: OpName,
         op: impl FnOnce() -> Result<Op, Rejection>,
     ) {
-        let started = Instant::now();
+        let started = Started::now();
         let admitted = (|| -> Result<_, Rejection> {
             check_actor(c, actor_id, generation)?;
             check_frame(c)?;
@@ -515,14 +531,14 @@ enum Next {
     End(TransactionEndReason),
 }
 
-/// Runs `f` on a blocking thread with the executor in use and results charged to
-/// the connection's budget. Err: the open-database cap had no room (OVERLOADED)
-/// or the step panicked (INTERNAL).
+/// Runs `f` on a blocking thread with the executor in use, results charged to
+/// the connection's budget and rows counted (`sql::cost`). Err: the
+/// open-database cap had no room (OVERLOADED) or the step panicked (INTERNAL).
 async fn blocking<R: Send + 'static>(
     x: &Arc<Executor>,
     outbox: &Outbox,
     f: impl FnOnce(&Executor) -> R + Send + 'static,
-) -> Result<(R, Option<Charge>), SqliteError> {
+) -> Result<((R, Rows), Option<Charge>), SqliteError> {
     let x = x.clone();
     let budget = outbox.budget().clone();
     let r = tokio::task::spawn_blocking(move || {
@@ -530,7 +546,7 @@ async fn blocking<R: Send + 'static>(
             Ok(g) => g,
             Err(message) => return Err(err(SqliteErrorCode::Overloaded, &message, Some(false))),
         };
-        Ok(budget::scope(&budget, || f(&x)))
+        Ok(budget::scope(&budget, || sqlcost::measure(|| f(&x))))
     })
     .await;
     match r {
@@ -574,21 +590,21 @@ impl Driver {
         self,
         request_id: u32,
         mode: SqliteTransactionMode,
-        started: Instant,
+        started: Started,
         pending: PendingGuard,
         mut rx: mpsc::UnboundedReceiver<Req>,
     ) {
         let mut stops = self.x.transaction_stops();
-        let deadline = started + self.max_wait;
+        let deadline = started.at + self.max_wait;
         let begun = loop {
             match blocking(&self.x, &self.outbox, move |x| x.txn_begin(mode)).await {
-                Ok((Ok(t), _)) => break Ok(t),
-                Ok((Err(TxnRefusal::WriterBusy), _)) => {
+                Ok(((Ok(t), _), _)) => break Ok(t),
+                Ok(((Err(TxnRefusal::WriterBusy), _), _)) => {
                     if !wait_writer(&self.x, deadline).await {
                         break Err(busy_error());
                     }
                 }
-                Ok((Err(TxnRefusal::Error(e)), _)) | Err(e) => break Err(e),
+                Ok(((Err(TxnRefusal::Error(e)), _), _)) | Err(e) => break Err(e),
             }
         };
         let mut t = match begun {
@@ -609,7 +625,7 @@ impl Driver {
                     transaction_id: self.id,
                     lease_ms,
                 }),
-                cost: cost(started, 0, 0),
+                cost: cost(&started, Rows::default()),
             }),
             None,
         );
@@ -633,9 +649,11 @@ impl Driver {
             };
             match req.op {
                 Op::Execute { sql, params, route } => {
-                    let wait_until = req.started + self.max_wait;
+                    let wait_until = req.started.at + self.max_wait;
                     // Shared by the attempts (a retry after waiting for the writer).
                     let statement = Arc::new((sql, params));
+                    // Rows of every attempt (one, or more after waits for the writer).
+                    let mut ran = Rows::default();
                     let (back, outcome) = loop {
                         let statement = statement.clone();
                         let step = blocking(&self.x, &self.outbox, move |x| {
@@ -644,7 +662,7 @@ impl Driver {
                             (t, r)
                         })
                         .await;
-                        let ((back, r), built) = match step {
+                        let (((back, r), rows), built) = match step {
                             Ok(s) => s,
                             Err(e) => {
                                 // The step never ran (no room) or panicked (its state is lost).
@@ -664,6 +682,7 @@ impl Driver {
                             }
                         };
                         t = back;
+                        ran.add(rows);
                         match r {
                             Ok(o) => break (t, Ok((o, built))),
                             Err(TxnRefusal::WriterBusy) => {
@@ -677,7 +696,6 @@ impl Driver {
                     t = back;
                     match outcome {
                         Ok((StatementOutcome { result, ended }, built)) => {
-                            let (rows, changes) = result.as_ref().map_or((0, 0), |r| (r.rows.len() as u64, r.changes));
                             let answer =
                                 ToEnvoy::SqliteTransactionExecuteResponse(ToEnvoySqliteTransactionExecuteResponse {
                                     request_id: req.request_id,
@@ -685,7 +703,7 @@ impl Driver {
                                         Ok(r) => SqliteExecuteResult::ExecuteResult(r),
                                         Err(e) => SqliteExecuteResult::SqliteError(e),
                                     },
-                                    cost: cost(req.started, rows, changes),
+                                    cost: cost(&req.started, ran),
                                     transaction_end: ended.then_some(TransactionEndReason::StatementFailed),
                                 });
                             self.send(answer, built);
@@ -705,16 +723,16 @@ impl Driver {
                 Op::Commit => {
                     let r = blocking(&self.x, &self.outbox, move |x| x.txn_commit(t)).await;
                     let (answer, how) = match r {
-                        Ok((Ok(changes), _)) => (
+                        Ok(((Ok(changes), rows), _)) => (
                             ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
                                 request_id: req.request_id,
                                 result: SqliteCommitResult::SqliteCommitted(SqliteCommitted { changes }),
-                                cost: cost(req.started, 0, changes),
+                                cost: cost(&req.started, rows),
                                 request_key: None,
                             }),
                             Ended::Committed,
                         ),
-                        Ok((Err(e), _)) | Err(e) => (
+                        Ok(((Err(e), _), _)) | Err(e) => (
                             failure_answer(OpName::Commit, req.request_id, req.started, Failure::Error(e)),
                             Ended::Envoy,
                         ),
