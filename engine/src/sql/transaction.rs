@@ -531,20 +531,28 @@ enum Next {
     End(TransactionEndReason),
 }
 
-/// Runs `f` on a blocking thread with the executor in use, results charged to
-/// the connection's budget and rows counted (`sql::cost`). Err: the
-/// open-database cap had no room (OVERLOADED) or the step panicked (INTERNAL).
+/// Runs `f` on a blocking thread with results charged to the connection's
+/// budget and rows counted (`sql::cost`). `admit`: take the executor's slot of
+/// the open-database cap first (Begin; Err OVERLOADED when there is no room).
+/// Later steps skip that: an executor with an open transaction keeps its slot
+/// (`try_close_idle` refuses it), so they always run and their `TxnConn` is
+/// never dropped unrun. Err INTERNAL: the step panicked.
 async fn blocking<R: Send + 'static>(
     x: &Arc<Executor>,
     outbox: &Outbox,
+    admit: bool,
     f: impl FnOnce(&Executor) -> R + Send + 'static,
 ) -> Result<((R, Rows), Option<Charge>), SqliteError> {
     let x = x.clone();
     let budget = outbox.budget().clone();
     let r = tokio::task::spawn_blocking(move || {
-        let _in_use = match x.enter() {
-            Ok(g) => g,
-            Err(message) => return Err(err(SqliteErrorCode::Overloaded, &message, Some(false))),
+        let _in_use = if admit {
+            match x.enter() {
+                Ok(g) => Some(g),
+                Err(message) => return Err(err(SqliteErrorCode::Overloaded, &message, Some(false))),
+            }
+        } else {
+            None
         };
         Ok(budget::scope(&budget, || sqlcost::measure(|| f(&x))))
     })
@@ -597,7 +605,7 @@ impl Driver {
         let mut stops = self.x.transaction_stops();
         let deadline = started.at + self.max_wait;
         let begun = loop {
-            match blocking(&self.x, &self.outbox, move |x| x.txn_begin(mode)).await {
+            match blocking(&self.x, &self.outbox, true, move |x| x.txn_begin(mode)).await {
                 Ok(((Ok(t), _), _)) => break Ok(t),
                 Ok(((Err(TxnRefusal::WriterBusy), _), _)) => {
                     if !wait_writer(&self.x, deadline).await {
@@ -618,6 +626,8 @@ impl Driver {
             }
         };
         let lease_ms = u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX);
+        // Counted before the answer leaves: a client that saw it sees the gauge.
+        let _open = Metrics::hold(&self.metrics.transactions_open);
         self.send(
             ToEnvoy::SqliteBeginResponse(ToEnvoySqliteBeginResponse {
                 request_id,
@@ -630,7 +640,6 @@ impl Driver {
             None,
         );
         drop(pending);
-        let _open = Metrics::hold(&self.metrics.transactions_open);
         loop {
             let next = tokio::select! {
                 biased;
@@ -654,9 +663,10 @@ impl Driver {
                     let statement = Arc::new((sql, params));
                     // Rows of every attempt (one, or more after waits for the writer).
                     let mut ran = Rows::default();
+                    let token = t.token();
                     let (back, outcome) = loop {
                         let statement = statement.clone();
-                        let step = blocking(&self.x, &self.outbox, move |x| {
+                        let step = blocking(&self.x, &self.outbox, false, move |x| {
                             let mut t = t;
                             let r = x.txn_execute(&mut t, &statement.0, &route, &statement.1);
                             (t, r)
@@ -665,20 +675,21 @@ impl Driver {
                         let (((back, r), rows), built) = match step {
                             Ok(s) => s,
                             Err(e) => {
-                                // The step never ran (no room) or panicked (its state is lost).
+                                // The step panicked and its state is lost: roll back by token.
+                                let x = self.x.clone();
+                                let _ = tokio::task::spawn_blocking(move || x.txn_abandon(token)).await;
                                 self.send(
-                                    failure_answer(OpName::Execute, req.request_id, req.started, Failure::Error(e)),
+                                    ToEnvoy::SqliteTransactionExecuteResponse(
+                                        ToEnvoySqliteTransactionExecuteResponse {
+                                            request_id: req.request_id,
+                                            result: SqliteExecuteResult::SqliteError(e),
+                                            cost: cost(&req.started, ran),
+                                            transaction_end: Some(TransactionEndReason::StatementFailed),
+                                        },
+                                    ),
                                     None,
                                 );
-                                self.table
-                                    .inner
-                                    .lock()
-                                    .end(self.id, Some(Ended::Engine(TransactionEndReason::StatementFailed)));
-                                self.metrics.transaction_ended("STATEMENT_FAILED");
-                                return self.answer_queued(
-                                    &mut rx,
-                                    Some(Ended::Engine(TransactionEndReason::StatementFailed)),
-                                );
+                                return self.ended_by_engine(TransactionEndReason::StatementFailed, &mut rx);
                             }
                         };
                         t = back;
@@ -721,7 +732,7 @@ impl Driver {
                     }
                 }
                 Op::Commit => {
-                    let r = blocking(&self.x, &self.outbox, move |x| x.txn_commit(t)).await;
+                    let r = blocking(&self.x, &self.outbox, false, move |x| x.txn_commit(t)).await;
                     let (answer, how) = match r {
                         Ok(((Ok(changes), rows), _)) => (
                             ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
@@ -739,15 +750,15 @@ impl Driver {
                     };
                     // Recorded before the answer leaves: a request sent after it sees the end.
                     self.table.inner.lock().end(self.id, Some(how));
-                    self.send(answer, None);
                     self.metrics.transaction_ended(if how == Ended::Committed { "committed" } else { "commit_failed" });
+                    self.send(answer, None);
                     return self.answer_queued(&mut rx, Some(how));
                 }
                 Op::Rollback => {
-                    let _ = blocking(&self.x, &self.outbox, move |x| x.txn_rollback(t)).await;
+                    let _ = blocking(&self.x, &self.outbox, false, move |x| x.txn_rollback(t)).await;
                     self.table.inner.lock().end(self.id, Some(Ended::Envoy));
-                    self.send(rolled_back(req.request_id, req.started), None);
                     self.metrics.transaction_ended("rolled_back");
+                    self.send(rolled_back(req.request_id, req.started), None);
                     return self.answer_queued(&mut rx, Some(Ended::Envoy));
                 }
             }
@@ -757,7 +768,12 @@ impl Driver {
     /// Rolls the transaction back on the engine's initiative and tells the envoy
     /// (except when the connection is gone).
     async fn end_by_engine(self, t: TxnConn, reason: TransactionEndReason, rx: &mut mpsc::UnboundedReceiver<Req>) {
-        let _ = blocking(&self.x, &self.outbox, move |x| x.txn_rollback(t)).await;
+        let _ = blocking(&self.x, &self.outbox, false, move |x| x.txn_rollback(t)).await;
+        self.ended_by_engine(reason, rx);
+    }
+
+    /// Records an end the engine decided (the transaction is rolled back) and tells the envoy.
+    fn ended_by_engine(&self, reason: TransactionEndReason, rx: &mut mpsc::UnboundedReceiver<Req>) {
         let how = Ended::Engine(reason);
         self.table.inner.lock().end(self.id, Some(how));
         self.metrics.transaction_ended(reason.wire_name());

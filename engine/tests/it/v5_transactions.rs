@@ -492,3 +492,55 @@ async fn statements_of_one_transaction_run_in_arrival_order() {
     assert_eq!(committed(&commit(&mut c, &a, id).await), 20);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replaced_placement_fences_the_transaction() {
+    let (_d, engine, mut c, a) = setup_with(|cfg| cfg.actor_stop_threshold = Duration::from_millis(100)).await;
+    let id = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c, &a, id, "INSERT INTO t VALUES (1, 'a')").await.result);
+    // Another envoy takes the actor: the old placement is drained (REPLACED) and the
+    // actor restarts with a newer generation.
+    let mut other = RawClient::connect(engine.local_addr(), ConnectOpts::v5("ns", "other")).await;
+    let b = other.get_or_create("db", "1").await;
+    assert!(b.generation > a.generation);
+    let e = ended(&mut c, id).await;
+    assert_eq!((e.reason, e.generation), (TransactionEndReason::Fenced, a.generation));
+    assert_eq!(keys(&mut other, &b).await, Vec::<i64>::new());
+    engine.shutdown().await;
+}
+
+/// `GET /metrics` as text.
+async fn metrics_text(engine: &envoy_engine::RunningEngine) -> String {
+    let url = format!("http://{}", engine.local_addr());
+    let (status, body) = envoy_engine::cli::http_request(&url, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn open_transactions_and_their_ends_are_metrics() {
+    let (_d, engine, mut c, a) = setup_with(|cfg| cfg.min_transaction_lease = Duration::from_millis(1)).await;
+    let one = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    let two = begin(&mut c, &a, SqliteTransactionMode::Read).await;
+    assert!(metrics_text(&engine).await.contains("envoy_transactions_open 2"));
+    assert_eq!(committed(&commit(&mut c, &a, one).await), 0);
+    assert_eq!(rollback(&mut c, &a, two).await, SqliteRollbackResult::SqliteRolledBack);
+    let rid = send_begin(&mut c, &a, SqliteTransactionMode::Read, 1).await;
+    let SqliteBeginResult::SqliteTransactionStarted(s) = begin_result(&mut c, rid).await else { panic!("begin") };
+    ended(&mut c, s.transaction_id).await;
+    let text = metrics_text(&engine).await;
+    for line in [
+        "envoy_transaction_ends_total{reason=\"committed\"} 1",
+        "envoy_transaction_ends_total{reason=\"rolled_back\"} 1",
+        "envoy_transaction_ends_total{reason=\"LEASE_EXPIRED\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    // The gauge drops once each driver has finished (just after its last message).
+    let started = std::time::Instant::now();
+    while !metrics_text(&engine).await.contains("envoy_transactions_open 0") {
+        assert!(started.elapsed() < WAIT, "the open-transactions gauge did not return to 0");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.shutdown().await;
+}

@@ -134,3 +134,45 @@ fn busy_answer(work: &Work, version: u16) -> ToEnvoy {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(answer: ToEnvoy) -> SqliteErrorCode {
+        match answer {
+            ToEnvoy::SqliteExecuteResponse(r) => match r.result {
+                SqliteExecuteResult::SqliteError(e) => {
+                    assert_eq!(e.committed, Some(false));
+                    e.code
+                }
+                other => panic!("{other:?}"),
+            },
+            ToEnvoy::SqliteExecResponse(r) => match r.result {
+                SqliteExecResult::SqliteError(e) => e.code,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_that_waited_too_long_gets_a_code_its_version_has() {
+        let execute = || Work::Execute {
+            request_id: 7,
+            sql: "INSERT INTO t VALUES (1)".into(),
+            params: Vec::new(),
+            write: true,
+            route: crate::sql::route::Route::of_execute("INSERT INTO t VALUES (1)", true).unwrap(),
+        };
+        let exec = || Work::Exec { request_id: 8, sql: "DELETE FROM t".into() };
+        assert_eq!(code_of(busy_answer(&execute(), 5)), SqliteErrorCode::TransactionBusy);
+        assert_eq!(code_of(busy_answer(&exec(), 5)), SqliteErrorCode::TransactionBusy);
+        // TRANSACTION_BUSY cannot be encoded at v4 (SQL's only version below v5): the message would be dropped.
+        let answer = busy_answer(&execute(), 4);
+        envoy_protocol::encode_to_envoy(&answer, 4).expect("encodable at v4");
+        assert_eq!(code_of(answer), SqliteErrorCode::Overloaded);
+        assert_eq!(code_of(busy_answer(&exec(), 4)), SqliteErrorCode::Overloaded);
+        assert!(envoy_protocol::encode_to_envoy(&busy_answer(&execute(), 5), 4).is_err());
+    }
+}

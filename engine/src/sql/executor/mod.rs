@@ -276,6 +276,8 @@ impl Executor {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", self.settings.durability.synchronous())?;
+        let mut conn = conn;
+        self.txns.watch_commits(&mut conn)?;
         self.prepare_conn(conn, Some(self.writer_local.clone()))
     }
 

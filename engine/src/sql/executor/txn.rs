@@ -15,11 +15,15 @@
 //!
 //! READ transactions, and DEFERRED ones until their first write, hold a reader
 //! connection with one open read transaction (one WAL snapshot) and never touch
-//! the writer. A DEFERRED transaction's first write takes the writer only if no
-//! writer lock was released since just before its snapshot began
-//! ([`TxnState::epoch`]); otherwise a newer commit may exist and the statement
-//! gets TRANSACTION_BUSY (conservative: a released lock that committed nothing
-//! also counts).
+//! the writer. A DEFERRED transaction's first write takes the writer only if the
+//! writer committed nothing since just before its snapshot began
+//! ([`TxnState::epoch`], counted by the writer's WAL hook, which SQLite calls
+//! after each commit, before the committing statement returns — so before its
+//! answer can leave); otherwise a newer commit may exist and the statement gets
+//! TRANSACTION_BUSY. A commit that became visible after the count was read is
+//! always counted after it, so a stale snapshot is never missed; a commit
+//! counted after the read but already in the snapshot answers BUSY
+//! conservatively.
 
 use super::*;
 use envoy_protocol::{SqliteTransactionMode, TransactionEndReason};
@@ -41,10 +45,10 @@ pub struct TxnState {
     /// Written only while the writer's mutex is held (see the module doc), so a
     /// writer batch that holds the mutex can trust what it reads.
     holder: AtomicU64,
-    /// Bumped each time a writer lock is released (after any commit made under
-    /// it): a DEFERRED transaction compares it with the value read before its
-    /// snapshot began to know whether a newer commit may exist.
-    epoch: AtomicU64,
+    /// Commits of the writer connection (its WAL hook counts them): a DEFERRED
+    /// transaction compares it with the value read before its snapshot began to
+    /// know whether a newer commit may exist. Shared with the hook.
+    epoch: Arc<AtomicU64>,
     /// Woken when a transaction releases the writer: writes parked behind it
     /// (scheduler waiters, other transactions) retry without polling.
     free: Notify,
@@ -60,7 +64,7 @@ impl Default for TxnState {
     fn default() -> Self {
         Self {
             holder: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
             free: Notify::new(),
             open: AtomicUsize::new(0),
             stop: watch::channel(None).0,
@@ -92,6 +96,11 @@ pub struct TxnConn {
 }
 
 impl TxnConn {
+    /// The token naming this transaction as the writer's holder (see [`Executor::txn_abandon`]).
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
     /// Whether this transaction holds the actor's writer now.
     pub fn holds_writer(&self) -> bool {
         matches!(self.side, Side::Writer)
@@ -116,10 +125,24 @@ pub struct StatementOutcome {
     pub ended: bool,
 }
 
-impl Drop for WriterLock<'_> {
-    fn drop(&mut self) {
-        // After whatever this lock committed: a DEFERRED snapshot taken before now may be stale.
-        self.x.txns.epoch.fetch_add(1, Ordering::AcqRel);
+/// Frames in the WAL past which a commit checkpoints (PASSIVE), as SQLite's own
+/// auto-checkpoint does by default: installing a WAL hook replaces it.
+const AUTO_CHECKPOINT_PAGES: i32 = 1000;
+
+impl TxnState {
+    /// Counts the commits of the writer `conn` (see [`TxnState::epoch`]) and keeps
+    /// SQLite's default auto-checkpoint, which the hook replaces. Actors cannot
+    /// replace the hook (`PRAGMA wal_autocheckpoint` is denied by the sandbox).
+    pub(super) fn watch_commits(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let epoch = self.epoch.clone();
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            epoch.fetch_add(1, Ordering::AcqRel);
+            if pages >= AUTO_CHECKPOINT_PAGES {
+                // As SQLite's default: best effort, a busy checkpoint is retried at a later commit.
+                let _ = wal.checkpoint();
+            }
+            Ok(())
+        }))
     }
 }
 
@@ -359,6 +382,26 @@ impl Executor {
                     // The writer is closed (it rolled back with it).
                     self.release_writer(t.token);
                 }
+            }
+        }
+    }
+}
+
+impl Executor {
+    /// Rolls back the transaction `token` names when its `TxnConn` was lost (a
+    /// step panicked): if it holds the writer, the writer is rolled back and
+    /// released, so the actor's writes do not wait for it forever. A reader it
+    /// held was dropped with it.
+    pub fn txn_abandon(&self, token: u64) {
+        self.txns.open.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(w) = self.lock_writer() {
+            if self.txns.holder.load(Ordering::Acquire) == token {
+                if let Some(sc) = w.guard.as_ref() {
+                    if !sc.conn.is_autocommit() {
+                        let _ = control(self, sc, "ROLLBACK");
+                    }
+                }
+                self.release_writer(token);
             }
         }
     }
