@@ -14,8 +14,10 @@
 //! connections are not affected.
 
 use super::{Job, QueueKey, Shared, State, Work};
+use crate::sql::cost::Rows;
 use crate::sql::executor::{err, Executor};
 use crate::sql::route::Lane;
+use crate::sql::v5;
 use envoy_protocol::{
     KvErrorCode, SqliteErrorCode, SqliteExecResult, SqliteExecuteResult, ToEnvoy, ToEnvoyKvResponse,
     ToEnvoySqliteExecResponse, ToEnvoySqliteExecuteResponse,
@@ -127,6 +129,15 @@ fn busy_answer(work: &Work, version: u16) -> ToEnvoy {
             request_id: *request_id,
             result: SqliteExecResult::SqliteError(e()),
         }),
+        Work::ExecuteV5 { request_id, v5, .. } => {
+            v5::execute_answer(*request_id, Err(e()), v5.clock.cost(Rows::default()), v5.executed())
+        }
+        Work::ExecV5 { request_id, v5, .. } => {
+            v5::exec_answer(*request_id, Err(e()), v5.clock.cost(Rows::default()), v5.executed())
+        }
+        Work::Batch { request_id, v5, .. } => {
+            v5::batch_answer(*request_id, Err(e()), v5.clock.cost(Rows::default()), v5.executed())
+        }
         // Not parked (KV does not wait for SQL transactions); answered as busy if it ever were.
         Work::Kv { request_id, .. } => ToEnvoy::KvResponse(ToEnvoyKvResponse {
             request_id: *request_id,
