@@ -28,21 +28,35 @@ use crate::connection::writer::Outbox;
 use crate::inflight::InflightGuard;
 use crate::metrics::Metrics;
 use crate::sql::cost::{self as sqlcost, CostClock, Rows};
-use crate::sql::executor::{err, Executor, StatementOutcome, TxnConn, TxnRefusal};
+use crate::sql::executor::{err, CommitDone, Executor, StatementOutcome, TxnConn, TxnRefusal};
+use crate::sql::keys::{self, KeyedRequest, Lookup, RequestDigest};
 use crate::sql::route::{Kind, Route};
 use crate::state::EngineState;
 use envoy_protocol::{
-    LimitKind, SqlCost, SqliteBeginResult, SqliteCommitResult, SqliteCommitted, SqliteError, SqliteErrorCode,
-    SqliteExecuteResult, SqliteFenceMismatch, SqliteRollbackResult, SqliteTransactionMode, SqliteTransactionStarted,
-    StopReason, ToEngineSqliteBegin, ToEngineSqliteCommit, ToEngineSqliteRollback, ToEngineSqliteTransactionExecute,
-    ToEnvoy, ToEnvoySqliteBeginResponse, ToEnvoySqliteCommitResponse, ToEnvoySqliteRollbackResponse,
-    ToEnvoySqliteTransactionEnded, ToEnvoySqliteTransactionExecuteResponse, TransactionEndReason, Value,
+    LimitKind, RequestKeyOutcome, SqlCost, SqliteBeginResult, SqliteCommitResult, SqliteCommitted, SqliteError,
+    SqliteErrorCode, SqliteExecuteResult, SqliteFenceMismatch, SqliteRollbackResult, SqliteTransactionMode,
+    SqliteTransactionStarted, StopReason, ToEngineSqliteBegin, ToEngineSqliteCommit, ToEngineSqliteRollback,
+    ToEngineSqliteTransactionExecute, ToEnvoy, ToEnvoySqliteBeginResponse, ToEnvoySqliteCommitResponse,
+    ToEnvoySqliteRollbackResponse, ToEnvoySqliteTransactionEnded, ToEnvoySqliteTransactionExecuteResponse,
+    TransactionEndReason, Value,
 };
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// The request kind in a commit key's digest (`sql::keys::RequestDigest`).
+const COMMIT_DIGEST_KIND: &str = "commit";
+
+/// Sets the key outcome of a commit answer (`EXECUTED` for a keyed commit
+/// that did not replay: it ran, or was refused, now).
+fn with_key_outcome(mut answer: ToEnvoy, keyed: bool) -> ToEnvoy {
+    if let ToEnvoy::SqliteCommitResponse(r) = &mut answer {
+        r.request_key = keyed.then_some(RequestKeyOutcome::Executed);
+    }
+    answer
+}
 
 /// Ends remembered per connection, so a request naming a recently ended
 /// transaction gets the precise answer (expired, aborted, or rolled back);
@@ -91,9 +105,8 @@ struct Req {
 enum Op {
     /// One statement (checked at admission: one statement, within the limits).
     Execute { sql: String, params: Vec<Value>, route: Route },
-    /// Commit; `keyed`: the request carried a request key (answered without a
-    /// key outcome: key recording is not implemented here yet, see specs/engine.md).
-    Commit,
+    /// Commit, exactly once with a key (checked at admission, `sql::keys`).
+    Commit { key: Option<KeyedRequest> },
     /// Roll back.
     Rollback,
 }
@@ -102,7 +115,7 @@ impl Op {
     fn name(&self) -> OpName {
         match self {
             Op::Execute { .. } => OpName::Execute,
-            Op::Commit => OpName::Commit,
+            Op::Commit { .. } => OpName::Commit,
             Op::Rollback => OpName::Rollback,
         }
     }
@@ -327,6 +340,57 @@ fn gone_answer(op: OpName, request_id: u32, started: Started, how: Option<Ended>
     }
 }
 
+/// Answers a request naming a transaction that is not open here. A keyed
+/// commit first looks its key up (a retry after a lost answer, perhaps from
+/// another connection): a recorded one is replayed; otherwise it is answered
+/// as the transaction's state says.
+#[allow(clippy::too_many_arguments)]
+fn gone(
+    c: &ConnCtx<'_>,
+    op: Op,
+    request_id: u32,
+    started: Started,
+    how: Option<Ended>,
+    pending: PendingGuard,
+    actor_id: &str,
+    generation: u64,
+) {
+    let Op::Commit { key: Some(k) } = op else {
+        c.outbox.send(gone_answer(op.name(), request_id, started, how));
+        return;
+    };
+    let state = c.state;
+    let x = state.executors.get_or_create(actor_id, generation, || state.actor_dir(actor_id), &state.exec_settings);
+    let outbox = c.outbox.clone();
+    tokio::spawn(async move {
+        let found = tokio::task::spawn_blocking(move || {
+            let _in_use = x.enter().map_err(|m| err(SqliteErrorCode::Overloaded, &m, Some(false)))?;
+            Ok::<_, SqliteError>(sqlcost::measure(|| x.lookup_key(&k)))
+        })
+        .await;
+        let answer = match found {
+            Ok(Ok((Lookup::Replay(rec), rows))) => {
+                crate::sql::v5::replay_answer(request_id, &rec, cost(&started, rows))
+            }
+            Ok(Ok((Lookup::Fresh, _))) => with_key_outcome(gone_answer(OpName::Commit, request_id, started, how), true),
+            Ok(Ok((Lookup::Refused(e), _))) | Ok(Err(e)) => {
+                with_key_outcome(failure_answer(OpName::Commit, request_id, started, Failure::Error(e)), true)
+            }
+            Err(e) => with_key_outcome(
+                failure_answer(
+                    OpName::Commit,
+                    request_id,
+                    started,
+                    Failure::Error(err(SqliteErrorCode::Internal, &format!("request key lookup failed: {e}"), None)),
+                ),
+                true,
+            ),
+        };
+        outbox.send(answer);
+        drop(pending);
+    });
+}
+
 /// Placement and generation of a request naming a transaction. Unlike other
 /// requests, one for a Stopping actor is let through: its transaction (if
 /// open) is what the drain is waiting for, so it may still commit or roll back.
@@ -441,11 +505,18 @@ impl Transactions {
     pub fn commit(&self, c: &ConnCtx<'_>, r: ToEngineSqliteCommit) {
         let req = r.request;
         let key = req.request_key;
+        let actor_id = req.actor_id.clone();
         self.naming(c, r.request_id, &req.actor_id, req.generation, req.transaction_id, OpName::Commit, || {
-            if key.as_ref().is_some_and(|k| k.len() != 16) {
-                return Err(Rejection::Invalid("a request key is exactly 16 bytes".into()));
-            }
-            Ok(Op::Commit)
+            let key = match key {
+                None => None,
+                Some(k) => {
+                    // What a commit's key names: a commit on this actor (the transaction id
+                    // means nothing on another connection, where a retry comes from).
+                    let digest = RequestDigest::new(COMMIT_DIGEST_KIND, &actor_id).finish();
+                    Some(keys::admit(k, digest, &c.state.exec_settings.keys).map_err(Rejection::Invalid)?)
+                }
+            };
+            Ok(Op::Commit { key })
         });
     }
 
@@ -493,8 +564,11 @@ impl Transactions {
                     c.outbox.send(gone_answer(name, req.request_id, req.started, None));
                 }
             }
-            Some(_) => c.outbox.send(gone_answer(name, request_id, started, None)),
-            None => c.outbox.send(gone_answer(name, request_id, started, t.ended.get(&transaction_id).copied())),
+            Some(_) => gone(c, op, request_id, started, None, pending, actor_id, generation),
+            None => {
+                let how = t.ended.get(&transaction_id).copied();
+                gone(c, op, request_id, started, how, pending, actor_id, generation)
+            }
         }
     }
 }
@@ -731,26 +805,44 @@ impl Driver {
                         }
                     }
                 }
-                Op::Commit => {
-                    let r = blocking(&self.x, &self.outbox, false, move |x| x.txn_commit(t)).await;
+                Op::Commit { key } => {
+                    let keyed = key.is_some();
+                    let r = blocking(&self.x, &self.outbox, false, move |x| x.txn_commit(t, key.as_ref())).await;
                     let (answer, how) = match r {
-                        Ok(((Ok(changes), rows), _)) => (
+                        Ok(((Ok(CommitDone::Committed(changes)), rows), _)) => (
                             ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
                                 request_id: req.request_id,
                                 result: SqliteCommitResult::SqliteCommitted(SqliteCommitted { changes }),
                                 cost: cost(&req.started, rows),
-                                request_key: None,
+                                request_key: keyed.then_some(RequestKeyOutcome::Executed),
                             }),
                             Ended::Committed,
                         ),
+                        // The key was recorded by another commit: this one ran nothing and was rolled back.
+                        Ok(((Ok(CommitDone::Replayed(rec)), rows), _)) => (
+                            crate::sql::v5::replay_answer(req.request_id, &rec, cost(&req.started, rows)),
+                            Ended::Envoy,
+                        ),
                         Ok(((Err(e), _), _)) | Err(e) => (
-                            failure_answer(OpName::Commit, req.request_id, req.started, Failure::Error(e)),
+                            with_key_outcome(
+                                failure_answer(OpName::Commit, req.request_id, req.started, Failure::Error(e)),
+                                keyed,
+                            ),
                             Ended::Envoy,
                         ),
                     };
                     // Recorded before the answer leaves: a request sent after it sees the end.
                     self.table.inner.lock().end(self.id, Some(how));
-                    self.metrics.transaction_ended(if how == Ended::Committed { "committed" } else { "commit_failed" });
+                    let label = match (&answer, how) {
+                        (_, Ended::Committed) => "committed",
+                        (ToEnvoy::SqliteCommitResponse(r), _)
+                            if r.request_key.is_some_and(|k| k != RequestKeyOutcome::Executed) =>
+                        {
+                            "commit_replayed"
+                        }
+                        _ => "commit_failed",
+                    };
+                    self.metrics.transaction_ended(label);
                     self.send(answer, None);
                     return self.answer_queued(&mut rx, Some(how));
                 }

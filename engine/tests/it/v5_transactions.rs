@@ -544,3 +544,60 @@ async fn open_transactions_and_their_ends_are_metrics() {
     }
     engine.shutdown().await;
 }
+
+async fn keyed_commit(
+    c: &mut RawClient,
+    a: &GetOrCreateActorOk,
+    id: u64,
+    key: RequestKey,
+) -> ToEnvoySqliteCommitResponse {
+    let request = SqliteCommitRequest {
+        actor_id: a.actor_id.clone(),
+        generation: a.generation,
+        transaction_id: id,
+        request_key: Some(key),
+    };
+    let rid = c.send_with_rid(|request_id| ToEngine::SqliteCommit(ToEngineSqliteCommit { request_id, request })).await;
+    match c.answer(rid).await {
+        ToEnvoy::SqliteCommitResponse(r) => r,
+        other => panic!("expected CommitResponse, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_keyed_commit_is_exactly_once_across_connections() {
+    let (_d, engine, mut c, a) = setup().await;
+    let key = request_key(1);
+    let id = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c, &a, id, "INSERT INTO t VALUES (1, 'a'), (2, 'b')").await.result);
+    let first = keyed_commit(&mut c, &a, id, key.clone()).await;
+    assert_eq!((committed(&first), first.request_key), (2, Some(RequestKeyOutcome::Executed)));
+    // A retry on the same connection (the id is committed) replays.
+    let again = keyed_commit(&mut c, &a, id, key.clone()).await;
+    assert_eq!((committed(&again), again.request_key), (2, Some(RequestKeyOutcome::Replayed)));
+    // The answer was "lost": the client reconnects and retries with the same key.
+    drop(c);
+    let mut c2 = RawClient::connect(engine.local_addr(), ConnectOpts::v5("ns", "e")).await;
+    let retry = keyed_commit(&mut c2, &a, id, key.clone()).await;
+    assert_eq!((committed(&retry), retry.request_key), (2, Some(RequestKeyOutcome::Replayed)));
+    // A new transaction committing with the used key runs nothing: replayed, its write rolled back.
+    let other = begin(&mut c2, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c2, &a, other, "INSERT INTO t VALUES (3, 'c')").await.result);
+    let dup = keyed_commit(&mut c2, &a, other, key.clone()).await;
+    assert_eq!((committed(&dup), dup.request_key), (2, Some(RequestKeyOutcome::Replayed)));
+    assert_eq!(keys(&mut c2, &a).await, vec![1, 2]);
+    // The same key on another kind of request is a conflict.
+    let e = c2.execute_v5(&a, "INSERT INTO t VALUES (4, 'd')", vec![], true, Some(key.clone())).await;
+    match e.result {
+        SqliteExecuteResult::SqliteError(e) => assert_eq!(e.code, SqliteErrorCode::RequestKeyConflict),
+        other => panic!("{other:?}"),
+    }
+    // An unknown id with a fresh key: nothing recorded, so not found.
+    let unknown = keyed_commit(&mut c2, &a, 999, request_key(2)).await;
+    assert_eq!(unknown.request_key, Some(RequestKeyOutcome::Executed));
+    assert_eq!(commit_err(unknown).code, SqliteErrorCode::TransactionNotFound);
+    // A malformed key is refused before anything.
+    let bad = keyed_commit(&mut c2, &a, 999, vec![1, 2, 3]).await;
+    assert_eq!(commit_err(bad).code, SqliteErrorCode::InvalidRequest);
+    engine.shutdown().await;
+}

@@ -656,5 +656,5 @@ pub use reader::ReadSession;
 pub use registry::Executors;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};
 pub use rows::{err, limit_error};
-pub use txn::{StatementOutcome, TxnConn, TxnRefusal};
+pub use txn::{CommitDone, StatementOutcome, TxnConn, TxnRefusal};
 pub use writer::{MemberOutcome, WriterLock};

@@ -26,7 +26,11 @@
 //! conservatively.
 
 use super::*;
-use envoy_protocol::{SqliteTransactionMode, TransactionEndReason};
+use crate::sql::keys::{self, KeyedRequest, Lookup, Recorded};
+use envoy_protocol::{
+    SqliteCommitResult, SqliteCommitted, SqliteTransactionMode, ToEnvoy, ToEnvoySqliteCommitResponse,
+    TransactionEndReason,
+};
 use tokio::sync::{watch, Notify};
 
 /// Source of transaction tokens, unique in the process (0 means "none").
@@ -114,6 +118,26 @@ pub enum TxnRefusal {
     WriterBusy,
     /// Answered with this error.
     Error(SqliteError),
+}
+
+/// How a commit ended (its errors are the `Err` side).
+pub enum CommitDone {
+    /// Committed now, with the sum of the statements' `changes`; recorded with
+    /// its key if it had one and held the writer.
+    Committed(u64),
+    /// The key was already recorded: this transaction was rolled back (it ran
+    /// nothing now) and this is the recorded answer.
+    Replayed(Box<Recorded>),
+}
+
+/// What is recorded with a commit's key: the answer whose `result` a replay returns.
+fn recorded_commit(changes: u64) -> ToEnvoy {
+    ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
+        request_id: 0,
+        result: SqliteCommitResult::SqliteCommitted(SqliteCommitted { changes }),
+        cost: crate::sql::v5::NO_COST,
+        request_key: None,
+    })
 }
 
 /// What one statement did.
@@ -324,14 +348,46 @@ impl Executor {
         Ok(StatementOutcome { result, ended })
     }
 
-    /// Commits the transaction; Ok(changes) once COMMIT returned (on disk at
-    /// `--durability fsync`). A failed commit rolls back: nothing applied.
-    pub fn txn_commit(&self, t: TxnConn) -> Result<u64, SqliteError> {
+    /// Looks a commit's key up outside any transaction (on a reader, which sees
+    /// every committed recording): for a keyed commit naming a transaction that
+    /// is not open on its connection (a retry after a lost answer).
+    pub fn lookup_key(&self, k: &KeyedRequest) -> Lookup {
+        let sc = match self.take_reader() {
+            Ok(sc) => sc,
+            Err(e) => return Lookup::Refused(e),
+        };
+        let found = keys::lookup(&sc.conn, &sc.sandbox, k, &self.settings.keys);
+        finish_reader(self, sc);
+        found
+    }
+
+    /// Commits the transaction once COMMIT returned (on disk at `--durability
+    /// fsync`). A failed commit rolls back: nothing applied. With a key: a key
+    /// already recorded rolls this transaction back and answers the record; an
+    /// expired or conflicting key fails the commit; otherwise the key is
+    /// recorded inside the transaction, so its COMMIT keeps both or neither
+    /// (only for a transaction that held the writer: one that never wrote
+    /// commits nothing and is not recorded, as §9.3 rule 3).
+    pub fn txn_commit(&self, t: TxnConn, key: Option<&KeyedRequest>) -> Result<CommitDone, SqliteError> {
         self.txns.open.fetch_sub(1, Ordering::AcqRel);
         match t.side {
             Side::Reader(sc) => {
-                finish_reader(self, sc);
-                Ok(0)
+                // End the snapshot first: the lookup then sees every recorded key.
+                let sc =
+                    if sc.conn.is_autocommit() || sc.conn.execute_batch("COMMIT").is_ok() { Some(sc) } else { None };
+                let found = match (key, &sc) {
+                    (Some(k), Some(sc)) => keys::lookup(&sc.conn, &sc.sandbox, k, &self.settings.keys),
+                    (Some(k), None) => self.lookup_key(k),
+                    (None, _) => Lookup::Fresh,
+                };
+                if let Some(sc) = sc {
+                    self.give_back_reader(sc);
+                }
+                match found {
+                    Lookup::Fresh => Ok(CommitDone::Committed(0)),
+                    Lookup::Replay(rec) => Ok(CommitDone::Replayed(Box::new(rec))),
+                    Lookup::Refused(e) => Err(e),
+                }
             }
             Side::Writer => {
                 let w = match self.lock_writer() {
@@ -348,13 +404,27 @@ impl Executor {
                 let r = if sc.conn.is_autocommit() {
                     Err(err(SqliteErrorCode::TransactionAborted, "SQLite had rolled the transaction back", None))
                 } else {
-                    control(self, sc, "COMMIT")
+                    let settings = &self.settings.keys;
+                    match key.map(|k| (k, keys::lookup(&sc.conn, &sc.sandbox, k, settings))) {
+                        None | Some((_, Lookup::Fresh)) => key
+                            .map_or(Ok(()), |k| {
+                                keys::record(&sc.conn, &sc.sandbox, k, &recorded_commit(t.changes), settings)
+                            })
+                            .and_then(|()| control(self, sc, "COMMIT"))
+                            .map(|()| CommitDone::Committed(t.changes)),
+                        Some((_, Lookup::Replay(rec))) => {
+                            // This transaction runs nothing now: rolled back below.
+                            let _ = control(self, sc, "ROLLBACK");
+                            Ok(CommitDone::Replayed(Box::new(rec)))
+                        }
+                        Some((_, Lookup::Refused(e))) => Err(e),
+                    }
                 };
                 if r.is_err() && !sc.conn.is_autocommit() {
                     let _ = control(self, sc, "ROLLBACK");
                 }
                 self.release_writer(t.token);
-                r.map(|()| t.changes).map_err(|mut e| {
+                r.map_err(|mut e| {
                     e.committed = Some(false);
                     e
                 })
