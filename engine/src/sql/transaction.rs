@@ -750,8 +750,7 @@ impl Driver {
                             Ok(s) => s,
                             Err(e) => {
                                 // The step panicked and its state is lost: roll back by token.
-                                let x = self.x.clone();
-                                let _ = tokio::task::spawn_blocking(move || x.txn_abandon(token)).await;
+                                self.abandon(token).await;
                                 self.send(
                                     ToEnvoy::SqliteTransactionExecuteResponse(
                                         ToEnvoySqliteTransactionExecuteResponse {
@@ -807,7 +806,11 @@ impl Driver {
                 }
                 Op::Commit { key } => {
                     let keyed = key.is_some();
+                    let token = t.token();
                     let r = blocking(&self.x, &self.outbox, false, move |x| x.txn_commit(t, key.as_ref())).await;
+                    if r.is_err() {
+                        self.abandon(token).await;
+                    }
                     let (answer, how) = match r {
                         Ok(((Ok(CommitDone::Committed(changes)), rows), _)) => (
                             ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
@@ -847,7 +850,10 @@ impl Driver {
                     return self.answer_queued(&mut rx, Some(how));
                 }
                 Op::Rollback => {
-                    let _ = blocking(&self.x, &self.outbox, false, move |x| x.txn_rollback(t)).await;
+                    let token = t.token();
+                    if blocking(&self.x, &self.outbox, false, move |x| x.txn_rollback(t)).await.is_err() {
+                        self.abandon(token).await;
+                    }
                     self.table.inner.lock().end(self.id, Some(Ended::Envoy));
                     self.metrics.transaction_ended("rolled_back");
                     self.send(rolled_back(req.request_id, req.started), None);
@@ -857,10 +863,20 @@ impl Driver {
         }
     }
 
+    /// Rolls back by token a transaction whose step panicked (its `TxnConn` is lost).
+    async fn abandon(&self, token: u64) {
+        tracing::error!(transaction_id = self.id, "a transaction step failed; rolling it back by its token");
+        let x = self.x.clone();
+        let _ = tokio::task::spawn_blocking(move || x.txn_abandon(token)).await;
+    }
+
     /// Rolls the transaction back on the engine's initiative and tells the envoy
     /// (except when the connection is gone).
     async fn end_by_engine(self, t: TxnConn, reason: TransactionEndReason, rx: &mut mpsc::UnboundedReceiver<Req>) {
-        let _ = blocking(&self.x, &self.outbox, false, move |x| x.txn_rollback(t)).await;
+        let token = t.token();
+        if blocking(&self.x, &self.outbox, false, move |x| x.txn_rollback(t)).await.is_err() {
+            self.abandon(token).await;
+        }
         self.ended_by_engine(reason, rx);
     }
 

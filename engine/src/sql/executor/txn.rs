@@ -369,7 +369,13 @@ impl Executor {
     /// (only for a transaction that held the writer: one that never wrote
     /// commits nothing and is not recorded, as §9.3 rule 3).
     pub fn txn_commit(&self, t: TxnConn, key: Option<&KeyedRequest>) -> Result<CommitDone, SqliteError> {
+        let r = self.commit_inner(t, key);
+        // Counted down once done (a step that panicked is counted down by `txn_abandon`).
         self.txns.open.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    fn commit_inner(&self, t: TxnConn, key: Option<&KeyedRequest>) -> Result<CommitDone, SqliteError> {
         match t.side {
             Side::Reader(sc) => {
                 // End the snapshot first: the lookup then sees every recorded key.
@@ -434,7 +440,11 @@ impl Executor {
 
     /// Rolls the transaction back (whatever state it is in).
     pub fn txn_rollback(&self, t: TxnConn) {
+        self.rollback_inner(t);
         self.txns.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn rollback_inner(&self, t: TxnConn) {
         match t.side {
             Side::Reader(sc) => finish_reader(self, sc),
             Side::Writer => {
