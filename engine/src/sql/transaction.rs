@@ -637,8 +637,13 @@ async fn blocking<R: Send + 'static>(
     }
 }
 
-/// Waits until no transaction holds the writer or `deadline` passes; returns whether it was released.
-async fn wait_writer(x: &Executor, deadline: Instant) -> bool {
+/// Waits until no transaction holds the writer, `deadline` passes or the executor's
+/// transactions are told to end; returns whether the writer was released.
+async fn wait_writer(
+    x: &Executor,
+    deadline: Instant,
+    stops: &mut tokio::sync::watch::Receiver<Option<TransactionEndReason>>,
+) -> bool {
     loop {
         let released = x.writer_free().notified();
         tokio::pin!(released);
@@ -649,6 +654,8 @@ async fn wait_writer(x: &Executor, deadline: Instant) -> bool {
         tokio::select! {
             _ = &mut released => {}
             _ = tokio::time::sleep_until(deadline.into()) => return !x.writer_held_by_transaction(),
+            // A stop ends the wait at once (the driver then sees the stop and ends).
+            _ = stops.wait_for(Option::is_some) => return false,
         }
     }
 }
@@ -682,7 +689,14 @@ impl Driver {
             match blocking(&self.x, &self.outbox, true, move |x| x.txn_begin(mode)).await {
                 Ok(((Ok(t), _), _)) => break Ok(t),
                 Ok(((Err(TxnRefusal::WriterBusy), _), _)) => {
-                    if !wait_writer(&self.x, deadline).await {
+                    if !wait_writer(&self.x, deadline, &mut stops).await {
+                        if stops.borrow().is_some() {
+                            break Err(err(
+                                SqliteErrorCode::ActorStopping,
+                                "the actor is stopping; the transaction was not begun",
+                                Some(false),
+                            ));
+                        }
                         break Err(busy_error());
                     }
                 }
@@ -770,7 +784,7 @@ impl Driver {
                         match r {
                             Ok(o) => break (t, Ok((o, built))),
                             Err(TxnRefusal::WriterBusy) => {
-                                if !wait_writer(&self.x, wait_until).await {
+                                if !wait_writer(&self.x, wait_until, &mut stops).await {
                                     break (t, Err(busy_error()));
                                 }
                             }

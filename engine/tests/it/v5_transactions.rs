@@ -601,3 +601,18 @@ async fn a_keyed_commit_is_exactly_once_across_connections() {
     assert_eq!(commit_err(bad).code, SqliteErrorCode::InvalidRequest);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_evicted_connection_rolls_back_and_its_successor_writes() {
+    let (_d, engine, mut c, a) = setup().await;
+    let id = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c, &a, id, "INSERT INTO t VALUES (1, 'evicted')").await.result);
+    // A newer connection with the same envoy key evicts this one (the test keeps its socket).
+    let mut c2 = RawClient::connect(engine.local_addr(), ConnectOpts::v5("ns", "e")).await;
+    assert_eq!(ok(c2.execute_write(&a, "INSERT INTO t VALUES (2, 'successor')", vec![]).await).changes, 1);
+    assert_eq!(keys(&mut c2, &a).await, vec![2]);
+    let (code, _) = c.until_closed().await;
+    assert_eq!(code, close::EVICTED);
+    assert!(c.transactions_ended.is_empty(), "CONNECTION_CLOSED is not sent");
+    engine.shutdown().await;
+}
