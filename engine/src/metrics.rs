@@ -404,6 +404,27 @@ impl Metrics {
                 GetOrCreateActorResult::GetOrCreateActorError(e) => ("get_or_create", e.code.wire_name()),
                 GetOrCreateActorResult::GetOrCreateActorOk(_) => return,
             },
+            // v5 interactive transactions (kind `transaction`).
+            ToEnvoy::SqliteBeginResponse(r) => match &r.result {
+                envoy_protocol::SqliteBeginResult::SqliteTransactionStarted(_) => return,
+                envoy_protocol::SqliteBeginResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                envoy_protocol::SqliteBeginResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
+            ToEnvoy::SqliteTransactionExecuteResponse(r) => match &r.result {
+                SqliteExecuteResult::ExecuteResult(_) => return,
+                SqliteExecuteResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                SqliteExecuteResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
+            ToEnvoy::SqliteCommitResponse(r) => match &r.result {
+                envoy_protocol::SqliteCommitResult::SqliteCommitted(_) => return,
+                envoy_protocol::SqliteCommitResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                envoy_protocol::SqliteCommitResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
+            ToEnvoy::SqliteRollbackResponse(r) => match &r.result {
+                envoy_protocol::SqliteRollbackResult::SqliteRolledBack => return,
+                envoy_protocol::SqliteRollbackResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                envoy_protocol::SqliteRollbackResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
             _ => return,
         };
         self.errors.with_label_values(&[kind, code]).inc();

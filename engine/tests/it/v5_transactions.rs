@@ -536,6 +536,14 @@ async fn open_transactions_and_their_ends_are_metrics() {
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+    // A refused request is an error answer of kind `transaction`.
+    match rollback(&mut c, &a, 424242).await {
+        SqliteRollbackResult::SqliteError(e) => assert_eq!(e.code, SqliteErrorCode::TransactionNotFound),
+        other => panic!("{other:?}"),
+    }
+    let text = metrics_text(&engine).await;
+    let line = "envoy_request_errors_total{code=\"TRANSACTION_NOT_FOUND\",kind=\"transaction\"} 1";
+    assert!(text.contains(line), "{line} missing from:\n{text}");
     // The gauge drops once each driver has finished (just after its last message).
     let started = std::time::Instant::now();
     while !metrics_text(&engine).await.contains("envoy_transactions_open 0") {
@@ -614,5 +622,25 @@ async fn an_evicted_connection_rolls_back_and_its_successor_writes() {
     let (code, _) = c.until_closed().await;
     assert_eq!(code, close::EVICTED);
     assert!(c.transactions_ended.is_empty(), "CONNECTION_CLOSED is not sent");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_statement_that_rolls_back_the_whole_transaction_ends_it() {
+    let (_d, engine, mut c, a) = setup().await;
+    exec_ok(c.exec(&a, "INSERT INTO t VALUES (1, 'committed')").await);
+    let id = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c, &a, id, "INSERT INTO t VALUES (2, 'tx')").await.result);
+    // OR ROLLBACK makes SQLite roll the whole transaction back on the conflict.
+    let r = tx(&mut c, &a, id, "INSERT OR ROLLBACK INTO t VALUES (1, 'dup')").await;
+    assert_eq!(r.transaction_end, Some(TransactionEndReason::StatementFailed));
+    let e = sql_err(r.result);
+    assert_eq!((e.code, e.committed), (SqliteErrorCode::Sqlite, Some(false)), "{e:?}");
+    assert_eq!(ended(&mut c, id).await.reason, TransactionEndReason::StatementFailed);
+    let e = sql_err(tx(&mut c, &a, id, "SELECT 1").await.result);
+    assert_eq!(e.code, SqliteErrorCode::TransactionAborted);
+    // Nothing of it stayed, and the writer is free.
+    assert_eq!(ok(c.execute_write(&a, "INSERT INTO t VALUES (3, 'next')", vec![]).await).changes, 1);
+    assert_eq!(keys(&mut c, &a).await, vec![1, 3]);
     engine.shutdown().await;
 }
