@@ -167,7 +167,8 @@ impl Conn {
         let statements = req.statements;
         let mode = req.mode;
         let admitted = self.admit(&req.actor_id, req.generation, frame_len, || {
-            key = self.admit_key(req.request_key, || {
+            // The digest reads the statements: only once they passed their checks.
+            let digest = {
                 let mut d = RequestDigest::new(KIND_BATCH, &req.actor_id);
                 d.tag(mode_tag(mode));
                 d.count(statements.len());
@@ -175,8 +176,8 @@ impl Conn {
                     d.text(&s.sql);
                     d.params(s.params.as_deref().unwrap_or(&[]));
                 }
-                d.finish()
-            })?;
+                d
+            };
             match crate::sql::batch::admit(statements, mode, &cfg.limits, cfg.max_batch_statements) {
                 Ok(b) => batch = Some(b),
                 Err(e) => {
@@ -184,6 +185,7 @@ impl Conn {
                     return Err(Rejection::Invalid(String::new()));
                 }
             }
+            key = self.admit_key(req.request_key, || digest.finish())?;
             Ok(())
         });
         match admitted {

@@ -78,6 +78,19 @@ async fn a_batch_is_all_or_nothing_and_names_the_failing_statement() {
     assert_eq!(values(&mut c, &a).await, vec!["a!", "b!"]);
     // An empty batch succeeds with no results.
     assert!(batch_ok(&c.batch(&a, Write, vec![], None).await).is_empty());
+    // Batches have their own kind in the request metrics: four ran on the writer.
+    let url = format!("http://{}", engine.local_addr());
+    let series = "envoy_request_duration_seconds_count{kind=\"batch\",route=\"write\"} 4";
+    let t = std::time::Instant::now();
+    loop {
+        let (status, text) = envoy_engine::cli::http_request(&url, "GET", "/metrics", None).await.unwrap();
+        assert_eq!(status, 200);
+        if text.lines().any(|l| l == series) {
+            break;
+        }
+        assert!(t.elapsed() < WAIT, "no {series} in:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     engine.shutdown().await;
 }
 

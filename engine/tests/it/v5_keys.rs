@@ -297,3 +297,74 @@ async fn actor_sql_cannot_reach_the_key_tables() {
     assert_eq!(count(&mut c, &a, "t").await, 1);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn keys_travel_with_backups_and_restores() {
+    use envoy_engine::cli::http_exchange;
+    let dir = temp_dir();
+    let (engine, mut c, a) = setup_with(test_config(dir.path())).await;
+    let url = format!("http://{}", engine.local_addr());
+    c.exec_v5(&a, "CREATE TABLE t(v)", None).await;
+    let (k1, k2) = (request_key(1), request_key(2));
+    let (_, _, o) = ok5(c.execute_v5(&a, "INSERT INTO t VALUES (1)", vec![], true, Some(k1.clone())).await);
+    assert_eq!(o, Some(RequestKeyOutcome::Executed));
+    let (status, backup) =
+        http_exchange(&url, "GET", &format!("/actors/{}/backup", a.actor_id), None, None).await.unwrap();
+    assert_eq!(status, 200);
+    // Recorded after the backup: not in it.
+    let (_, _, o) = ok5(c.execute_v5(&a, "INSERT INTO t VALUES (2)", vec![], true, Some(k2.clone())).await);
+    assert_eq!(o, Some(RequestKeyOutcome::Executed));
+    let (status, body) = http_exchange(
+        &url,
+        "POST",
+        &format!("/actors/{}/restore", a.actor_id),
+        None,
+        Some(("application/vnd.sqlite3", &backup)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let b = c.get_or_create("db", "1").await;
+    assert!(b.generation > a.generation);
+    // The restored file holds the first key (replayed) and not the second (its write is not there either).
+    let (_, _, o) = ok5(c.execute_v5(&b, "INSERT INTO t VALUES (1)", vec![], true, Some(k1)).await);
+    assert_eq!(o, Some(RequestKeyOutcome::Replayed));
+    let (_, _, o) = ok5(c.execute_v5(&b, "INSERT INTO t VALUES (2)", vec![], true, Some(k2)).await);
+    assert_eq!(o, Some(RequestKeyOutcome::Executed));
+    let (x, _, _) = ok5(c.execute_v5(&b, "SELECT v FROM t ORDER BY v", vec![], false, None).await);
+    assert_eq!(x.rows, vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_group_rolled_back_by_sqlite_reruns_keyed_members_and_records_them_once() {
+    let dir = temp_dir();
+    let (engine, mut c, a) = setup_with(test_config(dir.path())).await;
+    c.exec_v5(&a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", None).await;
+    c.execute_v5(&a, "INSERT INTO t VALUES (1, 'taken')", vec![], true, None).await;
+    // Pipelined: keyed members, then an `OR ROLLBACK` conflict that makes SQLite
+    // roll back the whole group transaction; members before it run again alone.
+    let keys: Vec<_> = (0..4).map(|i| request_key(100 + i)).collect();
+    let mut rids = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        rids.push(
+            c.send_execute_v5(&a, "INSERT INTO t(v) VALUES (?)", vec![Value::Integer(i as i64)], true, Some(k.clone()))
+                .await,
+        );
+    }
+    let boom = c.send_execute_v5(&a, "INSERT OR ROLLBACK INTO t VALUES (1, 'again')", vec![], true, None).await;
+    for rid in rids {
+        let (x, _, o) = ok5(c.execute_v5_answer(rid).await);
+        assert_eq!((x.changes, o), (1, Some(RequestKeyOutcome::Executed)));
+    }
+    let (e, _) = err5(c.execute_v5_answer(boom).await);
+    assert_eq!(e.code, SqliteErrorCode::Sqlite);
+    for (i, k) in keys.iter().enumerate() {
+        let (_, _, o) = ok5(c
+            .execute_v5(&a, "INSERT INTO t(v) VALUES (?)", vec![Value::Integer(i as i64)], true, Some(k.clone()))
+            .await);
+        assert_eq!(o, Some(RequestKeyOutcome::Replayed));
+    }
+    assert_eq!(count(&mut c, &a, "t").await, 5);
+    engine.shutdown().await;
+}

@@ -27,7 +27,36 @@ fn write_marks(conn: &Connection) -> (u64, i64) {
     (conn.total_changes(), schema)
 }
 
+/// The key hooks for other writer-side code of the executor (an interactive
+/// transaction's commit with a key): look the key up inside the transaction,
+/// and record the whole answer in it right before its COMMIT, so the commit
+/// keeps both or neither. Replays are built with `sql::v5::replay_answer`.
+impl SqlConn {
+    /// Looks `k` up on this connection (the actor's writer, under its lock).
+    #[allow(dead_code)] // used by the interactive-transaction part
+    pub(super) fn lookup_key(&self, k: &KeyedRequest, settings: &keys::KeySettings) -> Lookup {
+        keys::lookup(&self.conn, &self.sandbox, k, settings)
+    }
+
+    /// Records `k` → `answer` in the open transaction of this connection.
+    #[allow(dead_code)] // used by the interactive-transaction part
+    pub(super) fn record_key(
+        &self,
+        k: &KeyedRequest,
+        answer: &ToEnvoy,
+        settings: &keys::KeySettings,
+    ) -> Result<(), SqliteError> {
+        keys::record(&self.conn, &self.sandbox, k, answer, settings)
+    }
+}
+
 impl Executor {
+    /// The request key settings (retention, count, recorded size) of this executor.
+    #[allow(dead_code)] // used by the interactive-transaction part
+    pub(super) fn key_settings(&self) -> &keys::KeySettings {
+        &self.settings.keys
+    }
+
     /// Runs a batch's statements in order on `sc` (the transaction is the
     /// caller's). `read_only`: a statement that would write fails READONLY
     /// before it runs. An error carries the failing statement's index.
