@@ -52,17 +52,21 @@ pub enum RequestKind {
     GetOrCreate,
     /// v5 `SqliteBatch` (an atomic batch; READ batches may run on a reader).
     Batch,
+    /// v5 interactive transaction requests (Begin, TransactionExecute, Commit,
+    /// Rollback); `read` for those of READ transactions.
+    Transaction,
 }
 
 impl RequestKind {
     /// Every kind, in the order of [`Metrics::latency`]'s first index.
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 7] = [
         RequestKind::Execute,
         RequestKind::ExecuteWrite,
         RequestKind::Exec,
         RequestKind::Kv,
         RequestKind::GetOrCreate,
         RequestKind::Batch,
+        RequestKind::Transaction,
     ];
 
     /// Position in [`RequestKind::ALL`].
@@ -74,6 +78,7 @@ impl RequestKind {
             RequestKind::Kv => 3,
             RequestKind::GetOrCreate => 4,
             RequestKind::Batch => 5,
+            RequestKind::Transaction => 6,
         }
     }
 
@@ -86,6 +91,7 @@ impl RequestKind {
             RequestKind::Kv => "kv",
             RequestKind::GetOrCreate => "get_or_create",
             RequestKind::Batch => "batch",
+            RequestKind::Transaction => "transaction",
         }
     }
 }
@@ -180,7 +186,7 @@ pub struct Metrics {
     /// Request latency from admission to answer queued, `[kind][route]`, made once so
     /// observing needs no label lookup. Only `execute` has a `read` series; the other
     /// kinds always run on the writer lane, and their read slot is their write series.
-    latency: [[Histogram; 2]; 6],
+    latency: [[Histogram; 2]; 7],
     /// Error answers by request kind and code; looked up per error (errors are not the fast path).
     errors: IntCounterVec,
     /// Requests per successful group commit, `[store]`.
@@ -250,13 +256,13 @@ impl Metrics {
                 &["kind", "route"],
             )?,
         )?;
-        // Only Execute and Batch can be routed to a reader lane; every other kind takes the
+        // Only Execute, Batch and Transaction (READ) can run on a reader; every other kind takes the
         // writer lane (or the registry), so its read slot shares the write series
         // and no series that can never move is exported.
         let latency = RequestKind::ALL.map(|k| {
             let write = latency_vec.with_label_values(&[k.as_str(), RouteLabel::Write.as_str()]);
             let read = match k {
-                RequestKind::Execute | RequestKind::Batch => {
+                RequestKind::Execute | RequestKind::Batch | RequestKind::Transaction => {
                     latency_vec.with_label_values(&[k.as_str(), RouteLabel::Read.as_str()])
                 }
                 RequestKind::ExecuteWrite | RequestKind::Exec | RequestKind::Kv | RequestKind::GetOrCreate => {

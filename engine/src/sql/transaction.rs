@@ -26,7 +26,7 @@ use crate::budget::{self, Charge};
 use crate::connection::admission::{self, Pending, PendingGuard, Rejection};
 use crate::connection::writer::Outbox;
 use crate::inflight::InflightGuard;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestKind, RequestTimer, RouteLabel};
 use crate::sql::cost::{self as sqlcost, CostClock, Rows};
 use crate::sql::executor::{err, CommitDone, Executor, StatementOutcome, TxnConn, TxnRefusal};
 use crate::sql::keys::{self, KeyedRequest, Lookup, RequestDigest};
@@ -99,6 +99,8 @@ struct Req {
     started: Started,
     /// Its slot of the connection's pending bound, until answered.
     _pending: PendingGuard,
+    /// Its latency sample (`envoy_request_duration_seconds`, kind `transaction`), taken when it is dropped.
+    _timer: RequestTimer,
 }
 
 /// What a request asks of its transaction.
@@ -137,6 +139,8 @@ struct Open {
     generation: u64,
     /// Where its requests go, in arrival order.
     tx: mpsc::UnboundedSender<Req>,
+    /// Its requests' latency route: `read` for a READ transaction.
+    route: RouteLabel,
 }
 
 /// The table's state.
@@ -449,7 +453,11 @@ impl Transactions {
             t.last_id += 1;
             let id = t.last_id;
             let (tx, rx) = mpsc::unbounded_channel();
-            t.open.insert(id, Open { actor_id: req.actor_id.clone(), generation: req.generation, tx });
+            let route = match req.mode {
+                SqliteTransactionMode::Read => RouteLabel::Read,
+                SqliteTransactionMode::Write | SqliteTransactionMode::Deferred => RouteLabel::Write,
+            };
+            t.open.insert(id, Open { actor_id: req.actor_id.clone(), generation: req.generation, tx, route });
             Ok((inflight, pending, id, rx))
         })();
         let (inflight, pending, id, rx) = match admitted {
@@ -476,8 +484,16 @@ impl Transactions {
             metrics: state.metrics.clone(),
             _inflight: inflight,
         };
+        let route = match req.mode {
+            SqliteTransactionMode::Read => RouteLabel::Read,
+            SqliteTransactionMode::Write | SqliteTransactionMode::Deferred => RouteLabel::Write,
+        };
+        let timer = state.metrics.request(RequestKind::Transaction, route);
         let span = tracing::debug_span!("transaction", transaction_id = id);
-        tokio::spawn(tracing::Instrument::instrument(driver.run(request_id, req.mode, started, pending, rx), span));
+        tokio::spawn(tracing::Instrument::instrument(
+            driver.run(request_id, req.mode, started, (pending, timer), rx),
+            span,
+        ));
     }
 
     /// `ToEngineSqliteTransactionExecute`.
@@ -556,7 +572,8 @@ impl Transactions {
         let t = self.table.inner.lock();
         match t.open.get(&transaction_id) {
             Some(open) if open.actor_id == actor_id && open.generation == generation => {
-                let req = Req { request_id, op, started, _pending: pending };
+                let timer = c.state.metrics.request(RequestKind::Transaction, open.route);
+                let req = Req { request_id, op, started, _pending: pending, _timer: timer };
                 // Sent under the table's lock: a driver marks its end under it before
                 // closing its channel, so a send either reaches the driver or sees the end.
                 if let Err(mpsc::error::SendError(req)) = open.tx.send(req) {
@@ -680,7 +697,8 @@ impl Driver {
         request_id: u32,
         mode: SqliteTransactionMode,
         started: Started,
-        pending: PendingGuard,
+        // The Begin's pending slot and latency timer, until it is answered.
+        pending: (PendingGuard, RequestTimer),
         mut rx: mpsc::UnboundedReceiver<Req>,
     ) {
         let mut stops = self.x.transaction_stops();

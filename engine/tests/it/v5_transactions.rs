@@ -517,6 +517,19 @@ async fn metrics_text(engine: &envoy_engine::RunningEngine) -> String {
     body
 }
 
+/// Polls `GET /metrics` until `pred` holds on its text (up to WAIT).
+async fn metrics_until(engine: &envoy_engine::RunningEngine, pred: impl Fn(&str) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let text = metrics_text(engine).await;
+        if pred(&text) {
+            return;
+        }
+        assert!(started.elapsed() < WAIT, "metrics never matched:\n{text}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn open_transactions_and_their_ends_are_metrics() {
     let (_d, engine, mut c, a) = setup_with(|cfg| cfg.min_transaction_lease = Duration::from_millis(1)).await;
@@ -536,6 +549,13 @@ async fn open_transactions_and_their_ends_are_metrics() {
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+    // Answered requests are timed (3 Begins, a Commit, a Rollback); a sample is taken just
+    // after its answer is queued, so poll until they are in.
+    metrics_until(&engine, |text| {
+        text.contains("envoy_request_duration_seconds_count{kind=\"transaction\",route=\"write\"} 2")
+            && text.contains("envoy_request_duration_seconds_count{kind=\"transaction\",route=\"read\"} 3")
+    })
+    .await;
     // A refused request is an error answer of kind `transaction`.
     match rollback(&mut c, &a, 424242).await {
         SqliteRollbackResult::SqliteError(e) => assert_eq!(e.code, SqliteErrorCode::TransactionNotFound),
@@ -545,11 +565,7 @@ async fn open_transactions_and_their_ends_are_metrics() {
     let line = "envoy_request_errors_total{code=\"TRANSACTION_NOT_FOUND\",kind=\"transaction\"} 1";
     assert!(text.contains(line), "{line} missing from:\n{text}");
     // The gauge drops once each driver has finished (just after its last message).
-    let started = std::time::Instant::now();
-    while !metrics_text(&engine).await.contains("envoy_transactions_open 0") {
-        assert!(started.elapsed() < WAIT, "the open-transactions gauge did not return to 0");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    metrics_until(&engine, |text| text.contains("envoy_transactions_open 0")).await;
     engine.shutdown().await;
 }
 
