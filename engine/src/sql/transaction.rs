@@ -364,6 +364,15 @@ fn gone(
         return;
     };
     let state = c.state;
+    // The lookup uses the actor's database: counted in flight like any request (a drain
+    // waits for it; a stopping actor refuses it, so no executor is made for a stopped one).
+    let inflight = match admission::check_and_count(state, c.namespace, c.envoy_key, actor_id, generation) {
+        Ok(g) => g,
+        Err(rej) => {
+            c.outbox.send(with_key_outcome(failure_answer(OpName::Commit, request_id, started, rej.into()), true));
+            return;
+        }
+    };
     let x = state.executors.get_or_create(actor_id, generation, || state.actor_dir(actor_id), &state.exec_settings);
     let outbox = c.outbox.clone();
     tokio::spawn(async move {
@@ -392,6 +401,7 @@ fn gone(
         };
         outbox.send(answer);
         drop(pending);
+        drop(inflight);
     });
 }
 
@@ -414,6 +424,14 @@ fn check_actor(c: &ConnCtx<'_>, actor_id: &str, generation: u64) -> Result<(), R
             crate::actor::registry::ActorState::Stopped => Err(Rejection::NotPlaced),
         }
     })
+}
+
+/// The latency route of a transaction's requests: `read` for a READ transaction.
+fn route_of(mode: SqliteTransactionMode) -> RouteLabel {
+    match mode {
+        SqliteTransactionMode::Read => RouteLabel::Read,
+        SqliteTransactionMode::Write | SqliteTransactionMode::Deferred => RouteLabel::Write,
+    }
 }
 
 /// The frame-size check every request passes.
@@ -453,10 +471,7 @@ impl Transactions {
             t.last_id += 1;
             let id = t.last_id;
             let (tx, rx) = mpsc::unbounded_channel();
-            let route = match req.mode {
-                SqliteTransactionMode::Read => RouteLabel::Read,
-                SqliteTransactionMode::Write | SqliteTransactionMode::Deferred => RouteLabel::Write,
-            };
+            let route = route_of(req.mode);
             t.open.insert(id, Open { actor_id: req.actor_id.clone(), generation: req.generation, tx, route });
             Ok((inflight, pending, id, rx))
         })();
@@ -484,11 +499,7 @@ impl Transactions {
             metrics: state.metrics.clone(),
             _inflight: inflight,
         };
-        let route = match req.mode {
-            SqliteTransactionMode::Read => RouteLabel::Read,
-            SqliteTransactionMode::Write | SqliteTransactionMode::Deferred => RouteLabel::Write,
-        };
-        let timer = state.metrics.request(RequestKind::Transaction, route);
+        let timer = state.metrics.request(RequestKind::Transaction, route_of(req.mode));
         let span = tracing::debug_span!("transaction", transaction_id = id);
         tokio::spawn(tracing::Instrument::instrument(
             driver.run(request_id, req.mode, started, (pending, timer), rx),
@@ -569,24 +580,26 @@ impl Transactions {
             Ok(a) => a,
             Err(rej) => return c.outbox.send(failure_answer(name, request_id, started, rej.into())),
         };
-        let t = self.table.inner.lock();
-        match t.open.get(&transaction_id) {
-            Some(open) if open.actor_id == actor_id && open.generation == generation => {
-                let timer = c.state.metrics.request(RequestKind::Transaction, open.route);
-                let req = Req { request_id, op, started, _pending: pending, _timer: timer };
-                // Sent under the table's lock: a driver marks its end under it before
-                // closing its channel, so a send either reaches the driver or sees the end.
-                if let Err(mpsc::error::SendError(req)) = open.tx.send(req) {
-                    // Cannot happen (see above); answer as if it had ended unremembered.
-                    c.outbox.send(gone_answer(name, req.request_id, req.started, None));
+        let how = {
+            let t = self.table.inner.lock();
+            match t.open.get(&transaction_id) {
+                Some(open) if open.actor_id == actor_id && open.generation == generation => {
+                    let timer = c.state.metrics.request(RequestKind::Transaction, open.route);
+                    let req = Req { request_id, op, started, _pending: pending, _timer: timer };
+                    // Sent under the table's lock: a driver marks its end under it before
+                    // closing its channel, so a send either reaches the driver or sees the end.
+                    if let Err(mpsc::error::SendError(req)) = open.tx.send(req) {
+                        // Cannot happen (see above); answer as if it had ended unremembered.
+                        c.outbox.send(gone_answer(name, req.request_id, req.started, None));
+                    }
+                    return;
                 }
+                // Another actor's (or generation's) transaction: unknown for this one.
+                Some(_) => None,
+                None => t.ended.get(&transaction_id).copied(),
             }
-            Some(_) => gone(c, op, request_id, started, None, pending, actor_id, generation),
-            None => {
-                let how = t.ended.get(&transaction_id).copied();
-                gone(c, op, request_id, started, how, pending, actor_id, generation)
-            }
-        }
+        };
+        gone(c, op, request_id, started, how, pending, actor_id, generation);
     }
 }
 
