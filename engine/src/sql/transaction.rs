@@ -737,10 +737,10 @@ impl Driver {
         let mut t = match begun {
             Ok(t) => t,
             Err(e) => {
+                // Never opened: its id is unknown from now on (and frees its open slot before the answer leaves).
+                self.table.inner.lock().end(self.id, None);
                 self.send(begin_failure(request_id, started, Failure::Error(e)), None);
                 drop(pending);
-                // Never opened: its id is unknown from now on.
-                self.table.inner.lock().end(self.id, None);
                 return self.answer_queued(&mut rx, None);
             }
         };
@@ -835,6 +835,11 @@ impl Driver {
                                     cost: cost(&req.started, ran),
                                     transaction_end: ended.then_some(TransactionEndReason::StatementFailed),
                                 });
+                            if ended {
+                                // Over before the answer leaves: a request sent after it sees the end.
+                                let how = Ended::Engine(TransactionEndReason::StatementFailed);
+                                self.table.inner.lock().end(self.id, Some(how));
+                            }
                             self.send(answer, built);
                             drop(req._pending);
                             if ended {
