@@ -206,6 +206,11 @@ impl Executor {
         self.txns.stop.send_replace(Some(reason));
     }
 
+    /// Whether `t` holds the writer now (read under the writer's mutex).
+    fn holds(&self, t: &TxnConn) -> bool {
+        self.txns.holder.load(Ordering::Acquire) == t.token
+    }
+
     /// Clears the writer's holder (the caller holds the writer's mutex) and wakes waiters.
     fn release_writer(&self, token: u64) {
         if self.txns.holder.compare_exchange(token, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -231,8 +236,8 @@ impl Executor {
                 TxnConn { token, mode, side: Side::Writer, epoch: 0, changes: 0 }
             }
             SqliteTransactionMode::Read | SqliteTransactionMode::Deferred => {
-                // Read before the snapshot begins: any writer lock released after
-                // this point makes the DEFERRED conflict check fail (conservative).
+                // Read before the snapshot begins: any commit the writer's WAL hook counts
+                // after this point makes the DEFERRED conflict check fail (see the module doc).
                 let epoch = self.txns.epoch.load(Ordering::Acquire);
                 let sc = self.take_reader().map_err(TxnRefusal::Error)?;
                 // BEGIN, then one read of the database header: the snapshot starts now.
@@ -302,7 +307,7 @@ impl Executor {
                 finish_reader(self, sc);
             }
         }
-        if self.txns.holder.load(Ordering::Acquire) != t.token {
+        if !self.holds(t) {
             // Cannot happen: only this transaction clears its own token.
             let e = err(SqliteErrorCode::Internal, "the transaction lost the writer", Some(false));
             return Ok(StatementOutcome { result: Err(e), ended: true });
@@ -407,7 +412,8 @@ impl Executor {
                     self.release_writer(t.token);
                     return Err(self.stopped_error());
                 };
-                let r = if sc.conn.is_autocommit() {
+                let r = if sc.conn.is_autocommit() || !self.holds(&t) {
+                    // SQLite rolled it back earlier (the writer is then no longer this transaction's).
                     Err(err(SqliteErrorCode::TransactionAborted, "SQLite had rolled the transaction back", None))
                 } else {
                     let settings = &self.settings.keys;
@@ -426,7 +432,7 @@ impl Executor {
                         Some((_, Lookup::Refused(e))) => Err(e),
                     }
                 };
-                if r.is_err() && !sc.conn.is_autocommit() {
+                if r.is_err() && !sc.conn.is_autocommit() && self.holds(&t) {
                     let _ = control(self, sc, "ROLLBACK");
                 }
                 self.release_writer(t.token);
@@ -450,7 +456,8 @@ impl Executor {
             Side::Writer => {
                 if let Ok(w) = self.lock_writer() {
                     if let Some(sc) = w.guard.as_ref() {
-                        if !sc.conn.is_autocommit() {
+                        // Only its own transaction: after SQLite rolled it back the writer may be another's.
+                        if !sc.conn.is_autocommit() && self.holds(&t) {
                             if let Err(e) = control(self, sc, "ROLLBACK") {
                                 tracing::error!(actor_id = %self.actor_id, error = %e.message,
                                     "rolling back an interactive transaction failed");
