@@ -117,7 +117,8 @@ impl Op {
     fn name(&self) -> OpName {
         match self {
             Op::Execute { .. } => OpName::Execute,
-            Op::Commit { .. } => OpName::Commit,
+            Op::Commit { key: None } => OpName::Commit,
+            Op::Commit { key: Some(_) } => OpName::KeyedCommit,
             Op::Rollback => OpName::Rollback,
         }
     }
@@ -128,6 +129,8 @@ impl Op {
 enum OpName {
     Execute,
     Commit,
+    /// A commit with a request key: its answer always carries a key outcome.
+    KeyedCommit,
     Rollback,
 }
 
@@ -263,14 +266,15 @@ fn failure_answer(op: OpName, request_id: u32, started: Started, f: Failure) -> 
             cost,
             transaction_end: None,
         }),
-        OpName::Commit => ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
+        OpName::Commit | OpName::KeyedCommit => ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
             request_id,
             result: match f {
                 Failure::Fence(m) => SqliteCommitResult::SqliteFenceMismatch(m),
                 Failure::Error(e) => SqliteCommitResult::SqliteError(e),
             },
             cost,
-            request_key: None,
+            // Present exactly when the request had a key (nothing replayed here: EXECUTED).
+            request_key: (op == OpName::KeyedCommit).then_some(RequestKeyOutcome::Executed),
         }),
         OpName::Rollback => ToEnvoy::SqliteRollbackResponse(ToEnvoySqliteRollbackResponse {
             request_id,
@@ -533,7 +537,8 @@ impl Transactions {
         let req = r.request;
         let key = req.request_key;
         let actor_id = req.actor_id.clone();
-        self.naming(c, r.request_id, &req.actor_id, req.generation, req.transaction_id, OpName::Commit, || {
+        let name = if key.is_some() { OpName::KeyedCommit } else { OpName::Commit };
+        self.naming(c, r.request_id, &req.actor_id, req.generation, req.transaction_id, name, || {
             let key = match key {
                 None => None,
                 Some(k) => {

@@ -622,7 +622,11 @@ async fn a_keyed_commit_is_exactly_once_across_connections() {
     assert_eq!(commit_err(unknown).code, SqliteErrorCode::TransactionNotFound);
     // A malformed key is refused before anything.
     let bad = keyed_commit(&mut c2, &a, 999, vec![1, 2, 3]).await;
+    assert_eq!(bad.request_key, Some(RequestKeyOutcome::Executed), "keyed: the outcome is present");
     assert_eq!(commit_err(bad).code, SqliteErrorCode::InvalidRequest);
+    // An unkeyed commit's answer has no key outcome.
+    let plain = commit(&mut c2, &a, 999).await;
+    assert_eq!(plain.request_key, None);
     engine.shutdown().await;
 }
 
