@@ -182,6 +182,24 @@ async fn batches_mixed_with_group_commit_members_and_keys() {
     assert_eq!(again.request_key, Some(RequestKeyOutcome::Replayed));
     assert_eq!(batch_ok(&again), batch_ok(&keyed));
     assert_eq!(values(&mut c, &a).await, vec!["a", "c", "d", "e", "f"]);
+    // A keyed batch that only reads is not recorded: its key then runs a write.
+    let k = request_key(2);
+    let r = c.batch(&a, Read, vec![stmt("SELECT count(*) FROM t")], Some(k.clone())).await;
+    assert_eq!(
+        (batch_ok(&r)[0].rows.clone(), r.request_key),
+        (vec![vec![Value::Integer(5)]], Some(RequestKeyOutcome::Executed))
+    );
+    let r = c.batch(&a, Read, vec![stmt("SELECT count(*) FROM t")], Some(k.clone())).await;
+    assert_eq!(r.request_key, Some(RequestKeyOutcome::Executed), "a read is not recorded");
+    // A keyed DEFERRED batch of read candidates that writes after all (it runs on the writer).
+    let cte = "WITH x(v) AS (VALUES ('g')) INSERT INTO t(v) SELECT v FROM x";
+    let r = c.batch(&a, Deferred, vec![stmt("SELECT 1"), stmt(cte)], Some(request_key(3))).await;
+    assert_eq!(batch_ok(&r)[1].changes, 1);
+    c.execute_v5(&a, "DELETE FROM t WHERE v = 'g'", vec![], true, None).await;
+    // A keyed READ batch that writes fails READONLY even on the writer.
+    let e = batch_err(&c.batch(&a, Read, vec![ins("g")], Some(k)).await);
+    assert_eq!((e.extended_code, e.statement_index), (Some(8), Some(0)));
+    assert_eq!(values(&mut c, &a).await, vec!["a", "c", "d", "e", "f"]);
     engine.shutdown().await;
 }
 
