@@ -664,3 +664,36 @@ async fn a_statement_that_rolls_back_the_whole_transaction_ends_it() {
     assert_eq!(keys(&mut c, &a).await, vec![1, 3]);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_read_sent_after_a_waiting_write_sees_it() {
+    let (_d, engine, mut c, a) = setup().await;
+    let id = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c, &a, id, "INSERT INTO t VALUES (1, 'tx')").await.result);
+    // Pipelined: a write that must wait for the transaction, then a read of the same actor.
+    let write = c.send_execute(&a, "INSERT INTO t VALUES (2, 'waited')", vec![], true).await;
+    let read = c.send_execute(&a, "SELECT count(*) FROM t", vec![], false).await;
+    assert_eq!(committed(&commit(&mut c, &a, id).await), 1);
+    assert_eq!(ok(c.execute_result(write).await).changes, 1);
+    // The read did not overtake the write it followed.
+    assert_eq!(ok(c.execute_result(read).await).rows, vec![vec![Value::Integer(2)]]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deferred_write_behind_a_write_transaction_gets_busy() {
+    let (_d, engine, mut c, a) = setup_with(|cfg| cfg.max_transaction_wait = Duration::from_millis(50)).await;
+    let writer = begin(&mut c, &a, SqliteTransactionMode::Write).await;
+    ok(tx(&mut c, &a, writer, "INSERT INTO t VALUES (1, 'w')").await.result);
+    let deferred = begin(&mut c, &a, SqliteTransactionMode::Deferred).await;
+    assert_eq!(ok(tx(&mut c, &a, deferred, "SELECT count(*) FROM t").await.result).rows, vec![vec![Value::Integer(0)]]);
+    // It cannot take the writer while the other holds it (and once that one commits, its snapshot is stale).
+    let e = sql_err(tx(&mut c, &a, deferred, "INSERT INTO t VALUES (2, 'd')").await.result);
+    assert_eq!((e.code, e.committed), (SqliteErrorCode::TransactionBusy, Some(false)));
+    assert_eq!(committed(&commit(&mut c, &a, writer).await), 1);
+    let e = sql_err(tx(&mut c, &a, deferred, "INSERT INTO t VALUES (2, 'd')").await.result);
+    assert_eq!(e.code, SqliteErrorCode::TransactionBusy);
+    assert_eq!(rollback(&mut c, &a, deferred).await, SqliteRollbackResult::SqliteRolledBack);
+    assert_eq!(keys(&mut c, &a).await, vec![1]);
+    engine.shutdown().await;
+}
