@@ -206,6 +206,22 @@ impl Executor {
         self.txns.stop.send_replace(Some(reason));
     }
 
+    /// Refuses a request that would run on the writer (alone or as a group)
+    /// while an interactive transaction holds it: such a request would run
+    /// inside that transaction, and v4's `end_open_transaction` would roll it
+    /// back. Writer batches park such requests before getting here (`sql::group`),
+    /// so this is a guard for other paths; the answer says it did not run.
+    pub(super) fn refuse_if_writer_held(&self) -> Result<(), SqliteError> {
+        if self.writer_held_by_transaction() {
+            return Err(err(
+                SqliteErrorCode::Overloaded,
+                "the actor's writer is held by an interactive transaction; this request did not run (retry later)",
+                Some(false),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `t` holds the writer now (read under the writer's mutex).
     fn holds(&self, t: &TxnConn) -> bool {
         self.txns.holder.load(Ordering::Acquire) == t.token
