@@ -145,6 +145,8 @@ pub async fn drain(
             "stop threshold passed; interrupting in-flight work"
         );
         if let Some(x) = &executor {
+            // Open interactive transactions (v5) roll back now and their envoys are told why.
+            x.end_transactions(crate::sql::transaction::end_reason(reason));
             x.interrupt();
         }
         // Interrupted statements return quickly; keep interrupting until every request is answered.

@@ -52,17 +52,21 @@ pub enum RequestKind {
     GetOrCreate,
     /// v5 `SqliteBatch` (an atomic batch; READ batches may run on a reader).
     Batch,
+    /// v5 interactive transaction requests (Begin, TransactionExecute, Commit,
+    /// Rollback); `read` for those of READ transactions.
+    Transaction,
 }
 
 impl RequestKind {
     /// Every kind, in the order of [`Metrics::latency`]'s first index.
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 7] = [
         RequestKind::Execute,
         RequestKind::ExecuteWrite,
         RequestKind::Exec,
         RequestKind::Kv,
         RequestKind::GetOrCreate,
         RequestKind::Batch,
+        RequestKind::Transaction,
     ];
 
     /// Position in [`RequestKind::ALL`].
@@ -74,6 +78,7 @@ impl RequestKind {
             RequestKind::Kv => 3,
             RequestKind::GetOrCreate => 4,
             RequestKind::Batch => 5,
+            RequestKind::Transaction => 6,
         }
     }
 
@@ -86,6 +91,7 @@ impl RequestKind {
             RequestKind::Kv => "kv",
             RequestKind::GetOrCreate => "get_or_create",
             RequestKind::Batch => "batch",
+            RequestKind::Transaction => "transaction",
         }
     }
 }
@@ -180,7 +186,7 @@ pub struct Metrics {
     /// Request latency from admission to answer queued, `[kind][route]`, made once so
     /// observing needs no label lookup. Only `execute` has a `read` series; the other
     /// kinds always run on the writer lane, and their read slot is their write series.
-    latency: [[Histogram; 2]; 6],
+    latency: [[Histogram; 2]; 7],
     /// Error answers by request kind and code; looked up per error (errors are not the fast path).
     errors: IntCounterVec,
     /// Requests per successful group commit, `[store]`.
@@ -213,6 +219,11 @@ pub struct Metrics {
     result_bytes_held: IntGauge,
     /// Connections whose reading is paused by backpressure, read at scrape.
     reads_paused: IntGauge,
+    /// v5 interactive transactions open now (held by each transaction's driver).
+    pub transactions_open: IntGauge,
+    /// v5 interactive transactions ended, by how (committed, rolled_back,
+    /// commit_failed, or the engine's TransactionEndReason).
+    transaction_ends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -245,13 +256,13 @@ impl Metrics {
                 &["kind", "route"],
             )?,
         )?;
-        // Only Execute and Batch can be routed to a reader lane; every other kind takes the
+        // Only Execute, Batch and Transaction (READ) can run on a reader; every other kind takes the
         // writer lane (or the registry), so its read slot shares the write series
         // and no series that can never move is exported.
         let latency = RequestKind::ALL.map(|k| {
             let write = latency_vec.with_label_values(&[k.as_str(), RouteLabel::Write.as_str()]);
             let read = match k {
-                RequestKind::Execute | RequestKind::Batch => {
+                RequestKind::Execute | RequestKind::Batch | RequestKind::Transaction => {
                     latency_vec.with_label_values(&[k.as_str(), RouteLabel::Read.as_str()])
                 }
                 RequestKind::ExecuteWrite | RequestKind::Exec | RequestKind::Kv | RequestKind::GetOrCreate => {
@@ -355,6 +366,18 @@ impl Metrics {
                 "envoy_reads_paused",
                 "Connections whose reading is paused because their outbox is over budget",
             )?,
+            transactions_open: gauge("envoy_transactions_open", "Interactive transactions (v5) open now")?,
+            transaction_ends: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "envoy_transaction_ends_total",
+                        "Interactive transactions (v5) ended, by how: committed, rolled_back, commit_failed, or the \
+                         engine's end reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -387,6 +410,27 @@ impl Metrics {
                 GetOrCreateActorResult::GetOrCreateActorError(e) => ("get_or_create", e.code.wire_name()),
                 GetOrCreateActorResult::GetOrCreateActorOk(_) => return,
             },
+            // v5 interactive transactions (kind `transaction`).
+            ToEnvoy::SqliteBeginResponse(r) => match &r.result {
+                envoy_protocol::SqliteBeginResult::SqliteTransactionStarted(_) => return,
+                envoy_protocol::SqliteBeginResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                envoy_protocol::SqliteBeginResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
+            ToEnvoy::SqliteTransactionExecuteResponse(r) => match &r.result {
+                SqliteExecuteResult::ExecuteResult(_) => return,
+                SqliteExecuteResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                SqliteExecuteResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
+            ToEnvoy::SqliteCommitResponse(r) => match &r.result {
+                envoy_protocol::SqliteCommitResult::SqliteCommitted(_) => return,
+                envoy_protocol::SqliteCommitResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                envoy_protocol::SqliteCommitResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
+            ToEnvoy::SqliteRollbackResponse(r) => match &r.result {
+                envoy_protocol::SqliteRollbackResult::SqliteRolledBack => return,
+                envoy_protocol::SqliteRollbackResult::SqliteError(e) => ("transaction", e.code.wire_name()),
+                envoy_protocol::SqliteRollbackResult::SqliteFenceMismatch(_) => ("transaction", "FENCE_MISMATCH"),
+            },
             _ => return,
         };
         self.errors.with_label_values(&[kind, code]).inc();
@@ -414,6 +458,11 @@ impl Metrics {
         if !report.drained_in_time {
             self.drains_past_threshold.inc();
         }
+    }
+
+    /// Counts one interactive transaction ended `how` (a rare path: a label lookup).
+    pub fn transaction_ended(&self, how: &str) {
+        self.transaction_ends.with_label_values(&[how]).inc();
     }
 
     /// Counts one binary frame read from an envoy socket.

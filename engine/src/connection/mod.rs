@@ -75,6 +75,8 @@ struct Conn {
     scheduler: Scheduler,
     /// Accepted, unanswered requests on this connection (maxPendingRequests).
     pending: Arc<Pending>,
+    /// v5 interactive transactions of this connection; dropped with it (they roll back).
+    transactions: crate::sql::transaction::Transactions,
     /// Set when the envoy said it is going away on purpose (`ToEngineStopping`):
     /// when its socket ends, its session is dropped at once, without waiting out
     /// the lost threshold for a resume that will not come.
@@ -224,6 +226,8 @@ async fn serve_inner(
                 stats: state.group_stats.clone(),
                 metrics: state.metrics.clone(),
             },
+            max_transaction_wait: cfg.max_transaction_wait,
+            version,
         },
         outbox.clone(),
     );
@@ -236,6 +240,7 @@ async fn serve_inner(
         session: attachment.session,
         scheduler,
         pending: Arc::new(Pending::default()),
+        transactions: Default::default(),
         envoy_stopping: std::sync::atomic::AtomicBool::new(false),
     };
     let mut lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
@@ -451,6 +456,7 @@ impl Conn {
                         timer: state.metrics.request(RequestKind::Kv, RouteLabel::Write),
                         inflight,
                         pending,
+                        parked_at: None,
                     }),
                     Err(rej) => {
                         self.outbox.send(ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id, data: rej.to_kv() }))
@@ -470,6 +476,7 @@ impl Conn {
                         timer: state.metrics.request(RequestKind::Exec, RouteLabel::Write),
                         inflight,
                         pending,
+                        parked_at: None,
                     }),
                     Err(rej) => {
                         let result = match rej.to_sqlite() {
@@ -481,6 +488,11 @@ impl Conn {
                 }
             }
             ToEngine::SqliteExecute(r) => self.execute(r.request_id, r.request, false, frame_len),
+            // v5 interactive transactions (sql/transaction.rs).
+            ToEngine::SqliteBegin(r) => self.transactions.begin(&self.txn_ctx(frame_len), r),
+            ToEngine::SqliteTransactionExecute(r) => self.transactions.execute(&self.txn_ctx(frame_len), r),
+            ToEngine::SqliteCommit(r) => self.transactions.commit(&self.txn_ctx(frame_len), r),
+            ToEngine::SqliteRollback(r) => self.transactions.rollback(&self.txn_ctx(frame_len), r),
             ToEngine::SqliteExecuteWrite(r) => self.execute(r.request_id, r.request, true, frame_len),
             // v5 (a frame decoded below v5 never holds these members).
             ToEngine::SqliteExecV5(r) => self.exec_v5(r.request_id, r.request, frame_len),
@@ -488,17 +500,23 @@ impl Conn {
             ToEngine::SqliteBatch(r) => self.batch(r.request_id, r.request, frame_len),
             // v5 members this engine does not implement yet: a protocol error
             // (the connection closes with 1002).
-            m @ (ToEngine::SqliteBegin(_)
-            | ToEngine::SqliteTransactionExecute(_)
-            | ToEngine::SqliteCommit(_)
-            | ToEngine::SqliteRollback(_)
-            | ToEngine::SqliteStreamOpen(_)
-            | ToEngine::SqliteStreamCredit(_)
-            | ToEngine::SqliteStreamCancel(_)) => {
+            m @ (ToEngine::SqliteStreamOpen(_) | ToEngine::SqliteStreamCredit(_) | ToEngine::SqliteStreamCancel(_)) => {
                 return Err(DispatchError::NotImplemented(m.member_name()));
             }
         }
         Ok(())
+    }
+
+    /// What a transaction request needs to know about this connection.
+    fn txn_ctx(&self, frame_len: usize) -> crate::sql::transaction::ConnCtx<'_> {
+        crate::sql::transaction::ConnCtx {
+            state: &self.state,
+            namespace: &self.params.namespace,
+            envoy_key: &self.params.envoy_key,
+            outbox: &self.outbox,
+            pending: &self.pending,
+            frame_len,
+        }
     }
 
     fn execute(&self, request_id: u32, req: envoy_protocol::SqliteExecuteRequest, write: bool, frame_len: usize) {
@@ -521,6 +539,7 @@ impl Conn {
                     timer,
                     inflight,
                     pending,
+                    parked_at: None,
                 });
             }
             Err(rej) => {

@@ -34,6 +34,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod park;
+
 /// A busy reader lane that started no batch for this long counts as stuck on a
 /// slow statement, and another reader lane may open for the actor. Extra lanes
 /// for quick reads only add thread contention (measured: 1 lane serves
@@ -143,6 +145,10 @@ pub struct Job {
     /// Counts it against the connection's pending bound.
     #[expect(dead_code, reason = "held for its Drop: the connection's pending count falls when the job is done")]
     pub pending: PendingGuard,
+    /// When it first found the actor's writer held by an interactive transaction
+    /// (None: never): it fails with TRANSACTION_BUSY once it waited
+    /// `max_transaction_wait` from then (see `park.rs`).
+    pub parked_at: Option<Instant>,
 }
 
 impl Job {
@@ -189,6 +195,10 @@ struct ActorQueue {
     readers_busy: usize,
     /// Whether the key is in the round-robin `ready` list.
     in_ready: bool,
+    /// The front job is a write waiting for an interactive transaction to release
+    /// the actor's writer: no lane starts for this actor until a waiter (`park.rs`)
+    /// clears it.
+    parked: bool,
     /// When a reader lane of this actor last started a batch: another reader
     /// lane opens only if the busy ones made no progress for `SLOW_LANE`.
     reader_progress: Option<Instant>,
@@ -205,6 +215,10 @@ pub struct SchedulerConfig {
     pub max_batch: usize,
     /// Bounds of a group commit on the writer lane.
     pub group: crate::sql::group::GroupLimits,
+    /// How long a write waits for an interactive transaction holding its actor's writer.
+    pub max_transaction_wait: Duration,
+    /// The connection's protocol version (which error a write that waited too long gets).
+    pub version: u16,
 }
 
 /// A batch to start on a blocking thread.
@@ -327,7 +341,7 @@ impl State {
 fn take_batch(q: &mut ActorQueue, cfg: &SchedulerConfig) -> Option<(Lane, Vec<Job>)> {
     let lane = q.pending.front()?.lane_now();
     match lane {
-        Lane::Writer if q.writer_busy => return None,
+        Lane::Writer if q.writer_busy || q.parked => return None,
         Lane::Reader if q.writer_busy || q.readers_busy >= cfg.reader_lanes => return None,
         Lane::Reader if q.readers_busy > 0 && q.reader_progress.is_some_and(|t| t.elapsed() < SLOW_LANE) => {
             return None
@@ -365,11 +379,11 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
     let _conn_span = shared.span.enter();
     let cfg = &shared.cfg;
     'batches: loop {
-        let bounced = run_batch(&shared.outbox, lane, batch, cfg);
+        let (bounced, parked) = run_batch(&shared.outbox, lane, batch, cfg);
         // Linger: the next request of a client that waits for each answer arrives about
         // one round trip later; picking it up here saves parking this thread and waking
         // another for it (a thread wake costs more than the SQL on this class of machine).
-        if bounced.is_empty() {
+        if bounced.is_empty() && parked.is_empty() {
             let lingered = Instant::now();
             while lingered.elapsed() < LINGER {
                 std::thread::yield_now();
@@ -381,6 +395,7 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
                 if let Some(q) = st.queues.get_mut(&key) {
                     if q.pending.front().is_some_and(|j| j.lane_now() == lane)
                         && (lane == Lane::Writer || !q.writer_busy)
+                        && !q.parked
                     {
                         batch = take_run(q, lane, cfg.max_batch);
                         if lane == Lane::Reader {
@@ -396,6 +411,11 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
             for job in bounced.into_iter().rev() {
                 st.enqueue(job, true);
             }
+            let park_on = parked.first().map(|j| j.executor.clone());
+            if let Some(x) = &park_on {
+                park::park(&mut st, key, parked);
+                park::spawn_waiter(shared.clone(), key, x.clone());
+            }
             let others_wait = st.free == 0 && st.ready.iter().any(|k| *k != key);
             let Some(q) = st.queues.get_mut(&key) else {
                 // Cannot happen: a queue with a busy lane is never removed.
@@ -403,6 +423,7 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
                 return;
             };
             let may_continue = !others_wait
+                && !q.parked
                 && q.pending.front().is_some_and(|j| j.lane_now() == lane)
                 && (lane == Lane::Writer || !q.writer_busy);
             if may_continue {
@@ -431,12 +452,13 @@ fn run_lane(shared: Arc<Shared>, launch: Launch) {
 }
 
 /// Runs one batch, sends its answers (early if the batch runs long), and
-/// returns the jobs that must move to the writer.
-fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig) -> Vec<Job> {
+/// returns the jobs that must move to the writer, and the writes that must wait
+/// for an interactive transaction holding the writer (parked).
+fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig) -> (Vec<Job>, Vec<Job>) {
     if lane == Lane::Writer {
         // Writes commit together (one transaction, one fsync); see sql/group.rs.
-        crate::sql::group::run_writer_batch(outbox, batch, &cfg.group);
-        return Vec::new();
+        let parked = crate::sql::group::run_writer_batch(outbox, batch, &cfg.group);
+        return (Vec::new(), parked);
     }
     let mut last_send = Instant::now();
     let mut answers = Vec::with_capacity(batch.len());
@@ -446,7 +468,7 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
     let mut bounced = Vec::new();
     // One reader and one WAL snapshot for the whole batch (see ReadSession), with one
     // admission to the open-database cap.
-    let Some(x) = batch.first().map(|j| j.executor.clone()) else { return bounced };
+    let Some(x) = batch.first().map(|j| j.executor.clone()) else { return (bounced, Vec::new()) };
     let in_use = x.enter();
     let mut reads = in_use.is_ok().then(|| x.read_session());
     let mut jobs = batch.into_iter();
@@ -505,7 +527,7 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
     drop(in_use);
     outbox.send_batch(answers, charge);
     drop(answered);
-    bounced
+    (bounced, Vec::new())
 }
 
 /// Runs one job on `lane`; None means "not read-only: move it to the writer".

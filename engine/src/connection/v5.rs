@@ -87,6 +87,7 @@ impl Conn {
                     timer,
                     inflight,
                     pending,
+                    parked_at: None,
                 });
             }
             Err(rej) => {
@@ -137,6 +138,7 @@ impl Conn {
                     timer: self.state.metrics.request(RequestKind::Exec, RouteLabel::Write),
                     inflight,
                     pending,
+                    parked_at: None,
                 });
             }
             Err(rej) => {
@@ -199,6 +201,7 @@ impl Conn {
                     timer,
                     inflight,
                     pending,
+                    parked_at: None,
                 });
             }
             Err(rej) => {

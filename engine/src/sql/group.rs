@@ -447,9 +447,12 @@ pub(crate) fn run_v5_alone(x: &Executor, work: &Work) -> ToEnvoy {
     }
 }
 
-/// Runs one writer-lane batch of one actor with group commit, answering every job.
-pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) {
-    let Some(first) = batch.first() else { return };
+/// Runs one writer-lane batch of one actor with group commit, answering every
+/// job, except the SQL jobs from the first one on while an interactive
+/// transaction holds the writer: those are returned, not run (parked; see
+/// `connection::scheduler`). KV jobs before them run (KV is another file).
+pub fn run_writer_batch(outbox: &Outbox, mut batch: Vec<Job>, limits: &GroupLimits) -> Vec<Job> {
+    let Some(first) = batch.first() else { return Vec::new() };
     let x = first.executor.clone();
     // One admission to the open-database cap for the whole batch.
     let in_use = x.enter();
@@ -473,8 +476,15 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                 answers.push(answer);
             }
             outbox.send_batch(answers, charge);
-            return;
+            return Vec::new();
         }
+    };
+    // The writer's holder cannot change while `w` holds its mutex.
+    let parked = if x.writer_held_by_transaction() {
+        let at = batch.iter().position(|j| !matches!(j.work, Work::Kv { .. })).unwrap_or(batch.len());
+        batch.split_off(at)
+    } else {
+        Vec::new()
     };
     let mut b = Batch {
         outbox,
@@ -591,6 +601,7 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
         }
     }
     b.flush(&x, &mut w);
+    parked
 }
 
 /// A member's outcome with its answer built.

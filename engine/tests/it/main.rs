@@ -23,3 +23,4 @@ mod sql;
 mod transactions;
 mod v5_batch;
 mod v5_keys;
+mod v5_transactions;

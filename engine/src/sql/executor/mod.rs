@@ -130,6 +130,8 @@ pub struct Executor {
     last_used_ms: AtomicU64,
     /// The engine's open-database cap, where this executor takes and gives back its slot.
     open_dbs: Arc<OpenDbs>,
+    /// v5 interactive transactions: who holds the writer, waiters, stops (see `txn.rs`).
+    txns: txn::TxnState,
 }
 
 /// Held while a request uses an executor (see [`Executor::enter`]).
@@ -166,7 +168,7 @@ impl Executor {
         let Some(_exclusive) = self.in_use.try_write() else { return false };
         // Closing a writer that holds TEMP objects or connection settings would
         // lose them: such an actor keeps its databases open (documented).
-        if self.in_txn() || self.reads_need_writer() {
+        if self.in_txn() || self.reads_need_writer() || self.open_transactions() > 0 {
             return false;
         }
         let Some(mut writer) = self.writer.try_lock() else { return false };
@@ -276,6 +278,8 @@ impl Executor {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", self.settings.durability.synchronous())?;
+        let mut conn = conn;
+        self.txns.watch_commits(&mut conn)?;
         self.prepare_conn(conn, Some(self.writer_local.clone()))
     }
 
@@ -671,6 +675,7 @@ impl Executor {
             open_slot: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(open_dbs.now_ms()),
             open_dbs,
+            txns: Default::default(),
         })
     }
 }
@@ -678,10 +683,12 @@ impl Executor {
 mod keyed;
 mod reader;
 mod rows;
+mod txn;
 mod writer;
 
 pub use keyed::BatchRead;
 pub use reader::ReadSession;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};
 pub use rows::{err, limit_error};
+pub use txn::{CommitDone, StatementOutcome, TxnConn, TxnRefusal};
 pub use writer::{MemberOutcome, WriterLock};

@@ -53,6 +53,7 @@ impl WriterLock<'_> {
         write_request: bool,
     ) -> Result<ExecuteResult, SqliteError> {
         let x = self.x;
+        x.refuse_if_writer_held()?;
         let sc = self.sc();
         let r = x.run_execute(sc, sql, route, params, Some(write_request));
         let rolled_back = x.end_open_transaction(sc);
@@ -72,6 +73,7 @@ impl WriterLock<'_> {
     /// Runs an `Exec` alone. v≤4: a transaction it leaves open is rolled back.
     pub fn exec_alone(&mut self, sql: &str) -> Result<QueryResult, SqliteError> {
         let x = self.x;
+        x.refuse_if_writer_held()?;
         let sc = self.sc();
         let result = x.exec_statements(sc, sql, false);
         let rolled_back = x.end_open_transaction(sc);
@@ -117,6 +119,7 @@ impl WriterLock<'_> {
     /// Opens a group transaction (IMMEDIATE: the write lock is taken now, so no
     /// member waits for it).
     pub fn begin_group(&mut self) -> Result<(), SqliteError> {
+        self.x.refuse_if_writer_held()?;
         self.control("BEGIN IMMEDIATE")
     }
 
