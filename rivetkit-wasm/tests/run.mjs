@@ -156,7 +156,7 @@ try {
           cfg.cleanup();
         }
       });
-      await step("lifetimes/workerd (serve: init, another request's Envoy, await using)", () => workerdServeTest());
+      await step("lifetimes/workerd (serve: init, another request's Envoy, await using, a Durable Object's Envoy)", () => workerdServeTest());
     } else if (host === "chromium") {
       await step("conformance/chromium (dedicated Web Worker)", async () => {
         const v = spawnSync(CHROMIUM, ["--version"], { encoding: "utf8" });
@@ -199,7 +199,12 @@ async function workerdServeTest() {
     conditions: ["browser"], // the default entry, whose init() must be told the module in workerd
   });
   const port = await freePort();
-  const cfg = writeWorkerdConfig({ modules, bindings: { ENGINE_URL: engine.wsUrl }, socket: { port } });
+  const cfg = writeWorkerdConfig({
+    modules,
+    bindings: { ENGINE_URL: engine.wsUrl },
+    durableObjects: [{ className: "Holder", binding: "HOLDER" }],
+    socket: { port },
+  });
   const workerd = startProcess(bin("workerd"), ["serve", cfg.file], { label: "workerd" });
   const base = `http://127.0.0.1:${port}`;
   const expect = (cond, msg) => {
@@ -240,6 +245,11 @@ async function workerdServeTest() {
     expect(scoped.answer === 3, "query inside await using");
     expect(scoped.actorAfter.code === "DISPOSED", "the actor handle is disposed after its block");
     expect(scoped.envoyAfter.name === "ConnectionError" && scoped.envoyAfter.code === "CLOSED", "the envoy is closed after its block");
+    // One envoy per Durable Object: reused by the object's later requests.
+    for (const n of [1, 2, 3]) {
+      const held = await get("/do");
+      expect(held.answer === n && held.served === n && held.connects === 1, `Durable Object request ${n}: one envoy, reused`);
+    }
   } finally {
     await workerd.stop();
     cfg.cleanup();

@@ -240,17 +240,24 @@ const capnpString = (s) => JSON.stringify(s);
 /**
  * Writes a workerd config into a fresh temp dir and returns its path.
  * modules: [{ name, path, kind: "esModule" | "wasm" }]; bindings: { NAME: text };
+ * durableObjects: [{ className, binding }] (in-memory storage);
  * socket: optional { port } to serve HTTP on 127.0.0.1.
  */
-export function writeWorkerdConfig({ modules, bindings = {}, socket, compatibilityDate = "2026-11-01" }) {
+export function writeWorkerdConfig({ modules, bindings = {}, socket, durableObjects = [], compatibilityDate = "2026-11-01" }) {
   const dir = mkdtempSync(path.join(tmpdir(), "rivetkit-wasm-workerd-"));
   // embed paths are resolved relative to the config file (absolute ones are not read).
   const mods = modules
     .map((m) => `      (name = ${capnpString(m.name)}, ${m.kind} = embed ${capnpString(path.relative(dir, m.path))})`)
     .join(",\n");
-  const binds = Object.entries(bindings)
-    .map(([k, v]) => `      (name = ${capnpString(k)}, text = ${capnpString(v)})`)
-    .join(",\n");
+  const binds = [
+    ...Object.entries(bindings).map(([k, v]) => `      (name = ${capnpString(k)}, text = ${capnpString(v)})`),
+    ...durableObjects.map((d) => `      (name = ${capnpString(d.binding)}, durableObjectNamespace = ${capnpString(d.className)})`),
+  ].join(",\n");
+  const objects = durableObjects.length
+    ? `  durableObjectNamespaces = [ ${durableObjects
+        .map((d) => `(className = ${capnpString(d.className)}, uniqueKey = ${capnpString(`${d.className}-key`)})`)
+        .join(", ")} ],\n  durableObjectStorage = (inMemory = void),\n`
+    : "";
   const sockets = socket
     ? `  sockets = [ (name = "http", address = ${capnpString(`127.0.0.1:${socket.port}`)}, http = (), service = "main") ],\n`
     : "";
@@ -271,7 +278,7 @@ ${mods}
   bindings = [
 ${binds}
   ],
-  compatibilityDate = ${capnpString(compatibilityDate)},
+${objects}  compatibilityDate = ${capnpString(compatibilityDate)},
   globalOutbound = "net",
 );
 `;

@@ -9,11 +9,39 @@
 //                 WrongContextError (not hang for 60 s).
 //   GET /scoped   `await using` an Envoy and an Actor: both are disposed at the end of the block
 //                 (later calls: DISPOSED / CLOSED).
+//   GET /do       forwarded to one Durable Object (`Holder`), which keeps one Envoy in a field
+//                 across requests: the documented pattern, so no WrongContextError.
 // Each answers JSON { ok, ...facts }; the driver asserts on them.
 import wasmModule from "rivetkit-wasm/rivetkit_wasm_bg.wasm";
 import * as pkg from "rivetkit-wasm";
 
 let cached = null;
+
+/** A Durable Object keeping one Envoy for every request it gets (connected on first use). */
+export class Holder {
+  constructor(_state, env) {
+    /** Bindings (ENGINE_URL). */
+    this.env = env;
+    /** The object's one Envoy, shared by its requests. */
+    this.envoy = null;
+    /** How many times this object connected (the test expects once). */
+    this.connects = 0;
+    /** Requests served. */
+    this.served = 0;
+  }
+
+  async fetch() {
+    await pkg.init(wasmModule);
+    if (this.envoy === null) {
+      this.envoy = await pkg.Envoy.connect({ endpoint: this.env.ENGINE_URL, namespace: "lifetimes", poolName: "objects" });
+      this.connects++;
+    }
+    const actor = await this.envoy.getOrCreateActor("held", "one");
+    this.served++;
+    const answer = (await actor.db.execute("SELECT ?", [this.served])).rows[0][0];
+    return Response.json({ ok: true, answer, connects: this.connects, served: this.served });
+  }
+}
 
 const describe = (e) => ({ name: e?.constructor?.name, code: e?.code, group: e?.group, message: String(e?.message) });
 
@@ -64,6 +92,8 @@ export default {
         out.actorAfter = await capture(actorRef.db.execute("SELECT 1"));
       }
       out.envoyAfter = await capture(envoyRef.getOrCreateActor("scoped", "again").then((a) => a.db.execute("SELECT 1")));
+    } else if (url.pathname === "/do") {
+      return env.HOLDER.get(env.HOLDER.idFromName("one")).fetch(request);
     } else {
       return new Response("not found", { status: 404 });
     }
