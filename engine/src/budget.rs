@@ -207,6 +207,13 @@ impl ConnBudget {
         }
     }
 
+    /// Charges `n` result bytes to this connection and the engine, or neither
+    /// (a result stream reserves its read-ahead this way, outside any [`scope`]).
+    pub fn try_charge(self: &Arc<Self>, n: usize) -> Result<Charge, Refused> {
+        self.try_take(n)?;
+        Ok(Charge { budget: Some(self.clone()), conn_bytes: n, engine_bytes: n })
+    }
+
     /// Takes `n` bytes of both budgets, or neither.
     fn try_take(&self, n: usize) -> Result<(), Refused> {
         let taken = self
@@ -264,6 +271,16 @@ impl Charge {
     /// Bytes held on the connection's budget.
     pub fn bytes(&self) -> usize {
         self.conn_bytes
+    }
+
+    /// Moves up to `n` bytes of this charge into a new one (taking engine bytes
+    /// first), so part of a reservation can travel with the answer that uses it.
+    pub fn split_off(&mut self, n: usize) -> Charge {
+        let conn_bytes = n.min(self.conn_bytes);
+        let engine_bytes = conn_bytes.min(self.engine_bytes);
+        self.conn_bytes -= conn_bytes;
+        self.engine_bytes -= engine_bytes;
+        Charge { budget: self.budget.clone(), conn_bytes, engine_bytes }
     }
 }
 
@@ -576,6 +593,26 @@ mod tests {
         assert!(conn.is_full(), "at half the limit: still paused");
         drop(held.next());
         assert!(!conn.is_full(), "below half: reading resumes");
+    }
+
+    #[test]
+    fn a_reservation_splits_and_gives_back_in_parts() {
+        let engine = Arc::new(ResultBudget::new(10 * CHUNK));
+        let conn = ConnBudget::new(engine.clone(), 4 * CHUNK);
+        let mut reserved = conn.try_charge(3 * CHUNK).unwrap();
+        assert_eq!(conn.try_charge(2 * CHUNK).unwrap_err(), Refused::Connection(4 * CHUNK));
+        let part = reserved.split_off(CHUNK);
+        assert_eq!(
+            (part.bytes(), reserved.bytes(), conn.used(), engine.used()),
+            (CHUNK, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK)
+        );
+        drop(part);
+        assert_eq!((conn.used(), engine.used()), (2 * CHUNK, 2 * CHUNK));
+        let rest = reserved.split_off(10 * CHUNK);
+        assert_eq!((rest.bytes(), reserved.bytes()), (2 * CHUNK, 0));
+        drop(rest);
+        drop(reserved);
+        assert_eq!((conn.used(), engine.used()), (0, 0));
     }
 
     #[test]

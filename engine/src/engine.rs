@@ -34,6 +34,7 @@ impl Engine {
         let result_budget = Arc::new(crate::budget::ResultBudget::new(config.max_result_memory_bytes));
         let state = Arc::new(EngineState {
             exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
+            streams: crate::sql::stream::StreamRegistry::from_config(&config),
             config,
             registry,
             inflight: Inflight::default(),

@@ -203,6 +203,14 @@ pub struct Metrics {
     result_bytes_held: IntGauge,
     /// Connections whose reading is paused by backpressure, read at scrape.
     reads_paused: IntGauge,
+    /// v5 result streams open now, read from the engine's stream registry at scrape.
+    streams_open: IntGauge,
+    /// Chunks sent by result streams (how finely results were cut).
+    stream_chunks: IntCounter,
+    /// Row bytes (decoded size, what credit counts) sent by result streams.
+    stream_row_bytes: IntCounter,
+    /// Result streams ended, by how (done, cancelled, expired, interrupted, failed, closed).
+    stream_ends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -343,6 +351,19 @@ impl Metrics {
                 "envoy_reads_paused",
                 "Connections whose reading is paused because their outbox is over budget",
             )?,
+            streams_open: gauge("envoy_streams_open", "v5 result streams open now")?,
+            stream_chunks: counter("envoy_stream_chunks_total", "Chunks sent by v5 result streams")?,
+            stream_row_bytes: counter(
+                "envoy_stream_row_bytes_total",
+                "Row bytes (decoded size, as credit counts them) sent by v5 result streams",
+            )?,
+            stream_ends: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("envoy_stream_ends_total", "v5 result streams ended, by how they ended"),
+                    &["end"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -416,6 +437,17 @@ impl Metrics {
         self.bytes_out.inc_by(bytes as u64);
     }
 
+    /// Counts one chunk of a result stream carrying `row_bytes`.
+    pub fn stream_chunk(&self, row_bytes: usize) {
+        self.stream_chunks.inc();
+        self.stream_row_bytes.inc_by(row_bytes as u64);
+    }
+
+    /// Counts a result stream's end (`end`: done, cancelled, expired, interrupted, failed, closed).
+    pub fn stream_ended(&self, end: &str) {
+        self.stream_ends.with_label_values(&[end]).inc();
+    }
+
     /// Raises `gauge` until the returned guard is dropped.
     pub fn hold(gauge: &IntGauge) -> GaugeHold {
         gauge.inc();
@@ -437,6 +469,7 @@ impl Metrics {
         self.requests_inflight.set(state.inflight.total() as i64);
         self.result_bytes_held.set(state.result_budget.used() as i64);
         self.reads_paused.set(state.reads_paused.load(std::sync::atomic::Ordering::Acquire) as i64);
+        self.streams_open.set(state.streams.open() as i64);
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8(out)?)

@@ -74,6 +74,8 @@ struct Conn {
     scheduler: Scheduler,
     /// Accepted, unanswered requests on this connection (maxPendingRequests).
     pending: Arc<Pending>,
+    /// v5 result streams open on this connection; dropped with it, which ends them.
+    streams: crate::sql::stream::ConnStreams,
     /// Set when the envoy said it is going away on purpose (`ToEngineStopping`):
     /// when its socket ends, its session is dropped at once, without waiting out
     /// the lost threshold for a resume that will not come.
@@ -225,6 +227,7 @@ async fn serve_inner(
         session: attachment.session,
         scheduler,
         pending: Arc::new(Pending::default()),
+        streams: crate::sql::stream::ConnStreams::new(state.clone(), outbox.clone()),
         envoy_stopping: std::sync::atomic::AtomicBool::new(false),
     };
     let mut lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
@@ -494,12 +497,12 @@ impl Conn {
             | ToEngine::SqliteBegin(_)
             | ToEngine::SqliteTransactionExecute(_)
             | ToEngine::SqliteCommit(_)
-            | ToEngine::SqliteRollback(_)
-            | ToEngine::SqliteStreamOpen(_)
-            | ToEngine::SqliteStreamCredit(_)
-            | ToEngine::SqliteStreamCancel(_)) => {
+            | ToEngine::SqliteRollback(_)) => {
                 return Err(DispatchError::NotImplemented(m.member_name()));
             }
+            ToEngine::SqliteStreamOpen(r) => self.stream_open(r, frame_len),
+            ToEngine::SqliteStreamCredit(c) => self.streams.credit(c.request_id, c.credit_bytes),
+            ToEngine::SqliteStreamCancel(c) => self.streams.cancel(c.request_id),
         }
         Ok(())
     }
@@ -533,6 +536,41 @@ impl Conn {
                 };
                 self.outbox.send(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id, result }));
             }
+        }
+    }
+
+    /// A v5 result stream: Execute's admission (placement, generation, sizes,
+    /// one statement, the pending bound) plus the connection's open-stream cap;
+    /// then it runs on its own thread (`sql::stream`).
+    fn stream_open(&self, r: envoy_protocol::ToEngineSqliteStreamOpen, frame_len: usize) {
+        let started = Instant::now();
+        let request_id = r.request_id;
+        let req = r.request;
+        let params = req.statement.params.unwrap_or_default();
+        let sql = req.statement.sql;
+        let mut route = None;
+        let admitted = self.admit(&req.actor_id, req.generation, frame_len, || {
+            admission::check_sql(&self.state.config.limits, &sql, &params)?;
+            route = Some(Route::of_execute(&sql, false).map_err(|m| Rejection::Invalid(m.into()))?);
+            self.streams.check_room(request_id)
+        });
+        match (admitted, route) {
+            (Ok((executor, inflight, pending)), Some(route)) => {
+                self.streams.start(crate::sql::stream::Open {
+                    request_id,
+                    executor,
+                    sql,
+                    route,
+                    params,
+                    credit: req.credit_bytes,
+                    lease_ms: req.lease_ms,
+                    started,
+                    inflight,
+                    pending,
+                });
+            }
+            (Err(rej), _) => self.outbox.send(crate::sql::stream::refused(request_id, &rej, started)),
+            (Ok(_), None) => unreachable!("admitted requests have a route"),
         }
     }
 

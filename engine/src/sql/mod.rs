@@ -5,4 +5,5 @@ pub mod group;
 pub mod open_dbs;
 pub mod route;
 pub mod sandbox;
+pub mod stream;
 pub mod values;

@@ -12,7 +12,7 @@
 //!
 //! Files: this one (the executor and its connections), `writer.rs` (the locked
 //! writer: requests alone and as group-commit members), `reader.rs` (a reader
-//! batch on one snapshot), `rows.rs` (copying rows and mapping errors to the
+//! batch on one snapshot), `stream.rs` (a v5 result stream's statement), `rows.rs` (copying rows and mapping errors to the
 //! protocol's typed errors), `registry.rs` (every open executor).
 
 use super::open_dbs::OpenDbs;
@@ -633,10 +633,12 @@ impl Executor {
 mod reader;
 mod registry;
 mod rows;
+mod stream;
 mod writer;
 
 pub use reader::ReadSession;
 pub use registry::Executors;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};
 pub use rows::{err, limit_error};
+pub use stream::{ReaderHook, SizedRow, StreamCursor};
 pub use writer::{MemberOutcome, WriterLock};
