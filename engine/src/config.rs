@@ -12,10 +12,11 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6420";
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Highest protocol version spoken by default: the newest this engine
-/// implements, which may be older than the newest the protocol crate defines
-/// (`envoy_protocol::PROTOCOL_VERSION`).
-pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION;
+/// Highest protocol version spoken by default: v5, the newest the protocol
+/// crate defines (`envoy_protocol::PROTOCOL_VERSION`). The engine speaks v5
+/// (see specs/engine.md, "Protocol v5"); `envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION`
+/// is what the SDK offers and is raised separately.
+pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = 5;
 
 /// How often the engine pings each envoy.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(3);
@@ -445,13 +446,13 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;
         let v = self.max_protocol_version;
-        // Bounded by what the engine implements, not by what the protocol
-        // crate defines: a defined but unimplemented version is never offered.
-        if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION).contains(&v) {
+        // Bounded by what the protocol crate defines: the engine speaks every
+        // version up to PROTOCOL_VERSION (v5).
+        if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::PROTOCOL_VERSION).contains(&v) {
             bail!(
                 "--max-protocol-version {v} is outside {}..={}",
                 envoy_protocol::MIN_PROTOCOL_VERSION,
-                envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
+                envoy_protocol::PROTOCOL_VERSION
             );
         }
         if let Some(t) = &self.auth_token {
@@ -609,7 +610,9 @@ mod tests {
         o.max_connections = 0;
         assert!(o.validate().is_err());
         let mut v = Config::for_tests("/tmp/x");
-        v.max_protocol_version = 5;
+        v.max_protocol_version = envoy_protocol::PROTOCOL_VERSION;
+        assert!(v.validate().is_ok());
+        v.max_protocol_version = envoy_protocol::PROTOCOL_VERSION + 1;
         assert!(v.validate().is_err());
         v.max_protocol_version = 0;
         assert!(v.validate().is_err());

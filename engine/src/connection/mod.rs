@@ -191,7 +191,17 @@ async fn serve_inner(
         session::Attaching { conn_id, owner, outbox: &outbox },
         hello.last_command_index,
         |last_event_index| {
-            ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })
+            // v5 answers with InitV5: the v4 metadata plus durability and the engine's limits.
+            if version >= 5 {
+                ToEnvoy::InitV5(envoy_protocol::ToEnvoyInitV5 {
+                    envoy_id: params.envoy_key.clone(),
+                    last_event_index,
+                    metadata: init_meta,
+                    metadata_v5: cfg.protocol_metadata_v5(),
+                })
+            } else {
+                ToEnvoy::Init(ToEnvoyInit { envoy_id: params.envoy_key.clone(), last_event_index, metadata: init_meta })
+            }
         },
     );
     let attachment = match attachment {

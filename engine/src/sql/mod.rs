@@ -1,5 +1,6 @@
 //! Remote SQL: per-(actor, generation) executors, routing, sandbox, values.
 
+pub mod cost;
 pub mod executor;
 pub mod group;
 pub mod open_dbs;

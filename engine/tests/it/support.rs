@@ -54,7 +54,14 @@ pub async fn start_with(config: Config) -> RunningEngine {
 pub struct RawClient {
     pub ws: Ws,
     pub version: u16,
+    /// The Init (at v5: the v4 part of InitV5).
     pub init: ToEnvoyInit,
+    /// At v5: the InitV5 as received (None below v5).
+    pub init_v5: Option<ToEnvoyInitV5>,
+    /// Unsolicited `ToEnvoySqliteTransactionEnded` messages, in order (v5).
+    pub transactions_ended: Vec<ToEnvoySqliteTransactionEnded>,
+    /// Stream messages (chunks and failures) not yet taken, in arrival order (v5).
+    stream_messages: Vec<ToEnvoy>,
     /// Every command received, in order.
     pub commands: Vec<CommandWrapper>,
     /// Pings received (ts).
@@ -99,6 +106,10 @@ impl ConnectOpts {
             token: None,
             last_command_index: None,
         }
+    }
+    /// A v5 connection (offers exactly v5).
+    pub fn v5(namespace: &str, envoy_key: &str) -> Self {
+        Self::new(namespace, envoy_key).version(5)
     }
     pub fn version(mut self, v: u16) -> Self {
         self.min_version = v;
@@ -154,6 +165,9 @@ impl RawClient {
                     sql_limits: None,
                 },
             },
+            init_v5: None,
+            transactions_ended: Vec::new(),
+            stream_messages: Vec::new(),
             commands: Vec::new(),
             pings: Vec::new(),
             event_acks: Vec::new(),
@@ -167,8 +181,16 @@ impl RawClient {
             envoy_key: o.envoy_key.clone(),
         };
         match c.next_message().await {
-            Some(ToEnvoy::Init(init)) => c.init = init,
-            other => panic!("expected Init, got {other:?}"),
+            Some(ToEnvoy::Init(init)) if version < 5 => c.init = init,
+            Some(ToEnvoy::InitV5(init)) if version >= 5 => {
+                c.init = ToEnvoyInit {
+                    envoy_id: init.envoy_id.clone(),
+                    last_event_index: init.last_event_index,
+                    metadata: init.metadata.clone(),
+                };
+                c.init_v5 = Some(init);
+            }
+            other => panic!("expected the Init of v{version}, got {other:?}"),
         }
         c
     }
@@ -222,20 +244,17 @@ impl RawClient {
             ToEnvoy::GetOrCreateActorResponse(ref r) => self.store(r.request_id, m.clone()),
             ToEnvoy::SqliteExecResponse(ref r) => self.store(r.request_id, m.clone()),
             ToEnvoy::SqliteExecuteResponse(ref r) => self.store(r.request_id, m.clone()),
-            // The engine implements at most v4; a v5 member is a bug in it.
-            ToEnvoy::InitV5(_)
-            | ToEnvoy::SqliteExecResponseV5(_)
-            | ToEnvoy::SqliteExecuteResponseV5(_)
-            | ToEnvoy::SqliteBatchResponse(_)
-            | ToEnvoy::SqliteBeginResponse(_)
-            | ToEnvoy::SqliteTransactionExecuteResponse(_)
-            | ToEnvoy::SqliteCommitResponse(_)
-            | ToEnvoy::SqliteRollbackResponse(_)
-            | ToEnvoy::SqliteTransactionEnded(_)
-            | ToEnvoy::SqliteStreamChunk(_)
-            | ToEnvoy::SqliteStreamFailed(_) => {
-                panic!("a v5 message ({}) from an engine that speaks v4", m.member_name())
-            }
+            ToEnvoy::InitV5(_) => panic!("a second Init"),
+            ToEnvoy::SqliteExecResponseV5(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteExecuteResponseV5(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteBatchResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteBeginResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteTransactionExecuteResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteCommitResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteRollbackResponse(ref r) => self.store(r.request_id, m.clone()),
+            ToEnvoy::SqliteTransactionEnded(e) => self.transactions_ended.push(e),
+            // A stream has many messages under one request id: kept in order apart.
+            ToEnvoy::SqliteStreamChunk(_) | ToEnvoy::SqliteStreamFailed(_) => self.stream_messages.push(m),
         }
     }
 
@@ -263,6 +282,21 @@ impl RawClient {
                 return a;
             }
             assert!(self.pump().await, "socket closed while waiting for request {rid}: {:?}", self.closed);
+        }
+    }
+
+    /// Waits for the next stream message (chunk or failure) of stream `rid`.
+    pub async fn stream_message(&mut self, rid: u32) -> ToEnvoy {
+        loop {
+            let pos = self.stream_messages.iter().position(|m| match m {
+                ToEnvoy::SqliteStreamChunk(c) => c.request_id == rid,
+                ToEnvoy::SqliteStreamFailed(f) => f.request_id == rid,
+                _ => false,
+            });
+            if let Some(i) = pos {
+                return self.stream_messages.remove(i);
+            }
+            assert!(self.pump().await, "socket closed while waiting for stream {rid}: {:?}", self.closed);
         }
     }
 
@@ -408,6 +442,141 @@ impl RawClient {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// v5 requests over the raw wire.
+impl RawClient {
+    /// Sends any ToEngine message with a fresh request id set by `build`; returns the id.
+    pub async fn send_with_rid(&mut self, build: impl FnOnce(u32) -> ToEngine) -> u32 {
+        let rid = self.rid();
+        let msg = build(rid);
+        self.send(&msg).await;
+        rid
+    }
+
+    /// Sends a `ToEngineSqliteExecuteV5` (writer: as ExecuteWrite); returns its request id.
+    pub async fn send_execute_v5(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        sql: &str,
+        params: Vec<Value>,
+        writer: bool,
+        request_key: Option<RequestKey>,
+    ) -> u32 {
+        let request = SqliteExecuteRequestV5 {
+            actor_id: actor.actor_id.clone(),
+            generation: actor.generation,
+            statement: SqliteStatement { sql: sql.into(), params: Some(params) },
+            writer,
+            request_key,
+        };
+        self.send_with_rid(|request_id| ToEngine::SqliteExecuteV5(ToEngineSqliteExecuteV5 { request_id, request }))
+            .await
+    }
+
+    /// Waits for the `ToEnvoySqliteExecuteResponseV5` of `rid`.
+    pub async fn execute_v5_answer(&mut self, rid: u32) -> ToEnvoySqliteExecuteResponseV5 {
+        match self.answer(rid).await {
+            ToEnvoy::SqliteExecuteResponseV5(r) => r,
+            other => panic!("expected ExecuteResponseV5, got {other:?}"),
+        }
+    }
+
+    /// ExecuteV5 and its answer.
+    pub async fn execute_v5(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        sql: &str,
+        params: Vec<Value>,
+        writer: bool,
+        request_key: Option<RequestKey>,
+    ) -> ToEnvoySqliteExecuteResponseV5 {
+        let rid = self.send_execute_v5(actor, sql, params, writer, request_key).await;
+        self.execute_v5_answer(rid).await
+    }
+
+    /// ExecV5 and its answer.
+    pub async fn exec_v5(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        sql: &str,
+        request_key: Option<RequestKey>,
+    ) -> ToEnvoySqliteExecResponseV5 {
+        let request = SqliteExecRequestV5 {
+            actor_id: actor.actor_id.clone(),
+            generation: actor.generation,
+            sql: sql.into(),
+            request_key,
+        };
+        let rid =
+            self.send_with_rid(|request_id| ToEngine::SqliteExecV5(ToEngineSqliteExecV5 { request_id, request })).await;
+        match self.answer(rid).await {
+            ToEnvoy::SqliteExecResponseV5(r) => r,
+            other => panic!("expected ExecResponseV5, got {other:?}"),
+        }
+    }
+
+    /// Sends a `ToEngineSqliteBatch`; returns its request id.
+    pub async fn send_batch(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        mode: SqliteTransactionMode,
+        statements: Vec<SqliteStatement>,
+        request_key: Option<RequestKey>,
+    ) -> u32 {
+        let request = SqliteBatchRequest {
+            actor_id: actor.actor_id.clone(),
+            generation: actor.generation,
+            mode,
+            statements,
+            request_key,
+        };
+        self.send_with_rid(|request_id| ToEngine::SqliteBatch(ToEngineSqliteBatch { request_id, request })).await
+    }
+
+    /// Waits for the `ToEnvoySqliteBatchResponse` of `rid`.
+    pub async fn batch_answer(&mut self, rid: u32) -> ToEnvoySqliteBatchResponse {
+        match self.answer(rid).await {
+            ToEnvoy::SqliteBatchResponse(r) => r,
+            other => panic!("expected BatchResponse, got {other:?}"),
+        }
+    }
+
+    /// A batch and its answer.
+    pub async fn batch(
+        &mut self,
+        actor: &GetOrCreateActorOk,
+        mode: SqliteTransactionMode,
+        statements: Vec<SqliteStatement>,
+        request_key: Option<RequestKey>,
+    ) -> ToEnvoySqliteBatchResponse {
+        let rid = self.send_batch(actor, mode, statements, request_key).await;
+        self.batch_answer(rid).await
+    }
+}
+
+/// A statement without parameters.
+pub fn stmt(sql: &str) -> SqliteStatement {
+    SqliteStatement { sql: sql.into(), params: None }
+}
+
+/// A statement with parameters.
+pub fn stmt_p(sql: &str, params: Vec<Value>) -> SqliteStatement {
+    SqliteStatement { sql: sql.into(), params: Some(params) }
+}
+
+/// A request key made at `unix_ms` with `tag` as its random part (distinct tags, distinct keys).
+pub fn request_key_at(unix_ms: u64, tag: u64) -> RequestKey {
+    let mut k = unix_ms.to_be_bytes()[2..8].to_vec();
+    k.extend_from_slice(&[0xa5, 0x5a]);
+    k.extend_from_slice(&tag.to_be_bytes());
+    k
+}
+
+/// A fresh request key made now.
+pub fn request_key(tag: u64) -> RequestKey {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    request_key_at(now, tag)
 }
 
 /// The rows of a successful Execute.

@@ -452,10 +452,12 @@ impl Executor {
                 return Some(Err(self.explain(sc, map_error(e, None, Some(self)))));
             }
         }
-        let total_before = conn.total_changes();
+        let total_before = super::cost::before_statement(conn, &stmt);
         let rowid_before = conn.last_insert_rowid();
         let rows = sc.sandbox.vacuum(conn, route.kind == Kind::Vacuum, || collect_rows(&mut stmt, limits));
         sc.deadline.disarm();
+        let returned = rows.as_ref().map_or(0, |(_, r)| r.len() as u64);
+        super::cost::note_statement(conn, &stmt, total_before, returned);
         drop(stmt);
         // SQLite's own count for the statement (`sqlite3_changes`: rows it changed
         // directly, not those of its triggers or foreign-key actions). That count
@@ -512,7 +514,12 @@ impl Executor {
             sc.deadline.arm(limits.max_statement_ms);
             let step = match conn.prepare(piece) {
                 Ok(mut stmt) => {
-                    sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits))
+                    let before = super::cost::before_statement(conn, &stmt);
+                    let r =
+                        sc.sandbox.vacuum(conn, Kind::of(piece) == Kind::Vacuum, || collect_rows(&mut stmt, limits));
+                    let returned = r.as_ref().map_or(0, |(_, rows)| rows.len() as u64);
+                    super::cost::note_statement(conn, &stmt, before, returned);
+                    r
                 }
                 Err(e) => Err(RowsError::Sqlite(e)),
             };
