@@ -553,7 +553,6 @@ impl Conn {
     /// one statement, the pending bound) plus the connection's open-stream cap;
     /// then it runs on its own thread (`sql::stream`).
     fn stream_open(&self, r: envoy_protocol::ToEngineSqliteStreamOpen, frame_len: usize) {
-        let started = Instant::now();
         let request_id = r.request_id;
         let req = r.request;
         let params = req.statement.params.unwrap_or_default();
@@ -566,6 +565,7 @@ impl Conn {
         });
         match (admitted, route) {
             (Ok((executor, inflight, pending)), Some(route)) => {
+                let clock = crate::sql::cost::CostClock::start();
                 self.streams.start(crate::sql::stream::Open {
                     request_id,
                     executor,
@@ -574,12 +574,15 @@ impl Conn {
                     params,
                     credit: req.credit_bytes,
                     lease_ms: req.lease_ms,
-                    started,
+                    clock,
                     inflight,
                     pending,
                 });
             }
-            (Err(rej), _) => self.outbox.send(crate::sql::stream::refused(request_id, &rej, started)),
+            (Err(rej), _) => {
+                let clock = crate::sql::cost::CostClock::start();
+                self.outbox.send(crate::sql::stream::refused(request_id, &rej, clock))
+            }
             (Ok(_), None) => unreachable!("admitted requests have a route"),
         }
     }

@@ -56,6 +56,7 @@ use crate::budget::{Charge, ConnBudget, CHUNK};
 use crate::connection::admission::{PendingGuard, Rejection};
 use crate::connection::writer::Outbox;
 use crate::inflight::InflightGuard;
+use crate::sql::cost::{measure, CostClock, Rows};
 use crate::sql::executor::{err, limit_error, Executor, SizedRow, StreamCursor};
 use crate::sql::route::Route;
 use crate::state::EngineState;
@@ -403,8 +404,8 @@ pub struct Open {
     pub credit: u32,
     /// The lease asked for (clamped here).
     pub lease_ms: u32,
-    /// When admission began (the cost's duration counts from it).
-    pub started: Instant,
+    /// Started at admission: the cost's duration counts from it.
+    pub clock: CostClock,
     /// Counts the stream in flight until its last message is queued (a drain waits for it).
     pub inflight: InflightGuard,
     /// Counts it against the connection's pending bound until its statement starts.
@@ -504,13 +505,13 @@ impl ConnStreams {
                 ),
                 Some(false),
             );
-            self.outbox.send(failed(request_id, 0, SqliteFailure::SqliteError(e), cost(0, open.started)));
+            self.outbox.send(failed(request_id, 0, SqliteFailure::SqliteError(e), open.clock.cost(Rows::default())));
             return;
         };
         self.table.lock().insert(request_id, ctl.clone());
         let (lo, hi) = self.settings.lease;
         let lease = Duration::from_millis(u64::from(open.lease_ms)).clamp(lo, hi);
-        let started = open.started;
+        let clock = open.clock;
         let stream = Stream {
             open,
             ctl,
@@ -533,7 +534,7 @@ impl ConnStreams {
             self.table.lock().remove(&request_id);
             registry.forget(live_id);
             let e = err(SqliteErrorCode::Overloaded, &format!("cannot start a stream thread: {e}"), Some(false));
-            self.outbox.send(failed(request_id, 0, SqliteFailure::SqliteError(e), cost(0, started)));
+            self.outbox.send(failed(request_id, 0, SqliteFailure::SqliteError(e), clock.cost(Rows::default())));
         }
     }
 }
@@ -549,22 +550,17 @@ impl Drop for ConnStreams {
 
 /// The answer to an open refused at admission: a `ToEnvoySqliteStreamFailed`
 /// with sequence 0.
-pub fn refused(request_id: u32, rejection: &Rejection, started: Instant) -> ToEnvoy {
+pub fn refused(request_id: u32, rejection: &Rejection, clock: CostClock) -> ToEnvoy {
     let failure = match rejection.to_sqlite() {
         Ok(f) => SqliteFailure::SqliteFenceMismatch(f),
         Err(e) => SqliteFailure::SqliteError(e),
     };
-    failed(request_id, 0, failure, cost(0, started))
+    failed(request_id, 0, failure, clock.cost(Rows::default()))
 }
 
 /// The wire answer of a stream that did not finish.
 fn failed(request_id: u32, sequence: u32, failure: SqliteFailure, cost: SqlCost) -> ToEnvoy {
     ToEnvoy::SqliteStreamFailed(ToEnvoySqliteStreamFailed { request_id, sequence, failure, cost })
-}
-
-/// A stream's cost: rows it read (a stream writes nothing) and the time since admission.
-fn cost(rows_read: u64, started: Instant) -> SqlCost {
-    SqlCost { rows_read, rows_written: 0, duration_us: started.elapsed().as_micros() as u64 }
 }
 
 /// An open stream, owned by its thread.
@@ -610,7 +606,7 @@ enum Phase {
 impl Stream {
     fn run(self) {
         let Stream { open, ctl, lease, live_id, state, outbox, runtime, table, settings } = self;
-        let Open { request_id, executor, sql, route, params, credit, started, inflight, pending, .. } = open;
+        let Open { request_id, executor, sql, route, params, credit, clock, inflight, pending, .. } = open;
         drop(pending);
         let budget = outbox.budget().clone();
         let mut pump = Pump {
@@ -631,9 +627,10 @@ impl Stream {
             blocked: false,
             waiting_since: None,
             outbox_watch: None,
-            rows_read: 0,
         };
-        let end = match executor.enter() {
+        // The statement's rows are measured as it runs (sql::cost); the buffered
+        // rows left after it ended are sent outside the measure, as is the wait.
+        let (end, rows) = measure(|| match executor.enter() {
             Err(message) => End::Failed(err(SqliteErrorCode::Overloaded, &message, Some(false))),
             Ok(in_use) => {
                 let r = executor.stream_statement(&sql, &route, &params, &*ctl, |cur| pump.step(cur));
@@ -644,7 +641,7 @@ impl Stream {
                     Err(e) => End::Failed(e),
                 }
             }
-        };
+        });
         // A stop that interrupted the statement is the reason, not the interrupt's error.
         let end = match (end, ctl.stopped()) {
             (End::Failed(_), Some(stop)) => End::Stopped(stop),
@@ -653,7 +650,7 @@ impl Stream {
         // Forgotten before the last message: the id is free once the envoy has it.
         table.lock().remove(&request_id);
         state.streams.forget(live_id);
-        let cost = cost(pump.rows_read, started);
+        let cost = clock.cost(rows);
         let sequence = pump.sequence;
         let reason = match end {
             End::Done(rows, bytes) => {
@@ -726,8 +723,6 @@ struct Pump {
     waiting_since: Option<Instant>,
     /// Drops (and so ends) the task waiting for the outbox to drain.
     outbox_watch: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Rows stepped (the cost's rows read).
-    rows_read: u64,
 }
 
 /// What the loop does next when it cannot send.
@@ -806,7 +801,6 @@ impl Pump {
             None if !eof && !self.blocked && self.flow.may_read() => match source.as_mut() {
                 Some(cur) => match cur.next_row() {
                     Ok(Some(row)) => {
-                        self.rows_read += 1;
                         if self.columns.is_none() {
                             self.set_columns(cur.columns().to_vec());
                         }

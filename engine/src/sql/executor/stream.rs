@@ -18,7 +18,7 @@ pub struct StreamCursor<'a> {
     columns: Vec<String>,
     /// Whether `columns` was read after a step.
     named: bool,
-    /// Rows stepped so far (what the stream's cost reports as read, at least).
+    /// Rows returned so far (the cost counts at least these as read).
     stepped: u64,
 }
 
@@ -62,11 +62,6 @@ impl StreamCursor<'_> {
     /// The result's column names.
     pub fn columns(&self) -> &[String] {
         &self.columns
-    }
-
-    /// Rows stepped so far.
-    pub fn stepped(&self) -> u64 {
-        self.stepped
     }
 
     /// Disarms the statement deadline: the stream is about to wait for its
@@ -170,7 +165,12 @@ impl Executor {
             stmt.raw_bind_parameter(i + 1, Bind(p)).map_err(|e| self.explain(sc, map_error(e, None, Some(self))))?;
         }
         let columns = stmt.column_names().map(String::from).collect();
+        let changes_before = crate::sql::cost::before_statement(conn, &stmt);
         let mut cursor = StreamCursor { x: self, sc, rows: stmt.raw_query(), columns, named: false, stepped: 0 };
-        Ok(body(&mut cursor))
+        let out = body(&mut cursor);
+        let returned = cursor.stepped;
+        drop(cursor);
+        crate::sql::cost::note_statement(conn, &stmt, changes_before, returned);
+        Ok(out)
     }
 }
