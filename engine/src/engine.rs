@@ -101,6 +101,11 @@ impl RunningEngine {
         self.state.inflight.entries()
     }
 
+    /// v5 result streams open now, engine-wide (each holds a thread and a snapshot).
+    pub fn streams_open(&self) -> usize {
+        self.state.streams.open()
+    }
+
     /// Bytes of results the engine holds now (built, not yet flushed), exact.
     pub fn result_bytes_held(&self) -> usize {
         self.state.result_budget.used()

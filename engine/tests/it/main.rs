@@ -21,3 +21,4 @@ mod operators;
 mod resume;
 mod sql;
 mod transactions;
+mod v5_streams;
