@@ -642,9 +642,10 @@ impl Stream {
                 }
             }
         });
-        // A stop that interrupted the statement is the reason, not the interrupt's error.
+        // A stop that interrupted the statement is the reason, not the interrupt's
+        // error; but a stream refused before it started says so (ACTOR_STOPPING: it never ran).
         let end = match (end, ctl.stopped()) {
-            (End::Failed(_), Some(stop)) => End::Stopped(stop),
+            (End::Failed(e), Some(stop)) if e.code != SqliteErrorCode::ActorStopping => End::Stopped(stop),
             (end, _) => end,
         };
         // Forgotten before the last message: the id is free once the envoy has it.
