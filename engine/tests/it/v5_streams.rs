@@ -379,3 +379,33 @@ async fn engine_shutdown_ends_open_streams() {
     assert_eq!((sequence, e.code), (1, SqliteErrorCode::Interrupted), "{e:?}");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_grants_credit_but_does_not_read_holds_the_stream_at_its_outbox_budget() {
+    let dir = temp_dir();
+    let mut cfg = small_config(dir.path());
+    cfg.max_connection_outbox_bytes = 64 * 1024;
+    cfg.max_result_memory_bytes = 256 * 1024;
+    let engine = start_with(cfg).await;
+    // ~40 MB of rows: far more than the socket buffers and the outbox budget hold.
+    let (mut c, a) = setup(&engine, "unread", 20_000, 2000).await;
+    let sql = "SELECT id, s FROM t ORDER BY id";
+    let rid = open(&mut c, &a, sql, u32::MAX, 60_000).await;
+    // Not reading: the outbox fills and the connection's reading pauses.
+    eventually(|| engine.reads_paused() == 1).await;
+    let mut ids = 0i64;
+    loop {
+        let ch = chunk(&mut c, rid).await;
+        for r in &ch.rows {
+            ids += 1;
+            assert_eq!(r[0], Value::Integer(ids), "in order");
+        }
+        if ch.done {
+            break;
+        }
+    }
+    assert_eq!(ids, 20_000);
+    assert!(engine.result_bytes_peak() <= 256 * 1024, "the engine's result budget held");
+    eventually(|| engine.result_bytes_held() == 0).await;
+    engine.shutdown().await;
+}
