@@ -355,9 +355,14 @@ pub fn small_size(msg: &envoy_protocol::ToEnvoy) -> usize {
             | ToEnvoy::SqliteTransactionExecuteResponse(_)
             | ToEnvoy::SqliteCommitResponse(_)
             | ToEnvoy::SqliteRollbackResponse(_)
-            | ToEnvoy::SqliteTransactionEnded(_)
-            | ToEnvoy::SqliteStreamChunk(_)
-            | ToEnvoy::SqliteStreamFailed(_) => 0,
+            | ToEnvoy::SqliteTransactionEnded(_) => 0,
+            // A stream's chunk is sent with its own charge (sql::stream reserves its rows
+            // and adds its overhead); a failure is sized by its message.
+            ToEnvoy::SqliteStreamChunk(_) => 0,
+            ToEnvoy::SqliteStreamFailed(f) => match &f.failure {
+                envoy_protocol::SqliteFailure::SqliteError(e) => sql_error(e),
+                envoy_protocol::SqliteFailure::SqliteFenceMismatch(_) => 0,
+            },
         }
 }
 

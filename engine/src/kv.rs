@@ -33,11 +33,40 @@ fn entry_bytes(n: usize) -> usize {
 /// Approximate encoded size of a response with no entries.
 const EMPTY_RESPONSE_BYTES: usize = 16;
 
+/// A KV request past an advertised limit: which one, its maximum and the
+/// offending size when known. Sent as `KvLimitExceeded`; the connection's
+/// writer turns it into the v4 `KvErrorResponse { LIMIT_EXCEEDED }` with the
+/// same message below v5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvLimitError {
+    /// Human-readable, as in v4.
+    pub message: String,
+    /// The limit's kind, maximum and the offending size.
+    pub limit: envoy_protocol::LimitExceeded,
+}
+
+impl KvLimitError {
+    pub fn new(kind: envoy_protocol::LimitKind, max: usize, actual: Option<usize>, message: String) -> Self {
+        Self {
+            message,
+            limit: envoy_protocol::LimitExceeded { kind, max: max as u64, actual: actual.map(|a| a as u64) },
+        }
+    }
+
+    /// The answer.
+    pub fn response(self) -> KvResponseData {
+        KvResponseData::KvLimitExceeded(envoy_protocol::KvLimitExceeded { message: self.message, limit: self.limit })
+    }
+}
+
 fn too_big(max_response: usize) -> KvResponseData {
-    kv_error(
-        KvErrorCode::LimitExceeded,
+    KvLimitError::new(
+        envoy_protocol::LimitKind::ResponseBytes,
+        max_response,
+        None,
         format!("the response would exceed maxResponseBytes ({max_response}); ask for fewer entries"),
     )
+    .response()
 }
 
 fn internal(e: rusqlite::Error) -> KvResponseData {
@@ -57,27 +86,43 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Checks a request against the limits before any work (the caller answers LIMIT_EXCEEDED / INVALID_REQUEST).
-pub fn check_limits(data: &KvRequestData, limits: &Limits) -> Result<(), (KvErrorCode, String)> {
+pub fn check_limits(data: &KvRequestData, limits: &Limits) -> Result<(), KvLimitError> {
+    use envoy_protocol::LimitKind as K;
     let max_key = limits.max_kv_key_bytes as usize;
     let max_value = limits.max_kv_value_bytes as usize;
     let max_entries = limits.max_kv_batch_entries as usize;
     let key = |k: &[u8]| {
         if k.len() > max_key {
-            Err((KvErrorCode::LimitExceeded, format!("key of {} bytes exceeds maxKvKeyBytes {max_key}", k.len())))
+            Err(KvLimitError::new(
+                K::KvKeyBytes,
+                max_key,
+                Some(k.len()),
+                format!("key of {} bytes exceeds maxKvKeyBytes {max_key}", k.len()),
+            ))
         } else {
             Ok(())
         }
     };
     let value = |v: &[u8]| {
         if v.len() > max_value {
-            Err((KvErrorCode::LimitExceeded, format!("value of {} bytes exceeds maxKvValueBytes {max_value}", v.len())))
+            Err(KvLimitError::new(
+                K::KvValueBytes,
+                max_value,
+                Some(v.len()),
+                format!("value of {} bytes exceeds maxKvValueBytes {max_value}", v.len()),
+            ))
         } else {
             Ok(())
         }
     };
     let count = |n: usize| {
         if n > max_entries {
-            Err((KvErrorCode::LimitExceeded, format!("{n} entries exceed maxKvBatchEntries {max_entries}")))
+            Err(KvLimitError::new(
+                K::KvBatchEntries,
+                max_entries,
+                Some(n),
+                format!("{n} entries exceed maxKvBatchEntries {max_entries}"),
+            ))
         } else {
             Ok(())
         }
@@ -221,10 +266,13 @@ impl KvStore {
     ) -> KvResponseData {
         let want = limit.map_or(max + 1, |l| l as usize);
         match self.range(start, end, reverse, want, max_response) {
-            Ok(Ok(entries)) if limit.is_none() && entries.len() > max => kv_error(
-                KvErrorCode::LimitExceeded,
+            Ok(Ok(entries)) if limit.is_none() && entries.len() > max => KvLimitError::new(
+                envoy_protocol::LimitKind::KvBatchEntries,
+                max,
+                None,
                 format!("more than maxKvBatchEntries ({max}) entries match; list with a limit"),
-            ),
+            )
+            .response(),
             Ok(Ok(entries)) => KvResponseData::KvListResponse(KvListResponse { entries }),
             Ok(Err(refused)) => refused,
             Err(e) => internal(e),

@@ -22,6 +22,8 @@
 //! | get-or-create, events, intents | `actor/lifecycle.rs` |
 //! | where SQL runs | `sql/executor/` (`mod.rs` connections, `writer.rs`, `reader.rs`, `rows.rs`, `registry.rs`); `sql/group.rs` group commit; `sql/route.rs`, `sql/sandbox.rs`, `sql/values.rs` |
 //! | the open actor database cap, idle close | `sql/open_dbs.rs` |
+//! | protocol v5: admission of ExecV5/ExecuteV5/batches; their answers; costs | `connection/v5.rs`; `sql/v5.rs`; `sql/cost.rs` |
+//! | v5 exactly-once request keys; atomic batches; keyed members on the writer | `sql/keys.rs`; `sql/batch.rs`; `sql/executor/keyed.rs` |
 //! | descriptor limit at start | `fdlimit.rs` |
 //! | KV storage | `kv.rs` |
 //! | in-flight accounting | `inflight.rs` |

@@ -50,12 +50,20 @@ pub enum RequestKind {
     Kv,
     /// `GetOrCreateActor` (placement).
     GetOrCreate,
+    /// v5 `SqliteBatch` (an atomic batch; READ batches may run on a reader).
+    Batch,
 }
 
 impl RequestKind {
     /// Every kind, in the order of [`Metrics::latency`]'s first index.
-    pub const ALL: [RequestKind; 5] =
-        [RequestKind::Execute, RequestKind::ExecuteWrite, RequestKind::Exec, RequestKind::Kv, RequestKind::GetOrCreate];
+    pub const ALL: [RequestKind; 6] = [
+        RequestKind::Execute,
+        RequestKind::ExecuteWrite,
+        RequestKind::Exec,
+        RequestKind::Kv,
+        RequestKind::GetOrCreate,
+        RequestKind::Batch,
+    ];
 
     /// Position in [`RequestKind::ALL`].
     fn index(self) -> usize {
@@ -65,6 +73,7 @@ impl RequestKind {
             RequestKind::Exec => 2,
             RequestKind::Kv => 3,
             RequestKind::GetOrCreate => 4,
+            RequestKind::Batch => 5,
         }
     }
 
@@ -76,6 +85,7 @@ impl RequestKind {
             RequestKind::Exec => "exec",
             RequestKind::Kv => "kv",
             RequestKind::GetOrCreate => "get_or_create",
+            RequestKind::Batch => "batch",
         }
     }
 }
@@ -170,7 +180,7 @@ pub struct Metrics {
     /// Request latency from admission to answer queued, `[kind][route]`, made once so
     /// observing needs no label lookup. Only `execute` has a `read` series; the other
     /// kinds always run on the writer lane, and their read slot is their write series.
-    latency: [[Histogram; 2]; 5],
+    latency: [[Histogram; 2]; 6],
     /// Error answers by request kind and code; looked up per error (errors are not the fast path).
     errors: IntCounterVec,
     /// Requests per successful group commit, `[store]`.
@@ -243,13 +253,15 @@ impl Metrics {
                 &["kind", "route"],
             )?,
         )?;
-        // Only Execute can be routed to a reader lane; every other kind takes the
+        // Only Execute and Batch can be routed to a reader lane; every other kind takes the
         // writer lane (or the registry), so its read slot shares the write series
         // and no series that can never move is exported.
         let latency = RequestKind::ALL.map(|k| {
             let write = latency_vec.with_label_values(&[k.as_str(), RouteLabel::Write.as_str()]);
             let read = match k {
-                RequestKind::Execute => latency_vec.with_label_values(&[k.as_str(), RouteLabel::Read.as_str()]),
+                RequestKind::Execute | RequestKind::Batch => {
+                    latency_vec.with_label_values(&[k.as_str(), RouteLabel::Read.as_str()])
+                }
                 RequestKind::ExecuteWrite | RequestKind::Exec | RequestKind::Kv | RequestKind::GetOrCreate => {
                     write.clone()
                 }

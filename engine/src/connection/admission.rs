@@ -41,8 +41,8 @@ pub enum Rejection {
         max: u64,
         actual: Option<u64>,
     },
-    /// KV limits carry their own message (no LimitKind in KV errors).
-    KvLimit(String),
+    /// A KV limit: answered `KvLimitExceeded` (v4: `KvErrorResponse` with its message).
+    KvLimit(crate::kv::KvLimitError),
     Invalid(String),
 }
 
@@ -64,7 +64,7 @@ impl Rejection {
                 e
             }
             Rejection::Limit { kind, max, actual } => limit_error(*kind, *max, *actual),
-            Rejection::KvLimit(m) => err(SqliteErrorCode::LimitExceeded, m, c),
+            Rejection::KvLimit(e) => limit_error(e.limit.kind, e.limit.max, e.limit.actual),
             Rejection::Invalid(m) => err(SqliteErrorCode::InvalidRequest, m, c),
         })
     }
@@ -72,6 +72,14 @@ impl Rejection {
     /// The KV answer.
     pub fn to_kv(&self) -> KvResponseData {
         let (code, message, current_generation) = match self {
+            // Typed (v5); the connection's writer gives a v4 peer the same message as a KvErrorResponse.
+            Rejection::Limit { kind, max, actual } => {
+                return KvResponseData::KvLimitExceeded(envoy_protocol::KvLimitExceeded {
+                    message: format!("{kind:?} limit exceeded: {actual:?} > {max}"),
+                    limit: envoy_protocol::LimitExceeded { kind: *kind, max: *max, actual: *actual },
+                })
+            }
+            Rejection::KvLimit(e) => return e.clone().response(),
             Rejection::NotFound => (KvErrorCode::ActorNotFound, "no such actor in this namespace".into(), None),
             Rejection::NotPlaced => (KvErrorCode::ActorNotPlaced, "the actor is not placed on this envoy".into(), None),
             Rejection::Fence(g) => {
@@ -83,10 +91,6 @@ impl Rejection {
             Rejection::Overloaded(max) => {
                 (KvErrorCode::Overloaded, format!("more than {max} requests pending on this connection"), None)
             }
-            Rejection::Limit { kind, max, actual } => {
-                (KvErrorCode::LimitExceeded, format!("{kind:?} limit exceeded: {actual:?} > {max}"), None)
-            }
-            Rejection::KvLimit(m) => (KvErrorCode::LimitExceeded, m.clone(), None),
             Rejection::Invalid(m) => (KvErrorCode::InvalidRequest, m.clone(), None),
         };
         KvResponseData::KvErrorResponse(KvErrorResponse { code, message, current_generation })

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod scheduler;
 pub mod session;
+mod v5;
 pub mod writer;
 
 use crate::actor::lifecycle;
@@ -442,20 +443,7 @@ impl Conn {
                 let data = r.data;
                 let checked = self
                     .admit(&r.actor_id, r.generation, frame_len, || {
-                        crate::kv::check_limits(&data, &state.config.limits).map_err(|(code, m)| {
-                            use envoy_protocol::KvErrorCode as C;
-                            match code {
-                                C::LimitExceeded => Rejection::KvLimit(m),
-                                C::InvalidRequest
-                                | C::Unknown
-                                | C::ActorNotFound
-                                | C::ActorNotPlaced
-                                | C::FenceMismatch
-                                | C::ActorStopping
-                                | C::Overloaded
-                                | C::Internal => Rejection::Invalid(m),
-                            }
-                        })
+                        crate::kv::check_limits(&data, &state.config.limits).map_err(Rejection::KvLimit)
                     })
                     .map(|admitted| (admitted, data));
                 match checked {
@@ -497,14 +485,13 @@ impl Conn {
             }
             ToEngine::SqliteExecute(r) => self.execute(r.request_id, r.request, false, frame_len),
             ToEngine::SqliteExecuteWrite(r) => self.execute(r.request_id, r.request, true, frame_len),
-            // v5 members. The engine accepts at most IMPLEMENTED_PROTOCOL_VERSION
-            // (v4) in the upgrade, and a frame decoded at v4 or below never holds
-            // them; one here means the peer speaks something this engine does not
-            // implement yet: a protocol error (the connection closes with 1002).
-            m @ (ToEngine::SqliteExecV5(_)
-            | ToEngine::SqliteExecuteV5(_)
-            | ToEngine::SqliteBatch(_)
-            | ToEngine::SqliteBegin(_)
+            // v5 (a frame decoded below v5 never holds these members).
+            ToEngine::SqliteExecV5(r) => self.exec_v5(r.request_id, r.request, frame_len),
+            ToEngine::SqliteExecuteV5(r) => self.execute_v5(r.request_id, r.request, frame_len),
+            ToEngine::SqliteBatch(r) => self.batch(r.request_id, r.request, frame_len),
+            // v5 members this engine does not implement yet: a protocol error
+            // (the connection closes with 1002).
+            m @ (ToEngine::SqliteBegin(_)
             | ToEngine::SqliteTransactionExecute(_)
             | ToEngine::SqliteCommit(_)
             | ToEngine::SqliteRollback(_)) => {

@@ -20,8 +20,11 @@ use super::admission::PendingGuard;
 use super::writer::Outbox;
 use crate::budget::{self, Charge};
 use crate::inflight::InflightGuard;
+use crate::sql::cost;
+use crate::sql::executor::BatchRead;
 use crate::sql::executor::{ExecuteOutcome, Executor};
 use crate::sql::route::Lane;
+use crate::sql::v5::{self, V5Req};
 use envoy_protocol::{
     KvRequestData, SqliteExecResult, SqliteExecuteResult, ToEnvoy, ToEnvoyKvResponse, ToEnvoySqliteExecResponse,
     ToEnvoySqliteExecuteResponse, Value,
@@ -64,6 +67,50 @@ pub enum Work {
         request_id: u32,
         data: KvRequestData,
     },
+    /// v5 Execute (`write`: writer = true); answered with a cost and the key outcome.
+    ExecuteV5 {
+        request_id: u32,
+        sql: String,
+        params: Vec<Value>,
+        write: bool,
+        route: crate::sql::route::Route,
+        v5: V5Req,
+    },
+    /// v5 Exec; answered with a cost and the key outcome.
+    ExecV5 {
+        request_id: u32,
+        sql: String,
+        v5: V5Req,
+    },
+    /// v5 atomic batch (`sql::batch`).
+    Batch {
+        request_id: u32,
+        batch: crate::sql::batch::BatchReq,
+        v5: V5Req,
+    },
+}
+
+impl Work {
+    /// The v5 part of the request (None for v4 requests and KV).
+    pub fn v5(&self) -> Option<&V5Req> {
+        match self {
+            Work::ExecuteV5 { v5, .. } | Work::ExecV5 { v5, .. } | Work::Batch { v5, .. } => Some(v5),
+            Work::Exec { .. } | Work::Execute { .. } | Work::Kv { .. } => None,
+        }
+    }
+
+    /// Moving to the writer after a reader found it writes: a DEFERRED batch then runs as WRITE.
+    fn into_writer(self) -> Self {
+        match self {
+            Work::Batch { request_id, mut batch, v5 } => {
+                if batch.deferred {
+                    batch.read = false;
+                }
+                Work::Batch { request_id, batch, v5 }
+            }
+            other => other,
+        }
+    }
 }
 
 /// An accepted request waiting for (or holding) a lane.
@@ -93,6 +140,10 @@ impl Job {
             Work::Execute { request_id, write: false, .. } => (*request_id, "execute"),
             Work::Execute { request_id, write: true, .. } => (*request_id, "execute_write"),
             Work::Kv { request_id, .. } => (*request_id, "kv"),
+            Work::ExecuteV5 { request_id, write: false, .. } => (*request_id, "execute_v5"),
+            Work::ExecuteV5 { request_id, write: true, .. } => (*request_id, "execute_write_v5"),
+            Work::ExecV5 { request_id, .. } => (*request_id, "exec_v5"),
+            Work::Batch { request_id, .. } => (*request_id, "batch"),
         };
         tracing::debug_span!("request", actor_id = %self.executor.actor_id, request_id, kind)
     }
@@ -397,6 +448,22 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
                 };
                 Some(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id: *request_id, result }))
             }
+            (Some(rs), Work::ExecuteV5 { request_id, sql, params, route, v5, .. }) => {
+                let (outcome, rows) = cost::measure(|| rs.execute(sql, route, params));
+                let r = match outcome {
+                    ExecuteOutcome::Bounce => return None,
+                    ExecuteOutcome::Done(r) => r,
+                };
+                Some(v5::execute_answer(*request_id, r, v5.clock.cost(rows), v5.executed()))
+            }
+            (Some(rs), Work::Batch { request_id, batch, v5 }) => {
+                let (outcome, rows) = cost::measure(|| rs.batch(batch));
+                let r = match outcome {
+                    BatchRead::Bounce => return None,
+                    BatchRead::Done(r) => r,
+                };
+                Some(v5::batch_answer(*request_id, r, v5.clock.cost(rows), v5.executed()))
+            }
             _ => run_job(&job, lane),
         });
         match answer {
@@ -410,7 +477,7 @@ fn run_batch(outbox: &Outbox, lane: Lane, batch: Vec<Job>, cfg: &SchedulerConfig
                 // It writes after all: it and every later read wait for the writer
                 // (a read never runs before an earlier request that writes).
                 let timer = job.timer.rerouted(crate::metrics::RouteLabel::Write);
-                bounced.push(Job { lane: Lane::Writer, timer, ..job });
+                bounced.push(Job { lane: Lane::Writer, timer, work: job.work.into_writer(), ..job });
                 bounced.extend(jobs.by_ref());
             }
         }
@@ -454,6 +521,26 @@ pub(crate) fn run_job(job: &Job, lane: Lane) -> Option<ToEnvoy> {
         Work::Kv { request_id, data } => {
             ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id: *request_id, data: x.kv(data) })
         }
+        Work::ExecuteV5 { request_id, sql, params, write, route, v5 } if lane == Lane::Reader => {
+            let (outcome, rows) = cost::measure(|| x.execute(lane, sql, route, params, *write));
+            let r = match outcome {
+                ExecuteOutcome::Bounce => return None,
+                ExecuteOutcome::Done(r) => r,
+            };
+            v5::execute_answer(*request_id, r, v5.clock.cost(rows), v5.executed())
+        }
+        Work::Batch { request_id, batch, v5 } if lane == Lane::Reader => {
+            let (outcome, rows) = cost::measure(|| x.read_session().batch(batch));
+            let r = match outcome {
+                BatchRead::Bounce => return None,
+                BatchRead::Done(r) => r,
+            };
+            v5::batch_answer(*request_id, r, v5.clock.cost(rows), v5.executed())
+        }
+        // On the writer, alone (its own transaction, with its key).
+        Work::ExecuteV5 { .. } | Work::ExecV5 { .. } | Work::Batch { .. } => {
+            crate::sql::group::run_v5_alone(x, &job.work)
+        }
     })
 }
 
@@ -473,5 +560,14 @@ fn overloaded(work: &Work, message: String) -> ToEnvoy {
             request_id: *request_id,
             data: crate::kv::kv_error(envoy_protocol::KvErrorCode::Overloaded, message.clone()),
         }),
+        Work::ExecuteV5 { request_id, v5, .. } => {
+            v5::execute_answer(*request_id, Err(sql()), v5.clock.cost(cost::Rows::default()), v5.executed())
+        }
+        Work::ExecV5 { request_id, v5, .. } => {
+            v5::exec_answer(*request_id, Err(sql()), v5.clock.cost(cost::Rows::default()), v5.executed())
+        }
+        Work::Batch { request_id, v5, .. } => {
+            v5::batch_answer(*request_id, Err(sql()), v5.clock.cost(cost::Rows::default()), v5.executed())
+        }
     }
 }

@@ -13,9 +13,11 @@
 //!
 //! What is counted, per actor statement:
 //!
-//! - `rowsRead` = the larger of SQLite's full-scan step counter for the statement
-//!   (`sqlite3_stmt_status(SQLITE_STMTSTATUS_FULLSCAN_STEP)`: rows stepped over in a
-//!   full table scan) and the rows it returned. Rows reached through an index
+//! - `rowsRead` = the larger of the rows the statement's full table scans
+//!   visited and the rows it returned. Scanned rows come from SQLite's counter
+//!   `sqlite3_stmt_status(SQLITE_STMTSTATUS_FULLSCAN_STEP)`, which counts the steps
+//!   *from* one row to the next, so a scan that stepped n > 0 times visited n + 1
+//!   rows (counted so; a nested scan's other starts are not added). Rows reached through an index
 //!   lookup are only counted when returned, so this is **at least the rows
 //!   returned** and a lower bound of the rows SQLite visited. The larger, not the
 //!   sum, so a full scan that returns every row is not counted twice.
@@ -108,7 +110,9 @@ pub fn before_statement(conn: &Connection, stmt: &Statement<'_>) -> u64 {
 /// or failed): `changes_before` from [`before_statement`], `returned` the rows it
 /// returned. Counts into the running [`measure`], if any.
 pub fn note_statement(conn: &Connection, stmt: &Statement<'_>, changes_before: u64, returned: u64) {
-    let scanned = u64::try_from(stmt.reset_status(StatementStatus::FullscanStep)).unwrap_or(0);
+    let steps = u64::try_from(stmt.reset_status(StatementStatus::FullscanStep)).unwrap_or(0);
+    // n steps between rows: n + 1 rows visited (none when it never stepped).
+    let scanned = if steps > 0 { steps + 1 } else { 0 };
     let written = conn.total_changes().saturating_sub(changes_before);
     add_current(Rows { read: scanned.max(returned), written });
 }
@@ -160,7 +164,7 @@ mod tests {
         // A full scan that returns one row read all ten.
         let (n, rows) = measure(|| run(&conn, "SELECT v FROM t WHERE v = 5"));
         assert_eq!(n, 1);
-        assert!(rows.read >= 9 && rows.read <= 10, "{rows:?}");
+        assert_eq!(rows.read, 10, "{rows:?}");
         assert_eq!(rows.written, 0);
         // An index (rowid) lookup: at least the row returned.
         let (_, rows) = measure(|| run(&conn, "SELECT v FROM t WHERE id = 5"));

@@ -27,8 +27,10 @@
 //! next member opens a new one). If a commit fails, every member of that group
 //! is answered with the commit's error, `committed: false`.
 
+use super::cost::{self, Rows};
 use super::executor::{err, Executor, MemberOutcome, WriterLock};
 use super::route::{statements, Kind};
+use super::v5::{self, Keyed};
 use crate::budget::{self, Charge};
 use crate::connection::scheduler::{run_job, Job, Work};
 use crate::connection::writer::Outbox;
@@ -109,6 +111,22 @@ fn part(work: &Work) -> Part {
             }
         }
         Work::Kv { .. } => Part::Kv,
+        // A keyed one never runs alone (refused at admission).
+        Work::ExecuteV5 { route, .. } => {
+            if route.kind.runs_alone() {
+                Part::Alone
+            } else {
+                Part::Sql
+            }
+        }
+        Work::ExecV5 { sql, .. } => {
+            if statements(sql).any(|s| Kind::of(s).runs_alone()) {
+                Part::Alone
+            } else {
+                Part::Sql
+            }
+        }
+        Work::Batch { .. } => Part::Sql,
     }
 }
 
@@ -140,6 +158,9 @@ struct Batch<'a> {
     kv_open: bool,
     /// Members in the open groups.
     members: usize,
+    /// Request keys of members in the open SQL group: a repeat of one waits for
+    /// the group's commit, so it is never answered from a record that may not commit.
+    open_keys: Vec<Vec<u8>>,
 }
 
 impl Batch<'_> {
@@ -183,10 +204,15 @@ impl Batch<'_> {
         };
         self.opened = None;
         self.members = 0;
+        self.open_keys.clear();
         let mut answers = Vec::with_capacity(self.held.len());
         let mut charge = Charge::default();
         let mut jobs = Vec::with_capacity(self.held.len());
-        for h in self.held.drain(..) {
+        for mut h in self.held.drain(..) {
+            // A v5 answer's duration runs until it is released (after its commit).
+            if let Some(v5) = h.job.work.v5() {
+                v5::restamp(&mut h.answer, &v5.clock);
+            }
             let answer = match (h.part, &sql_failed, &kv_failed) {
                 (Some(Part::Sql), Some(e), _) => commit_failed_sql(&h.answer, e),
                 (Some(Part::Kv), _, Some(e)) => commit_failed_kv(&h.answer, e),
@@ -223,7 +249,7 @@ fn commit_failed_sql(answer: &ToEnvoy, e: &SqliteError) -> ToEnvoy {
             request_id: r.request_id,
             result: SqliteExecResult::SqliteError(e),
         }),
-        other => other.clone(),
+        other => v5::with_error(other, e).unwrap_or_else(|| other.clone()),
     }
 }
 
@@ -272,6 +298,149 @@ fn run_alone(w: &mut WriterLock<'_>, work: &Work) -> ToEnvoy {
         Work::Kv { request_id, .. } => {
             exec_answer(*request_id, Err(err(envoy_protocol::SqliteErrorCode::Internal, "KV is not SQL", None)))
         }
+        // Keyless ones that manage transactions run as in v4.
+        Work::ExecuteV5 { request_id, sql, params, write, route, v5 }
+            if v5.key.is_none() && route.kind.runs_alone() =>
+        {
+            let (r, rows) = cost::measure(|| w.stopping().and_then(|()| w.execute_alone(sql, route, params, *write)));
+            v5::execute_answer(*request_id, r, v5.clock.cost(rows), None)
+        }
+        Work::ExecV5 { request_id, sql, v5 } if v5.key.is_none() && part(work) == Part::Alone => {
+            let (r, rows) = cost::measure(|| w.stopping().and_then(|()| w.exec_alone(sql)));
+            v5::exec_answer(*request_id, r, v5.clock.cost(rows), None)
+        }
+        // Every other v5 request: as the only member of its own group (its key recorded in it).
+        Work::ExecuteV5 { .. } | Work::ExecV5 { .. } | Work::Batch { .. } => {
+            let (r, rows) = cost::measure(|| group_of_one(w, |w| v5_member(w, work)));
+            v5_answer(work, r, rows)
+        }
+    }
+}
+
+/// Runs a v5 request as a member of the open group (`sql::executor::keyed`).
+fn v5_member(w: &mut WriterLock<'_>, work: &Work) -> MemberOutcome<Keyed<V5Ran>> {
+    fn map<T>(o: MemberOutcome<Keyed<T>>, f: impl FnOnce(T) -> V5Ran) -> MemberOutcome<Keyed<V5Ran>> {
+        let m = |r: Result<Keyed<T>, SqliteError>| {
+            r.map(|k| match k {
+                Keyed::Ran(v) => Keyed::Ran(f(v)),
+                Keyed::Replayed(rec) => Keyed::Replayed(rec),
+            })
+        };
+        match o {
+            MemberOutcome::Done(r) => MemberOutcome::Done(m(r)),
+            MemberOutcome::Vanished(r) => MemberOutcome::Vanished(m(r)),
+            MemberOutcome::RunAlone => MemberOutcome::RunAlone,
+        }
+    }
+    match work {
+        Work::ExecuteV5 { sql, params, write, route, v5, .. } => {
+            map(w.execute_v5_member(sql, route, params, *write, v5.key.as_ref()), V5Ran::Execute)
+        }
+        Work::ExecV5 { sql, v5, .. } => map(w.exec_v5_member(sql, v5.key.as_ref()), V5Ran::Exec),
+        Work::Batch { batch, v5, .. } => map(w.batch_member(batch, v5.key.as_ref()), V5Ran::Batch),
+        Work::Exec { .. } | Work::Execute { .. } | Work::Kv { .. } => {
+            MemberOutcome::Done(Err(err(envoy_protocol::SqliteErrorCode::Internal, "not a v5 request", None)))
+        }
+    }
+}
+
+/// What a v5 request returned, by kind.
+enum V5Ran {
+    Execute(envoy_protocol::ExecuteResult),
+    Exec(envoy_protocol::QueryResult),
+    Batch(Vec<envoy_protocol::ExecuteResult>),
+}
+
+/// The answer of a v5 request from how it ended and the rows it counted.
+fn v5_answer(work: &Work, r: Result<Keyed<V5Ran>, SqliteError>, rows: Rows) -> ToEnvoy {
+    let Some(req) = work.v5() else {
+        return execute_answer(0, Err(err(envoy_protocol::SqliteErrorCode::Internal, "not a v5 request", None)));
+    };
+    let cost = req.clock.cost(rows);
+    let request_id = match work {
+        Work::ExecuteV5 { request_id, .. }
+        | Work::ExecV5 { request_id, .. }
+        | Work::Batch { request_id, .. }
+        | Work::Exec { request_id, .. }
+        | Work::Execute { request_id, .. }
+        | Work::Kv { request_id, .. } => *request_id,
+    };
+    let key = req.executed();
+    let r = match r {
+        Ok(Keyed::Replayed(rec)) => return v5::replay_answer(request_id, &rec, cost),
+        Ok(Keyed::Ran(v)) => Ok(v),
+        Err(e) => Err(e),
+    };
+    match work {
+        Work::ExecV5 { .. } => v5::exec_answer(
+            request_id,
+            r.and_then(|v| match v {
+                V5Ran::Exec(q) => Ok(q),
+                V5Ran::Execute(_) | V5Ran::Batch(_) => Err(mismatch()),
+            }),
+            cost,
+            key,
+        ),
+        Work::Batch { .. } => v5::batch_answer(
+            request_id,
+            r.and_then(|v| match v {
+                V5Ran::Batch(b) => Ok(b),
+                V5Ran::Execute(_) | V5Ran::Exec(_) => Err(mismatch()),
+            }),
+            cost,
+            key,
+        ),
+        Work::ExecuteV5 { .. } | Work::Exec { .. } | Work::Execute { .. } | Work::Kv { .. } => v5::execute_answer(
+            request_id,
+            r.and_then(|v| match v {
+                V5Ran::Execute(x) => Ok(x),
+                V5Ran::Exec(_) | V5Ran::Batch(_) => Err(mismatch()),
+            }),
+            cost,
+            key,
+        ),
+    }
+}
+
+fn mismatch() -> SqliteError {
+    err(envoy_protocol::SqliteErrorCode::Internal, "a v5 request ended as another kind", None)
+}
+
+/// Runs one member in a group of its own: BEGIN IMMEDIATE, the member, COMMIT.
+/// What a request that cannot share a group gets instead of autocommit, so its
+/// request key is still recorded by the transaction that commits its write.
+fn group_of_one<T>(
+    w: &mut WriterLock<'_>,
+    member: impl FnOnce(&mut WriterLock<'_>) -> MemberOutcome<T>,
+) -> Result<T, SqliteError> {
+    w.stopping()?;
+    w.begin_group()?;
+    let commit = |w: &mut WriterLock<'_>, r: Result<T, SqliteError>| match w.commit_group() {
+        Ok(()) => r,
+        Err(mut e) => {
+            e.committed = Some(false);
+            Err(e)
+        }
+    };
+    match member(w) {
+        MemberOutcome::Done(r) => commit(w, r),
+        MemberOutcome::Vanished(r) => r,
+        MemberOutcome::RunAlone => {
+            // Its deferred foreign-key violation was undone; alone its COMMIT would fail so.
+            let _ = w.commit_group();
+            let mut e = err(envoy_protocol::SqliteErrorCode::Sqlite, "FOREIGN KEY constraint failed", Some(false));
+            e.extended_code = Some(787);
+            Err(e)
+        }
+    }
+}
+
+/// Runs a v5 writer request alone on `x` (when its writer batch could not take
+/// the writer, see `run_writer_batch`).
+pub(crate) fn run_v5_alone(x: &Executor, work: &Work) -> ToEnvoy {
+    match x.lock_writer() {
+        Ok(mut w) => run_alone(&mut w, work),
+        Err(e) => v5_answer(work, Err(e), Rows::default()),
     }
 }
 
@@ -312,6 +481,7 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
         sql_open: false,
         kv_open: false,
         members: 0,
+        open_keys: Vec::new(),
     };
     for job in batch {
         let _request_span = job.span().entered();
@@ -353,12 +523,22 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                 b.members += 1;
             }
             Part::Sql => {
+                // A repeat of a key already in the open group waits for its commit.
+                if let Some(k) = job.work.v5().and_then(|v| v.key.as_ref()) {
+                    if b.open_keys.contains(&k.key) {
+                        b.flush(&x, &mut w);
+                    }
+                    b.open_keys.push(k.key.clone());
+                }
                 if !b.sql_open {
                     if let Err(e) = w.stopping().and_then(|()| w.begin_group()) {
                         let answer = match &job.work {
                             Work::Exec { request_id, .. } => exec_answer(*request_id, Err(e)),
                             Work::Execute { request_id, .. } | Work::Kv { request_id, .. } => {
                                 execute_answer(*request_id, Err(e))
+                            }
+                            Work::ExecuteV5 { .. } | Work::ExecV5 { .. } | Work::Batch { .. } => {
+                                v5_answer(&job.work, Err(e), Rows::default())
                             }
                         };
                         b.hold(job, answer, None, None);
@@ -372,6 +552,10 @@ pub fn run_writer_batch(outbox: &Outbox, batch: Vec<Job>, limits: &GroupLimits) 
                         map_outcome(w.execute_member(sql, route, params, *write), |r| execute_answer(*request_id, r))
                     }
                     Work::Exec { request_id, sql } => map_outcome(w.exec_member(sql), |r| exec_answer(*request_id, r)),
+                    Work::ExecuteV5 { .. } | Work::ExecV5 { .. } | Work::Batch { .. } => {
+                        let (o, rows) = cost::measure(|| v5_member(&mut w, &job.work));
+                        map_outcome(o, |r| v5_answer(&job.work, r, rows))
+                    }
                     Work::Kv { .. } => unreachable!("part() said SQL"),
                 });
                 match outcome {

@@ -392,6 +392,9 @@ pub struct Denial(pub String);
 struct SandboxState {
     /// Set only while a plain VACUUM statement runs: admits its private attachment.
     vacuum: AtomicBool,
+    /// Set only while the engine's own statements on its reserved tables run
+    /// (request keys, `crate::sql::keys`): admits access to them.
+    engine: AtomicBool,
     /// The reason of the last refusal, taken by the executor to explain FORBIDDEN.
     denial: Mutex<Option<Denial>>,
     /// Whether `denial` holds one: clearing before every statement (the hot path)
@@ -457,6 +460,16 @@ impl Sandbox {
     /// Runs `f` (the stepping of one statement). When that statement is a plain
     /// VACUUM (`is_vacuum`, from its route), the one attachment VACUUM makes (a
     /// private temporary database, empty file name) is admitted for its duration.
+    /// Runs `f`, the engine's own statements on its reserved tables
+    /// (`sqlite_envoy_*`, see `crate::sql::keys`): the one door through which
+    /// they may be read or written. Never wraps actor SQL.
+    pub fn engine<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.state.engine.store(true, Ordering::Release);
+        let out = f();
+        self.state.engine.store(false, Ordering::Release);
+        out
+    }
+
     pub fn vacuum<T>(&self, conn: &Connection, is_vacuum: bool, f: impl FnOnce() -> T) -> T {
         if !is_vacuum {
             return f();
@@ -494,6 +507,46 @@ pub fn function_allowed(name: &str) -> bool {
 /// The listed access of a PRAGMA, if it is listed.
 pub fn pragma_access(name: &str) -> Option<PragmaAccess> {
     PRAGMAS.iter().find(|(p, _)| p.eq_ignore_ascii_case(name)).map(|(_, a)| *a)
+}
+
+/// Whether `name` is one of the engine's reserved tables (`sqlite_envoy_*`).
+fn reserved(name: &str) -> bool {
+    let p = crate::sql::keys::RESERVED_PREFIX;
+    name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+}
+
+/// The table (or PRAGMA argument) an action names, when it could be one of the
+/// engine's reserved tables.
+fn named_table<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
+    match *action {
+        AuthAction::Read { table_name, .. }
+        | AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+        | AuthAction::CreateIndex { table_name, .. }
+        | AuthAction::CreateTempIndex { table_name, .. }
+        | AuthAction::CreateTrigger { table_name, .. }
+        | AuthAction::CreateTempTrigger { table_name, .. }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::DropTempTable { table_name }
+        | AuthAction::DropIndex { table_name, .. }
+        | AuthAction::DropTrigger { table_name, .. }
+        | AuthAction::AlterTable { table_name, .. } => Some(table_name),
+        AuthAction::CreateTable { table_name } | AuthAction::CreateTempTable { table_name } => Some(table_name),
+        AuthAction::Pragma { pragma_value: Some(v), .. } => Some(v),
+        _ => None,
+    }
+}
+
+/// The engine's reserved tables are refused to actor SQL whatever the action
+/// (`engine`: the engine's own statement runs, see [`Sandbox::engine`]).
+pub fn decide_reserved(ctx: &AuthContext<'_>, engine: bool) -> Result<(), Denial> {
+    match named_table(&ctx.action) {
+        Some(t) if !engine && reserved(t) => {
+            deny(format!("{t} is the engine's own table (request keys); an actor's SQL may not touch it"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The policy: one decision per action SQLite asks about. Allowed only if listed.
@@ -616,7 +669,11 @@ pub fn install(
     db_config(conn, ffi::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
     let sandbox = Sandbox { state: Arc::new(SandboxState { local_state, ..SandboxState::default() }) };
     let state = sandbox.state.clone();
-    conn.authorizer(Some(move |ctx: AuthContext<'_>| match decide(&ctx, state.vacuum.load(Ordering::Acquire)) {
+    let policy = move |ctx: &AuthContext<'_>, state: &SandboxState| {
+        decide_reserved(ctx, state.engine.load(Ordering::Acquire))
+            .and_then(|()| decide(ctx, state.vacuum.load(Ordering::Acquire)))
+    };
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| match policy(&ctx, &state) {
         Ok(()) => {
             if let Some(flag) = &state.local_state {
                 if creates_local_state(&ctx.action) {

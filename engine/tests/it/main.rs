@@ -21,4 +21,6 @@ mod operators;
 mod resume;
 mod sql;
 mod transactions;
+mod v5_batch;
+mod v5_keys;
 mod v5_streams;

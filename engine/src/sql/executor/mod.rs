@@ -49,6 +49,8 @@ pub struct ExecSettings {
     pub sandbox: SandboxLimits,
     /// `synchronous` of the writer and the KV store: when an acknowledged write is on disk.
     pub durability: crate::config::Durability,
+    /// Request key retention, count and recorded size (v5, `sql::keys`).
+    pub keys: crate::sql::keys::KeySettings,
 }
 
 impl ExecSettings {
@@ -59,6 +61,7 @@ impl ExecSettings {
             readers: c.readers_per_actor,
             sandbox: SandboxLimits::from_limits(&c.limits),
             durability: c.durability,
+            keys: crate::sql::keys::KeySettings::from_config(c),
         }
     }
 }
@@ -637,12 +640,14 @@ impl Executor {
     }
 }
 
+mod keyed;
 mod reader;
 mod registry;
 mod rows;
 mod stream;
 mod writer;
 
+pub use keyed::BatchRead;
 pub use reader::ReadSession;
 pub use registry::Executors;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};

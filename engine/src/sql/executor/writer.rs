@@ -147,7 +147,7 @@ impl WriterLock<'_> {
     /// Runs `f` as one member of the open group, inside its own savepoint.
     /// `keep_partial`: on an error, keep what the member did before failing
     /// (an `Exec` whose earlier statements would have committed on their own).
-    fn member<T>(
+    pub(super) fn member<T>(
         &mut self,
         keep_partial: bool,
         f: impl FnOnce(&Executor, &mut SqlConn) -> Result<T, SqliteError>,
