@@ -207,11 +207,16 @@ impl ConnBudget {
         }
     }
 
-    /// Charges `n` result bytes to this connection and the engine, or neither
-    /// (a result stream reserves its read-ahead this way, outside any [`scope`]).
-    pub fn try_charge(self: &Arc<Self>, n: usize) -> Result<Charge, Refused> {
-        self.try_take(n)?;
-        Ok(Charge { budget: Some(self.clone()), conn_bytes: n, engine_bytes: n })
+    /// Charges `n` result bytes to the engine's result budget only, on behalf
+    /// of this connection: a result stream's read-ahead, which is not queued
+    /// toward the socket (so it must not pause the connection's reading, which
+    /// would hold back the very credit that lets it leave). The bytes are charged
+    /// to the connection when they are queued ([`Charge::split_off`] + [`Charge::force`]).
+    pub fn try_charge_engine(self: &Arc<Self>, n: usize) -> Result<Charge, Refused> {
+        if !self.engine.try_take(n) {
+            return Err(Refused::Engine(self.engine.limit));
+        }
+        Ok(Charge { budget: Some(self.clone()), conn_bytes: 0, engine_bytes: n })
     }
 
     /// Takes `n` bytes of both budgets, or neither.
@@ -273,11 +278,16 @@ impl Charge {
         self.conn_bytes
     }
 
-    /// Moves up to `n` bytes of this charge into a new one (taking engine bytes
-    /// first), so part of a reservation can travel with the answer that uses it.
+    /// Bytes held on the engine's result budget.
+    pub fn engine_bytes(&self) -> usize {
+        self.engine_bytes
+    }
+
+    /// Moves up to `n` bytes of each budget this charge holds into a new one, so
+    /// part of a reservation can travel with the answer that uses it.
     pub fn split_off(&mut self, n: usize) -> Charge {
         let conn_bytes = n.min(self.conn_bytes);
-        let engine_bytes = conn_bytes.min(self.engine_bytes);
+        let engine_bytes = n.min(self.engine_bytes);
         self.conn_bytes -= conn_bytes;
         self.engine_bytes -= engine_bytes;
         Charge { budget: self.budget.clone(), conn_bytes, engine_bytes }
@@ -601,20 +611,22 @@ mod tests {
     }
 
     #[test]
-    fn a_reservation_splits_and_gives_back_in_parts() {
-        let engine = Arc::new(ResultBudget::new(10 * CHUNK));
-        let conn = ConnBudget::new(engine.clone(), 4 * CHUNK);
-        let mut reserved = conn.try_charge(3 * CHUNK).unwrap();
-        assert_eq!(conn.try_charge(2 * CHUNK).unwrap_err(), Refused::Connection(4 * CHUNK));
-        let part = reserved.split_off(CHUNK);
-        assert_eq!(
-            (part.bytes(), reserved.bytes(), conn.used(), engine.used()),
-            (CHUNK, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK)
-        );
-        drop(part);
-        assert_eq!((conn.used(), engine.used()), (2 * CHUNK, 2 * CHUNK));
+    fn an_engine_reservation_splits_and_travels_with_a_connection_charge() {
+        let engine = Arc::new(ResultBudget::new(4 * CHUNK));
+        let conn = ConnBudget::new(engine.clone(), 2 * CHUNK);
+        // The engine's budget only: the connection's reading is not paused by it.
+        let mut reserved = conn.try_charge_engine(3 * CHUNK).unwrap();
+        assert_eq!((conn.used(), engine.used(), conn.is_full()), (0, 3 * CHUNK, false));
+        assert_eq!(conn.try_charge_engine(2 * CHUNK).unwrap_err(), Refused::Engine(4 * CHUNK));
+        // Part of it is queued: it moves to a charge that also holds the connection's bytes.
+        let mut queued = reserved.split_off(CHUNK);
+        queued.merge(Charge::force(&conn, CHUNK + 10));
+        assert_eq!((reserved.engine_bytes(), queued.engine_bytes(), queued.bytes()), (2 * CHUNK, CHUNK, CHUNK + 10));
+        assert_eq!((conn.used(), engine.used()), (CHUNK + 10, 3 * CHUNK));
+        drop(queued);
+        assert_eq!((conn.used(), engine.used()), (0, 2 * CHUNK));
         let rest = reserved.split_off(10 * CHUNK);
-        assert_eq!((rest.bytes(), reserved.bytes()), (2 * CHUNK, 0));
+        assert_eq!((rest.engine_bytes(), reserved.engine_bytes()), (2 * CHUNK, 0));
         drop(rest);
         drop(reserved);
         assert_eq!((conn.used(), engine.used()), (0, 0));

@@ -18,10 +18,10 @@
 //! untouched) and nothing else; stepping a statement is blocking work that
 //! needs a thread anyway. Threads are bounded twice: `max_open_streams` per
 //! connection (LIMIT_EXCEEDED `OPEN_STREAMS`) and, engine-wide,
-//! [`StreamRegistry::max`] = `max_result_memory_bytes / stream_window_bytes`
-//! (clamped to `[1, MAX_STREAM_THREADS]`): every open stream may pin a window
-//! of the engine's result memory, so no more can be open than that memory
-//! holds windows (past it: OVERLOADED).
+//! [`StreamRegistry::max`] = `max_result_memory_bytes / (stream_window_bytes
+//! × 9/8)` (clamped to `[1, MAX_STREAM_THREADS]`): every open stream may pin a
+//! window (plus a reservation step) of the engine's result memory, so no more
+//! can be open than that memory holds (past it: OVERLOADED).
 //!
 //! **Flow control and memory** ([`Flow`]). Credit is counted in row bytes at
 //! their decoded size (`SizedRow`, as `collect_rows` counts them). The thread
@@ -29,12 +29,17 @@
 //! sends a chunk only while credit is left; a chunk takes rows while its bytes
 //! are below the credit left (so it overruns by at most its last row) and its
 //! size stays within `max_response_bytes`. So a stream holds at most a window
-//! plus one row, reserved on the connection's outbox budget and the engine's
-//! result budget (`budget::ConnBudget::try_charge`) while buffered; each sent
-//! chunk carries its part of that reservation to the writer, which gives it
-//! back once flushed. When the connection's budget is full (a client that
-//! grants credit but does not read its socket) the stream waits for it to
-//! drain; when the engine's is full it ends OVERLOADED.
+//! plus one row, reserved while buffered (in steps of an eighth of the window,
+//! at most `budget::CHUNK`) on the engine's result budget only
+//! (`budget::ConnBudget::try_charge_engine`): read-ahead is not queued toward
+//! the socket, and charging it to the connection's outbox budget would pause
+//! the connection's reading — and with it the credit that lets the rows leave.
+//! A sent chunk carries its rows' reservation to the writer and is charged to
+//! the connection's outbox budget too, like any answer, until flushed. A chunk
+//! is not sent while that budget is full (a client that grants credit but does
+//! not read its socket): the stream waits for the writer to drain it, so it
+//! overshoots the budget by at most one chunk. When the engine's result budget
+//! is full the stream ends OVERLOADED (`RESULT_MEMORY_BYTES`).
 //!
 //! **Lease.** Any wait (for credit, or for the connection's outbox) is bounded
 //! by the stream's lease; a stream that waited that long ends STREAM_EXPIRED,
@@ -152,14 +157,13 @@ impl Flow {
     }
 
     /// Whether a chunk should leave now: there is credit and a buffered row,
-    /// and the chunk cannot grow usefully (the statement ended, `blocked`
-    /// reading, the buffer holds the credit, a full chunk or a window) or its
-    /// oldest row has waited [`EARLY_SEND`].
-    pub fn should_send(&self, eof: bool, blocked: bool, now: Instant) -> bool {
+    /// and the chunk cannot grow usefully (the statement ended, the buffer
+    /// holds the credit, a full chunk or a window) or its oldest row has waited
+    /// [`EARLY_SEND`].
+    pub fn should_send(&self, eof: bool, now: Instant) -> bool {
         self.credit > 0
             && !self.rows.is_empty()
             && (eof
-                || blocked
                 || !self.may_read()
                 || self.bytes as i64 >= self.credit
                 || self.bytes >= self.max_rows
@@ -324,10 +328,12 @@ pub struct StreamRegistry {
 }
 
 impl StreamRegistry {
-    /// A registry bounded by what the engine's result memory holds in windows.
+    /// A registry bounded by how many streams' read-ahead the engine's result
+    /// memory holds: a window plus its last reservation step (an eighth of it).
     pub fn from_config(c: &crate::config::Config) -> Self {
         let window = (c.stream_window_bytes as usize).max(1);
-        Self::new((c.max_result_memory_bytes / window).clamp(1, MAX_STREAM_THREADS))
+        let per_stream = window + window / 8;
+        Self::new((c.max_result_memory_bytes / per_stream).clamp(1, MAX_STREAM_THREADS))
     }
 
     pub fn new(max: usize) -> Self {
@@ -623,13 +629,11 @@ impl Stream {
             columns: None,
             header: 0,
             reserve: Charge::default(),
-            held: None,
-            blocked: false,
             waiting_since: None,
             outbox_watch: None,
         };
-        // The statement's rows are measured as it runs (sql::cost); the buffered
-        // rows left after it ended are sent outside the measure, as is the wait.
+        // The statement's rows are measured as it runs (sql::cost). Rows still
+        // buffered when it ends are sent after its snapshot and reader are released.
         let (end, rows) = measure(|| match executor.enter() {
             Err(message) => End::Failed(err(SqliteErrorCode::Overloaded, &message, Some(false))),
             Ok(in_use) => {
@@ -714,12 +718,8 @@ struct Pump {
     columns: Option<Vec<String>>,
     /// Fixed bytes of a chunk (`header_bytes` of the columns).
     header: usize,
-    /// What the buffered rows hold on the budgets (at least their bytes).
+    /// What the buffered rows hold on the engine's result budget (at least their bytes).
     reserve: Charge,
-    /// A row read but not yet buffered (its reservation was refused; waiting for the outbox).
-    held: Option<SizedRow>,
-    /// Whether reading is blocked by the connection's full outbox.
-    blocked: bool,
     /// When the current wait began (the lease counts from it).
     waiting_since: Option<Instant>,
     /// Drops (and so ends) the task waiting for the outbox to drain.
@@ -784,22 +784,29 @@ impl Pump {
             }
         }
         let now = Instant::now();
-        if self.flow.should_send(eof, self.blocked, now) {
-            let (rows, bytes) = self.flow.take_chunk(now);
-            if eof && self.flow.is_empty() {
-                return Err(Some(End::Done(rows, bytes)));
+        // Whether a chunk is ready but the connection's outbox is full.
+        let mut outbox_full = false;
+        if self.flow.should_send(eof, now) {
+            if !self.budget.is_full() {
+                let (rows, bytes) = self.flow.take_chunk(now);
+                if eof && self.flow.is_empty() {
+                    return Err(Some(End::Done(rows, bytes)));
+                }
+                self.send_chunk(rows, bytes, None);
+                self.waiting_since = None;
+                self.outbox_watch = None;
+                return Ok(());
             }
-            self.send_chunk(rows, bytes, None);
-            self.waiting_since = None;
-            return Ok(());
+            // The client is not reading its socket: the chunk waits for the writer
+            // to flush (reading may go on up to the window meanwhile).
+            outbox_full = true;
         }
         if eof && self.flow.is_empty() {
             // The last chunk carries no rows: it needs no credit.
             return Err(Some(End::Done(Vec::new(), 0)));
         }
-        let next = match self.held.take() {
-            Some(row) => self.buffer(row, now),
-            None if !eof && !self.blocked && self.flow.may_read() => match source.as_mut() {
+        let next = if !eof && self.flow.may_read() {
+            match source.as_mut() {
                 Some(cur) => match cur.next_row() {
                     Ok(Some(row)) => {
                         if self.columns.is_none() {
@@ -820,8 +827,9 @@ impl Pump {
                     Err(e) => return Err(Some(End::Failed(e))),
                 },
                 None => return Err(None),
-            },
-            None => Next::Wait,
+            }
+        } else {
+            Next::Wait
         };
         match next {
             Next::Again => Ok(()),
@@ -829,6 +837,9 @@ impl Pump {
             Next::Wait => {
                 if let Some(cur) = source {
                     cur.pause();
+                }
+                if outbox_full {
+                    self.watch_outbox();
                 }
                 let since = *self.waiting_since.get_or_insert(now);
                 let waited = now.duration_since(since);
@@ -850,23 +861,19 @@ impl Pump {
         }
     }
 
-    /// Buffers a row once its bytes are reserved on the budgets.
+    /// Buffers a row once its bytes are reserved on the engine's result budget.
     fn buffer(&mut self, row: SizedRow, now: Instant) -> Next {
         let need = self.flow.buffered() + row.1;
-        if self.reserve.bytes() < need {
-            let step = (need - self.reserve.bytes()).max(CHUNK.min(self.settings.window));
-            self.outbox_watch = None;
-            match self.budget.try_charge(step) {
+        if self.reserve.engine_bytes() < need {
+            // In steps of an eighth of the window (at most CHUNK): few atomic
+            // operations, and a stream never reserves much more than it buffers.
+            let step = (need - self.reserve.engine_bytes()).max(CHUNK.min(self.settings.window / 8).max(1));
+            match self.budget.try_charge_engine(step) {
                 Ok(c) => self.reserve.merge(c),
-                Err(crate::budget::Refused::Connection(_)) => {
-                    // The client is not reading its socket: wait for the writer to
-                    // flush (what is buffered may still leave if credit allows).
-                    self.held = Some(row);
-                    self.blocked = true;
-                    self.watch_outbox();
-                    return if self.flow.should_send(false, true, now) { Next::Again } else { Next::Wait };
-                }
-                Err(refused @ crate::budget::Refused::Engine(limit)) => {
+                Err(refused) => {
+                    let limit = match refused {
+                        crate::budget::Refused::Connection(l) | crate::budget::Refused::Engine(l) => l,
+                    };
                     let mut e = refused.sqlite_error();
                     e.limit = Some(envoy_protocol::LimitExceeded {
                         kind: LimitKind::ResultMemoryBytes,
@@ -877,13 +884,13 @@ impl Pump {
                 }
             }
         }
-        self.blocked = false;
         self.flow.push(row, now);
         self.waiting_since = None;
         Next::Again
     }
 
-    /// Wakes the thread once the connection's outbox is below its limit.
+    /// Wakes the thread once the connection's outbox is below its limit (a
+    /// watcher set up earlier is dropped, and so ends).
     fn watch_outbox(&mut self) {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let budget = self.budget.clone();
@@ -900,8 +907,13 @@ impl Pump {
     /// Queues a chunk with its part of the reservation.
     fn send_chunk(&mut self, rows: Vec<Vec<Value>>, bytes: usize, cost: Option<SqlCost>) {
         let columns = if self.sequence == 0 { Some(self.columns.clone().unwrap_or_default()) } else { None };
+        // The rows' engine reservation travels with the chunk, and the chunk is now
+        // charged to the connection too (unchecked, like any answer being queued: the
+        // stream does not send while the outbox is full, so it overshoots by at most
+        // this chunk).
         let mut charge = self.reserve.split_off(bytes);
-        charge.merge(Charge::force(&self.budget, CHUNK_OVERHEAD + if columns.is_some() { self.header } else { 0 }));
+        let overhead = CHUNK_OVERHEAD + if columns.is_some() { self.header } else { 0 };
+        charge.merge(Charge::force(&self.budget, bytes + overhead));
         let done = cost.is_some();
         let msg = ToEnvoy::SqliteStreamChunk(ToEnvoySqliteStreamChunk {
             request_id: self.request_id,
@@ -933,17 +945,17 @@ mod tests {
         for _ in 0..6 {
             f.push(row(100), t);
         }
-        assert!(f.should_send(false, false, t), "the buffer holds the credit");
+        assert!(f.should_send(false, t), "the buffer holds the credit");
         let (rows, bytes) = f.take_chunk(t);
         sent += bytes;
         assert_eq!((rows.len(), bytes), (3, 300), "rows while below the credit: the last one overruns");
         assert!(sent <= 250 + 100);
         assert!(f.credit() < 0);
-        assert!(!f.should_send(true, false, t), "no credit left: nothing leaves");
+        assert!(!f.should_send(true, t), "no credit left: nothing leaves");
         f.grant(50);
-        assert!(!f.should_send(true, false, t), "credit back to 0: still nothing");
+        assert!(!f.should_send(true, t), "credit back to 0: still nothing");
         f.grant(10);
-        assert!(f.should_send(true, false, t));
+        assert!(f.should_send(true, t));
         let (rows, _) = f.take_chunk(t);
         assert_eq!(rows.len(), 1, "a row larger than the credit still progresses");
         // The response bound holds whatever the credit.
@@ -963,9 +975,9 @@ mod tests {
             f.push(row(120), t);
         }
         assert_eq!(f.buffered(), 360, "a window plus at most one row");
-        assert!(!f.should_send(false, false, t), "no credit");
+        assert!(!f.should_send(false, t), "no credit");
         f.grant(1);
-        assert!(f.should_send(false, false, t), "credit and a full window: send");
+        assert!(f.should_send(false, t), "credit and a full window: send");
         let (rows, _) = f.take_chunk(t);
         assert_eq!(rows.len(), 1);
         assert!(f.may_read());
@@ -976,9 +988,8 @@ mod tests {
         let t = Instant::now();
         let mut f = Flow::new(10_000, 10_000, 10_000);
         f.push(row(10), t);
-        assert!(!f.should_send(false, false, t));
-        assert!(f.should_send(false, false, t + EARLY_SEND));
-        assert!(f.should_send(false, true, t), "blocked reading: send what there is");
+        assert!(!f.should_send(false, t));
+        assert!(f.should_send(false, t + EARLY_SEND));
     }
 
     #[test]

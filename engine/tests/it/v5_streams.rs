@@ -409,3 +409,65 @@ async fn a_client_that_grants_credit_but_does_not_read_holds_the_stream_at_its_o
     eventually(|| engine.result_bytes_held() == 0).await;
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_engine_opens_no_more_streams_than_its_result_memory_holds_windows() {
+    let dir = temp_dir();
+    let mut cfg = small_config(dir.path());
+    cfg.stream_window_bytes = 64 * 1024;
+    cfg.max_connection_outbox_bytes = 160 * 1024;
+    cfg.max_result_memory_bytes = 160 * 1024;
+    let engine = start_with(cfg).await;
+    let (mut c, a) = setup(&engine, "global", 500, 40).await;
+    let mut open_ids = Vec::new();
+    for _ in 0..2 {
+        let rid = open(&mut c, &a, "SELECT * FROM t", 1, 60_000).await;
+        assert_eq!(chunk(&mut c, rid).await.sequence, 0);
+        open_ids.push(rid);
+    }
+    // The result memory holds two windows: a third stream is OVERLOADED (not the per-connection cap).
+    let third = open(&mut c, &a, "SELECT * FROM t", 1, 60_000).await;
+    let (sequence, e) = failure(&mut c, third).await;
+    assert_eq!((sequence, e.code), (0, SqliteErrorCode::Overloaded), "{e:?}");
+    cancel(&mut c, open_ids[0]).await;
+    assert_eq!(failure(&mut c, open_ids[0]).await.1.code, SqliteErrorCode::Cancelled);
+    let again = open(&mut c, &a, "SELECT 1", 100, 60_000).await;
+    assert!(chunk(&mut c, again).await.done);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_ahead_waiting_for_credit_does_not_pause_its_connection() {
+    let dir = temp_dir();
+    let mut cfg = small_config(dir.path());
+    // One window fills the connection's outbox budget: read-ahead must not count there.
+    cfg.stream_window_bytes = 64 * 1024;
+    cfg.max_connection_outbox_bytes = 64 * 1024;
+    cfg.max_result_memory_bytes = 16 * 1024 * 1024;
+    let engine = start_with(cfg).await;
+    let (mut c, a) = setup(&engine, "ahead", 3000, 100).await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let rid = open(&mut c, &a, "SELECT * FROM t ORDER BY id", 1, 60_000).await;
+        assert_eq!(chunk(&mut c, rid).await.sequence, 0);
+        waiting.push(rid);
+    }
+    // Each holds a full window of rows read ahead; the connection is still read and served.
+    eventually(|| engine.result_bytes_held() >= 3 * 64 * 1024).await;
+    assert_eq!(engine.reads_paused(), 0);
+    assert_eq!(ok(c.execute(&a, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(3000)]]);
+    // And their credit arrives: every stream completes.
+    for rid in waiting {
+        credit(&mut c, rid, u32::MAX).await;
+        let mut rows = 1;
+        loop {
+            let ch = chunk(&mut c, rid).await;
+            rows += ch.rows.len();
+            if ch.done {
+                break;
+            }
+        }
+        assert_eq!(rows, 3000);
+    }
+    engine.shutdown().await;
+}
