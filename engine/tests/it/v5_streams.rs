@@ -471,3 +471,42 @@ async fn read_ahead_waiting_for_credit_does_not_pause_its_connection() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancel_stop_and_the_deadline_end_a_statement_in_a_long_step() {
+    let dir = temp_dir();
+    let mut cfg = small_config(dir.path());
+    cfg.limits.max_statement_ms = 600_000;
+    cfg.actor_stop_threshold = Duration::from_secs(600);
+    let engine = start_with(cfg).await;
+    let (mut c, a) = setup(&engine, "long", 10, 10).await;
+    // A statement that never yields a row: only an interrupt ends it.
+    let rid = open(&mut c, &a, ENDLESS_SQL, 1_000_000, 600_000).await;
+    eventually(|| engine.streams_open() == 1).await;
+    cancel(&mut c, rid).await;
+    let (sequence, e) = failure(&mut c, rid).await;
+    assert_eq!((sequence, e.code), (0, SqliteErrorCode::Cancelled), "{e:?}");
+    // The actor's readers are healthy afterwards.
+    assert_eq!(ok(c.execute(&a, "SELECT count(*) FROM t", vec![]).await).rows, vec![vec![Value::Integer(10)]]);
+    let rid = open(&mut c, &a, "SELECT id FROM t", 1_000_000, 600_000).await;
+    assert!(chunk(&mut c, rid).await.done);
+    // A stop interrupts it too, without waiting for the (long) threshold.
+    let rid = open(&mut c, &a, ENDLESS_SQL, 1_000_000, 600_000).await;
+    eventually(|| engine.streams_open() == 1).await;
+    let report = engine.stop_actor(&a.actor_id).await.unwrap();
+    assert!(report.drained_in_time, "{report:?}");
+    let (sequence, e) = failure(&mut c, rid).await;
+    assert_eq!((sequence, e.code), (0, SqliteErrorCode::Interrupted), "{e:?}");
+    engine.shutdown().await;
+
+    // The statement deadline bounds the work to produce one row.
+    let dir = temp_dir();
+    let mut cfg = small_config(dir.path());
+    cfg.limits.max_statement_ms = 200;
+    let engine = start_with(cfg).await;
+    let (mut c, a) = setup(&engine, "deadline", 10, 10).await;
+    let rid = open(&mut c, &a, ENDLESS_SQL, 1_000_000, 600_000).await;
+    let (sequence, e) = failure(&mut c, rid).await;
+    assert_eq!((sequence, e.code), (0, SqliteErrorCode::Timeout), "{e:?}");
+    engine.shutdown().await;
+}
