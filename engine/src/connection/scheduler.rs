@@ -69,23 +69,35 @@ pub enum Work {
     },
     /// v5 Execute (`write`: writer = true); answered with a cost and the key outcome.
     ExecuteV5 {
+        /// Echoed in the answer.
         request_id: u32,
+        /// The statement's text.
         sql: String,
+        /// Its positional parameters.
         params: Vec<Value>,
+        /// Sent with writer = true (as ExecuteWrite).
         write: bool,
+        /// Decided at admission (a keyed request is routed to the writer).
         route: crate::sql::route::Route,
+        /// Cost clock and request key.
         v5: V5Req,
     },
     /// v5 Exec; answered with a cost and the key outcome.
     ExecV5 {
+        /// Echoed in the answer.
         request_id: u32,
+        /// The statements.
         sql: String,
+        /// Cost clock and request key.
         v5: V5Req,
     },
     /// v5 atomic batch (`sql::batch`).
     Batch {
+        /// Echoed in the answer.
         request_id: u32,
+        /// The admitted statements and mode.
         batch: crate::sql::batch::BatchReq,
+        /// Cost clock and request key.
         v5: V5Req,
     },
 }

@@ -11,7 +11,8 @@
 //!   routing rule of Execute), else as `WRITE`; a read candidate that turns out
 //!   to write on the reader moves the whole batch to the writer (nothing ran).
 //! - A keyed batch runs on the writer whatever its mode (its key is looked up
-//!   and recorded there, see `sql::keys`).
+//!   and recorded there, see `sql::keys`): READ still may not write, DEFERRED
+//!   may (it holds the writer already).
 //!
 //! Statements that manage transactions (`BEGIN`, `COMMIT`, `ROLLBACK`,
 //! `SAVEPOINT`, `RELEASE`, `END`) or `VACUUM` cannot run inside the batch's

@@ -9,7 +9,14 @@
 //! - **Rows** are counted while the request's statements run, on the thread that
 //!   runs them: wrap the run in [`measure`]; the executor reports each statement it
 //!   steps through [`note_statement`] (an actor statement only, never the engine's
-//!   own control statements or request-key bookkeeping).
+//!   own control statements or request-key bookkeeping). `run_execute` and
+//!   `exec_statements` already do; code that steps an actor statement itself (a
+//!   result stream) calls [`before_statement`] before its first step and
+//!   [`note_statement`] after its last, inside its own [`measure`].
+//!
+//! Usage: `let clock = CostClock::start();` after admission (kept with the
+//! request), `let (r, rows) = cost::measure(|| run(...));` around the run, and
+//! `clock.cost(rows)` when the answer is built.
 //!
 //! What is counted, per actor statement:
 //!

@@ -344,10 +344,13 @@ fn v5_member(w: &mut WriterLock<'_>, work: &Work) -> MemberOutcome<Keyed<V5Ran>>
     }
 }
 
-/// What a v5 request returned, by kind.
+/// What a v5 request returned, by kind (one member type for the group's walk).
 enum V5Ran {
+    /// An ExecuteV5's result.
     Execute(envoy_protocol::ExecuteResult),
+    /// An ExecV5's last statement's rows.
     Exec(envoy_protocol::QueryResult),
+    /// A batch's results, one per statement.
     Batch(Vec<envoy_protocol::ExecuteResult>),
 }
 

@@ -2,7 +2,7 @@
 //! checked request key) and how its answers are built: the v4 result plus a
 //! `SqlCost` and the key outcome.
 
-use super::cost::{CostClock, Rows};
+use super::cost::CostClock;
 use super::keys::{KeyedRequest, Recorded};
 use envoy_protocol::{
     ExecuteResult, QueryResult, RequestKeyOutcome, SqlCost, SqliteBatchOk, SqliteBatchResult, SqliteError,
@@ -115,9 +115,22 @@ pub fn restamp(answer: &mut ToEnvoy, clock: &CostClock) {
     }
 }
 
-/// A v5 answer whose result is replaced by `e` (a failed group commit, an
-/// overloaded executor), keeping its request id, cost and key outcome.
+/// A v5 answer whose result is replaced by `e` (its group's commit failed),
+/// keeping its request id, cost and key outcome. A replay is kept as it is: it
+/// ran nothing in that group, and what it reports was committed before.
 pub fn with_error(answer: &ToEnvoy, e: SqliteError) -> Option<ToEnvoy> {
+    let replayed = |k: &Option<RequestKeyOutcome>| {
+        matches!(k, Some(RequestKeyOutcome::Replayed | RequestKeyOutcome::ReplayedWithoutRows))
+    };
+    let keep = match answer {
+        ToEnvoy::SqliteExecuteResponseV5(r) => replayed(&r.request_key),
+        ToEnvoy::SqliteExecResponseV5(r) => replayed(&r.request_key),
+        ToEnvoy::SqliteBatchResponse(r) => replayed(&r.request_key),
+        _ => false,
+    };
+    if keep {
+        return Some(answer.clone());
+    }
     Some(match answer {
         ToEnvoy::SqliteExecuteResponseV5(r) => ToEnvoy::SqliteExecuteResponseV5(ToEnvoySqliteExecuteResponseV5 {
             result: SqliteExecuteResult::SqliteError(e),
@@ -138,9 +151,4 @@ pub fn with_error(answer: &ToEnvoy, e: SqliteError) -> Option<ToEnvoy> {
 /// A fence mismatch as a batch result (admission).
 pub fn batch_fence(f: SqliteFenceMismatch) -> SqliteBatchResult {
     SqliteBatchResult::SqliteFenceMismatch(f)
-}
-
-/// The cost of `rows` now.
-pub fn cost(clock: &CostClock, rows: Rows) -> SqlCost {
-    clock.cost(rows)
 }

@@ -78,6 +78,19 @@ async fn a_batch_is_all_or_nothing_and_names_the_failing_statement() {
     assert_eq!(values(&mut c, &a).await, vec!["a!", "b!"]);
     // An empty batch succeeds with no results.
     assert!(batch_ok(&c.batch(&a, Write, vec![], None).await).is_empty());
+    // Batches have their own kind in the request metrics: four ran on the writer.
+    let url = format!("http://{}", engine.local_addr());
+    let series = "envoy_request_duration_seconds_count{kind=\"batch\",route=\"write\"} 4";
+    let t = std::time::Instant::now();
+    loop {
+        let (status, text) = envoy_engine::cli::http_request(&url, "GET", "/metrics", None).await.unwrap();
+        assert_eq!(status, 200);
+        if text.lines().any(|l| l == series) {
+            break;
+        }
+        assert!(t.elapsed() < WAIT, "no {series} in:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     engine.shutdown().await;
 }
 
@@ -168,6 +181,24 @@ async fn batches_mixed_with_group_commit_members_and_keys() {
     let again = c.batch(&a, Deferred, vec![ins("f")], Some(key)).await;
     assert_eq!(again.request_key, Some(RequestKeyOutcome::Replayed));
     assert_eq!(batch_ok(&again), batch_ok(&keyed));
+    assert_eq!(values(&mut c, &a).await, vec!["a", "c", "d", "e", "f"]);
+    // A keyed batch that only reads is not recorded: its key then runs a write.
+    let k = request_key(2);
+    let r = c.batch(&a, Read, vec![stmt("SELECT count(*) FROM t")], Some(k.clone())).await;
+    assert_eq!(
+        (batch_ok(&r)[0].rows.clone(), r.request_key),
+        (vec![vec![Value::Integer(5)]], Some(RequestKeyOutcome::Executed))
+    );
+    let r = c.batch(&a, Read, vec![stmt("SELECT count(*) FROM t")], Some(k.clone())).await;
+    assert_eq!(r.request_key, Some(RequestKeyOutcome::Executed), "a read is not recorded");
+    // A keyed DEFERRED batch of read candidates that writes after all (it runs on the writer).
+    let cte = "WITH x(v) AS (VALUES ('g')) INSERT INTO t(v) SELECT v FROM x";
+    let r = c.batch(&a, Deferred, vec![stmt("SELECT 1"), stmt(cte)], Some(request_key(3))).await;
+    assert_eq!(batch_ok(&r)[1].changes, 1);
+    c.execute_v5(&a, "DELETE FROM t WHERE v = 'g'", vec![], true, None).await;
+    // A keyed READ batch that writes fails READONLY even on the writer.
+    let e = batch_err(&c.batch(&a, Read, vec![ins("g")], Some(k)).await);
+    assert_eq!((e.extended_code, e.statement_index), (Some(8), Some(0)));
     assert_eq!(values(&mut c, &a).await, vec!["a", "c", "d", "e", "f"]);
     engine.shutdown().await;
 }

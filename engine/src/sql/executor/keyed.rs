@@ -192,7 +192,8 @@ impl WriterLock<'_> {
 
     /// A batch as a member of the open group: all its statements in the
     /// member's savepoint; the first failure rolls all of them back. A READ
-    /// batch (keyed, or whose actor's reads need the writer) writes nothing.
+    /// batch (keyed, or whose actor's reads need the writer) writes nothing; a
+    /// DEFERRED one already holds the writer here, so it may write.
     pub fn batch_member(
         &mut self,
         b: &BatchReq,
@@ -201,7 +202,7 @@ impl WriterLock<'_> {
         self.v5_member(
             key,
             false,
-            |x, sc| x.run_batch_on_writer(sc, b, b.read),
+            |x, sc| x.run_batch_on_writer(sc, b, b.read && !b.deferred),
             |r| v5::batch_answer(0, r, NO_COST, None),
         )
     }
