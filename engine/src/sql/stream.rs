@@ -1,5 +1,5 @@
 //! v5 result streams with credit flow control (`specs/protocol.md` §9.6; the
-//! engine's rules are in `specs/engine.md`, "v5: result streams").
+//! engine's rules are in `specs/engine.md`, "Protocol v5: result streams").
 //!
 //! A stream runs one read-only statement in one snapshot on a reader
 //! connection of its actor and sends its rows as `ToEnvoySqliteStreamChunk`s,
