@@ -12,8 +12,9 @@
 //!
 //! Files: this one (the executor and its connections), `writer.rs` (the locked
 //! writer: requests alone and as group-commit members), `reader.rs` (a reader
-//! batch on one snapshot), `stream.rs` (a v5 result stream's statement), `rows.rs` (copying rows and mapping errors to the
-//! protocol's typed errors), `registry.rs` (every open executor).
+//! batch on one snapshot), `stream.rs` (a v5 result stream's statement),
+//! `rows.rs` (copying rows and mapping errors to the protocol's typed errors),
+//! `registry.rs` (every open executor).
 
 use super::open_dbs::OpenDbs;
 use super::route::{statements, Kind, Lane, Route};
