@@ -82,6 +82,10 @@ struct Args {
     /// W7: the engine's `--idle-db-close-ms`.
     #[arg(long)]
     w7_idle_close_ms: Option<u64>,
+    /// Highest protocol version the SDK clients offer (default: the newest; 4 = without
+    /// v5's request keys, to measure what exactly-once costs).
+    #[arg(long)]
+    max_protocol_version: Option<u16>,
 }
 
 fn main() -> Result<()> {
@@ -99,6 +103,9 @@ fn main() -> Result<()> {
         return report::check_json(std::path::Path::new(path));
     }
     let mut args = Args::parse();
+    if let Some(v) = args.max_protocol_version {
+        workloads::MAX_PROTOCOL_VERSION.set(v).expect("set once, first");
+    }
     if args.short {
         args.secs = args.secs.min(0.2);
         args.rounds = 1;

@@ -42,12 +42,17 @@ pub fn insert_value() -> String {
 /// Requests in flight on one socket for W2 and W3 (and the echo baseline).
 pub const IN_FLIGHT: usize = 64;
 
+/// The highest protocol version the SDK clients offer (`--max-protocol-version`):
+/// v4 measures the same workloads without v5's request keys.
+pub static MAX_PROTOCOL_VERSION: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
 /// A client with its own envoy key (one socket).
 pub async fn connect(url: &str, key: &str) -> Result<Client> {
     let cfg = ClientConfig {
         endpoint: url.into(),
         namespace: "bench".into(),
         envoy_key: format!("{key}-{}", std::process::id()),
+        max_protocol_version: *MAX_PROTOCOL_VERSION.get().unwrap_or(&envoy_client::SDK_PROTOCOL_VERSION),
         ..Default::default()
     };
     Client::connect(cfg).await.with_context(|| format!("connecting {key} to {url}"))

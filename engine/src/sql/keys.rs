@@ -20,8 +20,9 @@
 //!
 //! **Retention.** A key is answered `REQUEST_KEY_EXPIRED` when the time in it is
 //! older than `request_key_retention`, recorded or not (recorded ones that old
-//! are deleted on the next record). At most `request_keys_per_actor` keys are kept:
-//! past it the oldest (by the time in the key) are deleted and the watermark
+//! are deleted on the next record). At most `request_keys_per_actor` keys are kept
+//! (plus up to a sixteenth more between evictions, so a busy actor pays one range
+//! delete per many writes): past it the oldest (by the time in the key) are deleted and the watermark
 //! keeps the newest deleted time, so a key not newer than it that is not
 //! recorded answers `REQUEST_KEY_EXPIRED` — never a second execution.
 
@@ -327,6 +328,13 @@ fn strip_rows(answer: &mut ToEnvoy) {
     }
 }
 
+/// How far past `per_actor` the count may go before the oldest are dropped: a
+/// sixteenth, so a busy actor pays one range delete per `per_actor / 16` writes
+/// instead of a delete per write.
+fn eviction_slack(per_actor: i64) -> i64 {
+    per_actor / 16
+}
+
 /// Records `k` → `answer` in the open transaction (inside the request's
 /// savepoint), then drops keys past their age and the oldest past the count.
 /// `answer` is the whole answer message (its request id, cost and key outcome
@@ -365,20 +373,27 @@ pub fn record(
                         "UPDATE {STATE_TABLE} SET count = count + 1 - ?1 WHERE id = 1 RETURNING count"
                     ))?
                     .query_row(params![aged as i64], |r| r.get(0))?;
-                if count > per_actor {
-                    // The oldest first; the watermark remembers the newest dropped time.
-                    let newest_dropped: Option<i64> = conn
+                if count > per_actor + eviction_slack(per_actor) {
+                    // The oldest first, down to `per_actor` (the new key, inserted below,
+                    // included): one seek for the boundary, one range delete on the primary
+                    // key; the watermark remembers the newest dropped time.
+                    let drop = count - per_actor;
+                    let boundary: Option<(i64, Vec<u8>)> = conn
                         .prepare_cached(&format!(
-                            "WITH gone AS (SELECT made_ms, key FROM {KEYS_TABLE} ORDER BY made_ms, key LIMIT ?1)
-                             DELETE FROM {KEYS_TABLE} WHERE (made_ms, key) IN (SELECT made_ms, key FROM gone)
-                             RETURNING made_ms"
+                            "SELECT made_ms, key FROM {KEYS_TABLE} ORDER BY made_ms, key LIMIT 1 OFFSET ?1"
                         ))?
-                        .query_map(params![count - per_actor], |r| r.get::<_, i64>(0))?
-                        .try_fold(None, |m: Option<i64>, t| t.map(|t| Some(m.map_or(t, |m| m.max(t)))))?;
-                    conn.prepare_cached(&format!(
-                        "UPDATE {STATE_TABLE} SET count = ?1, watermark_ms = max(watermark_ms, ?2) WHERE id = 1"
-                    ))?
-                    .execute(params![per_actor, newest_dropped.unwrap_or(-1)])?;
+                        .query_row(params![drop - 1], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((made_ms, key)) = boundary {
+                        let dropped = conn
+                            .prepare_cached(&format!("DELETE FROM {KEYS_TABLE} WHERE (made_ms, key) <= (?1, ?2)"))?
+                            .execute(params![made_ms, key])?;
+                        conn.prepare_cached(&format!(
+                            "UPDATE {STATE_TABLE} SET count = count - ?1, watermark_ms = max(watermark_ms, ?2) \
+                             WHERE id = 1"
+                        ))?
+                        .execute(params![dropped as i64, made_ms])?;
+                    }
                 }
                 conn.prepare_cached(&format!(
                     "INSERT INTO {KEYS_TABLE}(made_ms, key, digest, answer, without_rows) VALUES (?1, ?2, ?3, ?4, ?5)"
@@ -457,6 +472,29 @@ mod tests {
         match lookup(&conn, &sandbox, &d, &small) {
             Lookup::Replay(r) => assert!(r.without_rows && !format!("{:?}", r.answer).contains("Integer(1)")),
             other => panic!("{other:?}"),
+        }
+        // A busy actor: the count may pass per_actor by the slack, then one range delete
+        // takes it back to per_actor (the oldest first) and moves the watermark.
+        let mut conn2 = Connection::open_in_memory().unwrap();
+        let sandbox2 = crate::sql::sandbox::install(&mut conn2, &deadline, &limits, None).unwrap();
+        let s32 = settings(32);
+        let keys: Vec<_> = (0..35u8).map(|i| key(now - 100 + u64::from(i), 100 + i)).collect();
+        let rows = |c: &Connection, sb: &Sandbox| {
+            sb.engine(|| c.query_row(&format!("SELECT count(*) FROM {KEYS_TABLE}"), [], |r| r.get::<_, i64>(0)))
+                .unwrap()
+        };
+        for k in &keys[..34] {
+            record(&conn2, &sandbox2, k, &answer(), &s32).unwrap();
+        }
+        assert_eq!(rows(&conn2, &sandbox2), 34, "within the slack (32 + 32/16): nothing dropped yet");
+        record(&conn2, &sandbox2, &keys[34], &answer(), &s32).unwrap();
+        assert_eq!(rows(&conn2, &sandbox2), 32, "past it: back to per_actor at once");
+        for k in &keys[..3] {
+            assert!(matches!(lookup(&conn2, &sandbox2, k, &s32),
+                Lookup::Refused(e) if e.code == SqliteErrorCode::RequestKeyExpired));
+        }
+        for k in &keys[3..] {
+            assert!(matches!(lookup(&conn2, &sandbox2, k, &s32), Lookup::Replay(_)));
         }
         // The actor's SQL can neither read nor drop them.
         assert!(conn.query_row(&format!("SELECT count(*) FROM {KEYS_TABLE}"), [], |r| r.get::<_, i64>(0)).is_err());
