@@ -261,25 +261,31 @@ pub fn lookup(conn: &Connection, sandbox: &Sandbox, k: &KeyedRequest, settings: 
     if k.made_ms.saturating_add(settings.retention_ms()) < now_ms() {
         return expired();
     }
-    let found = sandbox.engine(|| -> rusqlite::Result<_> {
-        if !tables_exist(conn)? {
-            return Ok(None);
-        }
-        let row = conn
-            .prepare_cached(&format!(
-                "SELECT digest, answer, without_rows FROM {KEYS_TABLE} WHERE made_ms = ?1 AND key = ?2"
-            ))?
-            .query_row(params![k.made_ms as i64, k.key], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?))
-            })
-            .optional()?;
-        let watermark: i64 = conn
-            .prepare_cached(&format!("SELECT watermark_ms FROM {STATE_TABLE} WHERE id = 1"))?
-            .query_row([], |r| r.get(0))
-            .optional()?
-            .unwrap_or(-1);
-        Ok(Some((row, watermark)))
-    });
+    // One statement: the watermark, and the key's row if recorded. It fails only when
+    // the tables do not exist yet (no key was ever recorded here): then the key is fresh.
+    let query = || -> rusqlite::Result<_> {
+        conn.prepare_cached(&format!(
+            "SELECT s.watermark_ms, k.digest, k.answer, k.without_rows FROM {STATE_TABLE} AS s \
+             LEFT JOIN {KEYS_TABLE} AS k ON k.made_ms = ?1 AND k.key = ?2 WHERE s.id = 1"
+        ))?
+        .query_row(params![k.made_ms as i64, k.key], |r| {
+            let watermark: i64 = r.get(0)?;
+            let row = match r.get::<_, Option<Vec<u8>>>(1)? {
+                Some(digest) => Some((digest, r.get::<_, Vec<u8>>(2)?, r.get::<_, bool>(3)?)),
+                None => None,
+            };
+            Ok((row, watermark))
+        })
+        .optional()
+    };
+    let found = match sandbox.engine(query) {
+        Ok(found) => Ok(found),
+        Err(e) => match tables_exist(conn) {
+            Ok(false) => Ok(None),
+            Ok(true) => Err(e),
+            Err(e) => Err(e),
+        },
+    };
     match found {
         Err(e) => Lookup::Refused(internal(e)),
         Ok(None) => Lookup::Fresh,
@@ -328,6 +334,9 @@ fn strip_rows(answer: &mut ToEnvoy) {
     }
 }
 
+/// Every how many records keys past their age are deleted (space only).
+const AGE_SWEEP_EVERY: i64 = 64;
+
 /// How far past `per_actor` the count may go before the oldest are dropped: a
 /// sixteenth, so a busy actor pays one range delete per `per_actor / 16` writes
 /// instead of a delete per write.
@@ -358,21 +367,36 @@ pub fn record(
     }
     let oldest_kept = now_ms().saturating_sub(settings.retention_ms());
     let per_actor = settings.per_actor as i64;
+    let bump = || -> rusqlite::Result<i64> {
+        conn.prepare_cached(&format!("UPDATE {STATE_TABLE} SET count = count + 1 WHERE id = 1 RETURNING count"))?
+            .query_row([], |r| r.get(0))
+    };
     // The key's INSERT comes last: Sandbox::hide_changes needs the engine's last
     // statement to change a row.
     sandbox.hide_changes(conn, || {
-        ensure_tables(conn, sandbox).map_err(internal)?;
+        // Two statements on the common path (count, insert); the tables are made by
+        // the first record (when counting fails because they do not exist yet).
+        let mut counted = sandbox.engine(bump);
+        if counted.is_err() && !tables_exist(conn).map_err(internal)? {
+            ensure_tables(conn, sandbox).map_err(internal)?;
+            counted = sandbox.engine(bump);
+        }
+        let mut count = counted.map_err(internal)?;
         sandbox
             .engine(|| -> rusqlite::Result<()> {
-                // Past their age: expired by their time anyway.
-                let aged = conn
-                    .prepare_cached(&format!("DELETE FROM {KEYS_TABLE} WHERE made_ms < ?1"))?
-                    .execute(params![oldest_kept as i64])?;
-                let count: i64 = conn
-                    .prepare_cached(&format!(
-                        "UPDATE {STATE_TABLE} SET count = count + 1 - ?1 WHERE id = 1 RETURNING count"
-                    ))?
-                    .query_row(params![aged as i64], |r| r.get(0))?;
+                let evict = count > per_actor + eviction_slack(per_actor);
+                // Keys past their age answer EXPIRED by their time, recorded or not:
+                // deleting them only reclaims space, so it runs now and then.
+                if evict || count % AGE_SWEEP_EVERY == 0 {
+                    let aged = conn
+                        .prepare_cached(&format!("DELETE FROM {KEYS_TABLE} WHERE made_ms < ?1"))?
+                        .execute(params![oldest_kept as i64])? as i64;
+                    if aged > 0 {
+                        conn.prepare_cached(&format!("UPDATE {STATE_TABLE} SET count = count - ?1 WHERE id = 1"))?
+                            .execute(params![aged])?;
+                        count -= aged;
+                    }
+                }
                 if count > per_actor + eviction_slack(per_actor) {
                     // The oldest first, down to `per_actor` (the new key, inserted below,
                     // included): one seek for the boundary, one range delete on the primary
