@@ -1,4 +1,4 @@
-//! W8: the JS package (`rivetkit-wasm/pkg/nodejs`, the wasm client) in Node 20
+//! W8: the JS package (`rivetkit-wasm/dist/node.js`, the wasm client) in Node 20
 //! doing W1, W2 and W4. The script (`bench/js/w8.mjs`) is compiled into this
 //! binary and written next to the run's data, so the binary runs from anywhere.
 
@@ -12,7 +12,7 @@ const SCRIPT: &str = include_str!("../js/w8.mjs");
 
 /// Where the package's Node entry point is expected.
 pub fn package_entry(repo: &Path) -> PathBuf {
-    repo.join("rivetkit-wasm/pkg/nodejs/index.mjs")
+    repo.join("rivetkit-wasm/dist/node.js")
 }
 
 /// Builds the JS package (`--with-js` when it is missing).

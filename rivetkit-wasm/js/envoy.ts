@@ -4,7 +4,17 @@
 // `Actor`), and rethrows failures as `EnvoyError` instances.
 
 import { RawActor, RawEnvoy } from "./rivetkit_wasm.js";
-import { wrap } from "./errors.js";
+import {
+  AbortedError,
+  ActorStoppedError,
+  EnvoyError,
+  InvalidValueError,
+  TimeoutError,
+  WrongContextError,
+  toEnvoyError,
+  wrap,
+} from "./errors.js";
+import { assertReady } from "./state.js";
 
 export * from "./errors.js";
 
@@ -37,10 +47,44 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Per-request deadline in milliseconds: 0 means none; omitted, the client default applies. */
   requestTimeoutMs?: number;
+  /**
+   * Whether `Actor` handles re-acquire their actor by themselves (default true): a call on a
+   * handle whose generation the engine stopped (engine restart, move to another envoy, operator
+   * stop, envoy lost), or that the engine answers ACTOR_NOT_PLACED / FENCE_MISMATCH, first runs
+   * `getOrCreateActor(name, key)` again (same actor id, new generation) and then runs — once —
+   * on the new generation. Those answers mean the call did not run, so this is exact for writes
+   * too. With false, such calls fail with ActorStoppedError / FenceMismatchError /
+   * ACTOR_NOT_PLACED and `actor.reacquire()` is the user's to call. Note that with two envoys
+   * using the same actor, each re-acquire moves the actor to the calling envoy.
+   */
+  reacquire?: boolean;
 }
 
 export interface CallOptions {
   integers?: IntegerMode;
+  /**
+   * Deadline for this call in milliseconds, on top of the envoy's `requestTimeoutMs`: past it the
+   * call rejects with TimeoutError (`sent` undefined: the package cannot know whether it ran).
+   * 0 or omitted: none.
+   */
+  timeoutMs?: number;
+  /** Aborting rejects the call with AbortedError at once (an already aborted signal: nothing is sent). */
+  signal?: AbortSignal;
+}
+
+/** Options of `query`: `row` checks or converts each row (without it, `T` is not checked at run time). */
+export interface QueryOptions<T> extends CallOptions {
+  /** Called with each row (an object keyed by column); returns the row as `T` or throws. */
+  row?: (row: Row) => T;
+}
+
+/** A row as `query` builds it: values keyed by column name. */
+export type Row = Record<string, SqlValue>;
+
+/** Options of `getOrCreateActor`. */
+export interface ActorOptions {
+  /** Overrides the envoy's `reacquire` for this handle. */
+  reacquire?: boolean;
 }
 
 /** Which connection ran a statement. */
@@ -113,7 +157,6 @@ export interface SessionInfo {
   sqlLimits: SqlLimits | null;
 }
 
-/** The actor generation the engine stopped on this envoy. */
 /** Why the engine stopped an actor (`UNSPECIFIED` from engines before protocol v3). */
 export type StopReason =
   | "UNSPECIFIED"
@@ -132,35 +175,94 @@ export interface ActorStopInfo {
   reason: StopReason;
 }
 
+/** Rejects at once when `signal` is aborted or `timeoutMs` passes; else settles like `work`. */
+function bounded<T>(work: Promise<T>, options: CallOptions | undefined): Promise<T> {
+  const timeoutMs = options?.timeoutMs;
+  const signal = options?.signal;
+  if (!timeoutMs && !signal) return work;
+  work.catch(() => {}); // its late rejection, after the deadline or abort, is nobody's to handle
+  return new Promise<T>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => {
+      finish();
+      reject(new AbortedError("ABORTED", "connection", "the call was aborted (it may have run)", { cause: signal!.reason }));
+    };
+    const finish = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    if (timeoutMs) {
+      timer = setTimeout(() => {
+        finish();
+        reject(new TimeoutError("TIMEOUT", "connection", `no answer within timeoutMs ${timeoutMs} ms (the call may have run)`, { timeoutMs }));
+      }, timeoutMs);
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (v) => {
+        finish();
+        resolve(v);
+      },
+      (e) => {
+        finish();
+        reject(e);
+      },
+    );
+  });
+}
+
+function checkCallOptions(options: CallOptions | undefined): void {
+  if (options === undefined || options === null || typeof options !== "object") return; // the Rust side refuses a non-object
+  const { timeoutMs, signal } = options;
+  if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+    throw new InvalidValueError("INVALID_OPTION", "value", `invalid option timeoutMs: ${String(timeoutMs)} (not a non-negative number)`);
+  }
+  if (signal !== undefined && !(typeof signal === "object" && signal !== null && typeof signal.addEventListener === "function" && "aborted" in signal)) {
+    throw new InvalidValueError("INVALID_OPTION", "value", "invalid option signal: not an AbortSignal");
+  }
+  if (signal?.aborted) {
+    throw new AbortedError("ABORTED", "connection", "the call's signal was already aborted; nothing was sent", { sent: false, cause: signal.reason });
+  }
+}
+
+/** Codes that mean the engine refused the call before running it because the handle's generation is gone. */
+const REACQUIRE_CODES = new Set(["ACTOR_NOT_PLACED", "FENCE_MISMATCH", "ACTOR_STOPPED"]);
+
 /** Remote SQLite of one actor. */
 export class Db {
-  readonly #raw: RawActor;
-  constructor(raw: RawActor) {
-    this.#raw = raw;
+  /** The handle whose current generation every call goes to (it may re-acquire). */
+  readonly #actor: Actor;
+  constructor(actor: Actor) {
+    this.#actor = actor;
   }
 
   /** Several statements separated by semicolons, no parameters; rows of the last one. */
   exec(sql: string, options?: CallOptions): Promise<QueryResult> {
-    return wrap(() => this.#raw.exec(sql, options));
+    return this.#actor[CALL]((raw) => raw.exec(sql, options), options);
   }
 
   /** Exactly one statement; the engine routes reads to a reader connection. */
   execute(sql: string, params?: SqlParam[], options?: CallOptions): Promise<ExecuteResult> {
-    return wrap(() => this.#raw.execute(sql, params, options, false));
+    return this.#actor[CALL]((raw) => raw.execute(sql, params, options, false), options);
   }
 
   /** Exactly one statement, always on the writer connection. */
   executeWrite(sql: string, params?: SqlParam[], options?: CallOptions): Promise<ExecuteResult> {
-    return wrap(() => this.#raw.execute(sql, params, options, true));
+    return this.#actor[CALL]((raw) => raw.execute(sql, params, options, true), options);
   }
 
-  /** Rows as objects keyed by column name (a later duplicate column name wins). */
-  async query<T = Record<string, SqlValue>>(sql: string, params?: SqlParam[], options?: CallOptions): Promise<T[]> {
+  /**
+   * Rows as objects keyed by column name (a later duplicate column name wins). `T` is NOT
+   * checked at run time: without `options.row` the rows are only cast to `T`. Pass
+   * `row: (r) => T` to check or convert each row (what it throws rejects the call).
+   */
+  async query<T = Row>(sql: string, params?: SqlParam[], options?: QueryOptions<T>): Promise<T[]> {
     const r = await this.execute(sql, params, options);
-    return r.rows.map((row) => {
-      const o: Record<string, SqlValue> = {};
-      r.columns.forEach((c, i) => (o[c] = row[i]));
-      return o as T;
+    const check = options?.row;
+    return r.rows.map((values) => {
+      const o: Row = {};
+      r.columns.forEach((c, i) => (o[c] = values[i]));
+      return check ? check(o) : (o as T);
     });
   }
 
@@ -173,35 +275,68 @@ export class Db {
 
 /** Durable key-value store of one actor. */
 export class Kv {
-  readonly #raw: RawActor;
-  constructor(raw: RawActor) {
-    this.#raw = raw;
+  /** The handle whose current generation every call goes to (it may re-acquire). */
+  readonly #actor: Actor;
+  constructor(actor: Actor) {
+    this.#actor = actor;
   }
   /** The value, or null when the key is absent. */
-  get(key: Bytes): Promise<Uint8Array | null> {
-    return wrap(() => this.#raw.kvGet(key));
+  get(key: Bytes, options?: CallOptions): Promise<Uint8Array | null> {
+    return this.#actor[CALL]((raw) => raw.kvGet(key), options);
   }
-  put(key: Bytes, value: Bytes): Promise<void> {
-    return wrap(() => this.#raw.kvPut(key, value));
+  put(key: Bytes, value: Bytes, options?: CallOptions): Promise<void> {
+    return this.#actor[CALL]((raw) => raw.kvPut(key, value), options);
   }
-  delete(key: Bytes): Promise<void> {
-    return wrap(() => this.#raw.kvDelete(key));
+  delete(key: Bytes, options?: CallOptions): Promise<void> {
+    return this.#actor[CALL]((raw) => raw.kvDelete(key), options);
   }
   /** Entries in key order (or reversed), all of them or those matching a prefix or range. */
-  list(options: KvListOptions = {}): Promise<KvEntry[]> {
-    return wrap(() => this.#raw.kvList(options));
+  list(options: KvListOptions & CallOptions = {}): Promise<KvEntry[]> {
+    return this.#actor[CALL]((raw) => raw.kvList(options), options);
   }
 }
 
-/** One actor placed on this envoy. */
+/** The internal call entry of an Actor (a symbol, so it is not part of the public API). */
+const CALL = Symbol("call");
+
+/** What an Envoy shares with the Actor handles it made. */
+interface EnvoyLink {
+  /** Throws WrongContextError / the closed error before any use. */
+  check(): void;
+  /** The highest stopped generation of an actor, and why. */
+  stopped(actorId: string): { generation: number | bigint; reason: StopReason } | undefined;
+  /** A fresh RawActor for (name, key). */
+  acquire(name: string, key: string): Promise<RawActor>;
+}
+
+/**
+ * One actor placed on this envoy. `generation` changes when the handle re-acquires its actor
+ * (see `reacquire` in ConnectOptions); `id`, `name` and `key` never do.
+ */
 export class Actor {
-  readonly #raw: RawActor;
+  /** The current generation's wasm handle (swapped by `reacquire`). */
+  #raw: RawActor;
+  /** The envoy this handle calls through (context checks, stop records, re-acquiring). */
+  readonly #envoy: EnvoyLink;
+  /** Whether calls re-acquire by themselves (ConnectOptions.reacquire / ActorOptions.reacquire). */
+  readonly #auto: boolean;
+  /** The re-acquire in progress, shared by every call that needs it. */
+  #reacquiring: Promise<void> | undefined;
+  /** Calls in flight on this handle, awaited by `[Symbol.asyncDispose]`. */
+  readonly #inflight = new Set<Promise<unknown>>();
+  /** Set once disposed: later calls fail with DISPOSED. */
+  #disposed = false;
+  /** The actor's SQLite database (its calls follow this handle across re-acquires). */
   readonly db: Db;
+  /** The actor's KV store (its calls follow this handle across re-acquires). */
   readonly kv: Kv;
-  constructor(raw: RawActor) {
+  /** @internal Made by Envoy; not for users. */
+  constructor(raw: RawActor, envoy: EnvoyLink, auto: boolean) {
     this.#raw = raw;
-    this.db = new Db(raw);
-    this.kv = new Kv(raw);
+    this.#envoy = envoy;
+    this.#auto = auto;
+    this.db = new Db(this);
+    this.kv = new Kv(this);
   }
   get id(): string {
     return this.#raw.id;
@@ -212,22 +347,172 @@ export class Actor {
   get key(): string {
     return this.#raw.key;
   }
-  /** The placement this handle fences its requests with. */
+  /** The placement this handle fences its requests with (grows when it re-acquires). */
   get generation(): number | bigint {
     return this.#raw.generation;
   }
+  /** Whether the engine stopped this handle's current generation (calls would fail or re-acquire). */
+  get stopped(): boolean {
+    return this.#stoppedInfo() !== undefined;
+  }
+
+  #stoppedInfo(): { generation: number | bigint; reason: StopReason } | undefined {
+    const s = this.#envoy.stopped(this.#raw.id);
+    return s !== undefined && BigInt(s.generation) >= BigInt(this.#raw.generation) ? s : undefined;
+  }
+
+  /**
+   * Places the actor on this handle's envoy again (`getOrCreateActor(name, key)`: same actor id,
+   * a new generation after a restart or move) and points this handle — its `db` and `kv` — at it.
+   */
+  reacquire(): Promise<void> {
+    this.#envoy.check();
+    const from = this.#raw;
+    this.#reacquiring ??= (async () => {
+      try {
+        const raw = await this.#envoy.acquire(from.name, from.key);
+        if (this.#raw === from) this.#raw = raw;
+      } finally {
+        this.#reacquiring = undefined;
+      }
+    })();
+    return this.#reacquiring;
+  }
+
+  /** @internal Runs one call on the current generation, re-acquiring once when that is allowed. */
+  [CALL]<T>(f: (raw: RawActor) => Promise<T>, options: CallOptions | undefined): Promise<T> {
+    let work: Promise<T>;
+    try {
+      this.#envoy.check();
+      if (this.#disposed) throw new EnvoyError("DISPOSED", "usage", "this Actor handle was disposed; get a new one with envoy.getOrCreateActor");
+      checkCallOptions(options);
+      work = this.#run(f);
+    } catch (e) {
+      return Promise.reject(toEnvoyError(e));
+    }
+    const p = bounded(work, options);
+    this.#inflight.add(work);
+    const forget = () => this.#inflight.delete(work);
+    work.then(forget, forget);
+    return p;
+  }
+
+  async #run<T>(f: (raw: RawActor) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.#reacquiring) await this.#reacquiring;
+      const stopped = this.#stoppedInfo();
+      if (stopped !== undefined) {
+        if (!this.#auto || attempt > 0) {
+          throw new ActorStoppedError(
+            "ACTOR_STOPPED",
+            "actor",
+            `actor ${this.id} generation ${stopped.generation} was stopped by the engine (${stopped.reason}); the call was not sent. ` +
+              "Call actor.reacquire() (or connect with reacquire: true) to place it again.",
+            { stoppedGeneration: stopped.generation, stopReason: stopped.reason, sent: false },
+          );
+        }
+        await this.reacquire();
+        continue;
+      }
+      const raw = this.#raw;
+      try {
+        return await wrap(() => f(raw));
+      } catch (e) {
+        const code = (e as EnvoyError).code;
+        if (this.#auto && attempt === 0 && e instanceof EnvoyError && REACQUIRE_CODES.has(code)) {
+          if (this.#raw === raw) await this.reacquire();
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /** `await using actor = ...`: waits for this handle's calls in flight, then refuses new ones. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#disposed = true;
+    await Promise.allSettled([...this.#inflight]);
+  }
+}
+
+/** A probe of the Worker request that opened an envoy (workerd only; null elsewhere). */
+type ContextProbe = { readyState: number } | null;
+
+/** In workerd: an object tied to the current request; reading it from another request throws. */
+function contextProbe(): ContextProbe {
+  const Pair = (globalThis as { WebSocketPair?: new () => Record<0 | 1, { readyState: number }> }).WebSocketPair;
+  return typeof Pair === "function" ? new Pair()[0] : null;
 }
 
 /** A connection to an engine: one WebSocket carrying every call of every actor. */
 export class Envoy {
+  /** The wasm connection. */
   readonly #raw: RawEnvoy;
-  private constructor(raw: RawEnvoy) {
+  /** workerd: touched before every use, to fail at once (not after 60 s) from another request. */
+  readonly #probe: ContextProbe;
+  /** The default of `reacquire` for the handles this envoy makes. */
+  readonly #reacquire: boolean;
+  /** Per actor id: the highest generation the engine stopped here, and why (handles check it). */
+  readonly #stopped = new Map<string, { generation: number | bigint; reason: StopReason }>();
+  /** The user's onActorStop handler (the envoy keeps the raw handler to record stops first). */
+  #onStop: ((info: ActorStopInfo) => void | Promise<void>) | undefined;
+  /** What the Actor handles see of this envoy. */
+  readonly #link: EnvoyLink;
+
+  private constructor(raw: RawEnvoy, reacquire: boolean) {
     this.#raw = raw;
+    this.#probe = contextProbe();
+    this.#reacquire = reacquire;
+    this.#link = {
+      check: () => this.#check(),
+      stopped: (id) => this.#stopped.get(id),
+      acquire: (name, key) => wrap(() => this.#raw.getOrCreateActor(name, key)),
+    };
+    raw.onActorStop(async (info: ActorStopInfo) => {
+      try {
+        if (this.#onStop) await this.#onStop(info);
+      } finally {
+        // Recorded once the stop is complete (the engine is told right after): while the handler
+        // runs the actor is draining and calls fail with ActorStoppingError from the client.
+        const prev = this.#stopped.get(info.actorId);
+        if (prev === undefined || BigInt(prev.generation) < BigInt(info.generation)) {
+          this.#stopped.set(info.actorId, { generation: info.generation, reason: info.reason });
+        }
+      }
+    });
   }
 
   /** Connects and completes the handshake (resolves once the engine answered the hello). */
   static async connect(options: ConnectOptions): Promise<Envoy> {
-    return new Envoy(await wrap(() => RawEnvoy.connect(options)));
+    assertReady();
+    if (typeof (globalThis as { WebSocket?: unknown }).WebSocket !== "function") {
+      throw new EnvoyError(
+        "NO_WEBSOCKET",
+        "usage",
+        "this host has no global WebSocket: on Node 20 run with --experimental-websocket (Node 22+ has it)",
+      );
+    }
+    const reacquire = options?.reacquire ?? true;
+    if (typeof reacquire !== "boolean") {
+      throw new InvalidValueError("INVALID_OPTION", "value", `invalid option reacquire: ${String(reacquire)} (not a boolean)`);
+    }
+    return new Envoy(await wrap(() => RawEnvoy.connect(options)), reacquire);
+  }
+
+  #check(): void {
+    if (this.#probe === null) return;
+    try {
+      void this.#probe.readyState;
+    } catch (cause) {
+      throw new WrongContextError(
+        "WRONG_CONTEXT",
+        "usage",
+        "this Envoy was opened by another Worker request, and Workers tie a socket to the request that opened it: " +
+          "it cannot be used here. Connect per request (`await using envoy = await Envoy.connect(...)`, or close() it " +
+          "before the response ends), or keep one Envoy per Durable Object.",
+        { cause },
+      );
+    }
   }
 
   /** The protocol version negotiated with the engine. */
@@ -241,22 +526,38 @@ export class Envoy {
   }
 
   /** Finds or creates the actor (name, key) and places it on this envoy. */
-  async getOrCreateActor(name: string, key: string): Promise<Actor> {
-    return new Actor(await wrap(() => this.#raw.getOrCreateActor(name, key)));
+  async getOrCreateActor(name: string, key: string, options?: ActorOptions): Promise<Actor> {
+    this.#check();
+    const auto = options?.reacquire ?? this.#reacquire;
+    return new Actor(await this.#link.acquire(name, key), this.#link, auto);
   }
 
   /** Called for every actor the engine starts on this envoy (including via getOrCreateActor). */
   onActorStart(handler: (actor: Actor) => void | Promise<void>): void {
-    this.#raw.onActorStart((raw: RawActor) => handler(new Actor(raw)));
+    this.#raw.onActorStart((raw: RawActor) => handler(new Actor(raw, this.#link, this.#reacquire)));
   }
 
-  /** Called when the engine stops an actor placed here; its handle then fails with ActorStopping or FenceMismatch. */
+  /**
+   * Called when the engine stops an actor placed here (replaces an earlier handler). While it
+   * runs, the actor drains (new calls: ActorStoppingError); once it settles, calls on the stopped
+   * generation re-acquire or fail with ActorStoppedError without being sent.
+   */
   onActorStop(handler: (info: ActorStopInfo) => void | Promise<void>): void {
-    this.#raw.onActorStop((info: ActorStopInfo) => handler(info));
+    this.#onStop = handler;
   }
 
   /** Closes the connection; calls still pending fail with a ConnectionError. */
   close(): Promise<void> {
+    try {
+      this.#check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return wrap(() => this.#raw.close());
+  }
+
+  /** `await using envoy = await Envoy.connect(...)`: closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }

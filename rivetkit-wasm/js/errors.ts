@@ -13,7 +13,8 @@ export type EnvoyErrorGroup =
   | "actor" // the actor is not where / what the request assumed (fence, stopping, not placed)
   | "limit" // a limit advertised by the engine was exceeded
   | "connection" // the socket, the handshake, or the client's own lifecycle
-  | "protocol"; // the engine's protocol version cannot carry the request, or a frame was malformed
+  | "protocol" // the engine's protocol version cannot carry the request, or a frame was malformed
+  | "usage"; // the package was used in a way that cannot work (not initialised, wrong Worker request, disposed handle)
 
 /** Details of a LIMIT_EXCEEDED error. */
 export interface LimitInfo {
@@ -29,6 +30,10 @@ export interface EnvoyErrorFields {
   currentGeneration?: number | bigint;
   /** SQLITE: SQLite's extended result code. */
   extendedCode?: number;
+  /** SQLITE: the symbolic name of `extendedCode`, e.g. "SQLITE_CONSTRAINT_PRIMARYKEY" (absent for an unknown code). */
+  sqliteName?: string;
+  /** SQLITE constraint violations (primary code 19): which kind of constraint failed. */
+  constraint?: ConstraintKind;
   /** SQL errors: true = committed, false = nothing committed, undefined = unknown. */
   committed?: boolean;
   /** exec(): 0-based index of the failing statement. */
@@ -47,9 +52,13 @@ export interface EnvoyErrorFields {
   closeCode?: number;
   /** The engine's error code for the request, where different from `code`. */
   engineCode?: string;
-  /** TIMEOUT: the deadline, and whether the request had been sent (then it may have run). */
+  /** TIMEOUT: the deadline, and whether the request had been sent (then it may have run;
+   *  undefined when the per-call `timeoutMs` passed and the package cannot know). */
   timeoutMs?: number;
   sent?: boolean;
+  /** ACTOR_STOPPED: the stopped generation and why the engine stopped it. */
+  stoppedGeneration?: number | bigint;
+  stopReason?: string;
   /** DISCONNECTED: why ("CLOSED_BY_ENGINE", "UNAUTHORIZED", "NO_VERSION_SELECTED", "GAVE_UP"). */
   reason?: string;
   /** DISCONNECTED/UNAUTHORIZED: the HTTP status of the refused upgrade. */
@@ -67,6 +76,10 @@ export class EnvoyError extends Error implements EnvoyErrorFields {
   readonly group: EnvoyErrorGroup;
   declare currentGeneration?: number | bigint;
   declare extendedCode?: number;
+  declare sqliteName?: string;
+  declare constraint?: ConstraintKind;
+  declare stoppedGeneration?: number | bigint;
+  declare stopReason?: string;
   declare committed?: boolean;
   declare statementIndex?: number;
   declare limit?: LimitInfo;
@@ -86,12 +99,13 @@ export class EnvoyError extends Error implements EnvoyErrorFields {
   declare clientMaxVersion?: number;
   declare engineVersions?: string;
 
-  constructor(code: string, group: EnvoyErrorGroup, message: string, fields: EnvoyErrorFields = {}) {
-    super(message);
+  constructor(code: string, group: EnvoyErrorGroup, message: string, fields: EnvoyErrorFields & { cause?: unknown } = {}) {
+    const { cause, ...facts } = fields;
+    super(message, cause === undefined ? undefined : { cause });
     this.name = new.target.name;
     this.code = code;
     this.group = group;
-    Object.assign(this, fields);
+    Object.assign(this, facts);
   }
 }
 
@@ -99,8 +113,25 @@ export class EnvoyError extends Error implements EnvoyErrorFields {
 export class SqlError extends EnvoyError {}
 /** The request named a generation that is no longer the actor's; see `currentGeneration`. */
 export class FenceMismatchError extends EnvoyError {}
+/** A constraint failed (SQLite primary code 19); `constraint` says which kind, `sqliteName` the exact code. */
+export class ConstraintError extends SqlError {}
 /** The actor is draining; the request was not run. */
 export class ActorStoppingError extends EnvoyError {}
+/**
+ * The handle's actor generation was stopped by the engine (see `stopReason`); the call was not
+ * sent. Handles made with `reacquire: true` (the default) re-acquire instead of failing.
+ */
+export class ActorStoppedError extends EnvoyError {}
+/** The call's `signal` was aborted (`cause` is the signal's reason); `sent` says whether it may have run. */
+export class AbortedError extends EnvoyError {}
+/** `Envoy.connect` was called before the .wasm was loaded: call `await init()` (or `initSync`) first. */
+export class NotInitializedError extends EnvoyError {}
+/**
+ * A Cloudflare Worker used an Envoy opened by another request: Workers tie a socket to the
+ * request that opened it. Connect per request (`await using envoy = await Envoy.connect(...)`),
+ * or keep one Envoy per Durable Object.
+ */
+export class WrongContextError extends EnvoyError {}
 /** The request was sent but the connection dropped before its answer: it may or may not have run. */
 export class IndeterminateResultError extends EnvoyError {}
 /** The engine's protocol version cannot carry this request (e.g. SQL against a v3 engine). */
@@ -119,6 +150,10 @@ const SUBCLASS_BY_CODE: Record<string, typeof EnvoyError> = {
   ACTOR_NOT_FOUND: EnvoyError,
   ACTOR_NOT_PLACED: EnvoyError,
   ACTOR_STOPPING: ActorStoppingError,
+  ACTOR_STOPPED: ActorStoppedError,
+  ABORTED: AbortedError,
+  NOT_INITIALIZED: NotInitializedError,
+  WRONG_CONTEXT: WrongContextError,
   INDETERMINATE_RESULT: IndeterminateResultError,
   REMOTE_UNAVAILABLE: RemoteUnavailableError,
   LIMIT_EXCEEDED: LimitExceededError,
@@ -169,8 +204,28 @@ export function toEnvoyError(e: unknown): unknown {
   for (const name of FIELD_NAMES) {
     if (raw[name] !== undefined) fields[name] = raw[name];
   }
-  const Class = SUBCLASS_BY_CODE[code] ?? SUBCLASS_BY_GROUP[group] ?? EnvoyError;
-  return new Class(code, group, String(raw.message), fields as EnvoyErrorFields);
+  let Class = SUBCLASS_BY_CODE[code] ?? SUBCLASS_BY_GROUP[group] ?? EnvoyError;
+  if (code === "SQLITE" && typeof fields.extendedCode === "number") {
+    const ext = fields.extendedCode as number;
+    const name = sqliteName(ext);
+    if (name !== undefined) fields.sqliteName = name;
+    if ((ext & 0xff) === 19) {
+      fields.constraint = constraintKind(ext);
+      Class = ConstraintError;
+    }
+  }
+  return new Class(code, group, onceOnly(String(raw.message)), fields as EnvoyErrorFields);
+}
+
+/**
+ * "<client's words>: <engine's words>" where the engine's words already say it ("actor not placed
+ * on this envoy: the actor is not placed on this envoy") becomes the engine's words alone.
+ */
+function onceOnly(message: string): string {
+  const m = /^(actor not placed on this envoy|actor not found): (.*)$/s.exec(message);
+  if (!m) return message;
+  const key = m[1] === "actor not found" ? "not found" : "not placed";
+  return m[2].toLowerCase().includes(key) ? m[2] : message;
 }
 
 /** Runs `f`, rethrowing wasm errors as EnvoyError instances. */
@@ -180,4 +235,83 @@ export async function wrap<T>(f: () => Promise<T>): Promise<T> {
   } catch (e) {
     throw toEnvoyError(e);
   }
+}
+
+/** Which kind of constraint failed (from SQLite's extended code; "OTHER" for a plain SQLITE_CONSTRAINT). */
+export type ConstraintKind =
+  | "PRIMARY_KEY"
+  | "UNIQUE"
+  | "NOT_NULL"
+  | "CHECK"
+  | "FOREIGN_KEY"
+  | "TRIGGER"
+  | "ROWID"
+  | "DATATYPE"
+  | "COMMIT_HOOK"
+  | "FUNCTION"
+  | "VTAB"
+  | "PINNED"
+  | "OTHER";
+
+// SQLite's primary result codes (https://sqlite.org/rescode.html), by number.
+const PRIMARY = [
+  "OK", "ERROR", "INTERNAL", "PERM", "ABORT", "BUSY", "LOCKED", "NOMEM", "READONLY", "INTERRUPT",
+  "IOERR", "CORRUPT", "NOTFOUND", "FULL", "CANTOPEN", "PROTOCOL", "EMPTY", "SCHEMA", "TOOBIG",
+  "CONSTRAINT", "MISMATCH", "MISUSE", "NOLFS", "AUTH", "FORMAT", "RANGE", "NOTADB", "NOTICE", "WARNING",
+];
+
+// Extended codes: primary | (n << 8). Only the suffixes, keyed by primary name then n.
+const EXTENDED: Record<string, Record<number, string>> = {
+  ERROR: { 1: "MISSING_COLLSEQ", 2: "RETRY", 3: "SNAPSHOT" },
+  ABORT: { 2: "ROLLBACK" },
+  BUSY: { 1: "RECOVERY", 2: "SNAPSHOT", 3: "TIMEOUT" },
+  LOCKED: { 1: "SHAREDCACHE", 2: "VTAB" },
+  READONLY: { 1: "RECOVERY", 2: "CANTLOCK", 3: "ROLLBACK", 4: "DBMOVED", 5: "CANTINIT", 6: "DIRECTORY" },
+  IOERR: {
+    1: "READ", 2: "SHORT_READ", 3: "WRITE", 4: "FSYNC", 5: "DIR_FSYNC", 6: "TRUNCATE", 7: "FSTAT", 8: "UNLOCK",
+    9: "RDLOCK", 10: "DELETE", 11: "BLOCKED", 12: "NOMEM", 13: "ACCESS", 14: "CHECKRESERVEDLOCK", 15: "LOCK",
+    16: "CLOSE", 17: "DIR_CLOSE", 18: "SHMOPEN", 19: "SHMSIZE", 20: "SHMLOCK", 21: "SHMMAP", 22: "SEEK",
+    23: "DELETE_NOENT", 24: "MMAP", 25: "GETTEMPPATH", 26: "CONVPATH", 27: "VNODE", 28: "AUTH",
+    29: "BEGIN_ATOMIC", 30: "COMMIT_ATOMIC", 31: "ROLLBACK_ATOMIC", 32: "DATA", 33: "CORRUPTFS",
+  },
+  CORRUPT: { 1: "VTAB", 2: "SEQUENCE", 3: "INDEX" },
+  CANTOPEN: { 1: "NOTEMPDIR", 2: "ISDIR", 3: "FULLPATH", 4: "CONVPATH", 5: "DIRTYWAL", 6: "SYMLINK" },
+  CONSTRAINT: {
+    1: "CHECK", 2: "COMMITHOOK", 3: "FOREIGNKEY", 4: "FUNCTION", 5: "NOTNULL", 6: "PRIMARYKEY",
+    7: "TRIGGER", 8: "UNIQUE", 9: "VTAB", 10: "ROWID", 11: "PINNED", 12: "DATATYPE",
+  },
+  NOTICE: { 1: "RECOVER_WAL", 2: "RECOVER_ROLLBACK", 3: "RBU" },
+  WARNING: { 1: "AUTOINDEX" },
+  AUTH: { 1: "USER" },
+  OK: { 1: "LOAD_PERMANENTLY", 2: "SYMLINK" },
+};
+
+const CONSTRAINT_KINDS: Record<string, ConstraintKind> = {
+  CHECK: "CHECK",
+  COMMITHOOK: "COMMIT_HOOK",
+  FOREIGNKEY: "FOREIGN_KEY",
+  FUNCTION: "FUNCTION",
+  NOTNULL: "NOT_NULL",
+  PRIMARYKEY: "PRIMARY_KEY",
+  TRIGGER: "TRIGGER",
+  UNIQUE: "UNIQUE",
+  VTAB: "VTAB",
+  ROWID: "ROWID",
+  PINNED: "PINNED",
+  DATATYPE: "DATATYPE",
+};
+
+/** SQLite's symbolic name of a (primary or extended) result code, e.g. 1555 -> "SQLITE_CONSTRAINT_PRIMARYKEY". */
+export function sqliteName(code: number): string | undefined {
+  const primary = PRIMARY[code & 0xff];
+  if (primary === undefined) return undefined;
+  const n = code >> 8;
+  if (n === 0) return `SQLITE_${primary}`;
+  const suffix = EXTENDED[primary]?.[n];
+  return suffix === undefined ? undefined : `SQLITE_${primary}_${suffix}`;
+}
+
+function constraintKind(code: number): ConstraintKind {
+  const suffix = EXTENDED.CONSTRAINT[code >> 8];
+  return (suffix !== undefined && CONSTRAINT_KINDS[suffix]) || "OTHER";
 }

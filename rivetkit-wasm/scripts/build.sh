@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the rivetkit-wasm JS package for the `web`, `deno` and `nodejs` targets into
-# rivetkit-wasm/pkg/<target>/, installing what it needs from the registries on first use:
+# Builds the rivetkit-wasm npm package into rivetkit-wasm/dist/ (what `npm pack` ships, with
+# package.json and README.md), installing what it needs from the registries on first use:
 #   - the wasm32-unknown-unknown target (rustup),
 #   - wasm-bindgen-cli at EXACTLY the version the crate pins (cargo install, ~5 min once;
 #     no --locked: its lockfile pins a webpki-roots release the registry lacks),
@@ -64,40 +64,33 @@ if [ "${RIVETKIT_WASM_SKIP_WASM_OPT:-0}" != 1 ] && [ -x node_modules/.bin/wasm-o
   wasm_opt="$crate_dir/node_modules/.bin/wasm-opt"
 fi
 
-for target in web deno nodejs; do
-  out="pkg/$target"
-  rm -rf "$out"
-  mkdir -p "$out"
-  wasm-bindgen --target "$target" --out-dir "$out" --out-name rivetkit_wasm "$wasm_in"
-  if [ -n "$wasm_opt" ]; then
-    # Features the Rust wasm32 target emits by default (and every host we test supports).
-    "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-      --enable-mutable-globals --enable-reference-types --enable-multivalue \
-      "$out/rivetkit_wasm_bg.wasm" -o "$out/rivetkit_wasm_bg.wasm"
-  fi
-  # The typed JS layer (js/*.ts), compiled next to this target's glue so it type-checks against
-  # the very .d.ts wasm-bindgen generated for it. nodejs: the glue is CommonJS, so our ESM layer
-  # is emitted as .mjs (sources copied as .mts with their relative imports renamed).
-  ext=ts
-  [ "$target" = nodejs ] && ext=mts
-  index_src=js/index.ts
-  [ "$target" = web ] && index_src=js/index.web.ts
-  for pair in "$index_src:index" "js/envoy.ts:envoy" "js/errors.ts:errors"; do
-    src=${pair%%:*} name=${pair##*:}
-    if [ "$ext" = mts ]; then
-      sed -e 's#"\./envoy\.js"#"./envoy.mjs"#; s#"\./errors\.js"#"./errors.mjs"#' "$src" > "$out/$name.mts"
-    else
-      cp "$src" "$out/$name.ts"
-    fi
-  done
-  node_modules/.bin/tsc --strict --declaration --target es2022 --module es2022 --moduleResolution bundler \
-    --lib esnext,dom --skipLibCheck false --rootDir "$out" --outDir "$out" \
-    "$out/index.$ext" "$out/envoy.$ext" "$out/errors.$ext"
-  rm -f "$out/index.$ext" "$out/envoy.$ext" "$out/errors.$ext" "$out/.gitignore"
-  bash scripts/package-json.sh "$target" > "$out/package.json"
-done
+# One wasm-bindgen glue (`--target web`: plain ESM, the .wasm loaded by whoever imports it) and
+# one .wasm serve every host; small per-host entries (js/node.ts, deno.ts, workerd.ts, index.ts)
+# load it the host's way, and package.json's `exports` conditions pick the entry.
+out=dist
+rm -rf "$out" pkg
+mkdir -p "$out"
+wasm-bindgen --target web --out-dir "$out" --out-name rivetkit_wasm "$wasm_in"
+if [ -n "$wasm_opt" ]; then
+  # Features the Rust wasm32 target emits by default (and every host we test supports).
+  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue --strip-producers --strip-target-features \
+    "$out/rivetkit_wasm_bg.wasm" -o "$out/rivetkit_wasm_bg.wasm"
+fi
+# wasm-bindgen's rivetkit_wasm_bg.wasm.d.ts describes the raw exports for bundlers that link the
+# .wasm as ESM; this package's `.wasm` export is a compiled WebAssembly.Module, typed as such.
+cp js/rivetkit_wasm_bg.wasm.d.ts "$out/"
+# The typed JS layer, compiled next to the glue so it type-checks against the very .d.ts
+# wasm-bindgen generated.
+sources=(index envoy errors state node deno workerd)
+for name in "${sources[@]}"; do cp "js/$name.ts" "$out/$name.ts"; done
+node_modules/.bin/tsc --strict --declaration --target es2022 --module es2022 --moduleResolution bundler \
+  --lib esnext,dom --skipLibCheck false --rootDir "$out" --outDir "$out" \
+  js/ambient.d.ts "${sources[@]/#/$out/}" 2>&1 | sed "s#^#tsc: #" ; [ "${PIPESTATUS[0]}" = 0 ]
+for name in "${sources[@]}"; do rm -f "$out/$name.ts"; done
+rm -f "$out/.gitignore" "$out/package.json"
 
-raw=$(stat -c %s pkg/web/rivetkit_wasm_bg.wasm)
-gz=$(gzip -9 -c pkg/web/rivetkit_wasm_bg.wasm | wc -c)
-log "built pkg/{web,deno,nodejs} (wasm-opt: ${wasm_opt:-not found, skipped})"
+raw=$(stat -c %s "$out/rivetkit_wasm_bg.wasm")
+gz=$(gzip -9 -c "$out/rivetkit_wasm_bg.wasm" | wc -c)
+log "built dist/ (wasm-opt: ${wasm_opt:-not found, skipped})"
 echo "rivetkit_wasm_bg.wasm size: ${raw} bytes raw, ${gz} bytes gzip -9"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Everything rivetkit-wasm tests, from a clean checkout:
 #   1. native unit tests of the value/error rules (cargo test -p rivetkit-wasm),
-#   2. the package build (scripts/build.sh: installs its tools on first use),
-#   3. the TypeScript check of a typed usage file against the generated .d.ts,
-#   4. the conformance suite in Node 20, Deno and workerd against a real engine, and the crawler
-#      example in workerd (tests/run.mjs starts the engines, proxy and fixture server).
-# Prints the .wasm size and the time the suite takes in each host.
+#   2. the package build (scripts/build.sh: installs its tools on first use), and the wasm-pack
+#      builds compared with it where wasm-pack is installed (scripts/wasm-pack-check.sh),
+#   3. tests/run.mjs: `npm pack` installed into an empty temp project (metadata, exports, the
+#      shipped .wasm's gzip size, a type check importing it by name), then the conformance suite
+#      against real engines in Node 20, Deno, workerd (an esbuild bundle) and headless Chromium
+#      (a dedicated Web Worker), workerd serving several requests (lifetimes, init), the crawler.
+# Installs Debian's chromium when missing. Prints the .wasm size and the time of each host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_dir=$(cd .. && pwd)
@@ -17,14 +19,19 @@ cargo test --locked -p rivetkit-wasm
 echo "[rivetkit-wasm test] build the package"
 bash scripts/build.sh
 
-echo "[rivetkit-wasm test] type check"
-bash scripts/check-types.sh
+echo "[rivetkit-wasm test] wasm-pack (where installed)"
+bash scripts/wasm-pack-check.sh
+
+if ! command -v "${CHROMIUM_BIN:-/usr/bin/chromium}" >/dev/null 2>&1; then
+  echo "[rivetkit-wasm test] installing Debian's chromium (the browser host)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "[rivetkit-wasm test] engine binary"
 cargo build --locked -p envoy-engine
 engine_bin="$CARGO_TARGET_DIR/debug/envoy-engine"
 
-echo "[rivetkit-wasm test] conformance (node, deno, workerd) + crawler (workerd)"
+echo "[rivetkit-wasm test] package + conformance (node, deno, workerd, chromium) + lifetimes + crawler"
 # --experimental-websocket: Node 20 has no global WebSocket without it (the driver itself may
 # read rows back through the package).
 node --experimental-websocket tests/run.mjs --engine-bin "$engine_bin" "$@"

@@ -12,6 +12,12 @@ pub mod error;
 pub mod value;
 
 #[cfg(target_arch = "wasm32")]
+mod alloc;
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
+
+#[cfg(target_arch = "wasm32")]
 mod actor;
 #[cfg(target_arch = "wasm32")]
 mod envoy;

@@ -7,7 +7,8 @@
 //   engine,     // { wsUrl, httpUrl } of a v4 engine
 //   v3,         // { wsUrl } of an engine started with --max-protocol-version 3
 //   proxy,      // { wsUrl, controlUrl }: a TCP proxy to `engine` whose connections the test can cut
-//   host,       // "node" | "deno" | "workerd", for names and logs
+//   restart,    // { wsUrl, controlUrl }: an engine that `POST {controlUrl}/restart-engine` restarts
+//   host,       // "node" | "deno" | "workerd" | "chromium", for names and logs
 //   log,        // (line) => void
 // }
 // Returns { passed, failed, skipped, failures: [{ name, error }] }.
@@ -314,13 +315,13 @@ export async function runConformance(ctx) {
     eq((await db.execute("SELECT count(*) FROM m")).rows[0][0], 100, "rows inserted");
   });
 
-  test("stale generation -> FenceMismatch", async () => {
+  test("stale generation: ActorStopped at once, or the engine's FenceMismatch", async () => {
     const a = await connect();
     const b = await connect();
     const key = `fence-${run}`;
     const stoppedOnA = [];
     a.onActorStop((info) => stoppedOnA.push(info));
-    const first = await a.getOrCreateActor("sql", key);
+    const first = await a.getOrCreateActor("sql", key, { reacquire: false });
     await first.db.exec("CREATE TABLE f(x)");
     await b.getOrCreateActor("sql", key); // moves the actor to b (a is drained)
     // a hears of the stop on its own socket, not necessarily before b's answer.
@@ -330,37 +331,56 @@ export async function runConformance(ctx) {
       stoppedOnA.some((s) => s.actorId === first.id && Number(s.generation) === Number(first.generation) && s.reason === "REPLACED"),
       `a's onActorStop saw the move (reason REPLACED): ${show(stoppedOnA)}`,
     );
-    const back = await a.getOrCreateActor("sql", key); // and back to a, at a newer generation
+    // a's handle knows its generation was stopped: its calls fail at once, unsent.
+    assert(first.stopped, "first.stopped");
+    await rejects(first.db.execute("SELECT count(*) FROM f"), pkg.ActorStoppedError, (e) => {
+      eq(e.stopReason, "REPLACED", "stopReason");
+      eq(e.sent, false, "sent");
+    });
+    const back = await a.getOrCreateActor("sql", key, { reacquire: false }); // and back to a, at a newer generation
     assert(Number(back.generation) > Number(first.generation), "generation grew");
     await back.db.execute("SELECT count(*) FROM f");
-    await rejects(first.db.execute("SELECT count(*) FROM f"), pkg.FenceMismatchError, (e) => {
-      eq(e.code, "FENCE_MISMATCH", "code");
-      eq(e.group, "actor", "group");
-      eq(Number(e.currentGeneration), Number(back.generation), "currentGeneration");
-    });
+    // A handle on b, whose envoy learns of the move only as it happens: a request racing the
+    // stop is refused by the engine's fence, or stopped locally — never run on a stale generation.
+    const onB = await b.getOrCreateActor("sql", key, { reacquire: false });
+    await a.getOrCreateActor("sql", key);
+    const err = await rejects(onB.db.execute("SELECT count(*) FROM f"), EnvoyError);
+    assert(["FENCE_MISMATCH", "ACTOR_STOPPED", "ACTOR_NOT_PLACED"].includes(err.code), `code ${err.code}`);
+    if (err.code === "FENCE_MISMATCH") {
+      assert(err instanceof pkg.FenceMismatchError, "FenceMismatchError");
+      eq(err.group, "actor", "group");
+    }
   });
 
-  test("drain: in-flight work answered, new work ActorStopping, stop handler", async () => {
-    const envoy = await connect();
+  test("drain: in-flight work answered, new work ActorStopping while the stop handler runs, ActorStopped after", async () => {
+    const envoy = await connect({ reacquire: false }); // (with reacquire, new work would re-place the actor once stopped)
     const stopped = [];
-    envoy.onActorStop((info) => stopped.push(info));
+    let release;
+    const held = new Promise((r) => (release = r));
+    envoy.onActorStop(async (info) => {
+      stopped.push(info);
+      await held; // the actor drains until the handler settles
+    });
     const actor = await envoy.getOrCreateActor("sql", `drain-${run}`);
     await actor.db.exec("CREATE TABLE d(x)");
     const slow = actor.db.execute(SLOW_SQL);
     slow.catch(() => {}); // awaited below; keeps an early failure from being "unhandled" meanwhile
     await sleep(150);
     const stop = fetch(`${ctx.engine.httpUrl}/actors/${encodeURIComponent(actor.id)}/stop`, { method: "POST" });
-    await sleep(150);
+    stop.catch(() => {});
+    for (let i = 0; i < 300 && stopped.length === 0; i++) await sleep(10);
+    assert(stopped.some((s) => s.actorId === actor.id && s.reason === "OPERATOR"), `onActorStop called for ${actor.id} (reason OPERATOR): ${show(stopped)}`);
     await rejects(actor.db.execute("SELECT 1"), pkg.ActorStoppingError, (e) => eq(e.code, "ACTOR_STOPPING", "code"));
     await rejects(actor.kv.get("x"), EnvoyError, (e) => eq(e.code, "ACTOR_STOPPING", "KV code"));
+    eq(actor.stopped, false, "still draining");
+    release();
     const r = await slow;
     eq(r.rows[0][0], SLOW_COUNT, "in-flight query answered");
-    stop.catch(() => {});
     const resp = await stop;
     assert(resp.ok, `admin stop answered ${resp.status}`);
     await resp.text();
-    for (let i = 0; i < 100 && stopped.length === 0; i++) await sleep(10);
-    assert(stopped.some((s) => s.actorId === actor.id && s.reason === "OPERATOR"), `onActorStop called for ${actor.id} (reason OPERATOR): ${show(stopped)}`);
+    assert(actor.stopped, "stopped once the handler settled");
+    await rejects(actor.db.execute("SELECT 1"), pkg.ActorStoppedError, (e) => eq(e.stopReason, "OPERATOR", "stopReason"));
   });
 
   test("connection cut during a request -> IndeterminateResult, then reconnects", async () => {
@@ -443,6 +463,196 @@ export async function runConformance(ctx) {
     const actor = await envoy.getOrCreateActor("sql", `close-${run}`);
     await envoy.close();
     await rejects(actor.db.execute("SELECT 1"), pkg.ConnectionError, (e) => eq(e.code, "CLOSED", "code"));
+  });
+
+  test("constraint errors carry SQLite's symbolic name and the constraint kind", async () => {
+    const envoy = await connect();
+    const { db } = await envoy.getOrCreateActor("sql", `constraints-${run}`);
+    const { SqlError, ConstraintError } = pkg;
+    await db.exec("CREATE TABLE c(id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT NOT NULL, age INTEGER CHECK (age >= 0)); " +
+      "CREATE TABLE p(k TEXT PRIMARY KEY); INSERT INTO c VALUES (1, 'a@x', 'a', 1); INSERT INTO p VALUES ('k')");
+    const cases = [
+      ["INSERT INTO c VALUES (1, 'b@x', 'b', 1)", 1555, "SQLITE_CONSTRAINT_PRIMARYKEY", "PRIMARY_KEY"],
+      ["INSERT INTO p VALUES ('k')", 1555, "SQLITE_CONSTRAINT_PRIMARYKEY", "PRIMARY_KEY"],
+      ["INSERT INTO c VALUES (2, 'a@x', 'b', 1)", 2067, "SQLITE_CONSTRAINT_UNIQUE", "UNIQUE"],
+      ["INSERT INTO c VALUES (3, 'c@x', NULL, 1)", 1299, "SQLITE_CONSTRAINT_NOTNULL", "NOT_NULL"],
+      ["INSERT INTO c VALUES (4, 'd@x', 'd', -1)", 275, "SQLITE_CONSTRAINT_CHECK", "CHECK"],
+    ];
+    for (const [sql, ext, name, kind] of cases) {
+      await rejects(db.executeWrite(sql), ConstraintError, (e) => {
+        assert(e instanceof SqlError && e instanceof EnvoyError, "a ConstraintError is a SqlError");
+        eq(e.code, "SQLITE", "code");
+        eq(e.extendedCode, ext, `extendedCode of ${sql}`);
+        eq(e.sqliteName, name, `sqliteName of ${sql}`);
+        eq(e.constraint, kind, `constraint of ${sql}`);
+      });
+    }
+    await rejects(db.execute("SELECT * FROM nowhere"), SqlError, (e) => {
+      assert(!(e instanceof ConstraintError), "not a constraint error");
+      eq(e.sqliteName, "SQLITE_ERROR", "sqliteName of a plain error");
+      eq(e.constraint, undefined, "constraint of a plain error");
+    });
+    eq(pkg.sqliteName(787), "SQLITE_CONSTRAINT_FOREIGNKEY", "sqliteName(787)");
+    eq(pkg.sqliteName(5), "SQLITE_BUSY", "sqliteName(5)");
+    // The wasm side's message for an actor that is not placed no longer says it twice.
+    const notPlaced = pkg.toEnvoyError({ envoyCode: "ACTOR_NOT_PLACED", group: "actor", message: "actor not placed on this envoy: the actor is not placed on this envoy" });
+    eq(notPlaced.message, "the actor is not placed on this envoy", "deduplicated message");
+    const other = pkg.toEnvoyError({ envoyCode: "ACTOR_NOT_PLACED", group: "actor", message: "actor not placed on this envoy: generation 3 moved" });
+    eq(other.message, "actor not placed on this envoy: generation 3 moved", "a message with news kept whole");
+  });
+
+  test("query: T is a cast unless `row` checks each row", async () => {
+    const envoy = await connect();
+    const { db } = await envoy.getOrCreateActor("sql", `rows-${run}`);
+    await db.exec("CREATE TABLE r(id INTEGER PRIMARY KEY, label TEXT); INSERT INTO r VALUES (1, 'one'), (2, NULL)");
+    const toLabel = (r) => {
+      if (typeof r.id !== "number" || typeof r.label !== "string") throw new TypeError(`bad row ${show(r)}`);
+      return { id: r.id, label: r.label.toUpperCase() };
+    };
+    const ok = await db.query("SELECT id, label FROM r WHERE id = 1", [], { row: toLabel });
+    eq(ok.length, 1, "rows");
+    eq(ok[0].label, "ONE", "row converted by the validator");
+    await rejects(db.query("SELECT id, label FROM r ORDER BY id", [], { row: toLabel }), TypeError, (e) =>
+      assert(/bad row/.test(e.message), e.message),
+    );
+  });
+
+  test("per-call timeoutMs and signal", async () => {
+    const envoy = await connect();
+    const actor = await envoy.getOrCreateActor("sql", `deadline-${run}`);
+    const { db } = actor;
+    await db.execute("SELECT 1");
+    await rejects(db.execute(SLOW_SQL, [], { timeoutMs: 100 }), pkg.TimeoutError, (e) => {
+      eq(e.code, "TIMEOUT", "code");
+      eq(e.timeoutMs, 100, "timeoutMs");
+      eq(e.sent, undefined, "sent (unknown for a per-call deadline)");
+    });
+    const ac = new AbortController();
+    const reason = new Error("user went away");
+    const aborted = rejects(db.execute(SLOW_SQL, [], { signal: ac.signal }), pkg.AbortedError, (e) => {
+      eq(e.code, "ABORTED", "code");
+      assert(e.cause === reason, "cause is the signal's reason");
+    });
+    await sleep(50);
+    ac.abort(reason);
+    await aborted;
+    const pre = new AbortController();
+    pre.abort();
+    await rejects(actor.kv.get("k", { signal: pre.signal }), pkg.AbortedError, (e) => eq(e.sent, false, "already aborted: nothing sent"));
+    await rejects(db.execute("SELECT 1", [], { timeoutMs: -1 }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "code"));
+    await rejects(db.execute("SELECT 1", [], { signal: "soon" }), pkg.InvalidValueError, (e) => eq(e.code, "INVALID_OPTION", "code"));
+    // Neither option spoils the envoy; a call that beats its deadline resolves normally.
+    eq((await db.execute("SELECT 5", [], { timeoutMs: 30_000, signal: new AbortController().signal })).rows[0][0], 5, "in time");
+  });
+
+  test("stopped actor: reacquire false fails at once with ActorStoppedError; reacquire() places it again", async () => {
+    const envoy = await connect({ reacquire: false });
+    const stops = [];
+    envoy.onActorStop((info) => stops.push(info));
+    const actor = await envoy.getOrCreateActor("sql", `stopped-${run}`);
+    await actor.db.exec("CREATE TABLE s(x); INSERT INTO s VALUES (7)");
+    const gen = actor.generation;
+    const resp = await fetch(`${ctx.engine.httpUrl}/actors/${encodeURIComponent(actor.id)}/stop`, { method: "POST" });
+    assert(resp.ok, `admin stop answered ${resp.status}`);
+    await resp.text();
+    for (let i = 0; i < 200 && !actor.stopped; i++) await sleep(10);
+    assert(actor.stopped, "actor.stopped after the engine stopped it");
+    await rejects(actor.db.execute("SELECT x FROM s"), pkg.ActorStoppedError, (e) => {
+      eq(e.code, "ACTOR_STOPPED", "code");
+      eq(e.group, "actor", "group");
+      eq(e.stopReason, "OPERATOR", "stopReason");
+      eq(Number(e.stoppedGeneration), Number(gen), "stoppedGeneration");
+      eq(e.sent, false, "sent");
+    });
+    await rejects(actor.kv.put("k", "v"), pkg.ActorStoppedError);
+    const id = actor.id;
+    await actor.reacquire();
+    eq(actor.id, id, "same actor id");
+    assert(Number(actor.generation) > Number(gen), `new generation ${show(actor.generation)} > ${show(gen)}`);
+    eq(actor.stopped, false, "not stopped any more");
+    eq((await actor.db.execute("SELECT x FROM s")).rows, [[7]], "its data, through the same handle");
+  });
+
+  test("reacquire (default): a handle whose actor moved away re-acquires it by itself", async () => {
+    const a = await connect();
+    const b = await connect();
+    const key = `moved-${run}`;
+    const actor = await a.getOrCreateActor("sql", key);
+    await actor.db.exec("CREATE TABLE m(x); INSERT INTO m VALUES (1)");
+    const gen = actor.generation;
+    const onB = await b.getOrCreateActor("sql", key); // moves it to b
+    await onB.db.executeWrite("INSERT INTO m VALUES (2)");
+    for (let i = 0; i < 200 && !actor.stopped; i++) await sleep(10);
+    // Whether or not a's stop record arrived yet, the call lands on a fresh generation.
+    eq((await actor.db.execute("SELECT count(*) FROM m")).rows[0][0], 2, "sees b's write");
+    eq(actor.id, onB.id, "same actor id");
+    assert(Number(actor.generation) > Number(onB.generation) && Number(onB.generation) > Number(gen), "generation grew twice");
+    // A write right after a move is also exact: the refused call never ran, the retry runs once.
+    await onB.db.executeWrite("INSERT INTO m VALUES (3)"); // b's handle re-acquires now, moving it back to b
+    eq((await actor.db.run("INSERT INTO m VALUES (4)")).changes, 1, "write after a move");
+    eq((await actor.db.execute("SELECT group_concat(x) FROM (SELECT x FROM m ORDER BY x)")).rows[0][0], "1,2,3,4", "each write ran once");
+  });
+
+  test("engine restart: the handle re-acquires (same id, new generation, data kept)", async () => {
+    const envoy = await connect({ endpoint: ctx.restart.wsUrl });
+    const manualEnvoy = await connect({ endpoint: ctx.restart.wsUrl, reacquire: false });
+    const key = `restart-${run}`;
+    const actor = await envoy.getOrCreateActor("sql", key);
+    await actor.db.exec("CREATE TABLE r(x); INSERT INTO r VALUES ('before')");
+    const manual = await manualEnvoy.getOrCreateActor("kv", key);
+    await manual.kv.put("k", "v");
+    const gen = actor.generation;
+    const resp = await fetch(`${ctx.restart.controlUrl}/restart-engine`, { method: "POST" });
+    assert(resp.ok, `restart answered ${resp.status}: ${await resp.text()}`);
+    const rows = await actor.db.query("SELECT x FROM r");
+    eq(rows.map((r) => r.x), ["before"], "data after the restart");
+    assert(Number(actor.generation) > Number(gen), `generation ${show(actor.generation)} > ${show(gen)}`);
+    eq((await actor.db.run("INSERT INTO r VALUES ('after')")).changes, 1, "writes after the restart");
+    // Without reacquire the handle fails with a typed error, and reacquire() repairs it.
+    const err = await rejects(manual.kv.get("k"), EnvoyError);
+    assert(["ACTOR_STOPPED", "ACTOR_NOT_PLACED", "FENCE_MISMATCH"].includes(err.code), `typed error ${err.code}: ${err.message}`);
+    assert(!/not placed on this envoy: the actor is not placed/i.test(err.message), `message says it once: ${err.message}`);
+    await manual.reacquire();
+    eq(dec.decode(await manual.kv.get("k")), "v", "after reacquire()");
+  });
+
+  test("retry recipe for reads: exact across a connection cut", async () => {
+    // The recipe from specs/wasm.md: a read has no effect, so retrying it on an outcome that
+    // leaves "did it run?" open is exact.
+    const RETRYABLE = new Set(["INDETERMINATE_RESULT", "TIMEOUT", "DISCONNECTED", "OVERLOADED", "ACTOR_STOPPING"]);
+    async function read(f, attempts = 3) {
+      for (let i = 1; ; i++) {
+        try {
+          return await f();
+        } catch (e) {
+          if (!(e instanceof EnvoyError) || !RETRYABLE.has(e.code) || i >= attempts) throw e;
+        }
+      }
+    }
+    const envoy = await connect({ endpoint: ctx.proxy.wsUrl });
+    const { db } = await envoy.getOrCreateActor("sql", `retry-${run}`);
+    await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
+    let calls = 0;
+    const result = read(() => {
+      calls++;
+      return db.execute(calls === 1 ? SLOW_SQL : "SELECT sum(x) FROM t");
+    });
+    await sleep(150);
+    const cut = await fetch(`${ctx.proxy.controlUrl}/cut`, { method: "POST" });
+    assert(cut.ok && JSON.parse(await cut.text()).cut > 0, "the proxy cut a connection");
+    eq((await result).rows[0][0], 6, "the retried read's answer");
+    eq(calls, 2, "one retry");
+  });
+
+  test("Symbol.asyncDispose: an actor waits for its calls; an envoy closes", async () => {
+    const envoy = await Envoy.connect(opts());
+    const actor = await envoy.getOrCreateActor("sql", `dispose-${run}`);
+    const inflight = actor.db.execute("SELECT 11");
+    await actor[Symbol.asyncDispose]();
+    eq((await inflight).rows[0][0], 11, "the call in flight was answered");
+    await rejects(actor.db.execute("SELECT 1"), EnvoyError, (e) => eq(e.code, "DISPOSED", "after dispose"));
+    await envoy[Symbol.asyncDispose]();
+    await rejects(envoy.getOrCreateActor("sql", `dispose-${run}`), pkg.ConnectionError, (e) => eq(e.code, "CLOSED", "after dispose"));
   });
 
   let passed = 0;

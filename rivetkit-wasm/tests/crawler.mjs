@@ -1,10 +1,11 @@
-// The crawler example's test: workerd serves examples/crawler-worker/ (web build of the package),
+// The crawler example's test: workerd serves examples/crawler-worker/ bundled with esbuild
+// against the installed package (as a user's Worker is),
 // a local fixture server serves the pages, `GET /crawl` runs the crawl, then the rows are read
 // back with `envoy-engine sql --json` (the native client) and checked against the fixture data.
 
 import path from "node:path";
 import { startFixtureServer } from "../examples/crawler-worker/fixture-server.mjs";
-import { freePort, runProcess, startProcess, packageModules, writeWorkerdConfig } from "./support.mjs";
+import { freePort, runProcess, startProcess, writeWorkerdConfig } from "./support.mjs";
 
 function check(cond, msg) {
   if (!cond) throw new Error(msg);
@@ -27,9 +28,9 @@ async function hasSqlCli(engineBin) {
   return r.code === 0;
 }
 
-/** Fallback reader: the JS package itself, from Node (the `nodejs` build). */
-async function sqlJs(root, engine, namespace, actor, sql) {
-  const { Envoy } = await import(path.join(root, "pkg", "nodejs", "index.mjs"));
+/** Fallback reader: the JS package itself, from Node (the installed package's node entry). */
+async function sqlJs(projectDir, engine, namespace, actor, sql) {
+  const { Envoy } = await import(path.join(projectDir, "node_modules", "rivetkit-wasm", "dist", "node.js"));
   const [name, key] = actor.split(":");
   const envoy = await Envoy.connect({ endpoint: engine.wsUrl, namespace, poolName: "readback" });
   try {
@@ -52,21 +53,20 @@ export function parseSqlJson(stdout) {
   throw new Error(`unexpected JSON from envoy-engine sql: ${text.slice(0, 300)}`);
 }
 
-export async function runCrawlerTest({ engine, engineBin, workerdBin, root }) {
+export async function runCrawlerTest({ engine, engineBin, workerdBin, root, projectDir, bundle }) {
   const example = path.join(root, "examples", "crawler-worker");
-  const pkg = path.join(root, "pkg", "web");
   const fixture = await startFixtureServer({ delayMs: 25 });
   const port = await freePort();
   const namespace = "crawler";
   const actorKey = `test-${Date.now().toString(36)}`;
   const cfg = writeWorkerdConfig({
-    modules: [
-      { name: "worker.mjs", path: path.join(example, "worker.mjs"), kind: "esModule" },
-      { name: "crawl.mjs", path: path.join(example, "crawl.mjs"), kind: "esModule" },
-      { name: "parse.mjs", path: path.join(example, "parse.mjs"), kind: "esModule" },
-      { name: "store.mjs", path: path.join(example, "store.mjs"), kind: "esModule" },
-      ...packageModules(pkg),
-    ],
+    // "rivetkit-wasm" resolved from the temp project that installed the tarball.
+    modules: await bundle({
+      root,
+      entry: path.join(example, "worker.mjs"),
+      outdir: path.join(projectDir, "bundle-crawler"),
+      nodePaths: [path.join(projectDir, "node_modules")],
+    }),
     bindings: { ENGINE_URL: engine.wsUrl, PAGES_URL: fixture.url, NAMESPACE: namespace, ACTOR_NAME: "crawler", ACTOR_KEY: actorKey },
     socket: { port },
   });
@@ -108,7 +108,7 @@ export async function runCrawlerTest({ engine, engineBin, workerdBin, root }) {
     // Read back through the native client's SQL shell (`envoy-engine sql`) when this engine build
     // has it, else through the JS package from Node; compare with the source data.
     const viaCli = await hasSqlCli(engineBin);
-    const read = (sql) => (viaCli ? sqlCli(engineBin, engine, namespace, `crawler:${actorKey}`, sql) : sqlJs(root, engine, namespace, `crawler:${actorKey}`, sql));
+    const read = (sql) => (viaCli ? sqlCli(engineBin, engine, namespace, `crawler:${actorKey}`, sql) : sqlJs(projectDir, engine, namespace, `crawler:${actorKey}`, sql));
     const reader = viaCli ? "envoy-engine sql --json" : "the JS package from Node (this engine build has no `sql` subcommand)";
     const companies = await read("SELECT slug, name, website, industries FROM companies ORDER BY slug");
     const jobs = await read("SELECT id, company_slug, title, location, remote FROM jobs ORDER BY id");

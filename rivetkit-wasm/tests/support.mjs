@@ -41,9 +41,12 @@ async function waitHttp(url, timeoutMs, isAlive, token) {
 /**
  * Starts `envoy-engine serve` on a free port with a temp data dir.
  *
- * The engine refuses requests carrying an `Origin` header unless it is passed with `--allowed-origin`.
- * Node 20 (`WebSocket`, `fetch`), Deno and workerd send no `Origin` from `new WebSocket(url)`, so no
- * host here needs it; `allowedOrigins` is the switch if one ever starts to.
+ * The engine refuses requests carrying an `Origin` header unless it is passed with `--allowed-origin`:
+ * Node 20, Deno and workerd send none from `new WebSocket(url)`, but Chromium does (the test page's
+ * origin), so tests/run.mjs passes that origin in `allowedOrigins`.
+ *
+ * `restart()` stops the process (SIGTERM: a graceful shutdown) and starts it again on the same
+ * port and data dir, as an operator restarting the engine would.
  */
 export async function startEngine(bin, { maxProtocolVersion, authToken, allowedOrigins = [], label = "engine" } = {}) {
   const port = await freePort();
@@ -52,33 +55,44 @@ export async function startEngine(bin, { maxProtocolVersion, authToken, allowedO
   if (maxProtocolVersion) args.push("--max-protocol-version", String(maxProtocolVersion));
   if (authToken) args.push("--auth-token", authToken);
   for (const origin of allowedOrigins) args.push("--allowed-origin", origin);
-  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
   const output = [];
-  child.stdout.on("data", (d) => output.push(d.toString()));
-  child.stderr.on("data", (d) => output.push(d.toString()));
-  let alive = true;
-  child.on("exit", () => (alive = false));
   const httpUrl = `http://127.0.0.1:${port}`;
-  try {
-    await waitHttp(`${httpUrl}/health`, 30_000, () => alive, authToken);
-  } catch (e) {
-    console.error(`[${label}] failed to start:\n${output.join("")}`);
-    throw e;
-  }
+  let child;
+  let alive = false;
+  const spawnIt = async () => {
+    child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
+    alive = true;
+    child.stdout.on("data", (d) => output.push(d.toString()));
+    child.stderr.on("data", (d) => output.push(d.toString()));
+    child.on("exit", () => (alive = false));
+    try {
+      await waitHttp(`${httpUrl}/health`, 30_000, () => alive, authToken);
+    } catch (e) {
+      console.error(`[${label}] failed to start:\n${output.join("")}`);
+      throw e;
+    }
+  };
+  const kill = async () => {
+    if (!alive) return;
+    const exited = new Promise((r) => child.on("exit", r));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  await spawnIt();
   return {
     port,
     httpUrl,
     wsUrl: `ws://127.0.0.1:${port}`,
     dataDir,
     output,
+    async restart() {
+      await kill();
+      await spawnIt();
+    },
     async stop() {
-      if (alive) {
-        const exited = new Promise((r) => child.on("exit", r));
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await kill();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
@@ -223,32 +237,27 @@ export { waitHttp };
 /** A capnp text literal (JSON string escaping is valid capnp escaping for what we embed). */
 const capnpString = (s) => JSON.stringify(s);
 
-// The package's `web` build as workerd modules, imported by workers as `./pkg/index.js`.
-export function packageModules(pkgDir) {
-  const js = (name) => ({ name: `pkg/${name}`, path: path.join(pkgDir, name), kind: "esModule" });
-  return [
-    js("index.js"),
-    js("envoy.js"),
-    js("errors.js"),
-    js("rivetkit_wasm.js"),
-    { name: "pkg/rivetkit_wasm_bg.wasm", path: path.join(pkgDir, "rivetkit_wasm_bg.wasm"), kind: "wasm" },
-  ];
-}
-
 /**
  * Writes a workerd config into a fresh temp dir and returns its path.
  * modules: [{ name, path, kind: "esModule" | "wasm" }]; bindings: { NAME: text };
+ * durableObjects: [{ className, binding }] (in-memory storage);
  * socket: optional { port } to serve HTTP on 127.0.0.1.
  */
-export function writeWorkerdConfig({ modules, bindings = {}, socket, compatibilityDate = "2026-11-01" }) {
+export function writeWorkerdConfig({ modules, bindings = {}, socket, durableObjects = [], compatibilityDate = "2026-11-01" }) {
   const dir = mkdtempSync(path.join(tmpdir(), "rivetkit-wasm-workerd-"));
   // embed paths are resolved relative to the config file (absolute ones are not read).
   const mods = modules
     .map((m) => `      (name = ${capnpString(m.name)}, ${m.kind} = embed ${capnpString(path.relative(dir, m.path))})`)
     .join(",\n");
-  const binds = Object.entries(bindings)
-    .map(([k, v]) => `      (name = ${capnpString(k)}, text = ${capnpString(v)})`)
-    .join(",\n");
+  const binds = [
+    ...Object.entries(bindings).map(([k, v]) => `      (name = ${capnpString(k)}, text = ${capnpString(v)})`),
+    ...durableObjects.map((d) => `      (name = ${capnpString(d.binding)}, durableObjectNamespace = ${capnpString(d.className)})`),
+  ].join(",\n");
+  const objects = durableObjects.length
+    ? `  durableObjectNamespaces = [ ${durableObjects
+        .map((d) => `(className = ${capnpString(d.className)}, uniqueKey = ${capnpString(`${d.className}-key`)})`)
+        .join(", ")} ],\n  durableObjectStorage = (inMemory = void),\n`
+    : "";
   const sockets = socket
     ? `  sockets = [ (name = "http", address = ${capnpString(`127.0.0.1:${socket.port}`)}, http = (), service = "main") ],\n`
     : "";
@@ -269,7 +278,7 @@ ${mods}
   bindings = [
 ${binds}
   ],
-  compatibilityDate = ${capnpString(compatibilityDate)},
+${objects}  compatibilityDate = ${capnpString(compatibilityDate)},
   globalOutbound = "net",
 );
 `;

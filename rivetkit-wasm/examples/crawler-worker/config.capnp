@@ -1,7 +1,12 @@
 # workerd config to run the crawler Worker by hand (the test generates its own with free ports).
 #   1. cargo run --release -p envoy-engine -- serve                 (engine on 127.0.0.1:6420)
 #   2. node rivetkit-wasm/examples/crawler-worker/fixture-server.mjs (pages on 127.0.0.1:8788)
-#   3. bash rivetkit-wasm/scripts/build.sh                          (pkg/web, once)
+#   3. bash rivetkit-wasm/scripts/build.sh                          (dist/, once), then bundle:
+#      NODE_PATH=. rivetkit-wasm/node_modules/.bin/esbuild rivetkit-wasm/examples/crawler-worker/worker.mjs \
+#        --bundle --format=esm --platform=neutral --conditions=workerd,worker,browser \
+#        --loader:.wasm=copy --asset-names=[name] --outdir=rivetkit-wasm/examples/crawler-worker/bundle
+#      (NODE_PATH=. : the repo root holds the package directory rivetkit-wasm/; a user's project
+#      has it in node_modules instead)
 #   4. rivetkit-wasm/node_modules/.bin/workerd serve rivetkit-wasm/examples/crawler-worker/config.capnp
 #   5. curl http://127.0.0.1:8787/crawl
 using Workerd = import "/workerd/workerd.capnp";
@@ -17,15 +22,8 @@ const config :Workerd.Config = (
 
 const crawler :Workerd.Worker = (
   modules = [
-    (name = "worker.mjs", esModule = embed "worker.mjs"),
-    (name = "crawl.mjs", esModule = embed "crawl.mjs"),
-    (name = "parse.mjs", esModule = embed "parse.mjs"),
-    (name = "store.mjs", esModule = embed "store.mjs"),
-    (name = "pkg/index.js", esModule = embed "../../pkg/web/index.js"),
-    (name = "pkg/envoy.js", esModule = embed "../../pkg/web/envoy.js"),
-    (name = "pkg/errors.js", esModule = embed "../../pkg/web/errors.js"),
-    (name = "pkg/rivetkit_wasm.js", esModule = embed "../../pkg/web/rivetkit_wasm.js"),
-    (name = "pkg/rivetkit_wasm_bg.wasm", wasm = embed "../../pkg/web/rivetkit_wasm_bg.wasm"),
+    (name = "worker.js", esModule = embed "bundle/worker.js"),
+    (name = "rivetkit_wasm_bg.wasm", wasm = embed "bundle/rivetkit_wasm_bg.wasm"),
   ],
   bindings = [
     (name = "ENGINE_URL", text = "ws://127.0.0.1:6420"),

@@ -4,14 +4,11 @@
 //
 // Bindings (text): ENGINE_URL (ws://host:port of envoy-engine), PAGES_URL (the site to crawl),
 // ACTOR_NAME, ACTOR_KEY, NAMESPACE; optional ENGINE_TOKEN.
-// Modules: "./pkg/index.js" etc. are the `web` build of rivetkit-wasm (pkg/web/), and
-// "./pkg/rivetkit_wasm_bg.wasm" its compiled module.
+// Bundle it as for any Worker (wrangler does this itself): esbuild with the `workerd` condition,
+// which picks the package entry that loads its .wasm on import (see config.capnp).
 
-import wasmModule from "./pkg/rivetkit_wasm_bg.wasm";
-import { Envoy, EnvoyError, initSync } from "./pkg/index.js";
+import { Envoy, EnvoyError } from "rivetkit-wasm";
 import { crawl } from "./crawl.mjs";
-
-initSync({ module: wasmModule });
 
 function run(env) {
   return crawl({

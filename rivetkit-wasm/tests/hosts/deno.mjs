@@ -1,9 +1,10 @@
-// Runs the conformance suite in Deno, against the `deno` build.
-// `deno run --allow-net --allow-read tests/hosts/deno.mjs '<json context>'`
-// (--allow-read: the glue reads its own .wasm).
-import * as pkg from "../../pkg/deno/index.js";
-import { runConformance } from "../conformance.mjs";
-import { runBench } from "../bench.mjs";
+// Runs the conformance suite in Deno against the installed package, imported by name (Deno
+// resolves it from the temp project's node_modules through its package.json; the `deno` export
+// condition picks the entry). `deno run --allow-net --allow-read deno.mjs '<json context>'`
+// (--allow-read: the entry reads the package's .wasm).
+import * as pkg from "rivetkit-wasm";
+import { runConformance } from "./conformance.mjs";
+import { runBench } from "./bench.mjs";
 
 const cfg = JSON.parse(Deno.args[0]);
 const t0 = performance.now();

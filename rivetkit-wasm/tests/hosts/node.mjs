@@ -1,8 +1,9 @@
-// Runs the conformance suite in Node 20+ (start with `node --experimental-websocket`), against
-// the `nodejs` build. argv[2]: the JSON context from tests/run.mjs.
-import * as pkg from "../../pkg/nodejs/index.mjs";
-import { runConformance } from "../conformance.mjs";
-import { runBench } from "../bench.mjs";
+// Runs the conformance suite in Node 20+ (start with `node --experimental-websocket`) against the
+// installed package, imported by name (tests/run.mjs copies this file into a temp project that
+// installed the `npm pack` tarball). argv[2]: the JSON context from tests/run.mjs.
+import * as pkg from "rivetkit-wasm";
+import { runConformance } from "./conformance.mjs";
+import { runBench } from "./bench.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const t0 = performance.now();

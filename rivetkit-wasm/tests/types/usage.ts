@@ -1,15 +1,28 @@
-// A small typed usage of the package, checked with `tsc --noEmit` (scripts/check-types.sh) against
-// the .d.ts the build generated: the public API must type-check as documented, and misuse must not.
+// A small typed usage of the package, checked with `tsc --noEmit --strict` by tests/run.mjs in a
+// temp project that installed the `npm pack` tarball (so it imports the package by name, through
+// its exports map): the public API must type-check as documented, and misuse must not.
+import wasmModule from "rivetkit-wasm/rivetkit_wasm_bg.wasm";
 import {
+  ConstraintError,
   Envoy,
   EnvoyError,
   FenceMismatchError,
+  init,
+  initSync,
   type Actor,
+  type ConstraintKind,
   type ExecuteResult,
   type KvEntry,
   type QueryResult,
   type SqlValue,
-} from "../../pkg/web/index.js";
+} from "rivetkit-wasm";
+
+// The .wasm export is a compiled module, as Workers import it.
+const compiled: WebAssembly.Module = wasmModule;
+initSync({ module: compiled });
+await init(compiled);
+// @ts-expect-error the .wasm import is a Module, not bytes or a string
+const notBytes: string = wasmModule;
 
 interface Job {
   id: string;
@@ -35,6 +48,25 @@ export async function usage(): Promise<void> {
   const first: SqlValue = e.rows[0][0];
   const route: "READ" | "WRITE" | "WRITE_FALLBACK" = e.route;
   const jobs: Job[] = await actor.db.query<Job>("SELECT id, title, remote FROM jobs", [], { integers: "auto" });
+  // With a row validator, T is inferred from what it returns.
+  const checked = await actor.db.query("SELECT id FROM jobs", [], {
+    row: (r) => {
+      if (typeof r.id !== "string") throw new TypeError("id");
+      return { id: r.id };
+    },
+  });
+  const firstId: string | undefined = checked[0]?.id;
+  const ac = new AbortController();
+  await actor.db.execute("SELECT 1", [], { timeoutMs: 500, signal: ac.signal });
+  await actor.kv.get("k", { timeoutMs: 100 });
+  const again: Actor = await envoy.getOrCreateActor("crawler", "default", { reacquire: false });
+  await again.reacquire();
+  const stopped: boolean = again.stopped;
+  {
+    await using scoped = await Envoy.connect({ endpoint: "ws://x", namespace: "ns", poolName: "p", reacquire: true });
+    await using handle = await scoped.getOrCreateActor("a", "b");
+    void handle;
+  }
   const { changes, lastInsertRowId } = await actor.db.run("DELETE FROM t");
   const n: number = changes;
   const rowid: number | bigint | null = lastInsertRowId;
@@ -44,12 +76,16 @@ export async function usage(): Promise<void> {
   try {
     await actor.db.executeWrite("INSERT INTO t VALUES (?)", [1]);
   } catch (err) {
-    if (err instanceof FenceMismatchError) {
+    if (err instanceof ConstraintError) {
+      const kind: ConstraintKind | undefined = err.constraint;
+      const name: string | undefined = err.sqliteName;
+      void kind, name;
+    } else if (err instanceof FenceMismatchError) {
       const g: number | bigint | undefined = err.currentGeneration;
       void g;
     } else if (err instanceof EnvoyError) {
       const code: string = err.code;
-      const group: "value" | "sql" | "kv" | "actor" | "limit" | "connection" | "protocol" = err.group;
+      const group: "value" | "sql" | "kv" | "actor" | "limit" | "connection" | "protocol" | "usage" = err.group;
       void code, group;
     }
   }
@@ -61,6 +97,9 @@ export async function usage(): Promise<void> {
   await actor.db.execute("SELECT 1", [], { integers: "number" });
   // @ts-expect-error poolName is required
   await Envoy.connect({ endpoint: "ws://x", namespace: "ns" });
+  // @ts-expect-error timeoutMs is a number
+  await actor.db.execute("SELECT 1", [], { timeoutMs: "1s" });
   await envoy.close();
+  void firstId, stopped, notBytes;
   void version, maxParams, r, first, route, jobs, n, rowid, v, list;
 }
