@@ -2,7 +2,7 @@
 # Everything rivetkit-wasm tests, from a clean checkout:
 #   1. native unit tests of the value/error rules (cargo test -p rivetkit-wasm),
 #   2. the package build (scripts/build.sh: installs its tools on first use), and the wasm-pack
-#      builds compared with it where wasm-pack is installed (scripts/wasm-pack-check.sh),
+#      builds (web, nodejs, deno) compared with it (scripts/wasm-pack-check.sh; installs wasm-pack),
 #   3. tests/run.mjs: `npm pack` installed into an empty temp project (metadata, exports, the
 #      shipped .wasm's gzip size, a type check importing it by name), then the conformance suite
 #      against real engines in Node 20, Deno, workerd (an esbuild bundle) and headless Chromium
@@ -19,7 +19,7 @@ cargo test --locked -p rivetkit-wasm
 echo "[rivetkit-wasm test] build the package"
 bash scripts/build.sh
 
-echo "[rivetkit-wasm test] wasm-pack (where installed)"
+echo "[rivetkit-wasm test] wasm-pack builds"
 bash scripts/wasm-pack-check.sh
 
 if ! command -v "${CHROMIUM_BIN:-/usr/bin/chromium}" >/dev/null 2>&1; then

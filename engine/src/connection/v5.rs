@@ -72,11 +72,10 @@ impl Conn {
         });
         match admitted {
             Ok((executor, inflight, pending)) => {
-                let Some(mut route) = route else { unreachable!("admitted requests have a route") };
-                // A keyed request runs on the writer, where its key is looked up and recorded.
-                if key.is_some() {
-                    route.lane = Lane::Writer;
-                }
+                let Some(route) = route else { unreachable!("admitted requests have a route") };
+                // A keyed statement that only reads stays on a reader: it commits nothing,
+                // so its key is never recorded (§9.3 rule 3) and needs no lookup. One that
+                // turns out to write is handed to the writer, key and all.
                 let kind = if write { RequestKind::ExecuteWrite } else { RequestKind::Execute };
                 let timer = self.state.metrics.request(kind, RouteLabel::of(route.lane));
                 let v5 = V5Req { clock: CostClock::start(), key };
@@ -191,7 +190,7 @@ impl Conn {
         match admitted {
             Ok((executor, inflight, pending)) => {
                 let Some(batch) = batch else { unreachable!("admitted batches are checked") };
-                let lane = batch.lane(key.is_some());
+                let lane = batch.lane();
                 let timer = self.state.metrics.request(RequestKind::Batch, RouteLabel::of(lane));
                 let v5 = V5Req { clock: CostClock::start(), key };
                 self.scheduler.submit(Job {

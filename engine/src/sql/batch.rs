@@ -46,9 +46,11 @@ pub struct BatchReq {
 }
 
 impl BatchReq {
-    /// The lane it queues on: READ on a reader unless keyed (keys live on the writer).
-    pub fn lane(&self, keyed: bool) -> Lane {
-        if self.read && !keyed {
+    /// The lane it queues on: a read-only batch on a reader, keyed or not (it commits
+    /// nothing, so its key is never recorded; a DEFERRED one that turns out to write
+    /// moves to the writer with its key).
+    pub fn lane(&self) -> Lane {
+        if self.read {
             Lane::Reader
         } else {
             Lane::Writer

@@ -136,6 +136,8 @@ async fn keys_that_are_malformed_expired_evicted_or_read_only() {
     let k = request_key_at(now - 10, 3);
     let (x, _, outcome) = ok5(c.execute_v5(&a, "SELECT count(*) FROM t", vec![], false, Some(k.clone())).await);
     assert_eq!((x.rows[0][0].clone(), outcome), (Value::Integer(0), Some(RequestKeyOutcome::Executed)));
+    // ...and stays on a reader: keying every Execute (as clients do) costs reads nothing.
+    assert_eq!(x.route, envoy_protocol::SqliteRoute::Read, "a keyed read runs on a reader");
     let (x, _, outcome) = ok5(c.execute_v5(&a, "SELECT count(*) FROM t", vec![], false, Some(k.clone())).await);
     assert_eq!((x.changes, outcome), (0, Some(RequestKeyOutcome::Executed)), "a read is not recorded");
     // A failed write is not recorded either: its retry runs.
