@@ -125,9 +125,8 @@ export async function runConformance(ctx) {
     eq(s.rows, [[1, "a"], [2, "b"]], "rows");
     eq(s.changes, 0, "SELECT changes");
     eq(s.lastInsertRowId, null, "SELECT lastInsertRowId");
-    // At v5 every execute carries a request key, and keyed statements run on the writer, where
-    // keys are looked up (specs/engine.md): a read reports WRITE_FALLBACK.
-    eq(s.route, "WRITE_FALLBACK", "route of a keyed read");
+    // At v5 every execute carries a request key; one that only reads keeps its reader (specs/engine.md).
+    eq(s.route, "READ", "route of a (keyed) read");
     const q = await db.query("SELECT id, name FROM t WHERE id = ?", [2]);
     eq(q.length, 1, "query rows");
     eq(q[0].id, 2, "query row.id");
