@@ -6,6 +6,7 @@
 //! Usage: `scripts/bench.sh [--short] [--secs S] [--rounds N] [--with-js]`
 //! (which builds and runs `envoy-bench`). `envoy-bench --help` lists every flag.
 //! `envoy-bench check-json FILE` checks a written report is complete (the smoke test).
+//! `envoy-bench stream [--stream-bytes N]` measures one v5 result stream (see `stream.rs`).
 //! Figures only: nothing here fails because something is slow.
 
 mod echo;
@@ -14,6 +15,7 @@ mod js;
 mod procs;
 mod report;
 mod stats;
+mod stream;
 mod workloads;
 
 use anyhow::{Context, Result};
@@ -87,6 +89,10 @@ fn main() -> Result<()> {
     if argv.get(1).map(String::as_str) == Some("echo-server") {
         let listen = argv.get(3).context("usage: envoy-bench echo-server --listen ADDR")?.parse()?;
         return echo::serve(listen);
+    }
+    if argv.get(1).map(String::as_str) == Some("stream") {
+        // `envoy-bench stream [--stream-bytes N] ...`: the v5 result-stream benchmark (its own flags).
+        return stream::main(stream::StreamArgs::parse_from(&argv[1..]));
     }
     if argv.get(1).map(String::as_str) == Some("check-json") {
         let path = argv.get(2).context("usage: envoy-bench check-json FILE")?;

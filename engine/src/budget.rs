@@ -207,6 +207,18 @@ impl ConnBudget {
         }
     }
 
+    /// Charges `n` result bytes to the engine's result budget only, on behalf
+    /// of this connection: a result stream's read-ahead, which is not queued
+    /// toward the socket (so it must not pause the connection's reading, which
+    /// would hold back the very credit that lets it leave). The bytes are charged
+    /// to the connection when they are queued ([`Charge::split_off`] + [`Charge::force`]).
+    pub fn try_charge_engine(self: &Arc<Self>, n: usize) -> Result<Charge, Refused> {
+        if !self.engine.try_take(n) {
+            return Err(Refused::Engine(self.engine.limit));
+        }
+        Ok(Charge { budget: Some(self.clone()), conn_bytes: 0, engine_bytes: n })
+    }
+
     /// Takes `n` bytes of both budgets, or neither.
     fn try_take(&self, n: usize) -> Result<(), Refused> {
         let taken = self
@@ -264,6 +276,21 @@ impl Charge {
     /// Bytes held on the connection's budget.
     pub fn bytes(&self) -> usize {
         self.conn_bytes
+    }
+
+    /// Bytes held on the engine's result budget.
+    pub fn engine_bytes(&self) -> usize {
+        self.engine_bytes
+    }
+
+    /// Moves up to `n` bytes of each budget this charge holds into a new one, so
+    /// part of a reservation can travel with the answer that uses it.
+    pub fn split_off(&mut self, n: usize) -> Charge {
+        let conn_bytes = n.min(self.conn_bytes);
+        let engine_bytes = n.min(self.engine_bytes);
+        self.conn_bytes -= conn_bytes;
+        self.engine_bytes -= engine_bytes;
+        Charge { budget: self.budget.clone(), conn_bytes, engine_bytes }
     }
 }
 
@@ -338,9 +365,14 @@ pub fn small_size(msg: &envoy_protocol::ToEnvoy) -> usize {
             | ToEnvoy::SqliteTransactionExecuteResponse(_)
             | ToEnvoy::SqliteCommitResponse(_)
             | ToEnvoy::SqliteRollbackResponse(_)
-            | ToEnvoy::SqliteTransactionEnded(_)
-            | ToEnvoy::SqliteStreamChunk(_)
-            | ToEnvoy::SqliteStreamFailed(_) => 0,
+            | ToEnvoy::SqliteTransactionEnded(_) => 0,
+            // A stream's chunk is sent with its own charge (sql::stream reserves its rows
+            // and adds its overhead); a failure is sized by its message.
+            ToEnvoy::SqliteStreamChunk(_) => 0,
+            ToEnvoy::SqliteStreamFailed(f) => match &f.failure {
+                envoy_protocol::SqliteFailure::SqliteError(e) => sql_error(e),
+                envoy_protocol::SqliteFailure::SqliteFenceMismatch(_) => 0,
+            },
         }
 }
 
@@ -571,6 +603,28 @@ mod tests {
         assert!(conn.is_full(), "at half the limit: still paused");
         drop(held.next());
         assert!(!conn.is_full(), "below half: reading resumes");
+    }
+
+    #[test]
+    fn an_engine_reservation_splits_and_travels_with_a_connection_charge() {
+        let engine = Arc::new(ResultBudget::new(4 * CHUNK));
+        let conn = ConnBudget::new(engine.clone(), 2 * CHUNK);
+        // The engine's budget only: the connection's reading is not paused by it.
+        let mut reserved = conn.try_charge_engine(3 * CHUNK).unwrap();
+        assert_eq!((conn.used(), engine.used(), conn.is_full()), (0, 3 * CHUNK, false));
+        assert_eq!(conn.try_charge_engine(2 * CHUNK).unwrap_err(), Refused::Engine(4 * CHUNK));
+        // Part of it is queued: it moves to a charge that also holds the connection's bytes.
+        let mut queued = reserved.split_off(CHUNK);
+        queued.merge(Charge::force(&conn, CHUNK + 10));
+        assert_eq!((reserved.engine_bytes(), queued.engine_bytes(), queued.bytes()), (2 * CHUNK, CHUNK, CHUNK + 10));
+        assert_eq!((conn.used(), engine.used()), (CHUNK + 10, 3 * CHUNK));
+        drop(queued);
+        assert_eq!((conn.used(), engine.used()), (0, 2 * CHUNK));
+        let rest = reserved.split_off(10 * CHUNK);
+        assert_eq!((rest.engine_bytes(), reserved.engine_bytes()), (2 * CHUNK, 0));
+        drop(rest);
+        drop(reserved);
+        assert_eq!((conn.used(), engine.used()), (0, 0));
     }
 
     #[test]

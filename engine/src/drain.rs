@@ -135,6 +135,9 @@ pub async fn drain(
     if let Some(x) = &executor {
         x.begin_drain();
     }
+    // Result streams wait on their clients, not on the engine: they end now
+    // (INTERRUPTED) rather than hold the stop until the threshold.
+    state.streams.stop_actor(actor_id, generation);
     let threshold = state.config.actor_stop_threshold;
     let drained_in_time = state.generations.wait_zero(actor_id, generation, threshold).await;
     if !drained_in_time {

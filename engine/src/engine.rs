@@ -32,6 +32,7 @@ impl Engine {
         let result_budget = Arc::new(crate::budget::ResultBudget::new(config.max_result_memory_bytes));
         let state = Arc::new(EngineState {
             exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
+            streams: crate::sql::stream::StreamRegistry::from_config(&config),
             config,
             registry,
             generations: crate::generations::Generations::new(open_dbs),
@@ -95,6 +96,11 @@ impl RunningEngine {
     /// Only live actors have one; a refused request leaves none behind.
     pub fn inflight_entries(&self) -> usize {
         self.state.generations.entries()
+    }
+
+    /// v5 result streams open now, engine-wide (each holds a thread and a snapshot).
+    pub fn streams_open(&self) -> usize {
+        self.state.streams.open()
     }
 
     /// Bytes of results the engine holds now (built, not yet flushed), exact.

@@ -24,6 +24,7 @@
 //! | the open actor database cap, idle close | `sql/open_dbs.rs` |
 //! | protocol v5: admission of ExecV5/ExecuteV5/batches; their answers; costs | `connection/v5.rs`; `sql/v5.rs`; `sql/cost.rs` |
 //! | v5 exactly-once request keys; atomic batches; keyed members on the writer | `sql/keys.rs`; `sql/batch.rs`; `sql/executor/keyed.rs` |
+//! | v5 result streams: credit flow control, a thread per stream, lease, cancel, stops | `sql/stream.rs`; `sql/executor/stream.rs` |
 //! | descriptor limit at start | `fdlimit.rs` |
 //! | KV storage | `kv.rs` |
 //! | every live (actor, generation): in-flight count and executor, one concurrent map | `generations.rs` |

@@ -224,6 +224,14 @@ pub struct Metrics {
     /// v5 interactive transactions ended, by how (committed, rolled_back,
     /// commit_failed, or the engine's TransactionEndReason).
     transaction_ends: IntCounterVec,
+    /// v5 result streams open now, read from the engine's stream registry at scrape.
+    streams_open: IntGauge,
+    /// Chunks sent by result streams (how finely results were cut).
+    stream_chunks: IntCounter,
+    /// Row bytes (decoded size, what credit counts) sent by result streams.
+    stream_row_bytes: IntCounter,
+    /// Result streams ended, by how (done, cancelled, expired, interrupted, failed, closed).
+    stream_ends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -378,6 +386,19 @@ impl Metrics {
                     &["reason"],
                 )?,
             )?,
+            streams_open: gauge("envoy_streams_open", "v5 result streams open now")?,
+            stream_chunks: counter("envoy_stream_chunks_total", "Chunks sent by v5 result streams")?,
+            stream_row_bytes: counter(
+                "envoy_stream_row_bytes_total",
+                "Row bytes (decoded size, as credit counts them) sent by v5 result streams",
+            )?,
+            stream_ends: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("envoy_stream_ends_total", "v5 result streams ended, by how they ended"),
+                    &["end"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -477,6 +498,17 @@ impl Metrics {
         self.bytes_out.inc_by(bytes as u64);
     }
 
+    /// Counts one chunk of a result stream carrying `row_bytes`.
+    pub fn stream_chunk(&self, row_bytes: usize) {
+        self.stream_chunks.inc();
+        self.stream_row_bytes.inc_by(row_bytes as u64);
+    }
+
+    /// Counts a result stream's end (`end`: done, cancelled, expired, interrupted, failed, closed).
+    pub fn stream_ended(&self, end: &str) {
+        self.stream_ends.with_label_values(&[end]).inc();
+    }
+
     /// Raises `gauge` until the returned guard is dropped.
     pub fn hold(gauge: &IntGauge) -> GaugeHold {
         gauge.inc();
@@ -498,6 +530,7 @@ impl Metrics {
         self.requests_inflight.set(state.generations.total_inflight() as i64);
         self.result_bytes_held.set(state.result_budget.used() as i64);
         self.reads_paused.set(state.reads_paused.load(std::sync::atomic::Ordering::Acquire) as i64);
+        self.streams_open.set(state.streams.open() as i64);
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8(out)?)

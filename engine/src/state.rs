@@ -28,6 +28,8 @@ pub struct EngineState {
     pub reads_paused: std::sync::atomic::AtomicUsize,
     /// Times any read loop paused for that reason (observability).
     pub read_pauses: AtomicU64,
+    /// v5 result streams open engine-wide: their bound, and a drain's way to end an actor's.
+    pub streams: crate::sql::stream::StreamRegistry,
     /// Envoy sessions by (namespace, envoy key), surviving quick reconnects.
     pub sessions: Sessions,
     /// Drains in progress, so concurrent stops of one actor share one drain.

@@ -52,9 +52,6 @@ enum DispatchError {
     /// The hello (`ToEngineMetadata`) comes once, first.
     #[error("a second hello on one connection")]
     SecondHello,
-    /// A message of a protocol version this engine does not implement yet (v5).
-    #[error("{0} is not supported by this engine (envoy protocol v5)")]
-    NotImplemented(&'static str),
 }
 
 /// What the read loop knows about its connection.
@@ -77,6 +74,8 @@ struct Conn {
     pending: Arc<Pending>,
     /// v5 interactive transactions of this connection; dropped with it (they roll back).
     transactions: crate::sql::transaction::Transactions,
+    /// v5 result streams open on this connection; dropped with it, which ends them.
+    streams: crate::sql::stream::ConnStreams,
     /// Set when the envoy said it is going away on purpose (`ToEngineStopping`):
     /// when its socket ends, its session is dropped at once, without waiting out
     /// the lost threshold for a resume that will not come.
@@ -241,6 +240,7 @@ async fn serve_inner(
         scheduler,
         pending: Arc::new(Pending::default()),
         transactions: Default::default(),
+        streams: crate::sql::stream::ConnStreams::new(state.clone(), outbox.clone()),
         envoy_stopping: std::sync::atomic::AtomicBool::new(false),
     };
     let mut lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
@@ -498,11 +498,10 @@ impl Conn {
             ToEngine::SqliteExecV5(r) => self.exec_v5(r.request_id, r.request, frame_len),
             ToEngine::SqliteExecuteV5(r) => self.execute_v5(r.request_id, r.request, frame_len),
             ToEngine::SqliteBatch(r) => self.batch(r.request_id, r.request, frame_len),
-            // v5 members this engine does not implement yet: a protocol error
-            // (the connection closes with 1002).
-            m @ (ToEngine::SqliteStreamOpen(_) | ToEngine::SqliteStreamCredit(_) | ToEngine::SqliteStreamCancel(_)) => {
-                return Err(DispatchError::NotImplemented(m.member_name()));
-            }
+            // v5 result streams (sql/stream.rs).
+            ToEngine::SqliteStreamOpen(r) => self.stream_open(r, frame_len),
+            ToEngine::SqliteStreamCredit(c) => self.streams.credit(c.request_id, c.credit_bytes),
+            ToEngine::SqliteStreamCancel(c) => self.streams.cancel(c.request_id),
         }
         Ok(())
     }
@@ -549,6 +548,44 @@ impl Conn {
                 };
                 self.outbox.send(ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse { request_id, result }));
             }
+        }
+    }
+
+    /// A v5 result stream: Execute's admission (placement, generation, sizes,
+    /// one statement, the pending bound) plus the connection's open-stream cap;
+    /// then it runs on its own thread (`sql::stream`).
+    fn stream_open(&self, r: envoy_protocol::ToEngineSqliteStreamOpen, frame_len: usize) {
+        let request_id = r.request_id;
+        let req = r.request;
+        let params = req.statement.params.unwrap_or_default();
+        let sql = req.statement.sql;
+        let mut route = None;
+        let admitted = self.admit(&req.actor_id, req.generation, frame_len, || {
+            admission::check_sql(&self.state.config.limits, &sql, &params)?;
+            route = Some(Route::of_execute(&sql, false).map_err(|m| Rejection::Invalid(m.into()))?);
+            self.streams.check_room(request_id)
+        });
+        match (admitted, route) {
+            (Ok((executor, inflight, pending)), Some(route)) => {
+                let clock = crate::sql::cost::CostClock::start();
+                self.streams.start(crate::sql::stream::Open {
+                    request_id,
+                    executor,
+                    sql,
+                    route,
+                    params,
+                    credit: req.credit_bytes,
+                    lease_ms: req.lease_ms,
+                    clock,
+                    inflight,
+                    pending,
+                });
+            }
+            (Err(rej), _) => {
+                let clock = crate::sql::cost::CostClock::start();
+                self.outbox.send(crate::sql::stream::refused(request_id, &rej, clock))
+            }
+            (Ok(_), None) => unreachable!("admitted requests have a route"),
         }
     }
 

@@ -8,6 +8,7 @@ pub(crate) mod keys;
 pub(crate) mod open_dbs;
 pub(crate) mod route;
 pub mod sandbox;
+pub(crate) mod stream;
 pub(crate) mod transaction;
 pub(crate) mod v5;
 pub(crate) mod values;

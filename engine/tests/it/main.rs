@@ -23,4 +23,5 @@ mod sql;
 mod transactions;
 mod v5_batch;
 mod v5_keys;
+mod v5_streams;
 mod v5_transactions;

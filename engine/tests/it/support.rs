@@ -813,3 +813,18 @@ pub fn fds_under(dir: &Path) -> (usize, usize) {
     }
     (total, under)
 }
+
+/// v5 result streams: what the raw client holds of them.
+impl RawClient {
+    /// Stream messages (chunks, failures) of stream `rid` received and not yet taken.
+    pub fn stream_messages_of(&self, rid: u32) -> usize {
+        self.stream_messages
+            .iter()
+            .filter(|m| match m {
+                ToEnvoy::SqliteStreamChunk(c) => c.request_id == rid,
+                ToEnvoy::SqliteStreamFailed(f) => f.request_id == rid,
+                _ => false,
+            })
+            .count()
+    }
+}

@@ -12,8 +12,9 @@
 //!
 //! Files: this one (the executor and its connections), `writer.rs` (the locked
 //! writer: requests alone and as group-commit members), `reader.rs` (a reader
-//! batch on one snapshot), `rows.rs` (copying rows and mapping errors to the
-//! protocol's typed errors), `registry.rs` (every open executor).
+//! batch on one snapshot), `stream.rs` (a v5 result stream's statement),
+//! `rows.rs` (copying rows and mapping errors to the protocol's typed errors),
+//! `registry.rs` (every open executor).
 
 use super::open_dbs::OpenDbs;
 use super::route::{statements, Kind, Lane, Route};
@@ -683,6 +684,7 @@ impl Executor {
 mod keyed;
 mod reader;
 mod rows;
+mod stream;
 mod txn;
 mod writer;
 
@@ -690,5 +692,6 @@ pub use keyed::BatchRead;
 pub use reader::ReadSession;
 use rows::{collect_rows, map_error, transaction_left_open, RowsError};
 pub use rows::{err, limit_error};
+pub use stream::{ReaderHook, SizedRow, StreamCursor};
 pub use txn::{CommitDone, StatementOutcome, TxnConn, TxnRefusal};
 pub use writer::{MemberOutcome, WriterLock};

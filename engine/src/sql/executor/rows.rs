@@ -75,7 +75,7 @@ pub(super) fn collect_rows(
 
 /// The answer to a TEXT value that is not UTF-8: the protocol's text is UTF-8,
 /// so the bytes cannot travel as TEXT, and changing them silently is not an option.
-fn not_utf8(columns: &[String], i: usize) -> SqliteError {
+pub(super) fn not_utf8(columns: &[String], i: usize) -> SqliteError {
     let name = columns.get(i).map_or("?", String::as_str);
     let mut e = err(
         SqliteErrorCode::Sqlite,
