@@ -217,6 +217,7 @@ export class RowStream<T = Row> implements AsyncIterableIterator<T> {
       const raw = this.#raw;
       const chunk = (await wrap(() => raw.next(this.#options?.chunkRows ?? 256))) as { columns: string[]; rows: unknown[][] } | null;
       if (signal?.aborted) throw new AbortedError("ABORTED", "connection", "the stream's signal was aborted; the stream was cancelled", { cause: signal.reason });
+      if (this.#done) return { value: undefined, done: true }; // return() came while this chunk was on its way
       if (chunk === null) {
         this.#cost = raw.cost as SqlCost | null;
         this.#finish();
