@@ -12,11 +12,9 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6420";
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Highest protocol version spoken by default: v5, the newest the protocol
-/// crate defines (`envoy_protocol::PROTOCOL_VERSION`). The engine speaks v5
-/// (see specs/engine.md, "Protocol v5"); `envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION`
-/// is what the SDK offers and is raised separately.
-pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = 5;
+/// Highest protocol version spoken by default: the newest this workspace
+/// implements (v5; see specs/engine.md, "Protocol v5").
+pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION;
 
 /// How often the engine pings each envoy.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(3);
@@ -447,12 +445,12 @@ impl Config {
         use anyhow::bail;
         let v = self.max_protocol_version;
         // Bounded by what the protocol crate defines: the engine speaks every
-        // version up to PROTOCOL_VERSION (v5).
-        if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::PROTOCOL_VERSION).contains(&v) {
+        // version up to IMPLEMENTED_PROTOCOL_VERSION (v5).
+        if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION).contains(&v) {
             bail!(
                 "--max-protocol-version {v} is outside {}..={}",
                 envoy_protocol::MIN_PROTOCOL_VERSION,
-                envoy_protocol::PROTOCOL_VERSION
+                envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
             );
         }
         if let Some(t) = &self.auth_token {

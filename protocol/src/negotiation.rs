@@ -100,14 +100,14 @@ mod tests {
         let parsed = Offer::parse([offer.join(",").as_str()]);
         // An engine that speaks v5 selects it; one that implements v4 selects v4.
         assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), Some(5));
-        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION), Some(4));
+        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, 4), Some(4));
         // A v4 client meets a v5 engine at v4; a v5-only client meets a v4 engine nowhere.
         assert_eq!(Offer::parse(["envoy.v4, envoy.v3"]).select(1, 5), Some(4));
         assert_eq!(Offer::parse(["envoy.v5"]).select(1, 4), None);
         assert_eq!(parse_version_subprotocol("envoy.v5"), Some(5));
         assert_eq!(version_subprotocol(5), "envoy.v5");
-        // What the engine and SDK offer today: nothing above v4.
-        assert_eq!(client_offer(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None)[0], "envoy.v4");
+        // What the engine and SDK offer today: v5.
+        assert_eq!(client_offer(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None)[0], "envoy.v5");
     }
 
     #[test]

@@ -207,8 +207,8 @@ fn unsupported_versions_are_typed_errors() {
         "envoy protocol v6 is not supported (this build speaks v1–v5)"
     );
     assert_eq!(PROTOCOL_VERSION, 5);
-    // The engine and the SDK implement less than the crate defines.
-    assert_eq!(IMPLEMENTED_PROTOCOL_VERSION, 4);
+    // The engine and the SDK implement everything the crate defines.
+    assert_eq!(IMPLEMENTED_PROTOCOL_VERSION, PROTOCOL_VERSION);
 }
 
 fn kv_error(code: KvErrorCode) -> ToEnvoy {

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 
 /// Path of the engine's envoy endpoint.
 pub const CONNECT_PATH: &str = "/envoys/connect";
-/// The newest protocol version this SDK speaks (and offers by default): v5,
-/// the newest the protocol crate defines. The workspace's engine may
-/// implement less (`envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION`); the
-/// negotiation then settles on the engine's highest version.
-pub const SDK_PROTOCOL_VERSION: u16 = envoy_protocol::PROTOCOL_VERSION;
+/// The newest protocol version this SDK speaks (and offers by default): the
+/// newest this workspace implements (v5). Against an older engine the
+/// negotiation settles on the engine's highest version.
+pub const SDK_PROTOCOL_VERSION: u16 = envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION;
 /// Default time `Client::connect` waits for the first Init before giving up.
 pub const DEFAULT_INITIAL_CONNECT_TIMEOUT_MS: u64 = 15_000;
 

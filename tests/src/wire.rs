@@ -37,6 +37,9 @@ pub struct Wire {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The protocol version this raw client speaks.
+pub const WIRE_VERSION: u16 = 4;
+
 impl Wire {
     /// Connects as envoy `envoy_key` in `namespace` (pool `default`, protocol v4, no token) and reads `Init`.
     pub async fn connect(addr: SocketAddr, namespace: &str, envoy_key: &str) -> anyhow::Result<Wire> {
@@ -44,7 +47,9 @@ impl Wire {
             "ws://{addr}/envoys/connect?namespace={namespace}&envoy_key={envoy_key}&pool_name=default&version=1"
         );
         let mut request = url.into_client_request()?;
-        let offer = client_offer(IMPLEMENTED_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None).join(", ");
+        // v4 on purpose: the crash harness checks what a v4 acknowledgement promises (v5
+        // adds request keys on top; tests/tests/exactly_once.rs).
+        let offer = client_offer(WIRE_VERSION, WIRE_VERSION, None).join(", ");
         request.headers_mut().insert("sec-websocket-protocol", offer.parse()?);
         let (mut ws, response) = tokio_tungstenite::connect_async(request).await?;
         let chosen = response

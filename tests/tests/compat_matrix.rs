@@ -1,11 +1,12 @@
-//! The 4×4 version matrix: a client speaking at most v1..v4 against an engine
-//! speaking at most v1..v4. Both sides settle on the lower version in the
+//! The 5×5 version matrix: a client speaking at most v1..v5 against an engine
+//! speaking at most v1..v5. Both sides settle on the lower version in the
 //! upgrade; everything that version carries works, and everything it cannot
 //! carry fails fast with the exact `ProtocolCompatibilityError` — never a
 //! decode error, never a reconnect.
 
 use envoy_client::protocol::{Direction, Feature, KvQuery, KvQueryPrefix, ProtocolCompatibilityError};
-use envoy_client::{Client, ConnectionState, Error};
+use envoy_client::protocol::{KvErrorCode, LimitKind};
+use envoy_client::{stmt, BatchMode, Client, ConnectionState, Error, TransactionMode};
 use envoy_engine::actor::registry::ActorState;
 use envoy_tests::{eventually, TestEngine};
 
@@ -37,6 +38,8 @@ async fn check_cell(engine: &TestEngine, engine_max: u16, client_max: u16) {
     assert_eq!(session.protocol_version, v, "{cell}: negotiated version");
     assert_eq!(session.limits.is_some(), v >= 3, "{cell}: limits advertised from v3");
     assert_eq!(session.sql_limits.is_some(), v >= 4, "{cell}: SQL limits advertised from v4");
+    assert_eq!(session.durability.is_some(), v >= 5, "{cell}: durability advertised from v5");
+    assert_eq!(session.engine_limits.is_some(), v >= 5, "{cell}: engine limits advertised from v5");
 
     // Placement and v1 KV work at every version.
     let actor = client.get_or_create_actor("matrix", &format!("c{client_max}-e{engine_max}")).await.unwrap();
@@ -61,6 +64,39 @@ async fn check_cell(engine: &TestEngine, engine_max: u16, client_max: u16) {
     expect(db.exec("CREATE TABLE IF NOT EXISTS t(x)").await, Feature::RemoteSqlite, v, &cell);
     expect(db.execute("INSERT INTO t VALUES (?)", envoy_client::params![1]).await, Feature::RemoteSqlite, v, &cell);
     expect(db.execute_write("DELETE FROM t", ()).await, Feature::RemoteSqlite, v, &cell);
+    if v >= 4 {
+        // v5: every SQL answer carries its cost; below v5 there is none to show.
+        let out = db.execute("INSERT INTO t VALUES (?)", envoy_client::params![2]).await.unwrap();
+        assert_eq!(out.cost.is_some(), v >= 5, "{cell}: cost from v5");
+        // A KV limit is named with its maximum from v5 on; below, a KV error with its message.
+        let too_long = vec![b'k'; 64 * 1024];
+        match kv.put(&too_long, b"x").await.unwrap_err() {
+            Error::LimitExceeded { kind, .. } if v >= 5 => assert_eq!(kind, LimitKind::KvKeyBytes, "{cell}"),
+            Error::Kv { code: KvErrorCode::LimitExceeded, .. } if v < 5 => {}
+            other => panic!("{cell}: a KV key past the limit: {other:?}"),
+        }
+    }
+
+    // v5: atomic batches, interactive transactions, result streams.
+    let batch = db.batch(BatchMode::Write, [stmt("INSERT INTO t VALUES (?)", envoy_client::params![3])]).await;
+    if v >= 4 {
+        expect(batch, Feature::AtomicBatch, v, &cell);
+        let tx = db.begin(TransactionMode::Write).await;
+        if v >= 5 {
+            let tx = tx.unwrap_or_else(|e| panic!("{cell}: begin: {e}"));
+            tx.execute("INSERT INTO t VALUES (4)", ()).await.unwrap();
+            assert_eq!(tx.commit().await.unwrap().changes, 1, "{cell}");
+        } else {
+            assert_eq!(tx.unwrap_err(), gate(Feature::Transactions, v), "{cell}: begin at v{v}");
+        }
+        let mut rows = db.stream("SELECT x FROM t ORDER BY x", ());
+        let first = rows.next().await.expect("a first item");
+        if v >= 5 {
+            first.unwrap_or_else(|e| panic!("{cell}: stream: {e}"));
+        } else {
+            assert_eq!(first.unwrap_err(), gate(Feature::ResultStreams, v), "{cell}: stream at v{v}");
+        }
+    }
 
     // v3: intents. Last, since a stop intent drains the actor.
     expect(actor.request_stop().await, Feature::ActorIntents, v, &cell);
@@ -80,7 +116,7 @@ async fn check_cell(engine: &TestEngine, engine_max: u16, client_max: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_version_against_every_engine_version() {
-    for engine_max in 1..=4u16 {
+    for engine_max in 1..=5u16 {
         let engine = TestEngine::start(|c| c.max_protocol_version = engine_max).await;
         // The Rust client speaks up to v5 (SDK_PROTOCOL_VERSION): against an
         // engine of at most v4 the negotiation settles on the engine's version.

@@ -2,16 +2,8 @@
 //! InitV5, cost, atomic batches, interactive transactions, exactly-once
 //! writes across a cut link, and streamed results.
 //!
-//! Ignored until the engine on `main` speaks v5 (its
-//! `IMPLEMENTED_PROTOCOL_VERSION` is 4 and it refuses `max_protocol_version =
-//! 5`). Run them against a v5 engine with `cargo test -p envoy-tests --test
-//! v5_client -- --include-ignored`. Not yet run in full against one: the
-//! engine branches implement v5 piece by piece. By hand, this client ran
-//! interactive transactions (commit, rollback, rollback on drop, lease
-//! expiry, statement errors) against `v5-e2` at d3dd214 and streams (5000
-//! rows under an 8 KiB credit window, in order, cost, cancel on drop, typed
-//! refusals) against `v5-e3` at 608cd5a; keyed Exec/Execute and batches
-//! were not implemented by either yet.
+//! Part of the README's test command (with the exactly-once chaos test in
+//! `exactly_once.rs` and the 5×5 matrix in `compat_matrix.rs`).
 
 use envoy_client::protocol as p;
 use envoy_client::{params, stmt, BatchMode, Client, Error, TransactionMode};
@@ -36,7 +28,6 @@ async fn count(db: &envoy_client::Db) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the v5 engine (main's engine speaks v4)"]
 async fn negotiates_v5_and_reports_durability_limits_and_cost() {
     let te = v5_engine().await;
     let client = te.client().await;
@@ -61,7 +52,6 @@ async fn negotiates_v5_and_reports_durability_limits_and_cost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the v5 engine (main's engine speaks v4)"]
 async fn a_batch_is_all_or_nothing_and_names_its_failing_statement() {
     let te = v5_engine().await;
     let client = te.client().await;
@@ -97,7 +87,6 @@ async fn a_batch_is_all_or_nothing_and_names_its_failing_statement() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the v5 engine (main's engine speaks v4)"]
 async fn transactions_commit_roll_back_release_the_writer_and_expire() {
     let te = v5_engine().await;
     let client = te.client().await;
@@ -153,7 +142,6 @@ async fn transactions_commit_roll_back_release_the_writer_and_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the v5 engine (main's engine speaks v4)"]
 async fn a_write_whose_link_is_cut_mid_flight_runs_exactly_once() {
     let te = v5_engine().await;
     let proxy = Proxy::start(te.engine.local_addr()).await;
@@ -179,7 +167,6 @@ async fn a_write_whose_link_is_cut_mid_flight_runs_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the v5 engine (main's engine speaks v4)"]
 async fn streams_deliver_every_row_in_order_and_cancel_on_drop() {
     let te = v5_engine().await;
     let client = te.client().await;

@@ -248,7 +248,7 @@ async fn close_code_after(addr: std::net::SocketAddr, envoy_key: &str, bad: Vec<
     assert_eq!(opcode, 0x2);
     assert!(matches!(
         decode_to_envoy(&payload, IMPLEMENTED_PROTOCOL_VERSION, &DecodeLimits::default()),
-        Ok(ToEnvoy::Init(_))
+        Ok(ToEnvoy::Init(_) | ToEnvoy::InitV5(_))
     ));
     s.write_all(&bad).await.unwrap();
     read_close_code(&mut s).await

@@ -152,8 +152,12 @@ async fn kv_responses_are_bounded() {
         let r = c.kv(&a, KvRequestData::KvPut(KvPut { key: vec![i], value: vec![i; 1000] })).await;
         assert_eq!(r, KvResponseData::KvPutResponse);
     }
+    // v5 names the limit (v4 peers get KvErrorResponse LIMIT_EXCEEDED: tests in v5_batch.rs).
     let too_big = |d: KvResponseData| match d {
-        KvResponseData::KvErrorResponse(e) => assert_eq!(e.code, KvErrorCode::LimitExceeded, "{e:?}"),
+        KvResponseData::KvLimitExceeded(e) => {
+            assert_eq!(e.limit.kind, envoy_protocol::LimitKind::ResponseBytes, "{e:?}");
+            assert_eq!(e.limit.max, 3000, "{e:?}");
+        }
         other => panic!("{other:?}"),
     };
     too_big(c.kv(&a, KvRequestData::KvList(KvList { query: KvQuery::All, reverse: false, limit: None })).await);

@@ -23,7 +23,7 @@ pub const PROTOCOL_VERSION: u16 = 5;
 /// implement. They offer and accept at most this version (their defaults, and
 /// the bound their configuration is checked against), so a version this crate
 /// already defines is not negotiated before its behaviour exists.
-pub const IMPLEMENTED_PROTOCOL_VERSION: u16 = 4;
+pub const IMPLEMENTED_PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this crate speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
