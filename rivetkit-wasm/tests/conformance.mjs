@@ -403,6 +403,16 @@ export async function runConformance(ctx) {
     eq(typeof done.replayed, "boolean", "replayed is reported");
     log(`  (the cut write: replayed=${done.replayed})`);
     eq((await db.execute("SELECT count(*), max(n) FROM w")).rows[0], [1, SLOW_COUNT], "applied exactly once");
+    // The same for a write batch (keyed as a whole): cut while its first statement runs.
+    const batch = db.batch([`INSERT INTO w(n) ${SLOW_SQL}`, "INSERT INTO w(n) VALUES (-1)"], { mode: "write" });
+    batch.catch(() => {});
+    await sleep(150);
+    const cut2 = await fetch(`${ctx.proxy.controlUrl}/cut`, { method: "POST" });
+    assert(cut2.ok && JSON.parse(await cut2.text()).cut > 0, "the proxy cut the batch's connection");
+    const b = await batch;
+    eq([b[0].changes, b[1].changes], [1, 1], "changes of the re-sent batch");
+    log(`  (the cut batch: replayed=${b.replayed})`);
+    eq((await db.execute("SELECT count(*), sum(n = -1) FROM w")).rows[0], [3, 1], "the batch applied exactly once");
     // The envoy reconnects by itself (same envoy key: the session resumes) and work goes on.
     const after = await db.executeWrite("INSERT INTO c(x) VALUES (1)");
     eq(after.changes, 1, "write after reconnect");
