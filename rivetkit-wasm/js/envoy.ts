@@ -15,8 +15,11 @@ import {
   wrap,
 } from "./errors.js";
 import { assertReady } from "./state.js";
+import { RowStream, Transaction, runTransaction } from "./v5.js";
+import type { BatchOptions, BatchResult, BatchStatement, IterateOptions, SqlCost, TransactionOptions } from "./v5.js";
 
 export * from "./errors.js";
+export * from "./v5.js";
 
 /** A value SQLite stores. Integers outside ±(2^53−1) come back as bigint (or always, with `integers: "bigint"`). */
 export type SqlValue = null | number | bigint | string | Uint8Array;
@@ -93,6 +96,8 @@ export type SqlRoute = "READ" | "WRITE" | "WRITE_FALLBACK";
 export interface QueryResult {
   columns: string[];
   rows: SqlValue[][];
+  /** What the request cost the engine (protocol v5); null below v5 and for one statement of a batch. */
+  cost: SqlCost | null;
 }
 
 export interface ExecuteResult extends QueryResult {
@@ -101,6 +106,13 @@ export interface ExecuteResult extends QueryResult {
   /** Rowid of the last row this statement inserted, or null if it inserted none. */
   lastInsertRowId: number | bigint | null;
   route: SqlRoute;
+  /**
+   * v5: the answer was lost to a disconnect, the client re-sent the request with its request key,
+   * and the engine answered the recorded outcome of the first send: it ran once.
+   */
+  replayed: boolean;
+  /** With `replayed`: the recorded result was too large to keep, so `rows` is empty. */
+  rowsOmitted?: true;
 }
 
 export interface RunResult {
@@ -155,6 +167,27 @@ export interface SessionInfo {
   limits: EngineLimits | null;
   /** null below protocol v4. */
   sqlLimits: SqlLimits | null;
+  /** What batches, transactions and streams are bounded by; null below protocol v5. */
+  engineLimits: V5Limits | null;
+  /** Whether an acknowledged write survives a machine crash ("FSYNC") or only an engine crash ("OS"); null below v5. */
+  durability: "FSYNC" | "OS" | null;
+}
+
+/** Protocol v5 limits (a subset of the engine's EngineLimits). */
+export interface V5Limits {
+  /** Most statements in one `db.batch` (more: LimitExceededError BATCH_STATEMENTS, nothing sent). */
+  maxBatchStatements: number;
+  /** Bounds a transaction's `leaseMs` is clamped into. */
+  minTransactionLeaseMs: number;
+  maxTransactionLeaseMs: number;
+  /** How long a write waits behind another open transaction before TransactionError TRANSACTION_BUSY. */
+  maxTransactionWaitMs: number;
+  /** Interactive transactions open at once per connection. */
+  maxOpenTransactions: number;
+  /** How long a write's request key is remembered (re-sends after it: RequestKeyError REQUEST_KEY_EXPIRED). */
+  requestKeyRetentionMs: number | bigint;
+  /** Row bytes the engine reads ahead of a stream's credit. */
+  streamWindowBytes: number;
 }
 
 /** Why the engine stopped an actor (`UNSPECIFIED` from engines before protocol v3). */
@@ -271,6 +304,47 @@ export class Db {
     const r = await this.executeWrite(sql, params, options);
     return { changes: r.changes, lastInsertRowId: r.lastInsertRowId };
   }
+
+  /**
+   * Protocol v5: several statements in one transaction, all or nothing, one round trip → one
+   * result per statement. A failing statement rejects with a SqlError whose `statementIndex`
+   * names it (0-based); nothing was applied. Write batches run exactly once across reconnects.
+   */
+  batch(statements: BatchStatement[], options?: BatchOptions): Promise<BatchResult> {
+    return this.#actor[CALL]((raw) => raw.batch(statements, options), options);
+  }
+
+  /** Protocol v5: begins an interactive transaction (commit or roll it back yourself). */
+  begin(options?: TransactionOptions): Promise<Transaction> {
+    return this.#actor[CALL]((raw) => raw.begin(options), options).then((raw) => new Transaction(raw, runOnce));
+  }
+
+  /**
+   * Protocol v5: runs `fn` in an interactive transaction: commits when it resolves (returning its
+   * value), rolls back when it throws (rethrowing the original error).
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return runTransaction(this.begin(options), fn);
+  }
+
+  /**
+   * Protocol v5: the rows of one read-only statement as an async iterator with bounded memory
+   * (`for await (const row of db.iterate(sql, params))`); `break` cancels the stream.
+   */
+  iterate<T = Row>(sql: string, params?: SqlParam[], options?: IterateOptions<T>): RowStream<T> {
+    const open = this.#actor[CALL](async (raw) => raw.stream(sql, params, options), undefined);
+    return new RowStream<T>(open, options);
+  }
+}
+
+/** A call of an open transaction: checked options, deadline/abort, typed errors; never re-acquires (a transaction lives on its generation). */
+function runOnce<T>(work: () => Promise<T>, options: CallOptions | undefined): Promise<T> {
+  try {
+    checkCallOptions(options);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return bounded(wrap(work), options);
 }
 
 /** Durable key-value store of one actor. */

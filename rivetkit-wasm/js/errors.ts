@@ -36,7 +36,7 @@ export interface EnvoyErrorFields {
   constraint?: ConstraintKind;
   /** SQL errors: true = committed, false = nothing committed, undefined = unknown. */
   committed?: boolean;
-  /** exec(): 0-based index of the failing statement. */
+  /** exec() and batch(): 0-based index of the failing statement. */
   statementIndex?: number;
   /** LIMIT_EXCEEDED: which limit and by how much. */
   limit?: LimitInfo;
@@ -59,7 +59,8 @@ export interface EnvoyErrorFields {
   /** ACTOR_STOPPED: the stopped generation and why the engine stopped it. */
   stoppedGeneration?: number | bigint;
   stopReason?: string;
-  /** DISCONNECTED: why ("CLOSED_BY_ENGINE", "UNAUTHORIZED", "NO_VERSION_SELECTED", "GAVE_UP"). */
+  /** DISCONNECTED: why ("CLOSED_BY_ENGINE", "UNAUTHORIZED", "NO_VERSION_SELECTED", "GAVE_UP");
+   *  TRANSACTION_ABORTED: why the engine ended it ("STATEMENT_FAILED", "FENCED", "CONNECTION_CLOSED", ...). */
   reason?: string;
   /** DISCONNECTED/UNAUTHORIZED: the HTTP status of the refused upgrade. */
   httpStatus?: number;
@@ -144,6 +145,19 @@ export class InvalidValueError extends EnvoyError {}
 export class ConnectionError extends EnvoyError {}
 /** The request's deadline passed. */
 export class TimeoutError extends EnvoyError {}
+/**
+ * Protocol v5: an interactive transaction cannot go on. `code`: TRANSACTION_EXPIRED (its lease
+ * ran out; rolled back), TRANSACTION_ABORTED (rolled back by the engine or with its connection;
+ * `reason`: "STATEMENT_FAILED", "ACTOR_STOPPING", "ENGINE_STOPPING", "FENCED",
+ * "CONNECTION_CLOSED", ...), TRANSACTION_BUSY (the writer stayed held by another transaction;
+ * not run), TRANSACTION_NOT_FOUND (not open: already committed or rolled back). Nothing of it
+ * was committed.
+ */
+export class TransactionError extends SqlError {}
+/** Protocol v5: a result stream ended early: STREAM_EXPIRED (no credit for its lease), CANCELLED, STREAM_INTERRUPTED (connection lost). Rows already yielded stay valid. */
+export class StreamError extends EnvoyError {}
+/** Protocol v5: a re-sent write's request key: REQUEST_KEY_EXPIRED (older than the engine's retention: whether the first send ran is unknown) or REQUEST_KEY_CONFLICT (recorded for another request). Nothing ran now. */
+export class RequestKeyError extends EnvoyError {}
 
 const SUBCLASS_BY_CODE: Record<string, typeof EnvoyError> = {
   FENCE_MISMATCH: FenceMismatchError,
@@ -158,6 +172,16 @@ const SUBCLASS_BY_CODE: Record<string, typeof EnvoyError> = {
   REMOTE_UNAVAILABLE: RemoteUnavailableError,
   LIMIT_EXCEEDED: LimitExceededError,
   TIMEOUT: TimeoutError,
+  TRANSACTION_EXPIRED: TransactionError,
+  TRANSACTION_ABORTED: TransactionError,
+  TRANSACTION_BUSY: TransactionError,
+  TRANSACTION_NOT_FOUND: TransactionError,
+  STREAM_EXPIRED: StreamError,
+  STREAM_INTERRUPTED: StreamError,
+  CANCELLED: StreamError,
+  REQUEST_KEY_EXPIRED: RequestKeyError,
+  REQUEST_KEY_CONFLICT: RequestKeyError,
+  ACTOR_LIMIT_EXCEEDED: LimitExceededError,
 };
 
 const SUBCLASS_BY_GROUP: Partial<Record<EnvoyErrorGroup, typeof EnvoyError>> = {

@@ -82,7 +82,7 @@ fi
 cp js/rivetkit_wasm_bg.wasm.d.ts "$out/"
 # The typed JS layer, compiled next to the glue so it type-checks against the very .d.ts
 # wasm-bindgen generated.
-sources=(index envoy errors state node deno workerd)
+sources=(index envoy errors state node deno workerd v5)
 for name in "${sources[@]}"; do cp "js/$name.ts" "$out/$name.ts"; done
 node_modules/.bin/tsc --strict --declaration --target es2022 --module es2022 --moduleResolution bundler \
   --lib esnext,dom --skipLibCheck false --rootDir "$out" --outDir "$out" \

@@ -7,7 +7,7 @@ use crate::js_error::{self, u64_to_js};
 use crate::options;
 use crate::value::IntegerMode;
 use envoy_client::protocol::KvQuery;
-use envoy_client::{ActorContext, Db, Kv, Value};
+use envoy_client::{ActorContext, Db, Kv};
 use js_sys::{Array, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -30,14 +30,17 @@ impl RawActor {
         let (db, kv) = (ctx.sql(), ctx.kv());
         RawActor { ctx, db, kv, integers }
     }
+
+    /// The SQL handle and the INTEGER mode of `options` (protocol v5 calls: batch.rs,
+    /// transaction.rs, stream.rs).
+    pub(crate) fn db_with_mode(&self, options: &JsValue) -> Result<(Db, IntegerMode), JsValue> {
+        let mode = options::integer_mode(options, self.integers).map_err(|e| js_error::value(&e))?;
+        Ok((self.db.clone(), mode))
+    }
 }
 
 fn reject(e: JsValue) -> Promise {
     Promise::reject(&e)
-}
-
-fn integer_js(i: i64, mode: IntegerMode) -> JsValue {
-    js_convert::out(&Value::Integer(i), mode)
 }
 
 fn bytes_js(b: &[u8]) -> JsValue {
@@ -78,6 +81,7 @@ impl RawActor {
         future_to_promise(async move {
             let rows = db.exec(&sql).await.map_err(|e| js_error::client(&e))?;
             let o = Object::new();
+            set(&o, "cost", crate::outcome::cost(rows.cost()));
             set(&o, "columns", js_convert::strings(rows.columns()));
             set(&o, "rows", js_convert::rows(&rows.into_values(), mode));
             Ok(o.into())
@@ -100,13 +104,7 @@ impl RawActor {
             let params = envoy_client::Params(params);
             let out = if write { db.execute_write(&sql, params).await } else { db.execute(&sql, params).await }
                 .map_err(|e| js_error::client(&e))?;
-            let o = Object::new();
-            set(&o, "columns", js_convert::strings(out.rows.columns()));
-            set(&o, "rows", js_convert::rows(&out.rows.into_values(), mode));
-            set(&o, "changes", u64_to_js(out.changes));
-            set(&o, "lastInsertRowId", out.last_insert_row_id.map(|i| integer_js(i, mode)).unwrap_or(JsValue::NULL));
-            set(&o, "route", JsValue::from_str(out.route.wire_name()));
-            Ok(o.into())
+            Ok(crate::outcome::execute(out, mode))
         })
     }
 

@@ -109,6 +109,21 @@ impl RawEnvoy {
             JsValue::from(o)
         });
         set(&o, "sqlLimits", sql.unwrap_or(JsValue::NULL));
+        // v5: what batch / transaction / iterate are bounded by (null below v5).
+        let v5 = s.engine_limits.map(|l| {
+            let o = Object::new();
+            set(&o, "maxBatchStatements", JsValue::from(l.max_batch_statements));
+            set(&o, "minTransactionLeaseMs", JsValue::from(l.min_transaction_lease_ms));
+            set(&o, "maxTransactionLeaseMs", JsValue::from(l.max_transaction_lease_ms));
+            set(&o, "maxTransactionWaitMs", JsValue::from(l.max_transaction_wait_ms));
+            set(&o, "maxOpenTransactions", JsValue::from(l.max_open_transactions));
+            set(&o, "requestKeyRetentionMs", u64_to_js(l.request_key_retention_ms));
+            set(&o, "streamWindowBytes", JsValue::from(l.stream_window_bytes));
+            JsValue::from(o)
+        });
+        set(&o, "engineLimits", v5.unwrap_or(JsValue::NULL));
+        let durability = s.durability.map(|d| JsValue::from_str(d.wire_name()));
+        set(&o, "durability", durability.unwrap_or(JsValue::NULL));
         o.into()
     }
 

@@ -88,8 +88,8 @@ pub fn feature_name(f: Feature) -> &'static str {
         Feature::KvList => "KvList",
         Feature::ActorIntents => "ActorIntents",
         Feature::RemoteSqlite => "RemoteSqlite",
-        // v5 features: defined by the protocol crate; this client speaks at
-        // most v4, so it never uses them, but a gate error may still name them.
+        // v5 features (db.batch, db.transaction, db.iterate): a gate error names them against
+        // an engine below v5.
         Feature::RequestKeys => "RequestKeys",
         Feature::AtomicBatch => "AtomicBatch",
         Feature::Transactions => "Transactions",
@@ -175,8 +175,8 @@ impl From<&Error> for ErrorInfo {
             Error::FromSql { .. } => ErrorInfo::new("FROM_SQL", Group::Value, message),
             Error::Deserialize(_) => ErrorInfo::new("DESERIALIZE", Group::Value, message),
             Error::Config(_) => ErrorInfo::new("INVALID_CONFIG", Group::Value, message),
-            // Protocol v5 errors of the Rust client (the JS API for v5 comes
-            // later; until then they surface with their engine codes).
+            // Protocol v5 errors (js/errors.ts: TransactionError, StreamError, RequestKeyError;
+            // ACTOR_LIMIT_EXCEEDED is a LimitExceededError).
             Error::RequestKeyExpired { .. } => ErrorInfo::new("REQUEST_KEY_EXPIRED", Group::Sql, message),
             Error::RequestKeyConflict { .. } => ErrorInfo::new("REQUEST_KEY_CONFLICT", Group::Sql, message),
             Error::TransactionNotFound { .. } => ErrorInfo::new("TRANSACTION_NOT_FOUND", Group::Sql, message),
@@ -243,6 +243,20 @@ mod tests {
         assert_eq!(info.field("limit"), Some(&Field::Limit { kind: "PARAMS".into(), max: 100, actual: Some(101) }));
         assert_eq!(ErrorInfo::from(&Error::IndeterminateResult).code, "INDETERMINATE_RESULT");
         assert_eq!(ErrorInfo::from(&Error::ActorStopping).group, Group::Actor);
+    }
+
+    #[test]
+    fn v5_errors_keep_their_code_and_reason() {
+        use envoy_client::TransactionEndReason;
+        let info = ErrorInfo::from(&Error::TransactionAborted {
+            reason: Some(TransactionEndReason::StatementFailed),
+            message: "x".into(),
+        });
+        assert_eq!((info.code.as_str(), info.group), ("TRANSACTION_ABORTED", Group::Sql));
+        assert_eq!(info.field("reason"), Some(&Field::Str("STATEMENT_FAILED".into())));
+        let info = ErrorInfo::from(&Error::TransactionExpired { message: "lease".into() });
+        assert_eq!((info.code.as_str(), info.group), ("TRANSACTION_EXPIRED", Group::Sql));
+        assert_eq!(ErrorInfo::from(&Error::StreamInterrupted).code, "STREAM_INTERRUPTED");
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub mod js_convert;
 mod js_error;
 #[cfg(target_arch = "wasm32")]
 mod options;
+// Protocol v5 (batch, interactive transactions, result streams, cost).
+#[cfg(target_arch = "wasm32")]
+mod batch;
+#[cfg(target_arch = "wasm32")]
+mod outcome;
+#[cfg(target_arch = "wasm32")]
+mod stream;
+#[cfg(target_arch = "wasm32")]
+mod transaction;
 
 #[cfg(target_arch = "wasm32")]
 pub use actor::RawActor;

@@ -119,3 +119,29 @@ pub fn kv_list(obj: &JsValue) -> Result<KvList, ValueError> {
     };
     Ok(KvList { query, reverse: boolean(obj, "reverse")?.unwrap_or(false), limit })
 }
+
+// ---- protocol v5 calls --------------------------------------------------------------------
+
+/// `mode: "read" | "write" | "deferred"` of `db.batch` / `db.transaction`, else `default`.
+pub fn transaction_mode(
+    obj: &JsValue,
+    default: envoy_client::TransactionMode,
+) -> Result<envoy_client::TransactionMode, ValueError> {
+    use envoy_client::TransactionMode as M;
+    match string(obj, "mode", false)?.as_deref() {
+        None => Ok(default),
+        Some("read") => Ok(M::Read),
+        Some("write") => Ok(M::Write),
+        Some("deferred") => Ok(M::Deferred),
+        Some(other) => Err(invalid("mode", format!("{other:?} (\"read\", \"write\" or \"deferred\")"))),
+    }
+}
+
+/// A positive `u32` option (`leaseMs`, `creditBytes`), if given.
+pub fn positive_u32(obj: &JsValue, key: &'static str) -> Result<Option<u32>, ValueError> {
+    match non_negative_integer(obj, key)? {
+        None => Ok(None),
+        Some(n) if n > 0 && n <= u64::from(u32::MAX) => Ok(Some(n as u32)),
+        Some(n) => Err(invalid(key, format!("{n} (must be between 1 and 2^32 - 1)"))),
+    }
+}

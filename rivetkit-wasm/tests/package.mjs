@@ -12,12 +12,13 @@ import { runProcess } from "./support.mjs";
 /** The size target of the shipped .wasm, gzip -9 (issue 13): printed, with how far off it is. */
 export const TARGET_WASM_GZIP = 120 * 1024;
 /**
- * What the test enforces until the client sheds bytes: the size measured when issue 13 landed
- * (125 210 B) plus ≈ 1.5 KB. The .wasm was already over the target on `main` then, from the
- * growth of envoy-protocol / envoy-client (specs/wasm.md, "Size"); this ceiling keeps it from
- * growing further unnoticed. Lower it to TARGET_WASM_GZIP once the client fits.
+ * What the test enforces until the client sheds bytes: the size measured when the v5 JS API
+ * (issue 11) landed (147 780 B) plus ≈ 1.7 KB. The .wasm is over the target (specs/wasm.md,
+ * "Size": 125 210 B when issue 13 landed, 137 069 B with the v5 client merged, + ≈ 10.5 KB for
+ * batch / transactions / streams); this ceiling keeps it from growing further unnoticed. Lower
+ * it to TARGET_WASM_GZIP once the client fits.
  */
-export const MAX_WASM_GZIP = 124 * 1024;
+export const MAX_WASM_GZIP = 146 * 1024;
 
 function check(cond, msg) {
   if (!cond) throw new Error(`package: ${msg}`);

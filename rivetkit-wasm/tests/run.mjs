@@ -92,6 +92,9 @@ const v3 = await startEngine(engineBin, { maxProtocolVersion: 3, label: "engine 
 const authToken = `tok-${Math.floor(Math.random() * 1e9).toString(36)}`;
 const authed = await startEngine(engineBin, { authToken, label: "engine with token", allowedOrigins });
 const restartable = await startEngine(engineBin, { label: "engine to restart", allowedOrigins });
+// v5 result streams: responses capped small, so iterating a result larger than one response is cheap.
+const SMALL_RESPONSE_BYTES = 64 * 1024;
+const small = await startEngine(engineBin, { label: "engine with small responses", allowedOrigins, extraArgs: ["--max-response-bytes", String(SMALL_RESPONSE_BYTES), "--max-open-streams", "1"] });
 const proxy = await startCutProxy(engine.port);
 const blackHole = await startBlackHole({ holdMs: 1500 });
 
@@ -121,6 +124,7 @@ const context = {
   blackHole: { wsUrl: blackHole.wsUrl, holdMs: blackHole.holdMs },
   proxy: { wsUrl: proxy.wsUrl, controlUrl: proxy.controlUrl },
   restart: { wsUrl: restartable.wsUrl, controlUrl },
+  small: { wsUrl: small.wsUrl, maxResponseBytes: SMALL_RESPONSE_BYTES },
   bench: withBench,
 };
 const json = JSON.stringify(context);
@@ -187,6 +191,7 @@ try {
   await v3.stop();
   await authed.stop();
   await restartable.stop();
+  await small.stop();
   pkg.cleanup();
 }
 

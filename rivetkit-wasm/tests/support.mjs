@@ -48,13 +48,14 @@ async function waitHttp(url, timeoutMs, isAlive, token) {
  * `restart()` stops the process (SIGTERM: a graceful shutdown) and starts it again on the same
  * port and data dir, as an operator restarting the engine would.
  */
-export async function startEngine(bin, { maxProtocolVersion, authToken, allowedOrigins = [], label = "engine" } = {}) {
+export async function startEngine(bin, { maxProtocolVersion, authToken, allowedOrigins = [], label = "engine", extraArgs = [] } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "rivetkit-wasm-engine-"));
   const args = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir];
   if (maxProtocolVersion) args.push("--max-protocol-version", String(maxProtocolVersion));
   if (authToken) args.push("--auth-token", authToken);
   for (const origin of allowedOrigins) args.push("--allowed-origin", origin);
+  args.push(...extraArgs);
   const output = [];
   const httpUrl = `http://127.0.0.1:${port}`;
   let child;

@@ -1,15 +1,14 @@
 // The crawl, with three levels of concurrency (no threads, no tasks: promises on one event loop):
 //
 //   Level 1 — startup I/O joined: the board list (HTTP) ∥ connect + get-or-create actor + schema (remote SQL).
-//   Level 2 — every board page fetch runs at once, and as each board arrives its company row is
-//             written remotely while its job pages (and other boards) are still being fetched.
-//   Level 3 — per board, the writes to the two disjoint tables run in parallel:
-//             upsert company ∥ upsert jobs.
+//   Level 2 — every board page fetch runs at once; per board, its job pages are fetched at once.
+//   Level 3 — per board, the company and all its jobs are written in ONE atomic batch (db.batch,
+//             write mode), while other boards are still being fetched or written.
 //
 // A tracker counts in-flight fetches and writes, so the result proves the overlap happened.
 
 import { parseBoard, parseJob } from "./parse.mjs";
-import { migrate, upsertCompany, upsertJobs } from "./store.mjs";
+import { migrate, storeBoard } from "./store.mjs";
 
 class Tracker {
   fetches = 0;
@@ -18,8 +17,6 @@ class Tracker {
   maxWrites = 0;
   /** Writes started while at least one fetch was in flight. */
   writesDuringFetches = 0;
-  /** Company and job writes of one board in flight at the same time. */
-  parallelTableWrites = 0;
   async fetch(url) {
     this.fetches++;
     this.maxFetches = Math.max(this.maxFetches, this.fetches);
@@ -61,32 +58,29 @@ export async function crawl({ Envoy, connect, actorName, actorKey, pagesUrl, now
   ]);
   const db = actor.db;
   try {
-    // Level 2: all boards at once; each board's writes start while other fetches are in flight.
+    // Level 2: all boards at once; each board's job pages at once.
     const perBoard = await Promise.all(
       slugs.map(async (slug) => {
         const board = parseBoard(slug, await t.fetch(`${pagesUrl}/boards/${slug}`));
-        // Level 3a starts now, before this board's job pages are fetched.
-        const companyWrite = t.write(() => upsertCompany(db, board.company, now));
         const jobs = await Promise.all(
           board.jobLinks.map(async (href) => parseJob(slug, href, await t.fetch(`${pagesUrl}${href}`))),
         );
-        // Level 3b: the jobs write, in parallel with the company write if that is still running.
-        const jobsWrite = t.write(() => upsertJobs(db, jobs));
-        if (t.writes >= 2) t.parallelTableWrites++;
-        const [companies, jobRows] = await Promise.all([companyWrite, jobsWrite]);
-        return { companies, jobRows };
+        // Level 3: the company with its jobs, one atomic batch.
+        return t.write(() => storeBoard(db, board.company, jobs, now));
       }),
     );
     return {
       actor: { id: actor.id, name: actor.name, key: actor.key },
       boards: slugs.length,
       companies: perBoard.reduce((n, b) => n + b.companies, 0),
-      jobs: perBoard.reduce((n, b) => n + b.jobRows, 0),
+      jobs: perBoard.reduce((n, b) => n + b.jobs, 0),
+      /** One batch per board; statements over all batches (1 company + its jobs each). */
+      batches: perBoard.length,
+      batchStatements: perBoard.map((b) => b.statements),
       concurrency: {
         maxFetchesInFlight: t.maxFetches,
         maxWritesInFlight: t.maxWrites,
         writesStartedDuringFetches: t.writesDuringFetches,
-        boardsWithParallelTableWrites: t.parallelTableWrites,
       },
     };
   } finally {

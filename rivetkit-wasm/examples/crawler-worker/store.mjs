@@ -1,5 +1,6 @@
-// The crawler's actor database, through rivetkit-wasm: schema and the writes to its two
-// disjoint tables (companies, jobs). Each write is one remote statement.
+// The crawler's actor database, through rivetkit-wasm: schema and the writes to its two tables
+// (companies, jobs). Each board — its company and all its jobs — is stored in ONE atomic batch
+// (protocol v5 `db.batch`, write mode): one round trip, all or nothing, exactly once.
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS companies (
@@ -21,26 +22,29 @@ export function migrate(db) {
   return db.exec(SCHEMA);
 }
 
-export async function upsertCompany(db, c, now) {
-  const r = await db.executeWrite(
-    `INSERT INTO companies (slug, name, website, industries, crawled_at) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (slug) DO UPDATE SET name = excluded.name, website = excluded.website,
-       industries = excluded.industries, crawled_at = excluded.crawled_at`,
-    [c.slug, c.name, c.website, c.industries.join(","), now],
-  );
-  return r.changes;
-}
+const UPSERT_COMPANY = `INSERT INTO companies (slug, name, website, industries, crawled_at) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT (slug) DO UPDATE SET name = excluded.name, website = excluded.website,
+    industries = excluded.industries, crawled_at = excluded.crawled_at`;
 
-/** All jobs of one board in one statement. */
-export async function upsertJobs(db, jobs) {
-  if (jobs.length === 0) return 0;
-  const rows = jobs.map(() => "(?, ?, ?, ?, ?)").join(", ");
-  const params = jobs.flatMap((j) => [j.id, j.companySlug, j.title, j.location, j.remote]);
-  const r = await db.executeWrite(
-    `INSERT INTO jobs (id, company_slug, title, location, remote) VALUES ${rows}
-     ON CONFLICT (id) DO UPDATE SET company_slug = excluded.company_slug, title = excluded.title,
-       location = excluded.location, remote = excluded.remote`,
-    params,
+const UPSERT_JOB = `INSERT INTO jobs (id, company_slug, title, location, remote) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET company_slug = excluded.company_slug, title = excluded.title,
+    location = excluded.location, remote = excluded.remote`;
+
+/**
+ * A company and its jobs in one batch: the company row and one upsert per job, applied together
+ * or not at all. Returns the rows changed per table and the batch's statement count.
+ */
+export async function storeBoard(db, company, jobs, now) {
+  const results = await db.batch(
+    [
+      { sql: UPSERT_COMPANY, params: [company.slug, company.name, company.website, company.industries.join(","), now] },
+      ...jobs.map((j) => ({ sql: UPSERT_JOB, params: [j.id, j.companySlug, j.title, j.location, j.remote] })),
+    ],
+    { mode: "write" },
   );
-  return r.changes;
+  return {
+    companies: results[0].changes,
+    jobs: results.slice(1).reduce((n, r) => n + r.changes, 0),
+    statements: results.length,
+  };
 }

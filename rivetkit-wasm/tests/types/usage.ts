@@ -15,6 +15,12 @@ import {
   type KvEntry,
   type QueryResult,
   type SqlValue,
+  type BatchResult,
+  type CommitResult,
+  type RowStream,
+  type SqlCost,
+  type Transaction,
+  TransactionError,
 } from "rivetkit-wasm";
 
 // The .wasm export is a compiled module, as Workers import it.
@@ -102,4 +108,51 @@ export async function usage(): Promise<void> {
   await envoy.close();
   void firstId, stopped, notBytes;
   void version, maxParams, r, first, route, jobs, n, rowid, v, list;
+}
+
+// Protocol v5: batch, transactions, result streams, cost.
+export async function usageV5(actor: Actor): Promise<void> {
+  const out: BatchResult = await actor.db.batch(
+    [{ sql: "INSERT INTO t(x) VALUES (?)", params: [1] }, "SELECT count(*) AS n FROM t"],
+    { mode: "write", timeoutMs: 1000 },
+  );
+  const cost: SqlCost | null = out.cost;
+  const each: SqlCost | null = out[0].cost;
+  const replayed: boolean = out.replayed || out[1].replayed;
+  const total: number = await actor.db.transaction(
+    async (tx: Transaction) => {
+      await tx.execute("UPDATE t SET x = x + 1");
+      const rows = await tx.query<{ n: number }>("SELECT count(*) AS n FROM t");
+      return rows[0].n;
+    },
+    { mode: "deferred", leaseMs: 5000 },
+  );
+  const tx = await actor.db.begin({ mode: "read" });
+  const committed: CommitResult = await tx.commit();
+  const rowsRead: number | bigint | undefined = committed.cost?.rowsRead;
+  const stream: RowStream<{ id: number }> = actor.db.iterate("SELECT id FROM t", [], {
+    creditBytes: 65536,
+    row: (r) => ({ id: Number(r.id) }),
+  });
+  for await (const row of stream) {
+    const id: number = row.id;
+    if (id > 10) break;
+  }
+  const streamCost: SqlCost | null = stream.cost;
+  try {
+    await actor.db.batch(["SELECT 1"]);
+  } catch (err) {
+    if (err instanceof TransactionError) {
+      const reason: string | undefined = err.reason;
+      void reason;
+    } else if (err instanceof EnvoyError) {
+      const index: number | undefined = err.statementIndex;
+      void index;
+    }
+  }
+  // @ts-expect-error mode is "read" | "write" | "deferred"
+  await actor.db.batch(["SELECT 1"], { mode: "exclusive" });
+  // @ts-expect-error a statement needs sql
+  await actor.db.batch([{ params: [1] }]);
+  void cost, each, replayed, total, rowsRead, streamCost;
 }

@@ -12,11 +12,21 @@
 
 use envoy_protocol::Value;
 
+/// `size_of::<Vec<Value>>()` on the engine's 64-bit targets: what a row's
+/// header counts, on every client target (wasm32's own size is half of it).
+const ROW_HEADER_BYTES: usize = 24;
+/// `size_of::<Value>()` on the engine's 64-bit targets: what each value
+/// counts besides its TEXT/BLOB bytes, on every client target.
+const VALUE_BYTES: usize = 32;
+
 /// Bytes a row counts against a stream's credit: its decoded size, counted
 /// exactly as the engine counts it (the row's `Vec<Value>` header, plus for
 /// each value its in-memory size and its TEXT/BLOB bytes). Client and engine
 /// must agree: credit returned for fewer bytes than the engine spent would
 /// starve the stream, for more would let the engine run ahead of the window.
+/// The sizes are the engine's (64-bit) ones as constants, not this target's
+/// `size_of`: on wasm32 those are smaller, and a client counting them returned
+/// less credit than the engine spent until the stream starved (STREAM_EXPIRED).
 pub fn row_bytes(row: &[Value]) -> u64 {
     let values: usize = row
         .iter()
@@ -26,10 +36,10 @@ pub fn row_bytes(row: &[Value]) -> u64 {
                 Value::Blob(b) => b.len(),
                 Value::Null | Value::Integer(_) | Value::Float(_) => 0,
             };
-            std::mem::size_of::<Value>() + heap
+            VALUE_BYTES + heap
         })
         .sum();
-    (std::mem::size_of::<Vec<Value>>() + values) as u64
+    (ROW_HEADER_BYTES + values) as u64
 }
 
 /// The credit state of one open stream.
@@ -97,6 +107,14 @@ impl StreamFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn row_bytes_constants_are_the_engines_sizes() {
+        // The engine (64-bit only) counts with size_of; the constants must stay equal to it.
+        assert_eq!(ROW_HEADER_BYTES, std::mem::size_of::<Vec<Value>>());
+        assert_eq!(VALUE_BYTES, std::mem::size_of::<Value>());
+    }
 
     #[test]
     fn row_bytes_counts_decoded_size() {
