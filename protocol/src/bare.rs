@@ -126,6 +126,24 @@ impl DecodeError {
     }
 }
 
+impl DecodeError {
+    /// This error, recorded as having happened inside field or member `name`.
+    #[cold]
+    #[inline(never)]
+    fn inside(mut self, name: &'static str) -> Self {
+        self.path.insert(0, name.to_string());
+        self
+    }
+
+    /// This error, recorded as having happened in list element `i`.
+    #[cold]
+    #[inline(never)]
+    fn inside_index(mut self, i: usize) -> Self {
+        self.path.insert(0, format!("[{i}]"));
+        self
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
@@ -171,27 +189,33 @@ impl<'a> Reader<'a> {
     }
 
     /// Runs `f` and, on error, records that it happened inside `name`.
+    ///
+    /// Generated decoders call this for every field, so it is instantiated
+    /// for hundreds of closures: the error path is one shared, non-generic
+    /// function ([`DecodeError::inside`]) instead of code at every field.
+    #[inline]
     pub fn within<T>(
         &mut self,
         name: &'static str,
         f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
     ) -> Result<T, DecodeError> {
-        f(self).map_err(|mut e| {
-            e.path.insert(0, name.to_string());
-            e
-        })
+        match f(self) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(e.inside(name)),
+        }
     }
 
     /// Runs `f` and, on error, records that it happened in list element `i`.
+    #[inline]
     pub fn within_index<T>(
         &mut self,
         i: usize,
         f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
     ) -> Result<T, DecodeError> {
-        f(self).map_err(|mut e| {
-            e.path.insert(0, format!("[{i}]"));
-            e
-        })
+        match f(self) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(e.inside_index(i)),
+        }
     }
 
     fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {

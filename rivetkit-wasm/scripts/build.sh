@@ -11,7 +11,7 @@
 #
 # Size: the release profile is tuned for size through CARGO_PROFILE_RELEASE_* variables (a
 # workspace member cannot set profiles, and these apply to this cargo invocation only), then
-# wasm-opt -Oz from npm binaryen (never Debian's binaryen v108, whose output fails to load).
+# wasm-opt -Os --converge from npm binaryen (never Debian's binaryen v108, whose output fails to load).
 # Prints the .wasm size raw and gzip.
 #
 # Env: RIVETKIT_WASM_OPT_LEVEL (default z), RIVETKIT_WASM_SKIP_WASM_OPT=1 to skip wasm-opt.
@@ -73,7 +73,9 @@ mkdir -p "$out"
 wasm-bindgen --target web --out-dir "$out" --out-name rivetkit_wasm "$wasm_in"
 if [ -n "$wasm_opt" ]; then
   # Features the Rust wasm32 target emits by default (and every host we test supports).
-  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  # -Os --converge, not -Oz: measured smaller after gzip (116 621 vs 117 359 B when chosen;
+  # -Oz gives fewer raw bytes, but they compress worse).
+  "$wasm_opt" -Os --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue --strip-producers --strip-target-features \
     "$out/rivetkit_wasm_bg.wasm" -o "$out/rivetkit_wasm_bg.wasm"
 fi

@@ -12,7 +12,7 @@ fn invalid(option: &'static str, got: impl Into<String>) -> ValueError {
 }
 
 fn describe(v: &JsValue) -> String {
-    v.as_string().map(|s| format!("{s:?}")).unwrap_or_else(|| format!("{v:?}"))
+    v.as_string().map(|s| format!("\"{s}\"")).unwrap_or_else(|| format!("{v:?}"))
 }
 
 fn string(obj: &JsValue, key: &'static str, required: bool) -> Result<Option<String>, ValueError> {
@@ -133,7 +133,7 @@ pub fn transaction_mode(
         Some("read") => Ok(M::Read),
         Some("write") => Ok(M::Write),
         Some("deferred") => Ok(M::Deferred),
-        Some(other) => Err(invalid("mode", format!("{other:?} (\"read\", \"write\" or \"deferred\")"))),
+        Some(other) => Err(invalid("mode", format!("\"{other}\" (\"read\", \"write\" or \"deferred\")"))),
     }
 }
 

@@ -94,7 +94,7 @@ pub enum ValueErrorKind {
     UnsupportedType { type_name: String },
     #[error("is a bigint ({value}) outside the 64-bit signed range of a SQLite INTEGER")]
     BigIntOutOfRange { value: String },
-    #[error("option {option} has an invalid value {got:?}")]
+    #[error("option {option} has an invalid value {got}")]
     InvalidOption { option: &'static str, got: String },
     #[error("must be a string, Uint8Array or ArrayBuffer (got {type_name})")]
     NotBytes { type_name: String },

@@ -12,13 +12,12 @@ import { runProcess } from "./support.mjs";
 /** The size target of the shipped .wasm, gzip -9 (issue 13): printed, with how far off it is. */
 export const TARGET_WASM_GZIP = 120 * 1024;
 /**
- * What the test enforces until the client sheds bytes: the size measured when the v5 JS API
- * (issue 11) landed (147 780 B) plus ≈ 1.7 KB. The .wasm is over the target (specs/wasm.md,
- * "Size": 125 210 B when issue 13 landed, 137 069 B with the v5 client merged, + ≈ 10.5 KB for
- * batch / transactions / streams); this ceiling keeps it from growing further unnoticed. Lower
- * it to TARGET_WASM_GZIP once the client fits.
+ * What the test enforces until the package fits again: 125 KiB. The client alone fit the target
+ * after the wasm-size work (116 603 B); the v5 JS API on top (batch, transactions, iterate:
+ * ≈ 9.7 KB gzip) puts the package 3 377 B over it (126 257 B; specs/wasm.md, "Size"). This
+ * ceiling keeps it from growing unnoticed; set it back to TARGET_WASM_GZIP once it fits.
  */
-export const MAX_WASM_GZIP = 146 * 1024;
+export const MAX_WASM_GZIP = 125 * 1024;
 
 function check(cond, msg) {
   if (!cond) throw new Error(`package: ${msg}`);

@@ -94,7 +94,9 @@ impl Client {
                 let (attempts, cause) = match client.state() {
                     ConnectionState::Reconnecting { attempt, cause, .. } => (attempt, cause),
                     ConnectionState::Connecting { attempt } => (attempt + 1, "connect in progress".to_string()),
-                    other => (0, format!("{other:?}")),
+                    ConnectionState::Connected(_) => (0, "connected".to_string()),
+                    ConnectionState::Closed { error: Some(e) } => (0, format!("closed: {e}")),
+                    ConnectionState::Closed { error: None } => (0, "closed".to_string()),
                 };
                 client.close().await;
                 Err(Error::Disconnected {
@@ -167,7 +169,7 @@ impl Client {
                     generation: ok.generation,
                 },
             )),
-            other => Err(Error::Protocol(format!("get-or-create answered with {other:?}"))),
+            other => Err(Error::Protocol(format!("get-or-create answered with {}", other.kind()))),
         }
     }
 

@@ -146,7 +146,7 @@ impl ClientConfig {
         let scheme_ok = ["ws://", "wss://", "http://", "https://"].iter().any(|s| self.endpoint.starts_with(s));
         if !scheme_ok {
             return Err(Error::Config(format!(
-                "endpoint {:?} must start with ws://, wss://, http:// or https://",
+                "endpoint \"{}\" must start with ws://, wss://, http:// or https://",
                 self.endpoint
             )));
         }

@@ -6,6 +6,11 @@
 //! with `committed`, and the rejections that happen before any work
 //! ([`Error::FenceMismatch`], [`Error::ActorStopping`], [`Error::LimitExceeded`],
 //! [`Error::Overloaded`], [`Error::RemoteUnavailable`]).
+//!
+//! Messages name protocol codes by their wire names (`SQLITE`,
+//! `LIMIT_EXCEEDED`, `REQUEST_BYTES`, ...), never through `Debug`: formatting
+//! protocol values with `Debug` would pull float and string-escape formatting
+//! into the `.wasm` (specs/wasm.md, "Size").
 
 pub use envoy_protocol::{
     ActorErrorCode, KvErrorCode, LimitKind, ProtocolCompatibilityError, ProtocolDecodeError, SqliteErrorCode,
@@ -21,7 +26,7 @@ pub enum Error {
     /// The engine ran the SQL request and it failed (or was refused for a
     /// reason without a dedicated variant: invalid request, forbidden
     /// statement, statement deadline, interruption, internal error).
-    #[error("SQL error ({code:?}{}): {message}", extended_code.map(|c| format!(", extended code {c}")).unwrap_or_default())]
+    #[error("SQL error ({}{}): {message}", code.wire_name(), extended_code.map(|c| format!(", extended code {c}")).unwrap_or_default())]
     Sql {
         /// Which kind of failure; [`SqliteErrorCode::Sqlite`] when SQLite itself failed.
         code: SqliteErrorCode,
@@ -36,7 +41,7 @@ pub enum Error {
     },
     /// A KV request failed for a reason without a dedicated variant (including
     /// `LIMIT_EXCEEDED`: KV limit errors name the limit only in `message`).
-    #[error("KV error ({code:?}): {message}")]
+    #[error("KV error ({}): {message}", code.wire_name())]
     Kv { code: KvErrorCode, message: String },
     /// The request named a generation that is no longer the actor's; nothing ran.
     #[error("fence mismatch: the request's generation is stale (the actor is now at {})", current_generation.map_or("an unknown generation".to_string(), |g| format!("generation {g}")))]
@@ -70,13 +75,13 @@ pub enum Error {
         sent: bool,
     },
     /// A limit was exceeded, before any work (checked by the client or the engine).
-    #[error("limit exceeded: {kind:?} max {max}{} — {message}", actual.map(|a| format!(", actual {a}")).unwrap_or_default())]
+    #[error("limit exceeded: {} max {max}{} — {message}", kind.wire_name(), actual.map(|a| format!(", actual {a}")).unwrap_or_default())]
     LimitExceeded { kind: LimitKind, max: u64, actual: Option<u64>, message: String },
     /// The engine is overloaded (too many pending requests); nothing ran. Retry later.
     #[error("engine overloaded: {message}")]
     Overloaded { message: String },
     /// `get_or_create_actor` was refused.
-    #[error("get-or-create actor failed ({code:?}): {message}")]
+    #[error("get-or-create actor failed ({}): {message}", code.wire_name())]
     GetOrCreateActor { code: ActorErrorCode, message: String },
     /// The connection ended for good (the engine evicted this envoy, rejected
     /// its token or hello) or could not be re-established; the request was not sent.
@@ -132,7 +137,7 @@ pub enum Error {
     /// v5: the transaction was rolled back by the engine (or died with the
     /// connection that began it), for `reason` when known. Nothing of it was
     /// committed.
-    #[error("transaction aborted ({}): {message}", reason.map_or("reason unknown".to_string(), |r| format!("{r:?}")))]
+    #[error("transaction aborted ({}): {message}", reason.map_or("reason unknown", |r| r.wire_name()))]
     TransactionAborted { reason: Option<TransactionEndReason>, message: String },
     /// v5: the result stream was closed because the client granted no credit
     /// for longer than the stream's lease. Rows already yielded stay valid.

@@ -101,7 +101,7 @@ impl Kv {
 }
 
 fn unexpected(r: Response) -> Error {
-    Error::Protocol(format!("unexpected KV answer {r:?}"))
+    Error::Protocol(format!("unexpected KV answer {}", r.kind()))
 }
 
 fn done(r: Response) -> Result<()> {

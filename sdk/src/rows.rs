@@ -111,7 +111,7 @@ impl RowIndex for &str {
             .iter()
             .position(|c| c == self)
             .or_else(|| columns.iter().position(|c| c.eq_ignore_ascii_case(self)))
-            .ok_or_else(|| Error::InvalidColumn(format!("{self:?}")))
+            .ok_or_else(|| Error::InvalidColumn(format!("\"{self}\"")))
     }
 }
 

@@ -138,5 +138,5 @@ impl Db {
 
 /// The error for an answer of the wrong kind.
 pub(crate) fn unexpected(what: &str, answer: Response) -> Error {
-    Error::Protocol(format!("unexpected {what} answer {answer:?}"))
+    Error::Protocol(format!("unexpected {what} answer {}", answer.kind()))
 }

@@ -27,13 +27,6 @@ pub const IMPLEMENTED_PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this crate speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
-/// Generated `From` conversions for types identical between adjacent versions.
-#[allow(clippy::all)]
-mod generated {
-    use crate::{v1, v2, v3, v4, v5};
-    include!(concat!(env!("OUT_DIR"), "/conversions.rs"));
-}
-
 /// Which way a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {

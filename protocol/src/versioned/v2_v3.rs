@@ -9,13 +9,13 @@ type Result<T> = std::result::Result<T, ProtocolCompatibilityError>;
 
 fn event_up(x: v2::Event) -> v3::Event {
     match x {
-        v2::Event::ActorStateUpdate(v) => v3::Event::ActorStateUpdate(v.into()),
+        v2::Event::ActorStateUpdate(v) => v3::Event::ActorStateUpdate(v),
     }
 }
 
 fn event_down(x: v3::Event, t: u16) -> Result<v2::Event> {
     Ok(match x {
-        v3::Event::ActorStateUpdate(v) => v2::Event::ActorStateUpdate(v.into()),
+        v3::Event::ActorStateUpdate(v) => v2::Event::ActorStateUpdate(v),
         v3::Event::ActorIntent(_) => {
             return Err(ProtocolCompatibilityError::new(Feature::ActorIntents, Direction::ToEngine, t))
         }
@@ -42,13 +42,13 @@ pub(super) fn to_engine_up(x: v2::ToEngine) -> v3::ToEngine {
     use v2::ToEngine as A;
     use v3::ToEngine as B;
     match x {
-        A::Metadata(v) => B::Metadata(v.into()),
+        A::Metadata(v) => B::Metadata(v),
         A::Events(v) => B::Events(events_up(v)),
-        A::AckCommands(v) => B::AckCommands(v.into()),
+        A::AckCommands(v) => B::AckCommands(v),
         A::Stopping => B::Stopping,
-        A::Pong(v) => B::Pong(v.into()),
-        A::KvRequest(v) => B::KvRequest(v.into()),
-        A::GetOrCreateActor(v) => B::GetOrCreateActor(v.into()),
+        A::Pong(v) => B::Pong(v),
+        A::KvRequest(v) => B::KvRequest(v),
+        A::GetOrCreateActor(v) => B::GetOrCreateActor(v),
     }
 }
 
@@ -56,13 +56,13 @@ pub(super) fn to_engine_down(x: v3::ToEngine, t: u16) -> Result<v2::ToEngine> {
     use v2::ToEngine as A;
     use v3::ToEngine as B;
     Ok(match x {
-        B::Metadata(v) => A::Metadata(v.into()),
+        B::Metadata(v) => A::Metadata(v),
         B::Events(v) => A::Events(events_down(v, t)?),
-        B::AckCommands(v) => A::AckCommands(v.into()),
+        B::AckCommands(v) => A::AckCommands(v),
         B::Stopping => A::Stopping,
-        B::Pong(v) => A::Pong(v.into()),
-        B::KvRequest(v) => A::KvRequest(v.into()),
-        B::GetOrCreateActor(v) => A::GetOrCreateActor(v.into()),
+        B::Pong(v) => A::Pong(v),
+        B::KvRequest(v) => A::KvRequest(v),
+        B::GetOrCreateActor(v) => A::GetOrCreateActor(v),
     })
 }
 
@@ -107,7 +107,7 @@ fn commands_up(x: v2::ToEnvoyCommands) -> v3::ToEnvoyCommands {
             .map(|w| v3::CommandWrapper {
                 index: w.index,
                 inner: match w.inner {
-                    v2::Command::StartActor(v) => v3::Command::StartActor(v.into()),
+                    v2::Command::StartActor(v) => v3::Command::StartActor(v),
                     v2::Command::StopActor(v) => v3::Command::StopActor(v3::CommandStopActor {
                         actor_id: v.actor_id,
                         generation: v.generation,
@@ -127,7 +127,7 @@ fn commands_down(x: v3::ToEnvoyCommands) -> v2::ToEnvoyCommands {
             .map(|w| v2::CommandWrapper {
                 index: w.index,
                 inner: match w.inner {
-                    v3::Command::StartActor(v) => v2::Command::StartActor(v.into()),
+                    v3::Command::StartActor(v) => v2::Command::StartActor(v),
                     // The reason only informs; a v2 envoy stops the actor all the same.
                     v3::Command::StopActor(v) => {
                         v2::Command::StopActor(v2::CommandStopActor { actor_id: v.actor_id, generation: v.generation })
@@ -144,10 +144,10 @@ pub(super) fn to_envoy_up(x: v2::ToEnvoy) -> v3::ToEnvoy {
     match x {
         A::Init(v) => B::Init(init_up(v)),
         A::Commands(v) => B::Commands(commands_up(v)),
-        A::AckEvents(v) => B::AckEvents(v.into()),
-        A::Ping(v) => B::Ping(v.into()),
-        A::KvResponse(v) => B::KvResponse(v.into()),
-        A::GetOrCreateActorResponse(v) => B::GetOrCreateActorResponse(v.into()),
+        A::AckEvents(v) => B::AckEvents(v),
+        A::Ping(v) => B::Ping(v),
+        A::KvResponse(v) => B::KvResponse(v),
+        A::GetOrCreateActorResponse(v) => B::GetOrCreateActorResponse(v),
     }
 }
 
@@ -157,9 +157,9 @@ pub(super) fn to_envoy_down(x: v3::ToEnvoy, _t: u16) -> Result<v2::ToEnvoy> {
     Ok(match x {
         B::Init(v) => A::Init(init_down(v)),
         B::Commands(v) => A::Commands(commands_down(v)),
-        B::AckEvents(v) => A::AckEvents(v.into()),
-        B::Ping(v) => A::Ping(v.into()),
-        B::KvResponse(v) => A::KvResponse(v.into()),
-        B::GetOrCreateActorResponse(v) => A::GetOrCreateActorResponse(v.into()),
+        B::AckEvents(v) => A::AckEvents(v),
+        B::Ping(v) => A::Ping(v),
+        B::KvResponse(v) => A::KvResponse(v),
+        B::GetOrCreateActorResponse(v) => A::GetOrCreateActorResponse(v),
     })
 }

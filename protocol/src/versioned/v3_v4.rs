@@ -13,13 +13,13 @@ pub(super) fn to_engine_up(x: v3::ToEngine) -> v4::ToEngine {
     use v3::ToEngine as A;
     use v4::ToEngine as B;
     match x {
-        A::Metadata(v) => B::Metadata(v.into()),
-        A::Events(v) => B::Events(v.into()),
-        A::AckCommands(v) => B::AckCommands(v.into()),
+        A::Metadata(v) => B::Metadata(v),
+        A::Events(v) => B::Events(v),
+        A::AckCommands(v) => B::AckCommands(v),
         A::Stopping => B::Stopping,
-        A::Pong(v) => B::Pong(v.into()),
-        A::KvRequest(v) => B::KvRequest(v.into()),
-        A::GetOrCreateActor(v) => B::GetOrCreateActor(v.into()),
+        A::Pong(v) => B::Pong(v),
+        A::KvRequest(v) => B::KvRequest(v),
+        A::GetOrCreateActor(v) => B::GetOrCreateActor(v),
     }
 }
 
@@ -28,13 +28,13 @@ pub(super) fn to_engine_down(x: v4::ToEngine, t: u16) -> Result<v3::ToEngine> {
     use v4::ToEngine as B;
     let d = Direction::ToEngine;
     Ok(match x {
-        B::Metadata(v) => A::Metadata(v.into()),
-        B::Events(v) => A::Events(v.into()),
-        B::AckCommands(v) => A::AckCommands(v.into()),
+        B::Metadata(v) => A::Metadata(v),
+        B::Events(v) => A::Events(v),
+        B::AckCommands(v) => A::AckCommands(v),
         B::Stopping => A::Stopping,
-        B::Pong(v) => A::Pong(v.into()),
-        B::KvRequest(v) => A::KvRequest(v.into()),
-        B::GetOrCreateActor(v) => A::GetOrCreateActor(v.into()),
+        B::Pong(v) => A::Pong(v),
+        B::KvRequest(v) => A::KvRequest(v),
+        B::GetOrCreateActor(v) => A::GetOrCreateActor(v),
         B::SqliteExec(_) | B::SqliteExecute(_) | B::SqliteExecuteWrite(_) => return sql_gate(d, t),
     })
 }
@@ -49,7 +49,7 @@ fn init_up(x: v3::ToEnvoyInit) -> v4::ToEnvoyInit {
             envoy_lost_threshold_ms: m.envoy_lost_threshold_ms,
             actor_stop_threshold_ms: m.actor_stop_threshold_ms,
             max_frame_bytes: m.max_frame_bytes,
-            limits: m.limits.map(Into::into),
+            limits: m.limits,
             // A v3 engine has no SQL, so no SQL limits.
             sql_limits: None,
         },
@@ -67,7 +67,7 @@ fn init_down(x: v4::ToEnvoyInit) -> v3::ToEnvoyInit {
             envoy_lost_threshold_ms: m.envoy_lost_threshold_ms,
             actor_stop_threshold_ms: m.actor_stop_threshold_ms,
             max_frame_bytes: m.max_frame_bytes,
-            limits: m.limits.map(Into::into),
+            limits: m.limits,
         },
     }
 }
@@ -77,11 +77,11 @@ pub(super) fn to_envoy_up(x: v3::ToEnvoy) -> v4::ToEnvoy {
     use v4::ToEnvoy as B;
     match x {
         A::Init(v) => B::Init(init_up(v)),
-        A::Commands(v) => B::Commands(v.into()),
-        A::AckEvents(v) => B::AckEvents(v.into()),
-        A::Ping(v) => B::Ping(v.into()),
-        A::KvResponse(v) => B::KvResponse(v.into()),
-        A::GetOrCreateActorResponse(v) => B::GetOrCreateActorResponse(v.into()),
+        A::Commands(v) => B::Commands(v),
+        A::AckEvents(v) => B::AckEvents(v),
+        A::Ping(v) => B::Ping(v),
+        A::KvResponse(v) => B::KvResponse(v),
+        A::GetOrCreateActorResponse(v) => B::GetOrCreateActorResponse(v),
     }
 }
 
@@ -91,11 +91,11 @@ pub(super) fn to_envoy_down(x: v4::ToEnvoy, t: u16) -> Result<v3::ToEnvoy> {
     let d = Direction::ToEnvoy;
     Ok(match x {
         B::Init(v) => A::Init(init_down(v)),
-        B::Commands(v) => A::Commands(v.into()),
-        B::AckEvents(v) => A::AckEvents(v.into()),
-        B::Ping(v) => A::Ping(v.into()),
-        B::KvResponse(v) => A::KvResponse(v.into()),
-        B::GetOrCreateActorResponse(v) => A::GetOrCreateActorResponse(v.into()),
+        B::Commands(v) => A::Commands(v),
+        B::AckEvents(v) => A::AckEvents(v),
+        B::Ping(v) => A::Ping(v),
+        B::KvResponse(v) => A::KvResponse(v),
+        B::GetOrCreateActorResponse(v) => A::GetOrCreateActorResponse(v),
         B::SqliteExecResponse(_) | B::SqliteExecuteResponse(_) => return sql_gate(d, t),
     })
 }

@@ -162,8 +162,8 @@ fn exec_result_up(x: v4::SqliteExecResult) -> v5::SqliteExecResult {
     use v4::SqliteExecResult as A;
     use v5::SqliteExecResult as B;
     match x {
-        A::QueryResult(v) => B::QueryResult(v.into()),
-        A::SqliteFenceMismatch(v) => B::SqliteFenceMismatch(v.into()),
+        A::QueryResult(v) => B::QueryResult(v),
+        A::SqliteFenceMismatch(v) => B::SqliteFenceMismatch(v),
         A::SqliteError(v) => B::SqliteError(sqlite_error_up(v)),
     }
 }
@@ -172,8 +172,8 @@ fn exec_result_down(x: v5::SqliteExecResult, t: u16) -> Result<v4::SqliteExecRes
     use v4::SqliteExecResult as A;
     use v5::SqliteExecResult as B;
     Ok(match x {
-        B::QueryResult(v) => A::QueryResult(v.into()),
-        B::SqliteFenceMismatch(v) => A::SqliteFenceMismatch(v.into()),
+        B::QueryResult(v) => A::QueryResult(v),
+        B::SqliteFenceMismatch(v) => A::SqliteFenceMismatch(v),
         B::SqliteError(v) => A::SqliteError(sqlite_error_down(v, t)?),
     })
 }
@@ -182,8 +182,8 @@ fn execute_result_up(x: v4::SqliteExecuteResult) -> v5::SqliteExecuteResult {
     use v4::SqliteExecuteResult as A;
     use v5::SqliteExecuteResult as B;
     match x {
-        A::ExecuteResult(v) => B::ExecuteResult(v.into()),
-        A::SqliteFenceMismatch(v) => B::SqliteFenceMismatch(v.into()),
+        A::ExecuteResult(v) => B::ExecuteResult(v),
+        A::SqliteFenceMismatch(v) => B::SqliteFenceMismatch(v),
         A::SqliteError(v) => B::SqliteError(sqlite_error_up(v)),
     }
 }
@@ -192,8 +192,8 @@ fn execute_result_down(x: v5::SqliteExecuteResult, t: u16) -> Result<v4::SqliteE
     use v4::SqliteExecuteResult as A;
     use v5::SqliteExecuteResult as B;
     Ok(match x {
-        B::ExecuteResult(v) => A::ExecuteResult(v.into()),
-        B::SqliteFenceMismatch(v) => A::SqliteFenceMismatch(v.into()),
+        B::ExecuteResult(v) => A::ExecuteResult(v),
+        B::SqliteFenceMismatch(v) => A::SqliteFenceMismatch(v),
         B::SqliteError(v) => A::SqliteError(sqlite_error_down(v, t)?),
     })
 }
@@ -204,7 +204,7 @@ fn get_or_create_up(x: v4::ToEnvoyGetOrCreateActorResponse) -> v5::ToEnvoyGetOrC
     v5::ToEnvoyGetOrCreateActorResponse {
         request_id: x.request_id,
         result: match x.result {
-            A::GetOrCreateActorOk(v) => B::GetOrCreateActorOk(v.into()),
+            A::GetOrCreateActorOk(v) => B::GetOrCreateActorOk(v),
             A::GetOrCreateActorError(v) => B::GetOrCreateActorError(v5::GetOrCreateActorError {
                 code: actor_error_code_up(v.code),
                 message: v.message,
@@ -219,7 +219,7 @@ fn get_or_create_down(x: v5::ToEnvoyGetOrCreateActorResponse, t: u16) -> Result<
     Ok(v4::ToEnvoyGetOrCreateActorResponse {
         request_id: x.request_id,
         result: match x.result {
-            B::GetOrCreateActorOk(v) => A::GetOrCreateActorOk(v.into()),
+            B::GetOrCreateActorOk(v) => A::GetOrCreateActorOk(v),
             B::GetOrCreateActorError(v) => A::GetOrCreateActorError(v4::GetOrCreateActorError {
                 code: actor_error_code_down(v.code, t)?,
                 message: v.message,
@@ -234,12 +234,12 @@ fn kv_response_up(x: v4::ToEnvoyKvResponse) -> v5::ToEnvoyKvResponse {
     v5::ToEnvoyKvResponse {
         request_id: x.request_id,
         data: match x.data {
-            A::KvErrorResponse(v) => B::KvErrorResponse(v.into()),
-            A::KvGetResponse(v) => B::KvGetResponse(v.into()),
+            A::KvErrorResponse(v) => B::KvErrorResponse(v),
+            A::KvGetResponse(v) => B::KvGetResponse(v),
             A::KvPutResponse => B::KvPutResponse,
             A::KvDeleteResponse => B::KvDeleteResponse,
-            A::KvListResponse(v) => B::KvListResponse(v.into()),
-            A::KvGetBatchResponse(v) => B::KvGetBatchResponse(v.into()),
+            A::KvListResponse(v) => B::KvListResponse(v),
+            A::KvGetBatchResponse(v) => B::KvGetBatchResponse(v),
             A::KvPutBatchResponse => B::KvPutBatchResponse,
             A::KvDeleteBatchResponse => B::KvDeleteBatchResponse,
             A::KvDeleteRangeResponse => B::KvDeleteRangeResponse,
@@ -253,12 +253,12 @@ fn kv_response_down(x: v5::ToEnvoyKvResponse) -> v4::ToEnvoyKvResponse {
     v4::ToEnvoyKvResponse {
         request_id: x.request_id,
         data: match x.data {
-            B::KvErrorResponse(v) => A::KvErrorResponse(v.into()),
-            B::KvGetResponse(v) => A::KvGetResponse(v.into()),
+            B::KvErrorResponse(v) => A::KvErrorResponse(v),
+            B::KvGetResponse(v) => A::KvGetResponse(v),
             B::KvPutResponse => A::KvPutResponse,
             B::KvDeleteResponse => A::KvDeleteResponse,
-            B::KvListResponse(v) => A::KvListResponse(v.into()),
-            B::KvGetBatchResponse(v) => A::KvGetBatchResponse(v.into()),
+            B::KvListResponse(v) => A::KvListResponse(v),
+            B::KvGetBatchResponse(v) => A::KvGetBatchResponse(v),
             B::KvPutBatchResponse => A::KvPutBatchResponse,
             B::KvDeleteBatchResponse => A::KvDeleteBatchResponse,
             B::KvDeleteRangeResponse => A::KvDeleteRangeResponse,
@@ -279,16 +279,16 @@ pub(super) fn to_engine_up(x: v4::ToEngine) -> v5::ToEngine {
     use v4::ToEngine as A;
     use v5::ToEngine as B;
     match x {
-        A::Metadata(v) => B::Metadata(v.into()),
-        A::Events(v) => B::Events(v.into()),
-        A::AckCommands(v) => B::AckCommands(v.into()),
+        A::Metadata(v) => B::Metadata(v),
+        A::Events(v) => B::Events(v),
+        A::AckCommands(v) => B::AckCommands(v),
         A::Stopping => B::Stopping,
-        A::Pong(v) => B::Pong(v.into()),
-        A::KvRequest(v) => B::KvRequest(v.into()),
-        A::GetOrCreateActor(v) => B::GetOrCreateActor(v.into()),
-        A::SqliteExec(v) => B::SqliteExec(v.into()),
-        A::SqliteExecute(v) => B::SqliteExecute(v.into()),
-        A::SqliteExecuteWrite(v) => B::SqliteExecuteWrite(v.into()),
+        A::Pong(v) => B::Pong(v),
+        A::KvRequest(v) => B::KvRequest(v),
+        A::GetOrCreateActor(v) => B::GetOrCreateActor(v),
+        A::SqliteExec(v) => B::SqliteExec(v),
+        A::SqliteExecute(v) => B::SqliteExecute(v),
+        A::SqliteExecuteWrite(v) => B::SqliteExecuteWrite(v),
     }
 }
 
@@ -297,16 +297,16 @@ pub(super) fn to_engine_down(x: v5::ToEngine, t: u16) -> Result<v4::ToEngine> {
     use v5::ToEngine as B;
     let d = Direction::ToEngine;
     Ok(match x {
-        B::Metadata(v) => A::Metadata(v.into()),
-        B::Events(v) => A::Events(v.into()),
-        B::AckCommands(v) => A::AckCommands(v.into()),
+        B::Metadata(v) => A::Metadata(v),
+        B::Events(v) => A::Events(v),
+        B::AckCommands(v) => A::AckCommands(v),
         B::Stopping => A::Stopping,
-        B::Pong(v) => A::Pong(v.into()),
-        B::KvRequest(v) => A::KvRequest(v.into()),
-        B::GetOrCreateActor(v) => A::GetOrCreateActor(v.into()),
-        B::SqliteExec(v) => A::SqliteExec(v.into()),
-        B::SqliteExecute(v) => A::SqliteExecute(v.into()),
-        B::SqliteExecuteWrite(v) => A::SqliteExecuteWrite(v.into()),
+        B::Pong(v) => A::Pong(v),
+        B::KvRequest(v) => A::KvRequest(v),
+        B::GetOrCreateActor(v) => A::GetOrCreateActor(v),
+        B::SqliteExec(v) => A::SqliteExec(v),
+        B::SqliteExecute(v) => A::SqliteExecute(v),
+        B::SqliteExecuteWrite(v) => A::SqliteExecuteWrite(v),
         // A v5 Execute without a key is still not a v4 Execute: its answer
         // carries a cost the caller waits for.
         B::SqliteExecV5(_) | B::SqliteExecuteV5(_) => return gate(Feature::RequestKeys, d, t),
@@ -325,17 +325,17 @@ pub(super) fn to_engine_down(x: v5::ToEngine, t: u16) -> Result<v4::ToEngine> {
 fn init_v5_down(x: v5::ToEnvoyInitV5) -> v4::ToEnvoyInit {
     // Durability and the engine limits only inform; the engine enforces the
     // limits on a v4 envoy all the same.
-    v4::ToEnvoyInit { envoy_id: x.envoy_id, last_event_index: x.last_event_index, metadata: x.metadata.into() }
+    v4::ToEnvoyInit { envoy_id: x.envoy_id, last_event_index: x.last_event_index, metadata: x.metadata }
 }
 
 pub(super) fn to_envoy_up(x: v4::ToEnvoy) -> v5::ToEnvoy {
     use v4::ToEnvoy as A;
     use v5::ToEnvoy as B;
     match x {
-        A::Init(v) => B::Init(v.into()),
-        A::Commands(v) => B::Commands(v.into()),
-        A::AckEvents(v) => B::AckEvents(v.into()),
-        A::Ping(v) => B::Ping(v.into()),
+        A::Init(v) => B::Init(v),
+        A::Commands(v) => B::Commands(v),
+        A::AckEvents(v) => B::AckEvents(v),
+        A::Ping(v) => B::Ping(v),
         A::KvResponse(v) => B::KvResponse(kv_response_up(v)),
         A::GetOrCreateActorResponse(v) => B::GetOrCreateActorResponse(get_or_create_up(v)),
         A::SqliteExecResponse(v) => B::SqliteExecResponse(v5::ToEnvoySqliteExecResponse {
@@ -354,10 +354,10 @@ pub(super) fn to_envoy_down(x: v5::ToEnvoy, t: u16) -> Result<v4::ToEnvoy> {
     use v5::ToEnvoy as B;
     let d = Direction::ToEnvoy;
     Ok(match x {
-        B::Init(v) => A::Init(v.into()),
-        B::Commands(v) => A::Commands(v.into()),
-        B::AckEvents(v) => A::AckEvents(v.into()),
-        B::Ping(v) => A::Ping(v.into()),
+        B::Init(v) => A::Init(v),
+        B::Commands(v) => A::Commands(v),
+        B::AckEvents(v) => A::AckEvents(v),
+        B::Ping(v) => A::Ping(v),
         B::KvResponse(v) => A::KvResponse(kv_response_down(v)),
         B::GetOrCreateActorResponse(v) => A::GetOrCreateActorResponse(get_or_create_down(v, t)?),
         B::SqliteExecResponse(v) => A::SqliteExecResponse(v4::ToEnvoySqliteExecResponse {

@@ -154,6 +154,30 @@ pub enum Response {
     StreamDone { cost: Option<p::SqlCost> },
 }
 
+impl Response {
+    /// The variant's name, for error messages (which do not format the
+    /// answer's data: it can be large, and `Debug` of protocol values costs
+    /// the `.wasm` its float and escape formatting).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::KvValue(_) => "KvValue",
+            Response::KvValues(_) => "KvValues",
+            Response::KvEntries(_) => "KvEntries",
+            Response::KvDone => "KvDone",
+            Response::Query(_) => "Query",
+            Response::Execute(_) => "Execute",
+            Response::Actor(_) => "Actor",
+            Response::QueryV5 { .. } => "QueryV5",
+            Response::ExecuteV5 { .. } => "ExecuteV5",
+            Response::Batch { .. } => "Batch",
+            Response::TransactionStarted { .. } => "TransactionStarted",
+            Response::Committed { .. } => "Committed",
+            Response::RolledBack { .. } => "RolledBack",
+            Response::StreamDone { .. } => "StreamDone",
+        }
+    }
+}
+
 /// The statement form v5 messages carry.
 fn statement(sql: &str, params: &Option<Vec<Value>>) -> p::SqliteStatement {
     p::SqliteStatement { sql: sql.to_string(), params: params.clone() }
