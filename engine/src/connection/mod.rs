@@ -449,15 +449,15 @@ impl Conn {
                     })
                     .map(|admitted| (admitted, data));
                 match checked {
-                    Ok(((executor, inflight, pending), data)) => self.scheduler.submit(Job {
-                        work: Work::Kv { request_id, data },
-                        executor,
-                        lane: Lane::Writer,
-                        timer: state.metrics.request(RequestKind::Kv, RouteLabel::Write),
-                        inflight,
-                        pending,
-                        parked_at: None,
-                    }),
+                    Ok((admitted, data)) => {
+                        let timer = state.metrics.request(RequestKind::Kv, RouteLabel::Write);
+                        self.scheduler.submit(Job::admitted(
+                            Work::Kv { request_id, data },
+                            Lane::Writer,
+                            timer,
+                            admitted,
+                        ))
+                    }
                     Err(rej) => {
                         self.outbox.send(ToEnvoy::KvResponse(ToEnvoyKvResponse { request_id, data: rej.to_kv() }))
                     }
@@ -469,15 +469,11 @@ impl Conn {
                 match self.admit(&req.actor_id, req.generation, frame_len, || {
                     admission::check_sql(&state.config.limits, &req.sql, &[])
                 }) {
-                    Ok((executor, inflight, pending)) => self.scheduler.submit(Job {
-                        work: Work::Exec { request_id, sql: req.sql },
-                        executor,
-                        lane: Lane::Writer,
-                        timer: state.metrics.request(RequestKind::Exec, RouteLabel::Write),
-                        inflight,
-                        pending,
-                        parked_at: None,
-                    }),
+                    Ok(admitted) => {
+                        let timer = state.metrics.request(RequestKind::Exec, RouteLabel::Write);
+                        let work = Work::Exec { request_id, sql: req.sql };
+                        self.scheduler.submit(Job::admitted(work, Lane::Writer, timer, admitted))
+                    }
                     Err(rej) => {
                         let result = match rej.to_sqlite() {
                             Ok(f) => SqliteExecResult::SqliteFenceMismatch(f),
@@ -527,19 +523,12 @@ impl Conn {
             route = Some(Route::of_execute(&req.sql, write).map_err(|m| Rejection::Invalid(m.into()))?);
             Ok(())
         }) {
-            Ok((executor, inflight, pending)) => {
+            Ok(admitted) => {
                 let Some(route) = route else { unreachable!("admitted requests have a route") };
                 let kind = if write { RequestKind::ExecuteWrite } else { RequestKind::Execute };
                 let timer = self.state.metrics.request(kind, RouteLabel::of(route.lane));
-                self.scheduler.submit(Job {
-                    work: Work::Execute { request_id, sql: req.sql, params, write, route },
-                    executor,
-                    lane: route.lane,
-                    timer,
-                    inflight,
-                    pending,
-                    parked_at: None,
-                });
+                let work = Work::Execute { request_id, sql: req.sql, params, write, route };
+                self.scheduler.submit(Job::admitted(work, route.lane, timer, admitted));
             }
             Err(rej) => {
                 let result = match rej.to_sqlite() {
@@ -599,10 +588,7 @@ impl Conn {
         generation: u64,
         frame_len: usize,
         limits: impl FnOnce() -> Result<(), Rejection>,
-    ) -> Result<
-        (Arc<crate::sql::executor::Executor>, crate::generations::InflightGuard, admission::PendingGuard),
-        Rejection,
-    > {
+    ) -> Result<scheduler::Admitted, Rejection> {
         let state = &self.state;
         let inflight =
             admission::check_and_count(state, &self.params.namespace, &self.params.envoy_key, actor_id, generation)?;

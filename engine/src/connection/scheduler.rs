@@ -151,7 +151,16 @@ pub struct Job {
     pub parked_at: Option<Instant>,
 }
 
+/// What admission hands a request that may run: its executor and its two guards.
+pub(crate) type Admitted = (Arc<Executor>, InflightGuard, PendingGuard);
+
 impl Job {
+    /// A job for an admitted request, queued on `lane` and timed by `timer`.
+    pub(crate) fn admitted(work: Work, lane: Lane, timer: crate::metrics::RequestTimer, admitted: Admitted) -> Job {
+        let (executor, inflight, pending) = admitted;
+        Job { work, executor, lane, timer, inflight, pending, parked_at: None }
+    }
+
     /// A DEBUG span naming this request: its actor, request id and kind. At the
     /// default info level it is disabled and costs a level check; no SQL in it.
     pub(crate) fn span(&self) -> tracing::Span {

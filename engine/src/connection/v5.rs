@@ -71,7 +71,7 @@ impl Conn {
             Ok(())
         });
         match admitted {
-            Ok((executor, inflight, pending)) => {
+            Ok(admitted) => {
                 let Some(route) = route else { unreachable!("admitted requests have a route") };
                 // A keyed statement that only reads stays on a reader: it commits nothing,
                 // so its key is never recorded (§9.3 rule 3) and needs no lookup. One that
@@ -79,15 +79,8 @@ impl Conn {
                 let kind = if write { RequestKind::ExecuteWrite } else { RequestKind::Execute };
                 let timer = self.state.metrics.request(kind, RouteLabel::of(route.lane));
                 let v5 = V5Req { clock: CostClock::start(), key };
-                self.scheduler.submit(Job {
-                    work: Work::ExecuteV5 { request_id, sql, params, write, route, v5 },
-                    executor,
-                    lane: route.lane,
-                    timer,
-                    inflight,
-                    pending,
-                    parked_at: None,
-                });
+                let work = Work::ExecuteV5 { request_id, sql, params, write, route, v5 };
+                self.scheduler.submit(Job::admitted(work, route.lane, timer, admitted));
             }
             Err(rej) => {
                 let clock = CostClock::start();
@@ -128,17 +121,15 @@ impl Conn {
             Ok(())
         });
         match admitted {
-            Ok((executor, inflight, pending)) => {
+            Ok(admitted) => {
                 let v5 = V5Req { clock: CostClock::start(), key };
-                self.scheduler.submit(Job {
-                    work: Work::ExecV5 { request_id, sql, v5 },
-                    executor,
-                    lane: Lane::Writer,
-                    timer: self.state.metrics.request(RequestKind::Exec, RouteLabel::Write),
-                    inflight,
-                    pending,
-                    parked_at: None,
-                });
+                let timer = self.state.metrics.request(RequestKind::Exec, RouteLabel::Write);
+                self.scheduler.submit(Job::admitted(
+                    Work::ExecV5 { request_id, sql, v5 },
+                    Lane::Writer,
+                    timer,
+                    admitted,
+                ));
             }
             Err(rej) => {
                 let clock = CostClock::start();
@@ -188,20 +179,12 @@ impl Conn {
             Ok(())
         });
         match admitted {
-            Ok((executor, inflight, pending)) => {
+            Ok(admitted) => {
                 let Some(batch) = batch else { unreachable!("admitted batches are checked") };
                 let lane = batch.lane();
                 let timer = self.state.metrics.request(RequestKind::Batch, RouteLabel::of(lane));
                 let v5 = V5Req { clock: CostClock::start(), key };
-                self.scheduler.submit(Job {
-                    work: Work::Batch { request_id, batch, v5 },
-                    executor,
-                    lane,
-                    timer,
-                    inflight,
-                    pending,
-                    parked_at: None,
-                });
+                self.scheduler.submit(Job::admitted(Work::Batch { request_id, batch, v5 }, lane, timer, admitted));
             }
             Err(rej) => {
                 let clock = CostClock::start();
