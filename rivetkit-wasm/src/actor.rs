@@ -5,12 +5,12 @@
 use crate::js_convert::{self, set};
 use crate::js_error::{self, u64_to_js};
 use crate::options;
+use crate::promise::promise;
 use crate::value::IntegerMode;
 use envoy_client::protocol::KvQuery;
 use envoy_client::{ActorContext, Db, Kv};
 use js_sys::{Array, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 /// One placed actor generation (`Actor` in the public API wraps it).
 #[wasm_bindgen]
@@ -78,7 +78,7 @@ impl RawActor {
             Err(e) => return reject(js_error::value(&e)),
         };
         let db = self.db.clone();
-        future_to_promise(async move {
+        promise(async move {
             let rows = db.exec(&sql).await.map_err(|e| js_error::client(&e))?;
             let o = Object::new();
             set(&o, "cost", crate::outcome::cost(rows.cost()));
@@ -100,7 +100,7 @@ impl RawActor {
             Err(e) => return reject(js_error::value(&e)),
         };
         let db = self.db.clone();
-        future_to_promise(async move {
+        promise(async move {
             let params = envoy_client::Params(params);
             let out = if write { db.execute_write(&sql, params).await } else { db.execute(&sql, params).await }
                 .map_err(|e| js_error::client(&e))?;
@@ -116,7 +116,7 @@ impl RawActor {
             Err(e) => return reject(js_error::value(&e)),
         };
         let kv = self.kv.clone();
-        future_to_promise(async move {
+        promise(async move {
             let v = kv.get(&key).await.map_err(|e| js_error::client(&e))?;
             Ok(v.as_deref().map(bytes_js).unwrap_or(JsValue::NULL))
         })
@@ -129,7 +129,7 @@ impl RawActor {
             (Err(e), _) | (_, Err(e)) => return reject(js_error::value(&e)),
         };
         let kv = self.kv.clone();
-        future_to_promise(async move {
+        promise(async move {
             kv.put(&key, &value).await.map_err(|e| js_error::client(&e))?;
             Ok(JsValue::UNDEFINED)
         })
@@ -142,7 +142,7 @@ impl RawActor {
             Err(e) => return reject(js_error::value(&e)),
         };
         let kv = self.kv.clone();
-        future_to_promise(async move {
+        promise(async move {
             kv.delete(&key).await.map_err(|e| js_error::client(&e))?;
             Ok(JsValue::UNDEFINED)
         })
@@ -156,7 +156,7 @@ impl RawActor {
             Err(e) => return reject(js_error::value(&e)),
         };
         let kv = self.kv.clone();
-        future_to_promise(async move {
+        promise(async move {
             let entries = match (list.query, list.reverse, list.limit) {
                 // The v1 form, so a prefix listing also works against the oldest engines.
                 (KvQuery::Prefix(p), false, None) => kv.list_prefix(&p.prefix).await,

@@ -6,11 +6,11 @@ use crate::actor::RawActor;
 use crate::js_convert::{self, get, set};
 use crate::js_error;
 use crate::options;
+use crate::promise::promise;
 use crate::value::{ValueError, ValueErrorKind};
 use envoy_client::{stmt, Params, Statement, TransactionMode};
 use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 fn invalid(got: String) -> ValueError {
     ValueError { index: None, kind: ValueErrorKind::InvalidOption { option: "statements", got } }
@@ -64,7 +64,7 @@ impl RawActor {
             Ok(p) => p,
             Err(e) => return Promise::reject(&e),
         };
-        future_to_promise(async move {
+        promise(async move {
             let out = db.batch(tx_mode, list).await.map_err(|e| js_error::client(&e))?;
             let (cost, replayed, omitted) = (out.cost.clone(), out.replayed, out.rows_omitted);
             let results: Array = out.into_iter().map(|x| crate::outcome::execute(x, mode)).collect();

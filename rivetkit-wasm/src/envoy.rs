@@ -5,11 +5,12 @@ use crate::actor::RawActor;
 use crate::js_convert::set;
 use crate::js_error::{self, u64_to_js};
 use crate::options;
+use crate::promise::promise;
 use crate::value::IntegerMode;
 use envoy_client::{ActorContext, Client};
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use wasm_bindgen_futures::JsFuture;
 
 /// A connection to an engine (`Envoy` in the public API wraps it).
 #[wasm_bindgen]
@@ -63,12 +64,16 @@ fn stop_info(ctx: &ActorContext) -> JsValue {
 
 #[wasm_bindgen]
 impl RawEnvoy {
-    /// Connects and waits for the engine's Init.
-    pub async fn connect(options: JsValue) -> Result<RawEnvoy, JsValue> {
-        let opts = options::connect(&options).map_err(|e| js_error::value(&e))?;
-        let client = Client::connect(opts.config).await.map_err(|e| js_error::client(&e))?;
-        let first_version = client.session().map(|s| s.protocol_version).unwrap_or(0);
-        Ok(RawEnvoy { client, integers: opts.integers, first_version })
+    /// Connects and waits for the engine's Init. (Not an `async fn`: wasm-bindgen would give it
+    /// its own copy of the Promise glue; see `promise.rs`.)
+    #[wasm_bindgen(unchecked_return_type = "Promise<RawEnvoy>")]
+    pub fn connect(options: JsValue) -> Promise {
+        promise(async move {
+            let opts = options::connect(&options).map_err(|e| js_error::value(&e))?;
+            let client = Client::connect(opts.config).await.map_err(|e| js_error::client(&e))?;
+            let first_version = client.session().map(|s| s.protocol_version).unwrap_or(0);
+            Ok(RawEnvoy { client, integers: opts.integers, first_version }.into())
+        })
     }
 
     /// The negotiated protocol version.
@@ -132,7 +137,7 @@ impl RawEnvoy {
     pub fn get_or_create_actor(&self, name: String, key: String) -> Promise {
         let client = self.client.clone();
         let integers = self.integers;
-        future_to_promise(async move {
+        promise(async move {
             let ctx = client.get_or_create_actor(&name, &key).await.map_err(|e| js_error::client(&e))?;
             Ok(RawActor::new(ctx, integers).into())
         })
@@ -162,7 +167,7 @@ impl RawEnvoy {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         let client = self.client.clone();
-        future_to_promise(async move {
+        promise(async move {
             client.close().await;
             Ok(JsValue::UNDEFINED)
         })

@@ -27,6 +27,8 @@ pub mod js_convert;
 mod js_error;
 #[cfg(target_arch = "wasm32")]
 mod options;
+#[cfg(target_arch = "wasm32")]
+mod promise;
 // Protocol v5 (batch, interactive transactions, result streams, cost).
 #[cfg(target_arch = "wasm32")]
 mod batch;

@@ -7,6 +7,7 @@ use crate::actor::RawActor;
 use crate::js_convert::{self, set};
 use crate::js_error;
 use crate::options;
+use crate::promise::promise;
 use crate::value::IntegerMode;
 use envoy_client::{Error, Params, RowStream, SqlCost};
 use js_sys::{Array, Object, Promise};
@@ -15,7 +16,6 @@ use std::future::Future;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 /// Where a stream is, shared with the `next()` in flight.
 #[derive(Default)]
@@ -73,7 +73,7 @@ impl RawRowStream {
     pub fn next(&self, max_rows: u32) -> Promise {
         let state = self.state.clone();
         let integers = self.integers;
-        future_to_promise(async move {
+        promise(async move {
             let taken = {
                 let mut s = state.borrow_mut();
                 if let Some(e) = s.pending_error.take() {

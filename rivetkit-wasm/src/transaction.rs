@@ -7,11 +7,11 @@ use crate::actor::RawActor;
 use crate::js_convert::{self, set};
 use crate::js_error::{self, u64_to_js};
 use crate::options;
+use crate::promise::promise;
 use crate::value::IntegerMode;
 use envoy_client::{Params, Transaction, TransactionMode};
 use js_sys::{Object, Promise};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 /// An open interactive transaction (`Transaction` in the public API wraps it).
 #[wasm_bindgen]
@@ -39,7 +39,7 @@ impl RawActor {
             Ok(p) => p,
             Err(e) => return Promise::reject(&e),
         };
-        future_to_promise(async move {
+        promise(async move {
             let tx = db.begin(mode).await.map_err(|e| js_error::client(&e))?;
             Ok(RawTransaction { tx, integers }.into())
         })
@@ -66,7 +66,7 @@ impl RawTransaction {
             Err(e) => return Promise::reject(&js_error::value(&e)),
         };
         let tx = self.tx.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = tx.execute(&sql, Params(params)).await.map_err(|e| js_error::client(&e))?;
             Ok(crate::outcome::execute(out, mode))
         })
@@ -76,7 +76,7 @@ impl RawTransaction {
     #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
     pub fn commit(&self) -> Promise {
         let tx = self.tx.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = tx.commit().await.map_err(|e| js_error::client(&e))?;
             let o = Object::new();
             set(&o, "changes", u64_to_js(out.changes));
@@ -90,7 +90,7 @@ impl RawTransaction {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn rollback(&self) -> Promise {
         let tx = self.tx.clone();
-        future_to_promise(async move {
+        promise(async move {
             tx.rollback().await.map_err(|e| js_error::client(&e))?;
             Ok(JsValue::UNDEFINED)
         })

@@ -16,27 +16,32 @@
 /// Leading keywords of statements a request key cannot cover.
 const UNKEYABLE: [&str; 8] = ["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "VACUUM", "PRAGMA"];
 
-fn unkeyable_word(word: &str) -> bool {
-    UNKEYABLE.iter().any(|k| k.eq_ignore_ascii_case(word))
+fn unkeyable_word(word: &[u8]) -> bool {
+    UNKEYABLE.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(word))
 }
 
+// Both checks work on bytes: every delimiter is ASCII, and slicing bytes keeps `str`'s
+// char-boundary panic out of the wasm build (its message formats a `char` with `Debug`, which
+// costs ≈ 5.5 KB gzip; specs/wasm.md, "Size").
+
 /// The first keyword of a statement, past whitespace, `;` and comments.
-fn first_keyword(sql: &str) -> &str {
-    let mut rest = sql;
+fn first_keyword(sql: &str) -> &[u8] {
+    let mut rest = sql.as_bytes();
     loop {
-        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ';');
-        if let Some(comment) = rest.strip_prefix("--") {
-            rest = comment.find('\n').map_or("", |end| &comment[end + 1..]);
-        } else if let Some(comment) = rest.strip_prefix("/*") {
-            match comment.find("*/") {
+        let start = rest.iter().position(|&c| !(c.is_ascii_whitespace() || c == b';')).unwrap_or(rest.len());
+        rest = &rest[start..];
+        if let Some(comment) = rest.strip_prefix(b"--") {
+            rest = comment.iter().position(|&c| c == b'\n').map_or(&[], |end| &comment[end + 1..]);
+        } else if let Some(comment) = rest.strip_prefix(b"/*") {
+            match comment.windows(2).position(|w| w == b"*/") {
                 Some(end) => rest = &comment[end + 2..],
-                None => return "",
+                None => return &[],
             }
         } else {
             break;
         }
     }
-    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    let end = rest.iter().position(|c| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -48,7 +53,7 @@ pub fn keyable_statement(sql: &str) -> bool {
 /// Whether a script of several statements (`exec`) can carry a request key:
 /// only if none of the words above appears anywhere in it.
 pub fn keyable_script(sql: &str) -> bool {
-    !sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(unkeyable_word)
+    !sql.as_bytes().split(|&c| !(c.is_ascii_alphanumeric() || c == b'_')).any(unkeyable_word)
 }
 
 #[cfg(test)]
@@ -79,6 +84,11 @@ mod tests {
         assert!(keyable_statement("ENDPOINTS"), "not END");
         // An unterminated comment has no keyword: keyed (the engine rejects it anyway).
         assert!(keyable_statement("/* open"));
+        // Non-ASCII text (checked as bytes): a comment or string around a keyword, never part of it.
+        assert!(!keyable_statement("/* é */ COMMIT"));
+        assert!(!keyable_statement("-- ü\nPRAGMA x"));
+        assert!(keyable_statement("ÉND"));
+        assert!(!keyable_statement("ENDé"), "the keyword ends at the first non-ASCII letter");
     }
 
     #[test]
@@ -88,5 +98,7 @@ mod tests {
         assert!(!keyable_script("CREATE TABLE t(x); PRAGMA user_version = 2"));
         assert!(!keyable_script("BEGIN; INSERT INTO t VALUES (1); COMMIT"));
         assert!(!keyable_script("SELECT CASE WHEN 1 THEN 2 END"), "coarse on purpose");
+        assert!(!keyable_script("INSERT INTO t VALUES ('é'); COMMITé"), "non-ASCII separates words");
+        assert!(keyable_script("INSERT INTO t VALUES ('ÉNDE')"));
     }
 }
