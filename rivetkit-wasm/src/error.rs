@@ -161,6 +161,10 @@ impl From<&Error> for ErrorInfo {
                     DisconnectReason::GaveUp { attempts, .. } => info
                         .with("reason", Some(Field::Str("GAVE_UP".into())))
                         .with("attempts", Some(Field::U64(u64::from(*attempts)))),
+                    // The wasm transport uses its host's TLS, which reports no such reason.
+                    DisconnectReason::CertificateRejected { .. } => {
+                        info.with("reason", Some(Field::Str("CERTIFICATE_REJECTED".into())))
+                    }
                 }
             }
             Error::NoCommonVersion { client_min, client_max, engine_versions } => {

@@ -171,6 +171,8 @@ pub enum DisconnectReason {
     NoVersionSelected,
     /// The reconnect budget (`ClientConfig::max_reconnect_attempts`) ran out.
     GaveUp { attempts: u32, last_error: String },
+    /// The engine's TLS certificate was refused; `message` is rustls' reason.
+    CertificateRejected { message: String },
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -189,6 +191,12 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::GaveUp { attempts, last_error } => {
                 write!(f, "gave up after {attempts} connection attempts (last error: {last_error})")
             }
+            DisconnectReason::CertificateRejected { message } => write!(
+                f,
+                "the engine's TLS certificate was refused ({message}): trust its CA with \
+                 ClientConfig::tls_root_ca_pem (shell: --tls-ca); a self-signed certificate must be an \
+                 end-entity one that names the host (README, \"TLS with a self-signed certificate\")"
+            ),
         }
     }
 }

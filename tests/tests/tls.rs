@@ -30,9 +30,17 @@ async fn wss_end_to_end_with_a_certificate_made_here() {
     assert_eq!(rows.first().unwrap().get::<String>(0).unwrap(), "over tls");
     client.close().await;
 
-    // Not trusting it: the connection is refused (no silent downgrade, no acceptance).
-    let untrusted = ClientConfig { initial_connect_timeout_ms: 1_500, ..TestEngine::client_config(&wss) };
-    assert!(Client::connect(untrusted).await.is_err());
+    // Not trusting it: the connection is refused (no silent downgrade, no acceptance), at
+    // once and for good: a retry cannot change what the client trusts.
+    let untrusted = ClientConfig { initial_connect_timeout_ms: 60_000, ..TestEngine::client_config(&wss) };
+    match Client::connect(untrusted).await.unwrap_err() {
+        envoy_client::Error::Disconnected {
+            reason: envoy_client::DisconnectReason::CertificateRejected { message },
+        } => {
+            assert!(message.contains("TLS with localhost"), "{message}")
+        }
+        other => panic!("an untrusted certificate: {other:?}"),
+    }
     // Plain ws:// to the TLS port does not get through either.
     let plain = ClientConfig {
         initial_connect_timeout_ms: 1_500,

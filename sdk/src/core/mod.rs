@@ -39,6 +39,10 @@ pub enum ConnectFailure {
     NoCommonVersion { engine_versions: Option<String> },
     /// HTTP 401/403: the token was refused. Fatal.
     Unauthorized { status: u16 },
+    /// The engine's TLS certificate was refused (untrusted, wrong name, expired,
+    /// a CA certificate served as the engine's own). Fatal: retrying cannot
+    /// change what the client trusts.
+    CertificateRejected(String),
     /// Anything else (refused, DNS, timeout, 5xx): retried with backoff.
     Other(String),
 }
@@ -213,6 +217,9 @@ impl Core {
             }),
             ConnectFailure::Unauthorized { status } => {
                 self.fail_for_good(Error::Disconnected { reason: DisconnectReason::Unauthorized { status } })
+            }
+            ConnectFailure::CertificateRejected(message) => {
+                self.fail_for_good(Error::Disconnected { reason: DisconnectReason::CertificateRejected { message } })
             }
             ConnectFailure::Other(msg) => self.lost(format!("connect failed: {msg}"), now),
         }

@@ -1030,6 +1030,26 @@ fn no_reconnect_after_eviction_or_close_and_426_is_fatal() {
     let before = sim.connects;
     sim.advance(60_000);
     assert_eq!(sim.connects, before);
+
+    // A refused TLS certificate: fatal too, with rustls' reason; no reconnect.
+    let mut sim = Sim::new(cfg(), 4);
+    sim.kill_socket();
+    sim.auto_connect = false;
+    let q = sim.kv_get(b"x");
+    let Some(ConnectionState::Reconnecting { delay_ms, .. }) = sim.states.last().cloned() else { panic!() };
+    sim.advance(delay_ms);
+    sim.core.connect_failed(ConnectFailure::CertificateRejected("UnknownIssuer".into()), sim.now);
+    sim.run();
+    assert!(sim.core.is_closed());
+    assert_eq!(
+        sim.result(q),
+        &Err(Error::Disconnected {
+            reason: crate::error::DisconnectReason::CertificateRejected { message: "UnknownIssuer".into() }
+        })
+    );
+    let before = sim.connects;
+    sim.advance(60_000);
+    assert_eq!(sim.connects, before);
 }
 
 #[test]

@@ -99,6 +99,25 @@ impl Runtime for TokioRuntime {
     }
 }
 
+/// A failed TLS handshake: a refused certificate is fatal (retrying cannot change
+/// what this client trusts); anything else (a reset, a timeout) is retried.
+fn tls_failure(host: &str, port: u16, e: std::io::Error) -> ConnectFailure {
+    let certificate = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(|r| {
+        matches!(
+            r,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+        )
+    });
+    let message = format!("TLS with {host}:{port}: {e}");
+    if certificate {
+        ConnectFailure::CertificateRejected(message)
+    } else {
+        ConnectFailure::Other(message)
+    }
+}
+
 async fn connect(
     url: String,
     protocols: Vec<String>,
@@ -117,10 +136,8 @@ async fn connect(
         let _ = tcp.set_nodelay(true);
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| ConnectFailure::Other(format!("TLS server name {host:?}: {e}")))?;
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| ConnectFailure::Other(format!("TLS with {host}:{port}: {e}")))?;
+        let stream =
+            tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| tls_failure(&host, port, e))?;
         return match tokio_tungstenite::client_async_with_config(request, stream, None).await {
             Ok((ws, response)) => Ok(socket(ws, &response)),
             Err(e) => Err(upgrade_failure(e)),
