@@ -228,6 +228,26 @@ pub struct ServeArgs {
     /// Log lines on stderr: `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, value_enum)]
     pub log_format: Option<crate::logging::LogFormat>,
+    /// Cluster mode: the etcd endpoints, comma-separated (`http://127.0.0.1:2379`). Unset: one
+    /// node with its embedded registry. Needs a binary built with `--features cluster`.
+    #[arg(long, value_name = "URLS")]
+    pub cluster: Option<String>,
+    /// Cluster mode: this node's id, stable across restarts (its actors are owned under it).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Cluster mode: the `ws://HOST:PORT` (or `wss://`) other nodes reach this node at.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Cluster mode: time to live of this node's etcd lease (ms); it stops serving before it runs out.
+    #[arg(long)]
+    pub cluster_lease_ms: Option<u64>,
+    /// Cluster mode: prefix of every etcd key this engine reads and writes.
+    #[arg(long)]
+    pub cluster_prefix: Option<String>,
+    /// Cluster mode: operator token this node presents to other nodes when it moves actors
+    /// to them (default: --auth-token; none on a tokenless loopback cluster).
+    #[arg(long)]
+    pub cluster_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -305,6 +325,24 @@ impl ServeArgs {
             max_open_streams => c.max_open_streams, id;
             log_format => c.log_format, id;
         }
+        c.cluster = match self.cluster.filter(|e| !e.trim().is_empty()) {
+            Some(endpoints) => Some(d::ClusterConfig {
+                endpoints: endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+                node_id: self.node_id.context("--cluster needs --node-id (this node's stable id)")?,
+                advertise: self
+                    .advertise
+                    .context("--cluster needs --advertise (the ws://HOST:PORT other nodes reach this one at)")?,
+                lease_ttl: ms(self.cluster_lease_ms.unwrap_or(d::DEFAULT_CLUSTER_LEASE_MS)),
+                prefix: self.cluster_prefix.unwrap_or_else(|| d::DEFAULT_CLUSTER_PREFIX.to_string()),
+                token: self.cluster_token.filter(|t| !t.is_empty()),
+            }),
+            None => {
+                if self.node_id.is_some() || self.advertise.is_some() || self.cluster_token.is_some() {
+                    bail!("--node-id, --advertise and --cluster-token only apply with --cluster (etcd endpoints)");
+                }
+                None
+            }
+        };
         Ok(c)
     }
 
@@ -369,6 +407,17 @@ impl ServeArgs {
             max_stream_lease_ms: ms(c.max_stream_lease),
             max_open_streams: Some(c.max_open_streams),
             log_format: Some(c.log_format),
+            cluster: c.cluster.as_ref().map(|k| k.endpoints.join(",")),
+            node_id: c.cluster.as_ref().map(|k| k.node_id.clone()),
+            advertise: c.cluster.as_ref().map(|k| k.advertise.clone()),
+            cluster_lease_ms: ms(c
+                .cluster
+                .as_ref()
+                .map_or(std::time::Duration::from_millis(crate::config::DEFAULT_CLUSTER_LEASE_MS), |k| k.lease_ttl)),
+            cluster_prefix: Some(
+                c.cluster.as_ref().map_or(crate::config::DEFAULT_CLUSTER_PREFIX.to_string(), |k| k.prefix.clone()),
+            ),
+            cluster_token: c.cluster.as_ref().and_then(|k| k.token.clone()),
         }
     }
 }

@@ -12,6 +12,11 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6420";
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Cluster mode: time to live of a node's etcd lease. The node stops serving a
+/// margin before it would run out (specs/cluster.md, "Fencing").
+pub const DEFAULT_CLUSTER_LEASE_MS: u64 = 10_000;
+/// Cluster mode: prefix of every etcd key (several clusters may share one etcd).
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/envoy/";
 /// Highest protocol version spoken by default: the newest this workspace
 /// implements (v5; see specs/engine.md, "Protocol v5").
 pub const DEFAULT_MAX_PROTOCOL_VERSION: u16 = envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION;
@@ -383,6 +388,57 @@ pub struct Config {
     pub max_stream_lease: Duration,
     /// v5: result streams open at once per connection.
     pub max_open_streams: u32,
+    /// Cluster mode (directory, placement and generations in etcd); None: one node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl ClusterConfig {
+    /// Checks the settings; a binary built without the `cluster` feature refuses them all.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !cfg!(feature = "cluster") {
+            anyhow::bail!(
+                "--cluster needs an engine built with cluster mode: cargo build --release -p envoy-engine --features cluster (it needs protoc: scripts/install-cluster-deps.sh)"
+            );
+        }
+        if self.endpoints.is_empty()
+            || self.endpoints.iter().any(|e| !e.starts_with("http://") && !e.starts_with("https://"))
+        {
+            anyhow::bail!("--cluster takes etcd endpoints as http://HOST:PORT, comma-separated");
+        }
+        if self.node_id.is_empty()
+            || self.node_id.len() > 128
+            || !self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            anyhow::bail!("--node-id must be 1..=128 characters of letters, digits, '-', '_' or '.'");
+        }
+        if !(self.advertise.starts_with("ws://") || self.advertise.starts_with("wss://")) {
+            anyhow::bail!("--advertise must be a ws:// or wss:// URL (the address other nodes reach this one at)");
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            anyhow::bail!("--cluster-lease-ms must be at least 1000 (etcd leases have whole seconds)");
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
+            anyhow::bail!("--cluster-prefix must start and end with '/'");
+        }
+        Ok(())
+    }
+}
+
+/// Cluster mode settings (specs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://host:port`); the client fails over between them.
+    pub endpoints: Vec<String>,
+    /// This node's id: actors are owned under it, so it must stay the same across restarts.
+    pub node_id: String,
+    /// `ws://HOST:PORT` (or `wss://`) where other nodes open relay links and send moved databases.
+    pub advertise: String,
+    /// Time to live of the node's etcd lease; the node stops serving a margin before it runs out.
+    pub lease_ttl: Duration,
+    /// Prefix of every etcd key.
+    pub prefix: String,
+    /// Operator token presented to other nodes when moving actors (else `auth_token`).
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -432,6 +488,7 @@ impl Config {
             min_stream_lease: DEFAULT_MIN_STREAM_LEASE,
             max_stream_lease: DEFAULT_MAX_STREAM_LEASE,
             max_open_streams: DEFAULT_MAX_OPEN_STREAMS,
+            cluster: None,
         }
     }
 
@@ -447,7 +504,7 @@ impl Config {
         // Bounded by what the protocol crate defines: the engine speaks every
         // version up to IMPLEMENTED_PROTOCOL_VERSION (v5).
         if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION).contains(&v) {
-            bail!(
+            anyhow::bail!(
                 "--max-protocol-version {v} is outside {}..={}",
                 envoy_protocol::MIN_PROTOCOL_VERSION,
                 envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION
@@ -462,7 +519,7 @@ impl Config {
             }
         }
         if self.auth_token.is_none() && self.tokens.is_empty() && !self.listen.ip().is_loopback() {
-            bail!(
+            anyhow::bail!(
                 "listening on non-loopback address {} requires --auth-token (or ENVOY_AUTH_TOKEN) or --tokens-file",
                 self.listen
             );
@@ -471,6 +528,9 @@ impl Config {
             if !envoy_protocol::negotiation::is_valid_token(&t.token) {
                 bail!("the token of {:?} must be a non-empty RFC 7230 token", t.name);
             }
+        }
+        if let Some(k) = &self.cluster {
+            k.validate()?;
         }
         for o in &self.allowed_origins {
             if o == "*" {
@@ -486,25 +546,25 @@ impl Config {
             }
         }
         if self.header_read_timeout.is_zero() || self.handshake_timeout.is_zero() {
-            bail!("the header read timeout and the handshake timeout must be above 0");
+            anyhow::bail!("the header read timeout and the handshake timeout must be above 0");
         }
         if self.max_connections == 0 {
-            bail!("max_connections must be at least 1");
+            anyhow::bail!("max_connections must be at least 1");
         }
         if self.permits_per_connection == 0
             || self.max_batch == 0
             || self.readers_per_actor == 0
             || self.group_commit_max_members == 0
         {
-            bail!(
+            anyhow::bail!(
                 "permits_per_connection, max_batch, readers_per_actor and group_commit_max_members must be at least 1"
             );
         }
         if self.sqlite_hard_heap_limit < 0 || self.sqlite_soft_heap_limit < 0 {
-            bail!("SQLite heap limits cannot be negative (0 means none)");
+            anyhow::bail!("SQLite heap limits cannot be negative (0 means none)");
         }
         if self.sqlite_hard_heap_limit > 0 && self.sqlite_hard_heap_limit < 64 * 1024 * 1024 {
-            bail!("the SQLite hard heap limit must be at least 64 MiB (or 0 for none): below that the engine's own registry fails");
+            anyhow::bail!("the SQLite hard heap limit must be at least 64 MiB (or 0 for none): below that the engine's own registry fails");
         }
         // Now that every limit is a flag, a 0 is one typo away: none of these has a
         // "none" meaning, and at 0 every request of its kind would fail (or, for the
@@ -527,32 +587,32 @@ impl Config {
             }
         }
         if self.limits.max_response_bytes > self.limits.max_frame_bytes {
-            bail!("max_response_bytes cannot exceed max_frame_bytes");
+            anyhow::bail!("max_response_bytes cannot exceed max_frame_bytes");
         }
         // Any single answer within the limits must fit on an idle connection and an
         // idle engine, or it could never be served.
         let max_response = self.limits.max_response_bytes as usize;
         if self.max_connection_outbox_bytes < max_response {
-            bail!(
+            anyhow::bail!(
                 "max_connection_outbox_bytes ({}) cannot be below max_response_bytes ({max_response})",
                 self.max_connection_outbox_bytes
             );
         }
         if self.max_result_memory_bytes < self.max_connection_outbox_bytes {
-            bail!(
+            anyhow::bail!(
                 "max_result_memory_bytes ({}) cannot be below max_connection_outbox_bytes ({})",
                 self.max_result_memory_bytes,
                 self.max_connection_outbox_bytes
             );
         }
         if self.max_actors_per_connection == 0 || self.max_open_actor_dbs == 0 {
-            bail!("max_actors_per_connection and max_open_actor_dbs must be at least 1");
+            anyhow::bail!("max_actors_per_connection and max_open_actor_dbs must be at least 1");
         }
         if self.idle_db_close.is_zero() {
-            bail!("idle_db_close must be longer than zero");
+            anyhow::bail!("idle_db_close must be longer than zero");
         }
         if self.request_key_retention.is_zero() || self.request_keys_per_actor == 0 {
-            bail!("request_key_retention_ms and request_keys_per_actor must be above 0");
+            anyhow::bail!("request_key_retention_ms and request_keys_per_actor must be above 0");
         }
         for (name, value) in [
             ("max_open_transactions", self.max_open_transactions),
@@ -565,10 +625,12 @@ impl Config {
             }
         }
         if self.min_transaction_lease.is_zero() || self.min_transaction_lease > self.max_transaction_lease {
-            bail!("the transaction lease bounds must satisfy 0 < min_transaction_lease_ms <= max_transaction_lease_ms");
+            anyhow::bail!(
+                "the transaction lease bounds must satisfy 0 < min_transaction_lease_ms <= max_transaction_lease_ms"
+            );
         }
         if self.min_stream_lease.is_zero() || self.min_stream_lease > self.max_stream_lease {
-            bail!("the stream lease bounds must satisfy 0 < min_stream_lease_ms <= max_stream_lease_ms");
+            anyhow::bail!("the stream lease bounds must satisfy 0 < min_stream_lease_ms <= max_stream_lease_ms");
         }
         Ok(())
     }

@@ -275,7 +275,7 @@ pub fn merge(flags: ServeArgs, env: &BTreeMap<String, String>) -> Result<ServeAr
     let mut merged = from_table(table)
         .map_err(|message| ConfigFileError::Unrepresentable { origin: "the merged settings".into(), message })?;
     merged.config = path;
-    if merged.auth_token.as_deref() == Some(REDACTED) {
+    if merged.auth_token.as_deref() == Some(REDACTED) || merged.cluster_token.as_deref() == Some(REDACTED) {
         return Err(ConfigFileError::RedactedToken);
     }
     Ok(merged)
@@ -312,6 +312,9 @@ pub fn print(flags: ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result
     shown.tokens_file = merged.tokens_file;
     if shown.auth_token.is_some() {
         shown.auth_token = Some(REDACTED.into());
+    }
+    if shown.cluster_token.is_some() {
+        shown.cluster_token = Some(REDACTED.into());
     }
     let body = toml::to_string(&shown)?;
     let from = match &merged.config {
@@ -385,6 +388,9 @@ mod tests {
         serialized.push("tokens_file".into());
         serialized.push("tls_cert".into());
         serialized.push("tls_key".into());
+        for unset in ["cluster", "node_id", "advertise", "cluster_token"] {
+            serialized.push(unset.into());
+        }
         serialized.sort();
         serialized.dedup();
         let mut keys = file_keys();
