@@ -129,7 +129,7 @@ pub async fn backup(State(state): State<Arc<EngineState>>, headers: HeaderMap, P
 }
 
 /// Checks an uploaded database file: it opens as SQLite and passes `integrity_check`.
-fn check_database(path: &FsPath) -> Result<(), String> {
+pub(crate) fn check_database(path: &FsPath) -> Result<(), String> {
     let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("not a SQLite database: {e}"))?;
     let verdict: String = conn
@@ -142,7 +142,7 @@ fn check_database(path: &FsPath) -> Result<(), String> {
 }
 
 /// Writes `bytes` to `path` and makes it durable.
-fn write_durably(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durably(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(bytes)?;

@@ -30,6 +30,9 @@ pub enum Command {
     /// Inspect the configuration `serve` would run with.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Cluster mode: nodes and their health, draining a node, adopting an actor (specs/cluster.md).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Back up every actor's database into a folder (`--all DIR`), one `<id>.sqlite` each.
     Backup {
         /// The folder to write into (created if missing).
@@ -430,6 +433,98 @@ pub struct AdminArgs {
     /// Admin token.
     #[arg(long, env = "ENVOY_AUTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the cluster's nodes: alive, draining, actors owned (asks one node).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every actor of this node to other live nodes (the node keeps running).
+    Drain {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Restore an actor of a node that is down onto this node from a backup file
+    /// (refused while the owner's lease lives).
+    Adopt {
+        /// The actor id.
+        id: String,
+        /// The backup file (`envoy-engine actors backup`).
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// `envoy-engine cluster …`.
+pub async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Status { admin, json } => {
+            let (status, body) = http_request(&admin.url, "GET", "/cluster", admin.token.as_deref()).await?;
+            check_status(status, &body)?;
+            let v: serde_json::Value = serde_json::from_str(&body).context("decoding the cluster status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "asked node {} (serving: {}, draining: {})",
+                v["node_id"].as_str().unwrap_or("?"),
+                v["serving"],
+                v["draining"]
+            );
+            println!("{:<20} {:<7} {:<9} {:>7}  ADVERTISE", "NODE", "ALIVE", "DRAINING", "ACTORS");
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<7} {:<9} {:>7}  {}",
+                    n["node_id"].as_str().unwrap_or("?"),
+                    n["alive"],
+                    n["draining"],
+                    n["actors"],
+                    n["advertise"].as_str().unwrap_or("")
+                );
+            }
+        }
+        ClusterCommand::Drain { admin } => {
+            let (status, body) = http_request(&admin.url, "POST", "/node/drain", admin.token.as_deref()).await?;
+            check_status(status, &body)?;
+            let v: serde_json::Value = serde_json::from_str(&body).context("decoding the drain report")?;
+            for m in v["moved"].as_array().into_iter().flatten() {
+                println!(
+                    "moved {} to {} (generation {}, {} bytes, {} ms)",
+                    m["actor_id"].as_str().unwrap_or("?"),
+                    m["to"].as_str().unwrap_or("?"),
+                    m["generation"],
+                    m["bytes"],
+                    m["duration_ms"]
+                );
+            }
+            for f in v["failed"].as_array().into_iter().flatten() {
+                println!("NOT moved {}: {}", f[0].as_str().unwrap_or("?"), f[1].as_str().unwrap_or("?"));
+            }
+        }
+        ClusterCommand::Adopt { id, file, admin } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (status, body) = http_exchange(
+                &admin.url,
+                "POST",
+                &format!("/cluster/actors/{id}/adopt"),
+                admin.token.as_deref(),
+                Some(("application/vnd.sqlite3", &bytes)),
+            )
+            .await?;
+            let body = String::from_utf8_lossy(&body).to_string();
+            check_status(status, &body)?;
+            println!("{body}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,6 +25,12 @@ impl Engine {
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let registry = Registry::open(&config.data_dir)?;
+        // A node joins its cluster before it serves anything.
+        #[cfg(feature = "cluster")]
+        let cluster = match &config.cluster {
+            Some(c) => Some(crate::cluster::ClusterNode::join(c).await?),
+            None => None,
+        };
         let local_addr = listener.local_addr()?;
         let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
         crate::fdlimit::raise_and_check(&config);
@@ -48,7 +54,13 @@ impl Engine {
             metrics: Arc::new(crate::metrics::Metrics::new()?),
             next_conn_id: AtomicU64::new(0),
             placement_locks: Default::default(),
+            #[cfg(feature = "cluster")]
+            cluster,
         });
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &state.cluster {
+            crate::cluster::node::spawn_fence_watch(state.clone(), node.clone());
+        }
         tokio::spawn(crate::sql::open_dbs::run_sweeper(
             state.generations.open_dbs().clone(),
             state.config.idle_db_close,
@@ -145,6 +157,13 @@ impl RunningEngine {
         self.state.metrics.render(&self.state)
     }
 
+    /// Cluster mode: moves every actor this node owns to other live nodes (as `POST /node/drain`).
+    #[cfg(feature = "cluster")]
+    pub async fn drain_node(&self) -> Option<crate::cluster::moves::NodeDrainReport> {
+        let node = self.state.cluster.clone()?;
+        Some(crate::cluster::moves::drain_node(&self.state, &node).await)
+    }
+
     /// Every actor the registry knows.
     pub fn actors(&self) -> Vec<ActorRecord> {
         self.state.registry.list()
@@ -156,8 +175,19 @@ impl RunningEngine {
     }
 
     /// Drains every actor, closes every socket with GOING_AWAY, and stops serving.
+    /// In cluster mode it first moves every actor it owns to other live nodes,
+    /// and leaves the cluster last (its lease revoked).
     pub async fn shutdown(self) {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = self.state.cluster.clone() {
+            let report = crate::cluster::moves::drain_node(&self.state, &node).await;
+            tracing::info!(moved = report.moved.len(), failed = report.failed.len(), "node drain done");
+        }
         crate::drain::shutdown_engine(&self.state).await;
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.state.cluster {
+            node.membership.leave().await;
+        }
         let _ = self.server.await;
     }
 }

@@ -1,4 +1,4 @@
-//! `envoy-engine` binary: `serve`, `actors list`, `actors stop`, `sql`, `config print`.
+//! `envoy-engine` binary: `serve`, `actors list`, `actors stop`, `sql`, `config print`, `cluster status`.
 
 use clap::{CommandFactory, FromArgMatches};
 use envoy_engine::cli::{Cli, Command, ConfigCommand};
@@ -20,7 +20,9 @@ fn main() -> std::process::ExitCode {
             .ok()
             .and_then(|a| a.log_format)
             .unwrap_or_default(),
-        Command::Actors(_) | Command::Sql(_) | Command::Config(_) | Command::Backup { .. } => Default::default(),
+        Command::Actors(_) | Command::Sql(_) | Command::Config(_) | Command::Backup { .. } | Command::Cluster(_) => {
+            Default::default()
+        }
     };
     envoy_engine::logging::init(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Actors(cmd) => envoy_engine::cli::run_actors(cmd).await,
+            Command::Cluster(cmd) => envoy_engine::cli::run_cluster(cmd).await,
             Command::Sql(args) => envoy_engine::shell::run(args).await,
             Command::Backup { all, admin } => envoy_engine::cli::backup_all(admin, all).await,
             Command::Config(ConfigCommand::Print(args)) => {

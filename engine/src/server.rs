@@ -52,9 +52,32 @@ pub fn router(state: Arc<EngineState>) -> Router {
             post(crate::backup::restore)
                 .layer(axum::extract::DefaultBodyLimit::max(crate::backup::DEFAULT_MAX_RESTORE_BYTES)),
         )
+        .merge(cluster_routes())
         .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
         .layer(middleware::from_fn_with_state(state.clone(), host_guard))
         .with_state(state)
+}
+
+/// The cluster routes (`cluster::http`); none without the `cluster` feature.
+fn cluster_routes() -> Router<Arc<EngineState>> {
+    #[cfg(feature = "cluster")]
+    {
+        use crate::cluster::http;
+        Router::new()
+            .route("/cluster", get(http::status))
+            .route("/node/drain", post(http::drain))
+            .route(
+                "/cluster/actors/{id}/files/{name}",
+                post(http::receive_file)
+                    .layer(axum::extract::DefaultBodyLimit::max(crate::backup::DEFAULT_MAX_RESTORE_BYTES)),
+            )
+            .route(
+                "/cluster/actors/{id}/adopt",
+                post(http::adopt).layer(axum::extract::DefaultBodyLimit::max(crate::backup::DEFAULT_MAX_RESTORE_BYTES)),
+            )
+    }
+    #[cfg(not(feature = "cluster"))]
+    Router::new()
 }
 
 /// Whether every `Origin` header of a request is in the allow-list (exact match).
@@ -153,7 +176,7 @@ async fn connect(
     ws.protocols([version_subprotocol(version)])
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| connection::serve(socket, state, params, version, identity))
+        .on_upgrade(move |socket| connection::serve(socket, state, params, version, identity, token))
 }
 
 /// Whether `identity` may connect with `params`: its role and namespaces allow it,

@@ -46,6 +46,9 @@ pub struct EngineState {
     pub tasks: TaskTracker,
     /// Source of connection ids (tell an evicted connection from its successor).
     pub(crate) next_conn_id: AtomicU64,
+    /// Cluster mode: this node's membership and the directory in etcd (None: one node).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
     /// One async lock per actor id, serialising placements (get-or-create) of that actor.
     pub(crate) placement_locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -58,6 +61,16 @@ impl EngineState {
     /// The placement lock of `actor_id`.
     pub fn placement_lock(&self, actor_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.placement_locks.lock().entry(actor_id.to_string()).or_default().clone()
+    }
+
+    /// Whether this node must refuse to serve its actors: in cluster mode, once
+    /// its etcd lease cannot be known alive (one atomic load and a clock read).
+    pub fn fenced(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &self.cluster {
+            return !c.is_serving();
+        }
+        false
     }
 
     /// Directory of one actor's files.

@@ -34,7 +34,10 @@ pub fn engine_binary() -> &'static Path {
         };
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "envoy-engine", "--bin", "envoy-engine", "--profile", &profile])
+            // With cluster mode compiled in (the tests crate enables it for the library too, so the
+            // workspace builds one envoy-engine either way); it stays off unless --cluster is given.
+            .args(["build", "--quiet", "-p", "envoy-engine", "--bin", "envoy-engine", "--features", "cluster"])
+            .args(["--profile", &profile])
             .arg("--manifest-path")
             .arg(&manifest)
             .arg("--target-dir")
@@ -58,8 +61,14 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts `envoy-engine serve --listen 127.0.0.1:0 --data-dir DIR ARGS…` and waits for its address.
     pub fn start(data_dir: &Path, args: &[&str]) -> anyhow::Result<EngineProcess> {
+        Self::start_listening("127.0.0.1:0".parse()?, data_dir, args)
+    }
+
+    /// Starts `envoy-engine serve --listen LISTEN --data-dir DIR ARGS…` (a cluster node must know
+    /// its port before it starts, to advertise it) and waits for its address.
+    pub fn start_listening(listen: SocketAddr, data_dir: &Path, args: &[&str]) -> anyhow::Result<EngineProcess> {
         let mut child = Command::new(engine_binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", &listen.to_string(), "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
@@ -117,6 +126,30 @@ impl EngineProcess {
     pub fn kill(&mut self) -> std::io::Result<ExitStatus> {
         self.child.kill()?;
         self.child.wait()
+    }
+
+    /// SIGTERM (the engine drains; in cluster mode it first moves its actors away).
+    pub fn terminate(&self) -> std::io::Result<()> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -TERM failed: {status}")))
+        }
+    }
+
+    /// Waits for the process to exit on its own, up to `limit` (a guard against hangs).
+    pub fn wait_exit(&mut self, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if std::time::Instant::now() >= end {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The last lines the engine logged.

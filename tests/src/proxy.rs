@@ -66,6 +66,11 @@ impl Proxy {
         Proxy { addr, epoch, frozen, refusing, accepted, task }
     }
 
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `ws://ADDR` of the proxy.
     pub fn endpoint(&self) -> String {
         format!("ws://{}", self.addr)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// Longest actor name or key accepted.
 pub const MAX_NAME_BYTES: usize = 1024;
 
-fn error(request_id: u32, code: ActorErrorCode, message: impl Into<String>) -> ToEnvoy {
+pub(crate) fn error(request_id: u32, code: ActorErrorCode, message: impl Into<String>) -> ToEnvoy {
     ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
         request_id,
         result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError { code, message: message.into() }),
@@ -34,15 +34,43 @@ fn error(request_id: u32, code: ActorErrorCode, message: impl Into<String>) -> T
 /// (reason REPLACED). Returns the response to send.
 pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req: ToEngineGetOrCreateActor) -> ToEnvoy {
     let rid = req.request_id;
+    if let Err(refused) = check_request(state, session, &req) {
+        return *refused;
+    }
+    let (rec, created) = match state.registry.get_or_insert(&session.namespace, &req.name, &req.key) {
+        Ok(x) => x,
+        Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
+    };
+    let max_placed = state.config.max_actors_per_connection;
+    place(state, session, rid, &rec.actor_id, created, |id, envoy| {
+        // The generation bump is fsynced: keep it off the async workers.
+        let st = state.clone();
+        async move {
+            tokio::task::spawn_blocking(move || st.registry.start(&id, &envoy, max_placed))
+                .await
+                .map_err(|e| anyhow::anyhow!("registry task: {e}"))?
+        }
+    })
+    .await
+}
+
+/// The checks of a get-or-create before anything is looked up: the engine is
+/// not stopping, the name and key fit, the envoy is under its placement cap.
+pub(crate) fn check_request(
+    state: &Arc<EngineState>,
+    session: &Arc<Session>,
+    req: &ToEngineGetOrCreateActor,
+) -> Result<(), Box<ToEnvoy>> {
+    let rid = req.request_id;
     if state.shutdown.is_shutdown() {
-        return error(rid, ActorErrorCode::EngineStopping, "the engine is shutting down");
+        return Err(Box::new(error(rid, ActorErrorCode::EngineStopping, "the engine is shutting down")));
     }
     if req.name.is_empty() || req.name.len() > MAX_NAME_BYTES || req.key.len() > MAX_NAME_BYTES {
-        return error(
+        return Err(Box::new(error(
             rid,
             ActorErrorCode::InvalidRequest,
             format!("actor name must be 1..={MAX_NAME_BYTES} bytes and key at most {MAX_NAME_BYTES} bytes"),
-        );
+        )));
     }
     // The per-envoy cap, checked before anything is created; `Registry::start`
     // checks it again atomically with the placement.
@@ -53,21 +81,40 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
             .find(&session.namespace, &req.name, &req.key)
             .is_some_and(|r| r.envoy.as_deref() == Some(session.envoy_key.as_str()));
         if !placed_here {
-            return error(rid, ActorErrorCode::InvalidRequest, TooManyActors { max: max_placed }.to_string());
+            return Err(Box::new(error(
+                rid,
+                ActorErrorCode::InvalidRequest,
+                TooManyActors { max: max_placed }.to_string(),
+            )));
         }
     }
-    let (rec, created) = match state.registry.get_or_insert(&session.namespace, &req.name, &req.key) {
-        Ok(x) => x,
-        Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
-    };
-    let lock = state.placement_lock(&rec.actor_id);
+    Ok(())
+}
+
+/// Places the known actor `actor_id` on `session`'s envoy: answers at once if it
+/// is live there, drains another placement first, and starts a Stopped actor
+/// with `start(actor_id, envoy key)`, which raises and records its generation
+/// (the embedded registry in one node, etcd then the registry in a cluster).
+pub(crate) async fn place<F, Fut>(
+    state: &Arc<EngineState>,
+    session: &Arc<Session>,
+    rid: u32,
+    actor_id: &str,
+    created: bool,
+    mut start: F,
+) -> ToEnvoy
+where
+    F: FnMut(String, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<crate::actor::registry::ActorRecord>>,
+{
+    let lock = state.placement_lock(actor_id);
     let _placing = lock.lock().await;
     // Bounded: each round either answers or completes a drain that moves the actor to Stopped.
     for _ in 0..8 {
         if state.shutdown.is_shutdown() {
             return error(rid, ActorErrorCode::EngineStopping, "the engine is shutting down");
         }
-        let Some(cur) = state.registry.get(&rec.actor_id) else {
+        let Some(cur) = state.registry.get(actor_id) else {
             return error(rid, ActorErrorCode::Internal, "actor vanished from the registry");
         };
         let mine = cur.envoy.as_deref() == Some(session.envoy_key.as_str());
@@ -82,19 +129,13 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
                 }
             }
             ActorState::Stopped => {
-                // The generation bump is fsynced: keep it off the async workers.
-                let started = {
-                    let (st, id, envoy) = (state.clone(), cur.actor_id.clone(), session.envoy_key.clone());
-                    tokio::task::spawn_blocking(move || st.registry.start(&id, &envoy, max_placed)).await
-                };
-                let started = match started {
-                    Ok(Ok(r)) => r,
+                let started = match start(cur.actor_id.clone(), session.envoy_key.clone()).await {
+                    Ok(r) => r,
                     // v4's ActorErrorCode has no LIMIT code (published schemas are frozen).
-                    Ok(Err(e)) if e.is::<TooManyActors>() => {
+                    Err(e) if e.is::<TooManyActors>() => {
                         return error(rid, ActorErrorCode::InvalidRequest, e.to_string())
                     }
-                    Ok(Err(e)) => return error(rid, ActorErrorCode::Internal, format!("registry: {e}")),
-                    Err(e) => return error(rid, ActorErrorCode::Internal, format!("registry task: {e}")),
+                    Err(e) => return start_error(rid, e),
                 };
                 session.send_command(Command::StartActor(CommandStartActor {
                     actor_id: started.actor_id.clone(),
@@ -109,6 +150,15 @@ pub async fn get_or_create(state: &Arc<EngineState>, session: &Arc<Session>, req
         }
     }
     error(rid, ActorErrorCode::Internal, "could not place the actor (it kept moving)")
+}
+
+/// The answer to a failed start: a typed error carried in `e` picks its code.
+fn start_error(rid: u32, e: anyhow::Error) -> ToEnvoy {
+    #[cfg(feature = "cluster")]
+    if let Some(u) = e.downcast_ref::<crate::cluster::Unavailable>() {
+        return error(rid, ActorErrorCode::ActorUnavailable, u.to_string());
+    }
+    error(rid, ActorErrorCode::Internal, format!("registry: {e}"))
 }
 
 fn ok(request_id: u32, actor_id: &str, generation: u64, created: bool) -> ToEnvoy {

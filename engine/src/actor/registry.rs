@@ -212,6 +212,58 @@ impl Registry {
         Ok((rec, true))
     }
 
+    /// Cluster mode: makes the local record of an actor the directory in etcd
+    /// names (this node owns it or is receiving it). Creates it Stopped if
+    /// missing; a local record of the same (namespace, name, key) under another
+    /// id (an actor deleted and made again elsewhere) is replaced. The local
+    /// generation is raised to `generation` if it is lower (never lowered).
+    pub fn ensure(
+        &self,
+        actor_id: &str,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        generation: u64,
+    ) -> anyhow::Result<ActorRecord> {
+        let mut actors = self.actors.lock();
+        let mut by_name = self.by_name.lock();
+        let name_key = (namespace.to_string(), name.to_string(), key.to_string());
+        if let Some(rec) = actors.get_mut(actor_id) {
+            if rec.generation < generation {
+                rec.generation = generation;
+                self.db.lock().execute(
+                    "UPDATE actors SET generation = ?2 WHERE actor_id = ?1",
+                    params![actor_id, generation as i64],
+                )?;
+            }
+            return Ok(rec.clone());
+        }
+        let db = self.db.lock();
+        if let Some(stale) = by_name.get(&name_key).cloned() {
+            if actors.get(&stale).is_some_and(|a| a.state.is_live() || a.state == ActorState::Stopping) {
+                anyhow::bail!("another actor of this name and key is still live here");
+            }
+            db.execute("DELETE FROM actors WHERE actor_id = ?1", params![stale])?;
+            actors.remove(&stale);
+        }
+        db.execute(
+            "INSERT INTO actors (actor_id, namespace, name, key, generation, state, envoy) VALUES (?1, ?2, ?3, ?4, ?5, 'stopped', NULL)",
+            params![actor_id, namespace, name, key, generation as i64],
+        )?;
+        let rec = ActorRecord {
+            namespace: namespace.into(),
+            actor_id: actor_id.into(),
+            name: name.into(),
+            key: key.into(),
+            generation,
+            state: ActorState::Stopped,
+            envoy: None,
+        };
+        by_name.insert(name_key, actor_id.to_string());
+        actors.insert(actor_id.to_string(), rec.clone());
+        Ok(rec)
+    }
+
     /// Forgets a Stopped actor for good (its files are the caller's to delete).
     /// Returns false when it does not exist or is not Stopped. Its name and key
     /// become free; a later get-or-create of them makes a new actor with a new id,
@@ -239,6 +291,29 @@ impl Registry {
     /// [`TooManyActors`] if `envoy` already holds `max_placed` other actors.
     /// Blocks on the fsync: call it from a blocking thread.
     pub fn start(&self, actor_id: &str, envoy: &str, max_placed: usize) -> anyhow::Result<ActorRecord> {
+        self.start_with(actor_id, envoy, max_placed, None)
+    }
+
+    /// Cluster mode: [`Registry::start`] at the generation etcd just recorded
+    /// (the compare-and-swap there is what makes it unique cluster-wide; it must
+    /// be above the local one).
+    pub fn start_at(
+        &self,
+        actor_id: &str,
+        envoy: &str,
+        max_placed: usize,
+        generation: u64,
+    ) -> anyhow::Result<ActorRecord> {
+        self.start_with(actor_id, envoy, max_placed, Some(generation))
+    }
+
+    fn start_with(
+        &self,
+        actor_id: &str,
+        envoy: &str,
+        max_placed: usize,
+        at: Option<u64>,
+    ) -> anyhow::Result<ActorRecord> {
         let mut actors = self.actors.lock();
         let rec = actors.get_mut(actor_id).context("unknown actor")?;
         let mut placed = self.placed.lock();
@@ -250,10 +325,13 @@ impl Registry {
         let db = self.db.lock();
         // This commit must reach the disk before StartActor is sent: fsync it.
         db.pragma_update(None, "synchronous", "FULL")?;
+        if let Some(g) = at {
+            anyhow::ensure!(g > rec.generation, "generation {g} is not above the local {}", rec.generation);
+        }
         let bumped = db
             .query_row(
-                "UPDATE actors SET generation = generation + 1, state = 'starting', envoy = ?2 WHERE actor_id = ?1 RETURNING generation",
-                params![actor_id, envoy],
+                "UPDATE actors SET generation = coalesce(?3, generation + 1), state = 'starting', envoy = ?2 WHERE actor_id = ?1 RETURNING generation",
+                params![actor_id, envoy, at.map(|g| g as i64)],
                 |r| r.get::<_, i64>(0),
             )
             .optional();
@@ -364,5 +442,26 @@ mod tests {
         reg.set_state(&a.actor_id, g, ActorState::Stopped).unwrap();
         assert_eq!(reg.placed_count("ns", "e"), 0);
         reg.start(&b.actor_id, "e", 1).unwrap();
+    }
+
+    #[test]
+    fn cluster_records_take_the_directory_generation_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let a = reg.ensure("id1", "ns", "n", "k", 4).unwrap();
+        assert_eq!((a.generation, a.state), (4, ActorState::Stopped));
+        // A lower generation never lowers the local one.
+        assert_eq!(reg.ensure("id1", "ns", "n", "k", 2).unwrap().generation, 4);
+        assert!(reg.start_at("id1", "e", 10, 4).is_err(), "a generation not above the local one is refused");
+        assert_eq!(reg.start_at("id1", "e", 10, 7).unwrap().generation, 7);
+        reg.set_state("id1", 7, ActorState::Stopped).unwrap();
+        // The same name under a new id (deleted and made again elsewhere) replaces the stale record.
+        let b = reg.ensure("id2", "ns", "n", "k", 1).unwrap();
+        assert_eq!(b.actor_id, "id2");
+        assert!(reg.get("id1").is_none());
+        assert_eq!(reg.find("ns", "n", "k").unwrap().actor_id, "id2");
+        drop(reg);
+        let reg = Registry::open(dir.path()).unwrap();
+        assert_eq!(reg.get("id2").unwrap().generation, 1);
     }
 }

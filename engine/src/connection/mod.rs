@@ -80,26 +80,32 @@ struct Conn {
     /// when its socket ends, its session is dropped at once, without waiting out
     /// the lost threshold for a resume that will not come.
     envoy_stopping: std::sync::atomic::AtomicBool,
+    /// Cluster mode: the links to the owner nodes of this envoy's actors placed
+    /// elsewhere, and their routes (`cluster::relay`). None on one node.
+    #[cfg(feature = "cluster")]
+    relays: Option<Arc<crate::cluster::relay::Relays>>,
 }
 
 fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Serves one upgraded socket of `identity` until it closes.
+/// Serves one upgraded socket of `identity` until it closes. `presented_token`:
+/// what the envoy authenticated with (cluster mode presents it again to owner nodes).
 pub async fn serve(
     socket: WebSocket,
     state: Arc<EngineState>,
     params: ConnectParams,
     version: u16,
     identity: crate::auth::Identity,
+    presented_token: Option<String>,
 ) {
     let Some(token) = state.tasks.token() else { return };
     let _open = crate::metrics::Metrics::hold(&state.metrics.connections_open);
     let conn_id = state.next_conn_id();
     let span = tracing::info_span!("envoy", conn_id, identity = %identity.name, namespace = %params.namespace,
         envoy_key = %params.envoy_key, version, host_version = ?params.version);
-    serve_inner(socket, state, params, version, conn_id, &identity.name).instrument(span).await;
+    serve_inner(socket, state, params, version, conn_id, &identity.name, presented_token).instrument(span).await;
     drop(token);
 }
 
@@ -137,7 +143,10 @@ async fn serve_inner(
     version: u16,
     conn_id: u64,
     owner: &str,
+    token: Option<String>,
 ) {
+    #[cfg(not(feature = "cluster"))]
+    let _ = token;
     let (sink, mut stream) = socket.split();
     let budget = crate::budget::ConnBudget::new(state.result_budget.clone(), state.config.max_connection_outbox_bytes);
     let (outbox, rx) = Outbox::new(budget, state.metrics.clone());
@@ -242,6 +251,24 @@ async fn serve_inner(
         transactions: Default::default(),
         streams: crate::sql::stream::ConnStreams::new(state.clone(), outbox.clone()),
         envoy_stopping: std::sync::atomic::AtomicBool::new(false),
+        #[cfg(feature = "cluster")]
+        relays: state.cluster.as_ref().map(|node| {
+            Arc::new(crate::cluster::relay::Relays::new(
+                node.id().to_string(),
+                crate::cluster::relay::Presented {
+                    namespace: params.namespace.clone(),
+                    envoy_key: params.envoy_key.clone(),
+                    pool_name: params.pool_name.clone(),
+                    token,
+                    version,
+                },
+                outbox.clone(),
+                attachment.session.clone(),
+                node.clone(),
+                cfg.limits.max_pending_requests as usize,
+                limits,
+            ))
+        }),
     };
     let mut lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
     if !lost && conn.envoy_stopping.load(std::sync::atomic::Ordering::Acquire) {
@@ -379,16 +406,34 @@ impl Conn {
     /// Handles one decoded frame. Err closes the connection with PROTOCOL_ERROR.
     fn dispatch(&self, msg: ToEngine, frame_len: usize) -> Result<(), DispatchError> {
         let state = &self.state;
+        // Cluster mode: a request for an actor placed through another node goes there.
+        #[cfg(feature = "cluster")]
+        let msg = match &self.relays {
+            Some(relays) => match relays.try_forward(msg) {
+                Some(local) => local,
+                None => return Ok(()),
+            },
+            None => msg,
+        };
         match msg {
             ToEngine::Metadata(_) => return Err(DispatchError::SecondHello),
             ToEngine::Events(e) => {
                 let mut last = None;
+                let mut accepted = Vec::with_capacity(e.events.len());
                 for w in e.events {
-                    let index = w.index;
-                    if self.session.accept_event(index) {
-                        lifecycle::handle_event(state, &self.session, w);
+                    last = Some(w.index);
+                    if self.session.accept_event(w.index) {
+                        accepted.push(w);
                     }
-                    last = Some(index);
+                }
+                // Cluster mode: events about actors placed through another node go there.
+                #[cfg(feature = "cluster")]
+                let accepted = match &self.relays {
+                    Some(relays) => relays.split_events(accepted),
+                    None => accepted,
+                };
+                for w in accepted {
+                    lifecycle::handle_event(state, &self.session, w);
                 }
                 if last.is_some() {
                     if let Some(l) = self.session.last_event_index() {
@@ -400,6 +445,10 @@ impl Conn {
             ToEngine::Stopping => {
                 tracing::info!("envoy says it is stopping; its actors are unplaced when its socket ends");
                 self.envoy_stopping.store(true, std::sync::atomic::Ordering::Release);
+                #[cfg(feature = "cluster")]
+                if let Some(relays) = &self.relays {
+                    relays.stopping();
+                }
             }
             ToEngine::Pong(_) => {}
             ToEngine::GetOrCreateActor(req) => {
@@ -430,8 +479,22 @@ impl Conn {
                 let outbox = self.outbox.clone();
                 let timer = state.metrics.request(RequestKind::GetOrCreate, RouteLabel::Write);
                 let span = tracing::debug_span!("request", request_id = req.request_id, kind = "get_or_create");
+                #[cfg(feature = "cluster")]
+                let cluster = state.cluster.clone().zip(self.relays.clone());
                 tokio::spawn(
                     async move {
+                        // Cluster mode: etcd's directory decides where it is placed (maybe relayed).
+                        #[cfg(feature = "cluster")]
+                        if let Some((node, relays)) = cluster {
+                            let answer =
+                                crate::cluster::placement::get_or_create(&state, &node, &session, &relays, req).await;
+                            if let Some(answer) = answer {
+                                outbox.send(answer);
+                            }
+                            drop(timer);
+                            drop(pending);
+                            return;
+                        }
                         let answer = lifecycle::get_or_create(&state, &session, req).await;
                         outbox.send(answer);
                         drop(timer);
