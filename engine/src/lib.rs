@@ -42,6 +42,8 @@ pub(crate) mod auth;
 pub(crate) mod backup;
 pub(crate) mod budget;
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub(crate) mod connection;
