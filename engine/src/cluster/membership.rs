@@ -73,9 +73,10 @@ struct Shared {
     epoch: Instant,
     /// Serving deadline in ns after `epoch`, or [`FENCED`]. Serving means `FENCED < now < deadline`.
     deadline: AtomicU64,
-    /// Mirrors serving for waiters: `false` when fenced (by the watchdog, the keeper or `leave`), `true`
-    /// after a (re-)join.
-    serving: watch::Sender<bool>,
+    /// Mirrors serving for waiters: `None` when fenced (by the watchdog, the keeper or `leave`),
+    /// `Some(lease)` after a (re-)join under `lease`. Carrying the lease (not a bool) means a waiter that
+    /// wakes only after a fence *and* the re-join still sees that something changed.
+    serving: watch::Sender<Option<i64>>,
     /// Published in the node value; kept here so a re-join publishes it again.
     draining: AtomicBool,
     /// Wakes the watchdog when a fenced node is given a deadline again (a re-join).
@@ -97,7 +98,7 @@ impl Membership {
         let ttl_secs = settings.validate()?;
         let client = connect(&settings.endpoints).await?;
         let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let (serving, _) = watch::channel(false);
+        let (serving, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             keys: Keys::new(&settings.prefix),
             settings: settings.clone(),
@@ -124,10 +125,20 @@ impl Membership {
         self.shared.is_serving()
     }
 
-    /// Follows serving: turns `false` when the node is fenced, `true` again after it re-joined with a new
-    /// lease. An engine drops every placement on `false`.
-    pub fn serving(&self) -> watch::Receiver<bool> {
+    /// Follows serving: `Some(lease)` while serving under `lease`, `None` from a fence until the re-join,
+    /// then `Some(new lease)`. An engine drops every placement made under a lease as soon as the value is
+    /// anything else: a watcher slow to wake may see the new lease without having seen `None` (a watch
+    /// keeps only the latest value), which is why the value is not a bool.
+    pub fn serving(&self) -> watch::Receiver<Option<i64>> {
         self.shared.serving.subscribe()
+    }
+
+    /// Whether this node is serving under `lease` (placements made under an older lease are void): the
+    /// per-request check for an engine that records the lease of each placement. Two atomic loads.
+    pub fn serves_under(&self, lease: i64) -> bool {
+        // The deadline first: a deadline set by a join was stored after that join's lease (release/acquire),
+        // so a lease read after a live deadline is that join's lease or a later one, never an older one.
+        self.shared.is_serving() && self.lease_id() == lease
     }
 
     /// The lease currently on `nodes/<id>` (a new one after every re-join).
@@ -304,7 +315,7 @@ impl Shared {
     }
 
     fn announce_fence(&self, why: &str) {
-        self.serving.send_replace(false);
+        self.serving.send_replace(None);
         tracing::warn!(node = %self.settings.node_id, lease = self.lease.load(Ordering::Acquire), why, "cluster: node fenced, serving nothing until it re-joins");
     }
 
@@ -343,7 +354,7 @@ impl Shared {
             return Err(ClusterError::Timeout { op: "join", timeout: self.ttl() - fence_margin(self.ttl()) });
         }
         self.deadline.store(deadline, Ordering::Release);
-        self.serving.send_replace(true);
+        self.serving.send_replace(Some(lease));
         self.watchdog_wake.notify_one();
         tracing::info!(node = %self.settings.node_id, lease, ttl_s = grant.ttl(), "cluster: joined");
         let previous = put.prev_key().map(|kv| kv.lease()).unwrap_or(0);
