@@ -7,7 +7,8 @@
 //!   reads the clock (`sent`); when the answer says the lease lives (TTL > 0) it moves the *serving
 //!   deadline* to `sent + ttl - margin`. A failed or slow round trip (bounded by `min(ttl / 3,
 //!   ETCD_CALL_TIMEOUT)`) drops the stream and the connection (a half-open TCP link would otherwise
-//!   swallow every later request) and retries soon. An answer with TTL 0 (etcd expired the lease) fences
+//!   swallow every later request) and retries on a fresh one: at once after a timeout, `ttl / 10` after an
+//!   error (a refused connection fails fast; no busy loop). An answer with TTL 0 (etcd expired the lease) fences
 //!   at once. Once fenced, it re-joins: a fresh connection, a **new** lease, `nodes/<id>` put again;
 //!   on success the node serves again.
 //! - the **watchdog** sleeps until the deadline and fences the node there, whatever the keeper is doing
@@ -396,11 +397,16 @@ impl Shared {
         let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
         let mut next = Instant::now() + period;
         loop {
-            tokio::time::sleep_until(next.into()).await;
+            // Wake for the next renewal, or at the deadline to start re-joining without delay.
+            let deadline = self.epoch + Duration::from_nanos(self.deadline.load(Ordering::Acquire));
+            tokio::time::sleep_until(next.min(deadline).into()).await;
             if !self.is_serving() {
                 // The watchdog fenced us (or is about to): this lease is done.
                 self.fence("no lease renewal acknowledged in time");
                 return;
+            }
+            if Instant::now() < next {
+                continue;
             }
             let sent = Instant::now();
             match tokio::time::timeout(round_trip, renew(self.client(), &mut stream, lease)).await {
@@ -422,10 +428,11 @@ impl Shared {
                     next = Instant::now() + retry;
                 }
                 Err(_) => {
+                    // The wait already took a round trip's bound: retry at once, on a fresh connection.
                     tracing::debug!(lease, "cluster: lease renewal timed out; reconnecting");
                     stream = None;
                     self.reconnect().await;
-                    next = Instant::now() + retry;
+                    next = Instant::now();
                 }
             }
         }
