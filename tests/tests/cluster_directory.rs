@@ -194,7 +194,7 @@ async fn adopt_waits_until_the_owner_is_gone() {
     }
     a.leave().await;
     assert!(!a.is_serving());
-    assert!(!*a.serving().borrow());
+    assert_eq!(*a.serving().borrow(), None);
     // a's key is gone with its lease; it still owns two actors.
     let gone = db.node("a").await.expect("node").expect("a listed through its actors");
     assert_eq!((gone.alive, gone.actors, gone.advertise.as_str()), (false, 2, ""));
@@ -269,9 +269,9 @@ async fn fenced_node_hands_over_safely(cut: Cut) {
     assert!(fenced, "{cut:?}: a never stopped serving");
     let claimed = last_true - cut_at;
     assert!(claimed < ttl, "{cut:?}: a claimed to serve {claimed:?} after the cut, past its lease TTL {ttl:?}");
-    tokio::time::timeout(Duration::from_secs(2), serving.wait_for(|s| !*s))
+    tokio::time::timeout(Duration::from_secs(2), serving.wait_for(|s| s.is_none()))
         .await
-        .expect("the serving watch turns false")
+        .expect("the serving watch turns None")
         .expect("watch open");
 
     // b may adopt once etcd expired a's lease, and not before; by then a has long stopped serving.
@@ -306,7 +306,8 @@ async fn fenced_node_hands_over_safely(cut: Cut) {
          a served again at {rejoined_at:?} (healed at {healed_at:?})"
     );
     assert_ne!(a.lease_id(), first_lease, "{cut:?}: a re-joins with a new lease");
-    assert!(*a.serving().borrow());
+    assert_eq!(*a.serving().borrow(), Some(a.lease_id()));
+    assert!(a.serves_under(a.lease_id()) && !a.serves_under(first_lease));
     match da.bump(&placed).await {
         Err(ClusterError::NotOwner { owner }) => assert_eq!(owner, "b"),
         other => panic!("{cut:?}: a's bump of the adopted actor must fail NotOwner, got {other:?}"),
@@ -338,6 +339,8 @@ async fn lost_lease_fences_at_once_and_rejoins() {
     let (b, _db) = node(&etcd.endpoint(), "b", Duration::from_secs(6)).await;
     let (x, _) = da.get_or_create("ns", "doc", "x").await.expect("create");
     let old = a.lease_id();
+    let mut serving = a.serving();
+    assert_eq!(*serving.borrow_and_update(), Some(old));
     b.client().lease_revoke(old).await.expect("revoke a's lease");
     // The node key went with the lease: a's writes are refused by the transaction's guard.
     match da.bump(&x).await {
@@ -349,6 +352,10 @@ async fn lost_lease_fences_at_once_and_rejoins() {
         until(Duration::from_secs(10), || a.lease_id() != old && a.is_serving()).await,
         "a did not re-join after losing its lease"
     );
+    // A watcher that did not look in between still sees the change: the lease it served under is gone.
+    assert!(serving.has_changed().expect("watch open"));
+    assert_eq!(*serving.borrow_and_update(), Some(a.lease_id()));
+    assert!(!a.serves_under(old));
     let bumped = da.bump(&x).await.expect("a is the owner again, under its new lease");
     assert_eq!(bumped.generation, 1);
 }

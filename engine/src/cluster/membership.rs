@@ -7,7 +7,8 @@
 //!   reads the clock (`sent`); when the answer says the lease lives (TTL > 0) it moves the *serving
 //!   deadline* to `sent + ttl - margin`. A failed or slow round trip (bounded by `min(ttl / 3,
 //!   ETCD_CALL_TIMEOUT)`) drops the stream and the connection (a half-open TCP link would otherwise
-//!   swallow every later request) and retries soon. An answer with TTL 0 (etcd expired the lease) fences
+//!   swallow every later request) and retries on a fresh one: at once after a timeout, `ttl / 10` after an
+//!   error (a refused connection fails fast; no busy loop). An answer with TTL 0 (etcd expired the lease) fences
 //!   at once. Once fenced, it re-joins: a fresh connection, a **new** lease, `nodes/<id>` put again;
 //!   on success the node serves again.
 //! - the **watchdog** sleeps until the deadline and fences the node there, whatever the keeper is doing
@@ -73,9 +74,10 @@ struct Shared {
     epoch: Instant,
     /// Serving deadline in ns after `epoch`, or [`FENCED`]. Serving means `FENCED < now < deadline`.
     deadline: AtomicU64,
-    /// Mirrors serving for waiters: `false` when fenced (by the watchdog, the keeper or `leave`), `true`
-    /// after a (re-)join.
-    serving: watch::Sender<bool>,
+    /// Mirrors serving for waiters: `None` when fenced (by the watchdog, the keeper or `leave`),
+    /// `Some(lease)` after a (re-)join under `lease`. Carrying the lease (not a bool) means a waiter that
+    /// wakes only after a fence *and* the re-join still sees that something changed.
+    serving: watch::Sender<Option<i64>>,
     /// Published in the node value; kept here so a re-join publishes it again.
     draining: AtomicBool,
     /// Wakes the watchdog when a fenced node is given a deadline again (a re-join).
@@ -97,7 +99,7 @@ impl Membership {
         let ttl_secs = settings.validate()?;
         let client = connect(&settings.endpoints).await?;
         let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let (serving, _) = watch::channel(false);
+        let (serving, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             keys: Keys::new(&settings.prefix),
             settings: settings.clone(),
@@ -124,10 +126,20 @@ impl Membership {
         self.shared.is_serving()
     }
 
-    /// Follows serving: turns `false` when the node is fenced, `true` again after it re-joined with a new
-    /// lease. An engine drops every placement on `false`.
-    pub fn serving(&self) -> watch::Receiver<bool> {
+    /// Follows serving: `Some(lease)` while serving under `lease`, `None` from a fence until the re-join,
+    /// then `Some(new lease)`. An engine drops every placement made under a lease as soon as the value is
+    /// anything else: a watcher slow to wake may see the new lease without having seen `None` (a watch
+    /// keeps only the latest value), which is why the value is not a bool.
+    pub fn serving(&self) -> watch::Receiver<Option<i64>> {
         self.shared.serving.subscribe()
+    }
+
+    /// Whether this node is serving under `lease` (placements made under an older lease are void): the
+    /// per-request check for an engine that records the lease of each placement. Two atomic loads.
+    pub fn serves_under(&self, lease: i64) -> bool {
+        // The deadline first: a deadline set by a join was stored after that join's lease (release/acquire),
+        // so a lease read after a live deadline is that join's lease or a later one, never an older one.
+        self.shared.is_serving() && self.lease_id() == lease
     }
 
     /// The lease currently on `nodes/<id>` (a new one after every re-join).
@@ -304,7 +316,7 @@ impl Shared {
     }
 
     fn announce_fence(&self, why: &str) {
-        self.serving.send_replace(false);
+        self.serving.send_replace(None);
         tracing::warn!(node = %self.settings.node_id, lease = self.lease.load(Ordering::Acquire), why, "cluster: node fenced, serving nothing until it re-joins");
     }
 
@@ -343,7 +355,7 @@ impl Shared {
             return Err(ClusterError::Timeout { op: "join", timeout: self.ttl() - fence_margin(self.ttl()) });
         }
         self.deadline.store(deadline, Ordering::Release);
-        self.serving.send_replace(true);
+        self.serving.send_replace(Some(lease));
         self.watchdog_wake.notify_one();
         tracing::info!(node = %self.settings.node_id, lease, ttl_s = grant.ttl(), "cluster: joined");
         let previous = put.prev_key().map(|kv| kv.lease()).unwrap_or(0);
@@ -385,11 +397,16 @@ impl Shared {
         let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
         let mut next = Instant::now() + period;
         loop {
-            tokio::time::sleep_until(next.into()).await;
+            // Wake for the next renewal, or at the deadline to start re-joining without delay.
+            let deadline = self.epoch + Duration::from_nanos(self.deadline.load(Ordering::Acquire));
+            tokio::time::sleep_until(next.min(deadline).into()).await;
             if !self.is_serving() {
                 // The watchdog fenced us (or is about to): this lease is done.
                 self.fence("no lease renewal acknowledged in time");
                 return;
+            }
+            if Instant::now() < next {
+                continue;
             }
             let sent = Instant::now();
             match tokio::time::timeout(round_trip, renew(self.client(), &mut stream, lease)).await {
@@ -411,10 +428,11 @@ impl Shared {
                     next = Instant::now() + retry;
                 }
                 Err(_) => {
+                    // The wait already took a round trip's bound: retry at once, on a fresh connection.
                     tracing::debug!(lease, "cluster: lease renewal timed out; reconnecting");
                     stream = None;
                     self.reconnect().await;
-                    next = Instant::now() + retry;
+                    next = Instant::now();
                 }
             }
         }

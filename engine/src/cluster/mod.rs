@@ -11,9 +11,11 @@
 //! caller), and every failure is a [`ClusterError`] variant a caller can map to a typed wire error. Nothing
 //! here holds actor data: etcd only says who owns an actor and at which generation.
 //!
-//! The engine's part of the contract (not enforced here): check [`Membership::is_serving`] before serving
-//! any request of an actor this node owns, drop every placement when [`Membership::serving`] turns `false`,
-//! and place actors again only through [`Directory::bump`] after it turns back to `true`.
+//! The engine's part of the contract (not enforced here): record the lease each placement was made under,
+//! check [`Membership::serves_under`] (or at least [`Membership::is_serving`]) when admitting a request of
+//! an actor this node owns and again right before committing a write, drop every placement as soon as
+//! [`Membership::serving`] no longer shows its lease, and place actors again only through
+//! [`Directory::bump`].
 
 pub mod directory;
 pub mod membership;
