@@ -1,10 +1,12 @@
 //! Cross-crate test helpers: an engine on an ephemeral port with its own data
 //! directory, a TCP proxy that can cut or freeze the link between client
-//! and engine, the real engine binary as a child process, and a raw protocol
-//! connection that keeps many requests in flight.
+//! and engine, the real engine binary as a child process, a raw protocol
+//! connection that keeps many requests in flight, and a scripted engine for
+//! answers the real one cannot give on demand.
 
 pub mod process;
 pub mod proxy;
+pub mod scripted;
 pub mod wire;
 
 use envoy_client::{Client, ClientConfig};
