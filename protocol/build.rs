@@ -7,13 +7,42 @@
 //! the module re-exports the next version's type, so identical types are one
 //! Rust type with one codec across versions (no conversion code between them,
 //! and each codec once in the `.wasm`). Types that differ are converted by hand
-//! in `src/versioned/`, where every match is exhaustive.
+//! in `src/versioned/`, where every match is exhaustive — except between the
+//! versions in [`GENERATED_CONVERSIONS`], where this also emits the conversions
+//! that need no decision (see there).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-const VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
+const VERSIONS: &[u16] = &[1, 2, 3, 4, 5, 6];
+
+/// Version pairs `(a, a + 1)` whose conversions are generated into
+/// `OUT_DIR/conv_v{a}_v{a+1}.rs` (included by `src/versioned/v{a}_v{a+1}.rs`),
+/// with the types whose downgrade is written by hand there.
+///
+/// For every type of `a` that is not shared with `a + 1`, this emits
+/// `<type>_up(x: va::T) -> vb::T` (a struct with the same fields, an enum or
+/// union whose values or members in `a` are a prefix of those in `a + 1`) and,
+/// unless the type is listed, `<type>_down(x: vb::T, t: u16) -> va::T` (same
+/// fields, same values or members; `t` is the version finally targeted). A
+/// downgrade that needs a decision (an enum that gained values, a message to
+/// rewrite) must be listed and written by hand: a type that gained values but
+/// is not listed stops the build, as does a listed type that is shared or gone.
+/// Generated downgrades cannot fail: a pair listed here only adds values that
+/// downgrade to an older meaning (v6), never members that are gated.
+const GENERATED_CONVERSIONS: &[(u16, &[&str])] = &[(
+    5,
+    &[
+        "StopReason",
+        "ActorErrorCode",
+        "KvErrorCode",
+        "SqliteErrorCode",
+        "GetOrCreateActorError",
+        "KvErrorResponse",
+        "SqliteError",
+    ],
+)];
 
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
@@ -37,6 +66,12 @@ fn main() {
         };
         let code = generate(&schemas[i], *v, &shared);
         std::fs::write(Path::new(&out_dir).join(format!("v{v}.rs")), code).unwrap();
+        if let Some((_, by_hand)) = GENERATED_CONVERSIONS.iter().find(|(a, _)| a == v) {
+            let next = schemas.get(i + 1).unwrap_or_else(|| panic!("conversions of v{v}: no v{}", v + 1));
+            let code = generate_conversions(&schemas[i], next, *v, &shared, by_hand)
+                .unwrap_or_else(|e| panic!("conversions v{v} <-> v{}: {e}", v + 1));
+            std::fs::write(Path::new(&out_dir).join(format!("conv_v{v}_v{}.rs", v + 1)), code).unwrap();
+        }
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
@@ -687,4 +722,152 @@ fn collect_refs(d: &Def, out: &mut Vec<String>) {
         Def::Enum(_) => {}
         Def::Alias(t) => ty_refs(t, out),
     }
+}
+
+// ------------------------------------------------------------------ conversions between versions
+
+/// Whether a value of type `t` (in schema `s`) differs between the two
+/// versions, so it needs a conversion call rather than a move.
+fn needs_conversion(s: &Schema, shared: &BTreeMap<String, bool>, t: &Ty) -> bool {
+    match t {
+        Ty::Named(n) => match &s.types[n].def {
+            Def::Alias(inner) => needs_conversion(s, shared, inner),
+            _ => !shared.contains_key(n),
+        },
+        Ty::Optional(t) | Ty::List(t) => needs_conversion(s, shared, t),
+        Ty::Map(_, v) => needs_conversion(s, shared, v),
+        _ => false,
+    }
+}
+
+/// An expression converting `expr` (of type `t`, moved) up or down.
+fn convert_expr(s: &Schema, shared: &BTreeMap<String, bool>, t: &Ty, expr: &str, down: bool, depth: usize) -> String {
+    if !needs_conversion(s, shared, t) {
+        return expr.to_string();
+    }
+    let v = format!("v{depth}");
+    match t {
+        Ty::Named(n) => match &s.types[n].def {
+            Def::Alias(inner) => convert_expr(s, shared, inner, expr, down, depth),
+            _ if down => format!("{}_down({expr}, t)", snake(n)),
+            _ => format!("{}_up({expr})", snake(n)),
+        },
+        Ty::Optional(inner) => {
+            format!("{expr}.map(|{v}| {})", convert_expr(s, shared, inner, &v, down, depth + 1))
+        }
+        Ty::List(inner) => {
+            format!("{expr}.into_iter().map(|{v}| {}).collect()", convert_expr(s, shared, inner, &v, down, depth + 1))
+        }
+        Ty::Map(_, val) => format!(
+            "{expr}.into_iter().map(|({v}k, {v})| ({v}k, {})).collect()",
+            convert_expr(s, shared, val, &v, down, depth + 1)
+        ),
+        _ => unreachable!("primitives never need a conversion"),
+    }
+}
+
+/// The conversions between versions `va` and `va + 1` (see
+/// [`GENERATED_CONVERSIONS`]). `shared` holds the types of `a` that are `b`'s.
+fn generate_conversions(
+    a: &Schema,
+    b: &Schema,
+    va: u16,
+    shared: &BTreeMap<String, bool>,
+    by_hand: &[&str],
+) -> Result<String, String> {
+    let vb = va + 1;
+    let (ma, mb) = (format!("v{va}"), format!("v{vb}"));
+    for name in by_hand {
+        match a.types.get(*name) {
+            None => return Err(format!("{name} is listed as converted by hand but v{va} has no such type")),
+            Some(_) if shared.contains_key(*name) => {
+                return Err(format!("{name} is listed as converted by hand but is the same type in v{va} and v{vb}"))
+            }
+            Some(_) => {}
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "// Generated by build.rs from schemas/v{va}.bare and v{vb}.bare. Do not edit.");
+    for name in &a.order {
+        let ta = &a.types[name];
+        if shared.contains_key(name) || matches!(ta.def, Def::Alias(_)) {
+            continue;
+        }
+        let tb = b.types.get(name).ok_or_else(|| format!("v{vb} has no type {name}"))?;
+        let f = snake(name);
+        let write_down = !by_hand.contains(&name.as_str());
+        match (&ta.def, &tb.def) {
+            (Def::Struct(fa), Def::Struct(fb)) => {
+                if fa != fb {
+                    return Err(format!("struct {name} has other fields in v{vb}: convert it by hand"));
+                }
+                for (down, (from, to)) in [(false, (&ma, &mb)), (true, (&mb, &ma))] {
+                    if down && !write_down {
+                        continue;
+                    }
+                    let (suffix, param) = if down { ("down", ", t: u16") } else { ("up", "") };
+                    let _ = writeln!(out, "pub(super) fn {f}_{suffix}(x: {from}::{name}{param}) -> {to}::{name} {{");
+                    let _ = writeln!(out, "    {to}::{name} {{");
+                    for field in fa {
+                        let fname = snake(&field.name);
+                        let e = convert_expr(a, shared, &field.ty, &format!("x.{fname}"), down, 0);
+                        let _ = writeln!(out, "        {fname}: {e},");
+                    }
+                    let _ = writeln!(out, "    }}\n}}");
+                }
+            }
+            (Def::Enum(va_values), Def::Enum(vb_values)) => {
+                if !vb_values.starts_with(va_values) {
+                    return Err(format!("enum {name}: v{va}'s values are not a prefix of v{vb}'s"));
+                }
+                if write_down && va_values != vb_values {
+                    return Err(format!("enum {name} gained values in v{vb}: list it and convert it down by hand"));
+                }
+                for (down, (from, to)) in [(false, (&ma, &mb)), (true, (&mb, &ma))] {
+                    if down && !write_down {
+                        continue;
+                    }
+                    let (suffix, param) = if down { ("down", ", _t: u16") } else { ("up", "") };
+                    let _ = writeln!(out, "pub(super) fn {f}_{suffix}(x: {from}::{name}{param}) -> {to}::{name} {{");
+                    let _ = writeln!(out, "    match x {{");
+                    for value in va_values {
+                        let p = pascal_from_screaming(value);
+                        let _ = writeln!(out, "        {from}::{name}::{p} => {to}::{name}::{p},");
+                    }
+                    let _ = writeln!(out, "    }}\n}}");
+                }
+            }
+            (Def::Union(va_members), Def::Union(vb_members)) => {
+                if !vb_members.starts_with(va_members) {
+                    return Err(format!("union {name}: v{va}'s members are not a prefix of v{vb}'s"));
+                }
+                if write_down && va_members != vb_members {
+                    return Err(format!("union {name} gained members in v{vb}: list it and convert it down by hand"));
+                }
+                for (down, (from, to)) in [(false, (&ma, &mb)), (true, (&mb, &ma))] {
+                    if down && !write_down {
+                        continue;
+                    }
+                    let (suffix, param) = if down { ("down", ", t: u16") } else { ("up", "") };
+                    // `t` is unused when no member needs converting.
+                    let uses_t = va_members.iter().any(|m| needs_conversion(a, shared, &Ty::Named(m.clone())));
+                    let param = if down && !uses_t { ", _t: u16" } else { param };
+                    let _ = writeln!(out, "pub(super) fn {f}_{suffix}(x: {from}::{name}{param}) -> {to}::{name} {{");
+                    let _ = writeln!(out, "    match x {{");
+                    for m in va_members {
+                        let vn = variant_name(name, m);
+                        if matches!(a.types[m].def, Def::Alias(Ty::Void)) {
+                            let _ = writeln!(out, "        {from}::{name}::{vn} => {to}::{name}::{vn},");
+                        } else {
+                            let e = convert_expr(a, shared, &Ty::Named(m.clone()), "v", down, 0);
+                            let _ = writeln!(out, "        {from}::{name}::{vn}(v) => {to}::{name}::{vn}({e}),");
+                        }
+                    }
+                    let _ = writeln!(out, "    }}\n}}");
+                }
+            }
+            _ => return Err(format!("{name} is another kind of type in v{vb}")),
+        }
+    }
+    Ok(out)
 }

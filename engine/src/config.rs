@@ -502,7 +502,7 @@ impl Config {
         use anyhow::bail;
         let v = self.max_protocol_version;
         // Bounded by what the protocol crate defines: the engine speaks every
-        // version up to IMPLEMENTED_PROTOCOL_VERSION (v5).
+        // version up to IMPLEMENTED_PROTOCOL_VERSION (v6).
         if !(envoy_protocol::MIN_PROTOCOL_VERSION..=envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION).contains(&v) {
             anyhow::bail!(
                 "--max-protocol-version {v} is outside {}..={}",

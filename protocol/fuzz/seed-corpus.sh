@@ -3,7 +3,7 @@
 # bytes from the hex files), so libFuzzer starts from valid frames.
 set -euo pipefail
 cd "$(dirname "$0")"
-for v in 1 2 3 4 5; do
+for v in 1 2 3 4 5 6; do
   mkdir -p "corpus/fuzz_v$v"
   for f in ../tests/vectors/v$v/*/*.hex; do
     top=$(basename "$(dirname "$f")")

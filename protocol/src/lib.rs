@@ -2,9 +2,9 @@
 //!
 //! Envoys (actor hosts) and the engine exchange binary WebSocket messages, each
 //! one BARE-encoded top-level message: [`ToEngine`] (envoy → engine) or
-//! [`ToEnvoy`] (engine → envoy). The schemas in `schemas/v1.bare` … `v5.bare`
+//! [`ToEnvoy`] (engine → envoy). The schemas in `schemas/v1.bare` … `v6.bare`
 //! are the single source of truth; `build.rs` generates the types of every
-//! version ([`v1`] … [`v5`]) from them.
+//! version ([`v1`] … [`v6`]) from them.
 //!
 //! Code works with the latest types (re-exported at the crate root) and uses
 //! [`encode_to_engine`] / [`decode_to_engine`] (and the `to_envoy` pair) to
@@ -53,8 +53,14 @@ pub mod v5 {
     include!(concat!(env!("OUT_DIR"), "/v5.rs"));
 }
 
+/// Types of protocol v6 (cluster mode's answers: ACTOR_UNAVAILABLE, MOVED).
+#[allow(clippy::all)] // generated code
+pub mod v6 {
+    include!(concat!(env!("OUT_DIR"), "/v6.rs"));
+}
+
 /// The latest version's types, which the rest of the project uses.
-pub use v5::*;
+pub use v6::*;
 
 pub use bare::{DecodeError, DecodeErrorKind};
 pub use versioned::{

@@ -1,12 +1,12 @@
 //! Version negotiation in the WebSocket upgrade.
 //!
 //! The client offers one subprotocol per version it speaks, highest first
-//! (`envoy.v5`, `envoy.v4`, …), plus `envoy.token.<TOKEN>` when it has a token.
+//! (`envoy.v6`, `envoy.v5`, …), plus `envoy.token.<TOKEN>` when it has a token.
 //! The engine answers with exactly one of the version subprotocols: the
 //! highest version both speak. It never echoes the token. So the version is
 //! known to both sides before the first frame, in one round trip.
 
-/// Prefix of a version subprotocol: `envoy.v5`.
+/// Prefix of a version subprotocol: `envoy.v6`.
 pub const VERSION_PREFIX: &str = "envoy.v";
 /// Prefix of the token subprotocol: `envoy.token.<TOKEN>`.
 pub const TOKEN_PREFIX: &str = "envoy.token.";
@@ -92,22 +92,23 @@ mod tests {
     }
 
     #[test]
-    fn a_v5_peer_is_offered_and_selected_v5() {
+    fn a_v6_peer_is_offered_and_selected_v6() {
         use crate::{IMPLEMENTED_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-        // A client speaking everything the crate knows offers envoy.v5 first.
+        // A client speaking everything the crate knows offers envoy.v6 first.
         let offer = client_offer(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, None);
-        assert_eq!(offer, ["envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1"]);
+        assert_eq!(offer, ["envoy.v6", "envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1"]);
         let parsed = Offer::parse([offer.join(",").as_str()]);
-        // An engine that speaks v5 selects it; one that implements v4 selects v4.
-        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), Some(5));
+        // An engine that speaks v6 selects it; one that implements v5 (or v4) selects that.
+        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), Some(6));
+        assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, 5), Some(5));
         assert_eq!(parsed.select(MIN_PROTOCOL_VERSION, 4), Some(4));
-        // A v4 client meets a v5 engine at v4; a v5-only client meets a v4 engine nowhere.
-        assert_eq!(Offer::parse(["envoy.v4, envoy.v3"]).select(1, 5), Some(4));
-        assert_eq!(Offer::parse(["envoy.v5"]).select(1, 4), None);
-        assert_eq!(parse_version_subprotocol("envoy.v5"), Some(5));
-        assert_eq!(version_subprotocol(5), "envoy.v5");
-        // What the engine and SDK offer today: v5.
-        assert_eq!(client_offer(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None)[0], "envoy.v5");
+        // A v5 client meets a v6 engine at v5; a v6-only client meets a v5 engine nowhere.
+        assert_eq!(Offer::parse(["envoy.v5, envoy.v4"]).select(1, 6), Some(5));
+        assert_eq!(Offer::parse(["envoy.v6"]).select(1, 5), None);
+        assert_eq!(parse_version_subprotocol("envoy.v6"), Some(6));
+        assert_eq!(version_subprotocol(6), "envoy.v6");
+        // What the engine and SDK offer today: v6.
+        assert_eq!(client_offer(MIN_PROTOCOL_VERSION, IMPLEMENTED_PROTOCOL_VERSION, None)[0], "envoy.v6");
     }
 
     #[test]

@@ -99,6 +99,10 @@ const TO_ENVOY_GATES: &[(&str, Feature, u16)] = &[
     ("sqlite_stream_last_chunk", Feature::ResultStreams, 5),
     ("sqlite_stream_expired", Feature::ResultStreams, 5),
     ("sqlite_stream_fence_mismatch", Feature::ResultStreams, 5),
+    // v6 values are never gated; these are gated by the member that holds them.
+    ("sqlite_execute_actor_unavailable", Feature::RemoteSqlite, 4),
+    ("sqlite_exec_v5_actor_unavailable_relayed", Feature::RequestKeys, 5),
+    ("sqlite_stream_actor_unavailable", Feature::ResultStreams, 5),
 ];
 
 fn check_gates<T: std::fmt::Debug>(
@@ -196,17 +200,17 @@ fn one_intent_among_state_updates_gates_the_whole_batch() {
 
 #[test]
 fn unsupported_versions_are_typed_errors() {
-    for v in [0u16, 6, u16::MAX] {
+    for v in [0u16, 7, u16::MAX] {
         assert_eq!(encode_to_engine(&ToEngine::Stopping, v), Err(EncodeError::UnsupportedVersion(v)));
         assert_eq!(encode_to_envoy(&ToEnvoy::Ping(ToEnvoyPing { ts: 0 }), v), Err(EncodeError::UnsupportedVersion(v)));
         assert_eq!(decode_to_engine(&[3], v, &common::limits()), Err(ProtocolDecodeError::UnsupportedVersion(v)));
         assert_eq!(decode_to_envoy(&[3], v, &common::limits()), Err(ProtocolDecodeError::UnsupportedVersion(v)));
     }
     assert_eq!(
-        EncodeError::UnsupportedVersion(6).to_string(),
-        "envoy protocol v6 is not supported (this build speaks v1–v5)"
+        EncodeError::UnsupportedVersion(7).to_string(),
+        "envoy protocol v7 is not supported (this build speaks v1–v6)"
     );
-    assert_eq!(PROTOCOL_VERSION, 5);
+    assert_eq!(PROTOCOL_VERSION, 6);
     // The engine and the SDK implement everything the crate defines.
     assert_eq!(IMPLEMENTED_PROTOCOL_VERSION, PROTOCOL_VERSION);
 }
@@ -235,7 +239,9 @@ fn kv_error_code_folds_into_the_v1_message_and_upgrades_to_unknown() {
         (KvErrorCode::Overloaded, "OVERLOADED"),
         (KvErrorCode::Internal, "INTERNAL"),
     ];
-    assert_eq!(names.len(), KvErrorCode::ALL.len(), "a new KV error code needs a row here");
+    // v6's ACTOR_UNAVAILABLE downgrades instead (`actor_unavailable_*` below).
+    assert_eq!(names.len(), v5::KvErrorCode::ALL.len(), "a new KV error code needs a row here");
+    assert_eq!(KvErrorCode::ALL.len(), names.len() + 1, "a new KV error code needs a look");
     for (code, name) in names {
         let bytes = encode_to_envoy(&kv_error(code), 1).unwrap();
         // What a v1 peer sees.
@@ -259,7 +265,7 @@ fn kv_error_code_folds_into_the_v1_message_and_upgrades_to_unknown() {
             })
         );
         // v2 and later carry the code and generation unchanged.
-        for v in 2..=5 {
+        for v in 2..=PROTOCOL_VERSION {
             let bytes = encode_to_envoy(&kv_error(code), v).unwrap();
             assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), kv_error(code), "v{v}");
         }
@@ -277,7 +283,7 @@ fn stop(reason: StopReason) -> ToEnvoy {
 
 #[test]
 fn stop_reason_is_dropped_below_v3_and_unspecified_when_upgraded() {
-    assert_eq!(StopReason::ALL.len(), 7);
+    assert_eq!(StopReason::ALL.len(), 8);
     for &reason in StopReason::ALL {
         for v in 1..=2 {
             let bytes = encode_to_envoy(&stop(reason), v).unwrap();
@@ -285,9 +291,11 @@ fn stop_reason_is_dropped_below_v3_and_unspecified_when_upgraded() {
             assert_eq!(bytes, encode_to_envoy(&stop(StopReason::Unspecified), v).unwrap());
             assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(StopReason::Unspecified));
         }
-        for v in 3..=5 {
+        for v in 3..=6 {
             let bytes = encode_to_envoy(&stop(reason), v).unwrap();
-            assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(reason));
+            // v6's MOVED is UNSPECIFIED to an older peer.
+            let expected = if reason == StopReason::Moved && v < 6 { StopReason::Unspecified } else { reason };
+            assert_eq!(decode_to_envoy(&bytes, v, &common::limits()).unwrap(), stop(expected), "v{v}");
         }
     }
 }
@@ -325,6 +333,7 @@ fn init_limits_are_dropped_below_v3_and_sql_limits_below_v4() {
         (3, init(Some(limits.clone()), None)),
         (4, full.clone()),
         (5, full.clone()),
+        (6, full.clone()),
     ];
     for (v, expected) in cases {
         let bytes = encode_to_envoy(&full, v).unwrap();
@@ -360,7 +369,7 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
     ];
     for (case, msg) in samples::to_engine().into_iter().filter(|(c, _)| same_engine.contains(c)) {
         let v1 = encode_to_engine(&msg, 1).unwrap();
-        for v in 2..=5 {
+        for v in 2..=PROTOCOL_VERSION {
             assert_eq!(encode_to_engine(&msg, v).unwrap(), v1, "{case} at v{v}");
         }
     }
@@ -381,13 +390,13 @@ fn unchanged_messages_have_the_same_bytes_at_every_version() {
     ];
     for (case, msg) in samples::to_envoy().into_iter().filter(|(c, _)| same_envoy.contains(c)) {
         let v1 = encode_to_envoy(&msg, 1).unwrap();
-        for v in 2..=5 {
+        for v in 2..=PROTOCOL_VERSION {
             assert_eq!(encode_to_envoy(&msg, v).unwrap(), v1, "{case} at v{v}");
         }
     }
     // A KV error is the same from v2 on; a stop with a reason from v3 on.
     let err = kv_error(KvErrorCode::FenceMismatch);
-    assert_eq!(encode_to_envoy(&err, 2).unwrap(), encode_to_envoy(&err, 5).unwrap());
+    assert_eq!(encode_to_envoy(&err, 2).unwrap(), encode_to_envoy(&err, 6).unwrap());
     assert_eq!(
         encode_to_envoy(&stop(StopReason::Operator), 3).unwrap(),
         encode_to_envoy(&stop(StopReason::Operator), 4).unwrap()
@@ -439,8 +448,10 @@ fn every_v4_sample_has_the_same_bytes_at_v5() {
         assert_eq!(encode_to_engine(&read_at_5, 4).unwrap(), v4, "{case}");
         checked += 1;
     }
-    // Samples that downgrade (a v5 member becoming its v4 form) are not v4 samples.
-    let downgraded = ["init_v5", "init_v5_os_no_limits", "kv_limit_exceeded"];
+    // Samples that downgrade (a v5 member becoming its v4 form) are not v4
+    // samples; nor is v6's ACTOR_UNAVAILABLE in an ActorErrorCode, which is
+    // OVERLOADED at v5 and INTERNAL at v4.
+    let downgraded = ["init_v5", "init_v5_os_no_limits", "kv_limit_exceeded", "get_or_create_actor_unavailable"];
     for (case, msg) in samples::to_envoy() {
         let Ok(v4) = encode_to_envoy(&msg, 4) else { continue };
         if downgraded.contains(&case) {
@@ -517,11 +528,13 @@ fn every_v5_sqlite_error_code_is_gated_below_v5() {
         (SqliteErrorCode::Cancelled, Feature::ResultStreams),
     ];
     assert_eq!(
-        SqliteErrorCode::ALL.len(),
+        v5::SqliteErrorCode::ALL.len(),
         v4::SqliteErrorCode::ALL.len() + v5_only.len(),
         "a new code needs a row here"
     );
-    for (i, &code) in SqliteErrorCode::ALL.iter().enumerate() {
+    // v6's ACTOR_UNAVAILABLE downgrades instead (`actor_unavailable_*` below).
+    assert_eq!(SqliteErrorCode::ALL.len(), v5::SqliteErrorCode::ALL.len() + 1, "a new code needs a look");
+    for (i, &code) in SqliteErrorCode::ALL[..v5::SqliteErrorCode::ALL.len()].iter().enumerate() {
         let feature = v5_only.iter().find(|(c, _)| *c == code).map(|(_, f)| *f);
         // Appended: the first values are v4's, in v4's order.
         assert_eq!(feature.is_none(), i < v4::SqliteErrorCode::ALL.len(), "{code:?}");
@@ -545,8 +558,10 @@ fn every_v5_limit_kind_is_gated_below_v5() {
 #[test]
 fn every_v5_actor_error_code_is_gated_below_v5() {
     let n4 = v4::ActorErrorCode::ALL.len();
-    assert_eq!(ActorErrorCode::ALL.len(), n4 + 2);
-    for (i, &code) in ActorErrorCode::ALL.iter().enumerate() {
+    assert_eq!(v5::ActorErrorCode::ALL.len(), n4 + 2);
+    // v6's ACTOR_UNAVAILABLE downgrades instead (`actor_unavailable_*` below).
+    assert_eq!(ActorErrorCode::ALL.len(), n4 + 3, "a new code needs a look");
+    for (i, &code) in ActorErrorCode::ALL[..n4 + 2].iter().enumerate() {
         let msg = ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
             request_id: 1,
             result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError { code, message: "m".into() }),
@@ -644,4 +659,241 @@ fn v5_members_and_values_are_unknown_to_a_v4_decoder() {
         panic!()
     };
     assert_eq!(source.kind, DecodeErrorKind::UnknownUnionTag { ty: "KvResponseData", tag: 9 });
+}
+
+// ---------------------------------------------------------------- v6
+
+/// The v6 samples: each holds ACTOR_UNAVAILABLE or MOVED.
+const V6_SAMPLES: [&str; 6] = [
+    "get_or_create_actor_unavailable",
+    "kv_error_actor_unavailable",
+    "sqlite_execute_actor_unavailable",
+    "sqlite_exec_v5_actor_unavailable_relayed",
+    "sqlite_stream_actor_unavailable",
+    "commands_stop_moved",
+];
+
+#[test]
+fn every_v5_message_has_the_same_bytes_at_v6() {
+    // v6 only appends enum values: whatever travels at v5 is the same frame at
+    // v6, and a v6 decoder reads a v5 frame as the same message.
+    let mut checked = 0;
+    for (case, msg) in samples::to_engine() {
+        let Ok(v5) = encode_to_engine(&msg, 5) else { continue };
+        assert_eq!(encode_to_engine(&msg, 6).unwrap(), v5, "{case}: v5 and v6 bytes differ");
+        checked += 1;
+    }
+    for (case, msg) in samples::to_envoy() {
+        let Ok(v5) = encode_to_envoy(&msg, 5) else { continue };
+        if V6_SAMPLES.contains(&case) {
+            // A v6 value becomes an older one at v5.
+            assert_ne!(encode_to_envoy(&msg, 6).unwrap(), v5, "{case}");
+            continue;
+        }
+        assert_eq!(encode_to_envoy(&msg, 6).unwrap(), v5, "{case}: v5 and v6 bytes differ");
+        let read_at_6 = decode_to_envoy(&v5, 6, &common::limits()).unwrap();
+        assert_eq!(encode_to_envoy(&read_at_6, 5).unwrap(), v5, "{case}");
+        checked += 1;
+    }
+    assert!(checked >= 100, "only {checked} v5 samples checked");
+    // The committed v5 vectors, read as v6 frames, re-encode to themselves at both versions.
+    let mut vectors = 0;
+    for vec in common::committed_vectors().into_iter().filter(|v| v.version == 5) {
+        let at6 = common::Vector { version: 6, ..vec.clone() };
+        assert_eq!(at6.decode_and_reencode(&common::limits()).unwrap(), vec.bytes, "v5/{}/{}", vec.top, vec.case);
+        vectors += 1;
+    }
+    assert!(vectors >= 100, "only {vectors} v5 vectors");
+}
+
+fn get_or_create_error(code: ActorErrorCode, message: &str) -> ToEnvoy {
+    ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+        request_id: 44,
+        result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError { code, message: message.into() }),
+    })
+}
+
+/// `msg` sent at `v` and read back, as the peer's answer arrives in the latest types.
+fn through(msg: &ToEnvoy, v: u16) -> ToEnvoy {
+    let bytes = encode_to_envoy(msg, v).unwrap_or_else(|e| panic!("at v{v}: {e}"));
+    decode_to_envoy(&bytes, v, &common::limits()).unwrap()
+}
+
+#[test]
+fn actor_unavailable_in_get_or_create_is_overloaded_at_v5_and_internal_below() {
+    let msg = get_or_create_error(ActorErrorCode::ActorUnavailable, "owner node 2 is unreachable");
+    let prefixed = "actor unavailable: owner node 2 is unreachable";
+    assert_eq!(through(&msg, 6), msg);
+    // v5 has OVERLOADED ("nothing placed, retry later").
+    assert_eq!(through(&msg, 5), get_or_create_error(ActorErrorCode::Overloaded, prefixed));
+    // v4 and below have no OVERLOADED (it would be gated): INTERNAL still answers.
+    for v in 1..=4 {
+        assert_eq!(through(&msg, v), get_or_create_error(ActorErrorCode::Internal, prefixed), "v{v}");
+    }
+    // The bytes, written out by hand: ToEnvoy tag 5, requestId 44 (u32 LE),
+    // GetOrCreateActorError (tag 1), the code, the message.
+    let hex_at =
+        |v| hex::encode(encode_to_envoy(&get_or_create_error(ActorErrorCode::ActorUnavailable, "x"), v).unwrap());
+    let prefixed_x = hex::encode("actor unavailable: x");
+    assert_eq!(hex_at(6), "052c000000010501".to_string() + "78");
+    assert_eq!(hex_at(5), format!("052c000000010414{prefixed_x}"));
+    assert_eq!(hex_at(4), format!("052c000000010214{prefixed_x}"));
+    assert_eq!(hex_at(1), hex_at(4));
+}
+
+#[test]
+fn actor_unavailable_in_kv_is_overloaded_below_v6() {
+    let error = |code, message: &str| {
+        ToEnvoy::KvResponse(ToEnvoyKvResponse {
+            request_id: 9,
+            data: KvResponseData::KvErrorResponse(KvErrorResponse {
+                code,
+                message: message.into(),
+                current_generation: Some(3),
+            }),
+        })
+    };
+    let msg = error(KvErrorCode::ActorUnavailable, "lease lost");
+    assert_eq!(through(&msg, 6), msg);
+    for v in 2..=5 {
+        assert_eq!(through(&msg, v), error(KvErrorCode::Overloaded, "actor unavailable: lease lost"), "v{v}");
+    }
+    // v1 KV errors are text: the code leads it, as for every KV code.
+    let ToEnvoy::KvResponse(ToEnvoyKvResponse { data: KvResponseData::KvErrorResponse(e), .. }) = through(&msg, 1)
+    else {
+        panic!("wrong member")
+    };
+    assert_eq!((e.code, e.message.as_str()), (KvErrorCode::Unknown, "OVERLOADED: actor unavailable: lease lost"));
+}
+
+/// Every ToEnvoy member that carries a SqliteError, holding `e`.
+fn every_sql_answer(e: SqliteError) -> Vec<ToEnvoy> {
+    let cost = SqlCost { rows_read: 1, rows_written: 0, duration_us: 5 };
+    vec![
+        ToEnvoy::SqliteExecResponse(ToEnvoySqliteExecResponse {
+            request_id: 1,
+            result: SqliteExecResult::SqliteError(e.clone()),
+        }),
+        ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+            request_id: 2,
+            result: SqliteExecuteResult::SqliteError(e.clone()),
+        }),
+        ToEnvoy::SqliteExecResponseV5(ToEnvoySqliteExecResponseV5 {
+            request_id: 3,
+            result: SqliteExecResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+            request_key: Some(RequestKeyOutcome::Executed),
+        }),
+        ToEnvoy::SqliteExecuteResponseV5(ToEnvoySqliteExecuteResponseV5 {
+            request_id: 4,
+            result: SqliteExecuteResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+            request_key: None,
+        }),
+        ToEnvoy::SqliteBatchResponse(ToEnvoySqliteBatchResponse {
+            request_id: 5,
+            result: SqliteBatchResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+            request_key: None,
+        }),
+        ToEnvoy::SqliteBeginResponse(ToEnvoySqliteBeginResponse {
+            request_id: 6,
+            result: SqliteBeginResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+        }),
+        ToEnvoy::SqliteTransactionExecuteResponse(ToEnvoySqliteTransactionExecuteResponse {
+            request_id: 7,
+            result: SqliteExecuteResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+            transaction_end: Some(TransactionEndReason::ActorStopping),
+        }),
+        ToEnvoy::SqliteCommitResponse(ToEnvoySqliteCommitResponse {
+            request_id: 8,
+            result: SqliteCommitResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+            request_key: None,
+        }),
+        ToEnvoy::SqliteRollbackResponse(ToEnvoySqliteRollbackResponse {
+            request_id: 9,
+            result: SqliteRollbackResult::SqliteError(e.clone()),
+            cost: cost.clone(),
+        }),
+        ToEnvoy::SqliteStreamFailed(ToEnvoySqliteStreamFailed {
+            request_id: 10,
+            sequence: 3,
+            failure: SqliteFailure::SqliteError(e),
+            cost,
+        }),
+    ]
+}
+
+#[test]
+fn actor_unavailable_in_sql_is_overloaded_below_v6_and_adds_no_gate() {
+    let error = |code, message: &str| SqliteError {
+        code,
+        message: message.into(),
+        extended_code: Some(-1),
+        committed: None,
+        statement_index: Some(2),
+        limit: None,
+    };
+    let sent = every_sql_answer(error(SqliteErrorCode::ActorUnavailable, "owner unreachable"));
+    let older = every_sql_answer(error(SqliteErrorCode::Overloaded, "actor unavailable: owner unreachable"));
+    let members: std::collections::BTreeSet<_> = sent.iter().map(|m| m.member_name()).collect();
+    assert_eq!(members.len(), 10, "one answer per member");
+    for (msg, expected) in sent.iter().zip(&older) {
+        let name = msg.member_name();
+        assert_eq!(through(msg, 6), *msg, "{name}");
+        for v in 1..=5 {
+            match encode_to_envoy(expected, v) {
+                // Where the member travels, the error arrives as OVERLOADED with every other field kept.
+                Ok(_) => assert_eq!(through(msg, v), *expected, "{name} at v{v}"),
+                // Where it does not, the member's own gate applies, not a new one.
+                Err(gate) => assert_eq!(encode_to_envoy(msg, v), Err(gate), "{name} at v{v}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn moved_is_unspecified_below_v6() {
+    for v in 3..=5 {
+        assert_eq!(
+            encode_to_envoy(&stop(StopReason::Moved), v).unwrap(),
+            encode_to_envoy(&stop(StopReason::Unspecified), v).unwrap(),
+            "v{v}"
+        );
+    }
+    assert_ne!(
+        encode_to_envoy(&stop(StopReason::Moved), 6).unwrap(),
+        encode_to_envoy(&stop(StopReason::Unspecified), 6).unwrap()
+    );
+    assert_eq!(through(&stop(StopReason::Moved), 6), stop(StopReason::Moved));
+}
+
+#[test]
+fn v6_values_are_unknown_to_a_v5_decoder() {
+    // What happens if a peer ignores the negotiated version: a typed error, never a misread.
+    let envoy = samples::to_envoy();
+    let find = |case: &str| envoy.iter().find(|(c, _)| *c == case).unwrap().1.clone();
+    let cases = [
+        ("get_or_create_actor_unavailable", "ActorErrorCode", 5),
+        ("kv_error_actor_unavailable", "KvErrorCode", 9),
+        ("sqlite_execute_actor_unavailable", "SqliteErrorCode", 19),
+        ("sqlite_stream_actor_unavailable", "SqliteErrorCode", 19),
+        ("commands_stop_moved", "StopReason", 7),
+    ];
+    for (case, ty, value) in cases {
+        let bytes = encode_to_envoy(&find(case), 6).unwrap();
+        let err = decode_to_envoy(&bytes, 5, &common::limits()).unwrap_err();
+        let ProtocolDecodeError::Malformed { version: 5, source, .. } = err else { panic!("{case}: {err}") };
+        assert_eq!(source.kind, DecodeErrorKind::UnknownEnumValue { ty, value }, "{case}");
+    }
+    // The values are appended: each is its enum's last.
+    assert_eq!(ActorErrorCode::ALL.last(), Some(&ActorErrorCode::ActorUnavailable));
+    assert_eq!(KvErrorCode::ALL.last(), Some(&KvErrorCode::ActorUnavailable));
+    assert_eq!(SqliteErrorCode::ALL.last(), Some(&SqliteErrorCode::ActorUnavailable));
+    assert_eq!(StopReason::ALL.last(), Some(&StopReason::Moved));
+    assert_eq!(ActorErrorCode::ActorUnavailable.wire_name(), "ACTOR_UNAVAILABLE");
+    assert_eq!(StopReason::Moved.wire_name(), "MOVED");
 }

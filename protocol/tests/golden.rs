@@ -87,6 +87,9 @@ fn generated_unions(version: u16) -> BTreeMap<String, Vec<String>> {
         5 => unions!(v5: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData,
             Value, SqliteExecResult, SqliteExecuteResult, SqliteFailure, SqliteBatchResult, SqliteBeginResult,
             SqliteCommitResult, SqliteRollbackResult, ToEngine, ToEnvoy),
+        6 => unions!(v6: Command, ActorState, Event, GetOrCreateActorResult, KvQuery, KvRequestData, KvResponseData,
+            Value, SqliteExecResult, SqliteExecuteResult, SqliteFailure, SqliteBatchResult, SqliteBeginResult,
+            SqliteCommitResult, SqliteRollbackResult, ToEngine, ToEnvoy),
         other => panic!("no generated-union table for v{other}: add one"),
     };
     list.into_iter().collect()
@@ -110,6 +113,53 @@ fn schema_files_are_the_versions_spoken() {
     let spoken: Vec<u16> = (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).collect();
     assert_eq!(schema_versions(), spoken);
     assert_eq!(VERSIONS.to_vec(), spoken);
+}
+
+/// Every published schema file, byte for byte (`sha256sum protocol/schemas/*.bare`).
+/// A published schema never changes: a wire change is a new version. Publishing
+/// a version adds its line here.
+const PUBLISHED_SCHEMAS: &[(u16, &str)] = &[
+    (1, "864c497c4b47a6eb48d4957924032c10f4c07b6cd251c6f4d5d74936ea1111a5"),
+    (2, "8b1264cc4bb42d3ee7b3ae087f3a1bf7c0d05fb450b04bf6efbc1075f3a589c5"),
+    (3, "672c362295fecea33f565a6da7a41e20962f9bbde3d957cdb19eaadab8299f07"),
+    (4, "44f3679a3a46d4cab670f14ae723caa2022ac80e0b56ee18aec1bf9cde5e95ad"),
+    (5, "69332e15e44a308b1cd278a239dc8adeab3c9c68a92b7d6110ab961cb3f489f3"),
+    (6, "b7e9cd8d63d52e9b47a57105a56bb07b71bf09fb4d652e6598cfb00976b69974"),
+];
+
+#[test]
+fn published_schemas_are_frozen() {
+    let published: Vec<u16> = PUBLISHED_SCHEMAS.iter().map(|(v, _)| *v).collect();
+    assert_eq!(published, schema_versions(), "every schema file is published (add its digest here)");
+    for (v, digest) in PUBLISHED_SCHEMAS {
+        let path = format!("{}/schemas/v{v}.bare", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            common::sha256::sha256_hex(&bytes),
+            *digest,
+            "{path} changed: published schemas are frozen; put the change in a new version"
+        );
+    }
+}
+
+/// From v5 on, a version only appends to the previous one: every type keeps
+/// its name and definition, except that enums gain values and unions gain
+/// members at their end (v2–v4 still grew some structs in place).
+#[test]
+fn newer_schemas_only_append() {
+    use common::schema::Ty;
+    for v in schema_versions().into_iter().filter(|v| *v >= 5) {
+        let (old, new) = (Schema::load(v - 1), Schema::load(v));
+        for (name, before) in &old.types {
+            let after = new.types.get(name).unwrap_or_else(|| panic!("v{v} drops type {name}"));
+            match (before, after) {
+                (Ty::Enum(a), Ty::Enum(b)) | (Ty::Union(a), Ty::Union(b)) => {
+                    assert!(b.starts_with(a), "v{v}: {name} does not keep v{}'s values in order", v - 1)
+                }
+                _ => assert_eq!(before, after, "v{v}: {name} changed its definition"),
+            }
+        }
+    }
 }
 
 #[test]
@@ -167,6 +217,7 @@ fn reencode_generated(vec: &Vector) -> Vec<u8> {
         3 => at!(v3),
         4 => at!(v4),
         5 => at!(v5),
+        6 => at!(v6),
         other => panic!("v{other}"),
     }
 }
@@ -190,6 +241,7 @@ fn reencode_serde_bare(vec: &Vector) -> Vec<u8> {
         3 => at!(v3),
         4 => at!(v4),
         5 => at!(v5),
+        6 => at!(v6),
         other => panic!("v{other}"),
     }
 }

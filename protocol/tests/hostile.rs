@@ -1,5 +1,5 @@
 //! Hostile input to every decoder (`decode_to_engine` / `decode_to_envoy` at
-//! v1..v5): random bytes, mutated and truncated golden vectors, lying length
+//! v1..v6): random bytes, mutated and truncated golden vectors, lying length
 //! prefixes, bad tags, non-canonical numbers, trailing bytes, oversized frames
 //! and tiny allocation budgets. Each must give `Ok` or a `ProtocolDecodeError`
 //! naming the version and where it failed — never a panic — and a decode must

@@ -21,7 +21,7 @@ fn config() -> ProptestConfig {
 }
 
 /// Runs `property` over the strategy `make` builds, on a thread with a large
-/// stack. The derived strategies of v5's top-level unions (19 ToEnvoy members,
+/// stack. The derived strategies of v5's and v6's top-level unions (19 ToEnvoy members,
 /// each a struct of nested unions and lists) nest deeply enough to overflow
 /// the default 2 MiB test thread in a debug build; generating values is what
 /// needs the stack, not the property.
@@ -84,6 +84,7 @@ version_properties!(v2_messages, v2, 2);
 version_properties!(v3_messages, v3, 3);
 version_properties!(v4_messages, v4, 4);
 version_properties!(v5_messages, v5, 5);
+version_properties!(v6_messages, v6, 6);
 
 /// What the versioned API must do with a latest message at version `v`.
 fn check_versioned<T>(

@@ -192,6 +192,10 @@ impl From<&Error> for ErrorInfo {
             Error::Cancelled { .. } => ErrorInfo::new("CANCELLED", Group::Sql, message),
             Error::StreamInterrupted => ErrorInfo::new("STREAM_INTERRUPTED", Group::Connection, message),
             Error::ActorLimitExceeded { .. } => ErrorInfo::new("ACTOR_LIMIT_EXCEEDED", Group::Limit, message),
+            // Protocol v6 (js/errors.ts: ActorUnavailableError).
+            Error::ActorUnavailable { committed, .. } => {
+                ErrorInfo::new("ACTOR_UNAVAILABLE", Group::Actor, message).with("committed", committed.map(Field::Bool))
+            }
         }
     }
 }
@@ -261,6 +265,17 @@ mod tests {
         let info = ErrorInfo::from(&Error::TransactionExpired { message: "lease".into() });
         assert_eq!((info.code.as_str(), info.group), ("TRANSACTION_EXPIRED", Group::Sql));
         assert_eq!(ErrorInfo::from(&Error::StreamInterrupted).code, "STREAM_INTERRUPTED");
+    }
+
+    #[test]
+    fn actor_unavailable_says_whether_it_ran() {
+        let info = ErrorInfo::from(&Error::ActorUnavailable { message: "owner down".into(), committed: Some(false) });
+        assert_eq!((info.code.as_str(), info.group), ("ACTOR_UNAVAILABLE", Group::Actor));
+        assert_eq!(info.message, "actor unavailable: owner down");
+        assert_eq!(info.field("committed"), Some(&Field::Bool(false)));
+        // A relayed request that may have run: no `committed` (JS: undefined = unknown).
+        let info = ErrorInfo::from(&Error::ActorUnavailable { message: "link dropped".into(), committed: None });
+        assert_eq!(info.field("committed"), None);
     }
 
     #[test]

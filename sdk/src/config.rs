@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// Path of the engine's envoy endpoint.
 pub const CONNECT_PATH: &str = "/envoys/connect";
 /// The newest protocol version this SDK speaks (and offers by default): the
-/// newest this workspace implements (v5). Against an older engine the
+/// newest this workspace implements (v6). Against an older engine the
 /// negotiation settles on the engine's highest version.
 pub const SDK_PROTOCOL_VERSION: u16 = envoy_protocol::IMPLEMENTED_PROTOCOL_VERSION;
 /// Default time `Client::connect` waits for the first Init before giving up.
@@ -222,13 +222,15 @@ mod tests {
     }
 
     #[test]
-    fn the_sdk_offers_v5_and_nothing_newer() {
-        assert_eq!(ClientConfig::default().max_protocol_version, 5);
+    fn the_sdk_offers_v6_and_nothing_newer() {
+        assert_eq!(ClientConfig::default().max_protocol_version, 6);
         assert_eq!(SDK_PROTOCOL_VERSION, envoy_protocol::PROTOCOL_VERSION);
-        let v4 = ClientConfig { max_protocol_version: 4, ..Default::default() };
-        assert!(v4.validate().is_ok(), "a client may still cap itself at v4");
-        let v6 = ClientConfig { max_protocol_version: envoy_protocol::PROTOCOL_VERSION + 1, ..Default::default() };
-        assert!(matches!(v6.validate(), Err(Error::Config(_))));
+        for older in [4, 5] {
+            let capped = ClientConfig { max_protocol_version: older, ..Default::default() };
+            assert!(capped.validate().is_ok(), "a client may still cap itself at v{older}");
+        }
+        let v7 = ClientConfig { max_protocol_version: envoy_protocol::PROTOCOL_VERSION + 1, ..Default::default() };
+        assert!(matches!(v7.validate(), Err(Error::Config(_))));
         let no_credit = ClientConfig { stream_credit_bytes: 0, ..Default::default() };
         assert!(matches!(no_credit.validate(), Err(Error::Config(_))));
     }

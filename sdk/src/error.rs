@@ -5,7 +5,8 @@
 //! the work happened: [`Error::IndeterminateResult`] (unknown), [`Error::Sql`]
 //! with `committed`, and the rejections that happen before any work
 //! ([`Error::FenceMismatch`], [`Error::ActorStopping`], [`Error::LimitExceeded`],
-//! [`Error::Overloaded`], [`Error::RemoteUnavailable`]).
+//! [`Error::Overloaded`], [`Error::RemoteUnavailable`]), and
+//! [`Error::ActorUnavailable`] with `committed`.
 //!
 //! Messages name protocol codes by their wire names (`SQLITE`,
 //! `LIMIT_EXCEEDED`, `REQUEST_BYTES`, ...), never through `Debug`: formatting
@@ -156,6 +157,22 @@ pub enum Error {
     /// message) would be passed. Nothing was placed.
     #[error("actor placement limit exceeded: {message}")]
     ActorLimitExceeded { message: String },
+    /// v6 (cluster mode): the engine node that owns the actor is down or
+    /// unreachable, or the node this client talks to lost its cluster lease.
+    /// Retry later (with backoff): the actor is never re-created empty on
+    /// another node, so it comes back with its data once its owner does.
+    /// Engines below v6 answer this as [`Error::Overloaded`] (a get-or-create
+    /// below v5: [`Error::GetOrCreateActor`] with `INTERNAL`), the message
+    /// starting with `actor unavailable: `.
+    #[error("actor unavailable: {message}")]
+    ActorUnavailable {
+        message: String,
+        /// `Some(false)`: nothing ran (what KV and get-or-create answers
+        /// always mean); `None`: a SQL request the engine relayed to the
+        /// owner node when the link dropped — it may have run (a keyed write
+        /// sent again with its key would be answered `REPLAYED`).
+        committed: Option<bool>,
+    },
 }
 
 /// Why a connection ended for good.
@@ -234,7 +251,7 @@ impl Error {
             | Error::Cancelled { .. }
             | Error::StreamInterrupted
             | Error::ActorLimitExceeded { .. } => true,
-            Error::Sql { committed, .. } => *committed == Some(false),
+            Error::Sql { committed, .. } | Error::ActorUnavailable { committed, .. } => *committed == Some(false),
             Error::Timeout { sent, .. } => !*sent,
             // Refused before any work.
             Error::Kv { code, .. } => matches!(code, KvErrorCode::LimitExceeded | KvErrorCode::InvalidRequest),

@@ -1,12 +1,14 @@
 //! Cross-crate test helpers: an engine on an ephemeral port with its own data
 //! directory, a TCP proxy that can cut or freeze the link between client
 //! and engine, the real engine binary as a child process, a raw protocol
-//! connection that keeps many requests in flight, and a real etcd for the
+//! connection that keeps many requests in flight, a scripted engine for
+//! answers the real one cannot give on demand, and a real etcd for the
 //! cluster layer.
 
 pub mod etcd;
 pub mod process;
 pub mod proxy;
+pub mod scripted;
 pub mod wire;
 
 use envoy_client::{Client, ClientConfig};

@@ -68,8 +68,9 @@ const REMEMBERED_ENDS: usize = 4096;
 pub fn end_reason(stop: StopReason) -> TransactionEndReason {
     match stop {
         StopReason::EngineShutdown => TransactionEndReason::EngineStopping,
-        // Another placement took the actor: it restarts with a newer generation.
-        StopReason::Replaced => TransactionEndReason::Fenced,
+        // Another placement took the actor (on another envoy, or with MOVED on
+        // another engine node): it restarts there with a newer generation.
+        StopReason::Replaced | StopReason::Moved => TransactionEndReason::Fenced,
         StopReason::Unspecified
         | StopReason::Operator
         | StopReason::EnvoyStopIntent

@@ -197,44 +197,47 @@ async fn random_and_mutated_frames_never_break_the_engine() {
 }
 
 #[tokio::test]
-async fn a_v5_offer_is_answered_with_v5_and_init_v5_unless_the_engine_is_capped_below() {
-    // The engine speaks up to v5 by default and may not be configured above the
+async fn a_v6_offer_is_answered_with_v6_and_init_v5_unless_the_engine_is_capped_below() {
+    // The engine speaks up to v6 by default and may not be configured above the
     // newest version the protocol crate defines.
     let dir = temp_dir();
-    assert_eq!(envoy_engine::config::DEFAULT_MAX_PROTOCOL_VERSION, 5);
+    assert_eq!(envoy_engine::config::DEFAULT_MAX_PROTOCOL_VERSION, 6);
     let mut over = test_config(dir.path());
     over.max_protocol_version = PROTOCOL_VERSION + 1;
     assert!(over.validate().is_err());
     let config = test_config(dir.path());
     let engine = start_with(config.clone()).await;
-    let mut offer = ConnectOpts::new("ns", "v5-client");
+    let mut offer = ConnectOpts::new("ns", "v6-client");
     offer.max_version = PROTOCOL_VERSION;
     let c = RawClient::connect(engine.local_addr(), offer).await;
-    assert_eq!(c.version, 5);
-    // InitV5: the v4 metadata unchanged plus exactly what the config advertises.
-    let init = c.init_v5.clone().expect("a v5 connection is answered with InitV5");
-    assert_eq!(init.envoy_id, "v5-client");
+    assert_eq!(c.version, 6);
+    // v6 adds no Init: InitV5, the v4 metadata unchanged plus exactly what the config advertises.
+    let init = c.init_v5.clone().expect("a v6 connection is answered with InitV5");
+    assert_eq!(init.envoy_id, "v6-client");
     assert_eq!(init.metadata.limits, Some(config.limits.protocol_limits()));
     assert_eq!(init.metadata.sql_limits, Some(config.limits.sql_limits()));
     assert_eq!(init.metadata.max_frame_bytes, config.limits.max_frame_bytes);
     assert_eq!(init.metadata_v5, config.protocol_metadata_v5());
     assert_eq!(init.metadata_v5.limits.max_batch_statements, config.max_batch_statements);
     assert_eq!(init.metadata_v5.limits.request_key_retention_ms, config.request_key_retention.as_millis() as u64);
-    // A v4 client still gets a v4 Init.
+    // A v5 client gets the same InitV5; a v4 client still gets a v4 Init.
+    let v5 = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "v5-client").version(5)).await;
+    assert_eq!(v5.version, 5);
+    assert_eq!(v5.init_v5.map(|i| i.metadata_v5), Some(config.protocol_metadata_v5()));
     let v4 = RawClient::connect(engine.local_addr(), ConnectOpts::new("ns", "v4-client").version(4)).await;
     assert_eq!(v4.version, 4);
     assert!(v4.init_v5.is_none());
     engine.shutdown().await;
-    // An engine capped at v4 finds no common version with a v5-only client.
+    // An engine capped at v5 finds no common version with a v6-only client.
     let mut capped = test_config(dir.path());
-    capped.max_protocol_version = 4;
+    capped.max_protocol_version = 5;
     let engine = start_with(capped).await;
-    match upgrade(engine.local_addr(), &ConnectOpts::new("ns", "v5-only").version(PROTOCOL_VERSION)).await {
+    match upgrade(engine.local_addr(), &ConnectOpts::new("ns", "v6-only").version(PROTOCOL_VERSION)).await {
         Upgrade::Http(status, headers) => {
             assert_eq!(status, close::NO_COMMON_VERSION_STATUS);
-            assert_eq!(headers.get(close::VERSIONS_HEADER).map(String::as_str), Some("1-4"));
+            assert_eq!(headers.get(close::VERSIONS_HEADER).map(String::as_str), Some("1-5"));
         }
-        Upgrade::Ok(..) => panic!("a v5-only offer was accepted by an engine capped at v4"),
+        Upgrade::Ok(..) => panic!("a v6-only offer was accepted by an engine capped at v5"),
     }
     engine.shutdown().await;
 }

@@ -4,12 +4,13 @@
 
 pub mod samples;
 pub mod schema;
+pub mod sha256;
 
 use envoy_protocol::*;
 use std::path::PathBuf;
 
 /// Every protocol version this crate speaks.
-pub const VERSIONS: [u16; 5] = [1, 2, 3, 4, 5];
+pub const VERSIONS: [u16; 6] = [1, 2, 3, 4, 5, 6];
 
 /// The two top-level message types, as named in the schemas and vector folders.
 pub const TOP_LEVEL: [&str; 2] = ["ToEngine", "ToEnvoy"];

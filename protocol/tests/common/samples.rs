@@ -1019,7 +1019,80 @@ pub fn to_envoy() -> Vec<(&'static str, ToEnvoy)> {
                 cost: SqlCost { rows_read: 0, rows_written: 0, duration_us: 0 },
             }),
         ),
+        // ---- v6: new enum values (downgraded to an older meaning below v6, never gated)
+        (
+            "get_or_create_actor_unavailable",
+            ToEnvoy::GetOrCreateActorResponse(ToEnvoyGetOrCreateActorResponse {
+                request_id: 44,
+                result: GetOrCreateActorResult::GetOrCreateActorError(GetOrCreateActorError {
+                    code: ActorErrorCode::ActorUnavailable,
+                    message: "the owner node of actor-1 is unreachable".into(),
+                }),
+            }),
+        ),
+        (
+            "kv_error_actor_unavailable",
+            kv_response(
+                45,
+                KvResponseData::KvErrorResponse(KvErrorResponse {
+                    code: KvErrorCode::ActorUnavailable,
+                    message: "this node lost its cluster lease".into(),
+                    current_generation: None,
+                }),
+            ),
+        ),
+        (
+            "sqlite_execute_actor_unavailable",
+            ToEnvoy::SqliteExecuteResponse(ToEnvoySqliteExecuteResponse {
+                request_id: 46,
+                result: SqliteExecuteResult::SqliteError(actor_unavailable(Some(false))),
+            }),
+        ),
+        (
+            "sqlite_exec_v5_actor_unavailable_relayed",
+            ToEnvoy::SqliteExecResponseV5(ToEnvoySqliteExecResponseV5 {
+                request_id: 47,
+                result: SqliteExecResult::SqliteError(actor_unavailable(None)),
+                cost: SqlCost { rows_read: 0, rows_written: 0, duration_us: 12 },
+                request_key: None,
+            }),
+        ),
+        (
+            "sqlite_stream_actor_unavailable",
+            ToEnvoy::SqliteStreamFailed(ToEnvoySqliteStreamFailed {
+                request_id: 48,
+                sequence: 1,
+                failure: SqliteFailure::SqliteError(actor_unavailable(None)),
+                cost: cost(),
+            }),
+        ),
+        (
+            "commands_stop_moved",
+            ToEnvoy::Commands(ToEnvoyCommands {
+                commands: vec![CommandWrapper {
+                    index: 5,
+                    inner: Command::StopActor(CommandStopActor {
+                        actor_id: "actor-1".into(),
+                        generation: 3,
+                        reason: StopReason::Moved,
+                    }),
+                }],
+            }),
+        ),
     ]
+}
+
+/// A v6 ACTOR_UNAVAILABLE error; `committed: None` is a relayed request
+/// whose owner's link dropped (it may have run).
+fn actor_unavailable(committed: Option<bool>) -> SqliteError {
+    SqliteError {
+        code: SqliteErrorCode::ActorUnavailable,
+        message: "the owner node of actor-1 is unreachable".into(),
+        extended_code: None,
+        committed,
+        statement_index: None,
+        limit: None,
+    }
 }
 
 fn engine_limits() -> EngineLimits {

@@ -532,6 +532,8 @@ fn map_kv_error(e: p::KvErrorResponse) -> Error {
         KvErrorCode::ActorNotFound => Error::ActorNotFound { message: e.message },
         KvErrorCode::ActorNotPlaced => Error::ActorNotPlaced { message: e.message },
         KvErrorCode::Overloaded => Error::Overloaded { message: e.message },
+        // v6: a KV answer has no `committed`; ACTOR_UNAVAILABLE there means nothing ran.
+        KvErrorCode::ActorUnavailable => Error::ActorUnavailable { message: e.message, committed: Some(false) },
         // Below v5 a KV limit error carries no structured limit (kind, max),
         // only its message: it stays a `Kv` error with code LIMIT_EXCEEDED
         // rather than a `LimitExceeded` with made-up numbers. (v5 sends
@@ -546,6 +548,8 @@ fn map_actor_error(e: p::GetOrCreateActorError) -> Error {
     match e.code {
         p::ActorErrorCode::LimitExceeded => Error::ActorLimitExceeded { message: e.message },
         p::ActorErrorCode::Overloaded => Error::Overloaded { message: e.message },
+        // v6: nothing was placed.
+        p::ActorErrorCode::ActorUnavailable => Error::ActorUnavailable { message: e.message, committed: Some(false) },
         p::ActorErrorCode::InvalidRequest | p::ActorErrorCode::EngineStopping | p::ActorErrorCode::Internal => {
             Error::GetOrCreateActor { code: e.code, message: e.message }
         }
@@ -567,6 +571,8 @@ pub fn map_sql_error(e: p::SqliteError, transaction_end: Option<p::TransactionEn
         SqliteErrorCode::ActorNotFound => Error::ActorNotFound { message: e.message },
         SqliteErrorCode::ActorNotPlaced => Error::ActorNotPlaced { message: e.message },
         SqliteErrorCode::Overloaded => Error::Overloaded { message: e.message },
+        // v6: `committed` is absent for a relayed request that may have run.
+        SqliteErrorCode::ActorUnavailable => Error::ActorUnavailable { message: e.message, committed: e.committed },
         SqliteErrorCode::LimitExceeded => match e.limit {
             Some(l) => Error::LimitExceeded { kind: l.kind, max: l.max, actual: l.actual, message: e.message },
             None => generic(e),

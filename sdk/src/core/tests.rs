@@ -604,6 +604,8 @@ struct Sim {
     results: HashMap<RequestId, Result<Response, Error>>,
     starts: Vec<ActorInfo>,
     stops: Vec<ActorInfo>,
+    /// Why each stop in `stops` came.
+    stop_reasons: Vec<p::StopReason>,
     states: Vec<ConnectionState>,
     /// Request keys, from a seeded generator (no randomness in tests).
     keygen: keys::KeyGen,
@@ -636,6 +638,7 @@ impl Sim {
             results: HashMap::new(),
             starts: Vec::new(),
             stops: Vec::new(),
+            stop_reasons: Vec::new(),
             states: Vec::new(),
             keygen: keys::KeyGen::new(99),
             keys: HashMap::new(),
@@ -672,7 +675,10 @@ impl Sim {
                         assert!(self.results.insert(id, result).is_none(), "request {id} answered twice");
                     }
                     Event::ActorStart(a) => self.starts.push(a),
-                    Event::ActorStop { actor, .. } => self.stops.push(actor),
+                    Event::ActorStop { actor, reason } => {
+                        self.stops.push(actor);
+                        self.stop_reasons.push(reason);
+                    }
                     Event::State(s) => self.states.push(s),
                     Event::StreamRows { id, rows, bytes, .. } => {
                         *self.stream_delivered.entry(id).or_default() += rows.len();
@@ -1375,3 +1381,5 @@ mod properties {
 
 /// Protocol v5 in the core: keys and re-sends, batches, transactions, streams.
 mod v5;
+/// Protocol v6 in the core: ACTOR_UNAVAILABLE and MOVED, at v6 and as older engines send them.
+mod v6;
