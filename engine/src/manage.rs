@@ -6,7 +6,10 @@
 //!   and forgets it; its name and key become free (a later get-or-create makes a
 //!   new actor with a new id, so no generation of an id is ever reused).
 //!
-//! Both need the operator role and a namespace the token may reach.
+//! Both need the operator role and a namespace the token may reach. In cluster
+//! mode both go through the directory in etcd: create makes the actor owned by
+//! this node (or answers the existing one, wherever it lives); delete is done by
+//! the owner only (409 elsewhere, naming the owner).
 
 use crate::admin::{authorized, error, view, Need};
 use crate::state::EngineState;
@@ -48,6 +51,29 @@ pub async fn create(
             format!("namespace and name must be non-empty; name and key at most {max} bytes"),
         );
     }
+    #[cfg(feature = "cluster")]
+    if let Some(node) = &state.cluster {
+        let (dir, created) = match node.directory.get_or_create(&body.namespace, &body.name, &body.key).await {
+            Ok(x) => x,
+            Err(e) => return *error(StatusCode::SERVICE_UNAVAILABLE, format!("cluster directory: {e}")),
+        };
+        if dir.owner != node.id() {
+            return (
+                StatusCode::OK,
+                Json(serde_json::json!({"id": dir.actor_id, "owner": dir.owner, "created": false})),
+            )
+                .into_response();
+        }
+        if let Err(e) = state.registry.ensure(&dir.actor_id, &dir.namespace, &dir.name, &dir.key, dir.generation) {
+            return *error(StatusCode::INTERNAL_SERVER_ERROR, format!("registry: {e}"));
+        }
+        let rec = state.registry.get(&dir.actor_id);
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let mut v = rec.map(|r| serde_json::to_value(view(&state, r)).unwrap_or_default()).unwrap_or_default();
+        v["created"] = created.into();
+        v["owner"] = node.id().into();
+        return (status, Json(v)).into_response();
+    }
     match state.registry.get_or_insert(&body.namespace, &body.name, &body.key) {
         Ok((rec, created)) => {
             tracing::info!(identity = %identity.name, actor_id = %rec.actor_id, created, "operator create");
@@ -75,6 +101,21 @@ pub async fn delete(State(state): State<Arc<EngineState>>, headers: HeaderMap, P
         Ok(r) => r,
         Err(e) => return *error(StatusCode::INTERNAL_SERVER_ERROR, format!("stopping the actor: {e}")),
     };
+    #[cfg(feature = "cluster")]
+    if let Some(node) = &state.cluster {
+        match node.directory.get(&id).await {
+            Ok(Some(dir)) if dir.owner == node.id() => {
+                if let Err(e) = node.directory.remove(&dir).await {
+                    return *error(StatusCode::SERVICE_UNAVAILABLE, format!("cluster directory: {e}"));
+                }
+            }
+            Ok(Some(dir)) => {
+                return *error(StatusCode::CONFLICT, format!("node {} owns this actor: delete it there", dir.owner))
+            }
+            Ok(None) => {}
+            Err(e) => return *error(StatusCode::SERVICE_UNAVAILABLE, format!("cluster directory: {e}")),
+        }
+    }
     match state.registry.remove(&id) {
         Ok(true) => {}
         Ok(false) => return *error(StatusCode::CONFLICT, "the actor could not be stopped for deletion; try again"),

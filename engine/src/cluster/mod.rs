@@ -18,12 +18,18 @@
 //! [`Directory::bump`].
 
 pub mod directory;
+pub(crate) mod http;
 pub mod membership;
+pub mod moves;
+pub mod node;
+pub(crate) mod placement;
+pub mod relay;
 
 pub use directory::{DirActor, DirState, Directory, NodeInfo};
 /// The etcd client this module is built on (same version), for callers that need its types.
 pub use etcd_client;
 pub use membership::Membership;
+pub use node::{ClusterNode, Unavailable};
 
 use std::time::Duration;
 

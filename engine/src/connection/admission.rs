@@ -44,6 +44,8 @@ pub enum Rejection {
     /// A KV limit: answered `KvLimitExceeded` (v4: `KvErrorResponse` with its message).
     KvLimit(crate::kv::KvLimitError),
     Invalid(String),
+    /// Cluster mode: this node lost its lease and serves nothing (ACTOR_UNAVAILABLE).
+    Unavailable(String),
 }
 
 impl Rejection {
@@ -66,6 +68,7 @@ impl Rejection {
             Rejection::Limit { kind, max, actual } => limit_error(*kind, *max, *actual),
             Rejection::KvLimit(e) => limit_error(e.limit.kind, e.limit.max, e.limit.actual),
             Rejection::Invalid(m) => err(SqliteErrorCode::InvalidRequest, m, c),
+            Rejection::Unavailable(m) => err(SqliteErrorCode::ActorUnavailable, m, c),
         })
     }
 
@@ -92,6 +95,7 @@ impl Rejection {
                 (KvErrorCode::Overloaded, format!("more than {max} requests pending on this connection"), None)
             }
             Rejection::Invalid(m) => (KvErrorCode::InvalidRequest, m.clone(), None),
+            Rejection::Unavailable(m) => (KvErrorCode::ActorUnavailable, m.clone(), None),
         };
         KvResponseData::KvErrorResponse(KvErrorResponse { code, message, current_generation })
     }
@@ -114,6 +118,7 @@ pub fn check_and_count(
     actor_id: &str,
     generation: u64,
 ) -> Result<InflightGuard, Rejection> {
+    check_serving(state)?;
     state.registry.with(actor_id, |rec| {
         let rec = rec.filter(|r| r.namespace == namespace).ok_or(Rejection::NotFound)?;
         if rec.envoy.as_deref() != Some(envoy_key) {
@@ -128,6 +133,17 @@ pub fn check_and_count(
             ActorState::Stopped => Err(Rejection::NotPlaced),
         }
     })
+}
+
+/// Cluster mode: refuses everything while this node's lease cannot be known
+/// alive (it may already be someone else's turn to own its actors).
+pub fn check_serving(state: &EngineState) -> Result<(), Rejection> {
+    if state.fenced() {
+        return Err(Rejection::Unavailable(
+            "actor unavailable: this node lost its cluster lease and serves nothing until it re-joins".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// SQL request limits, checked before the statement is prepared.

@@ -239,6 +239,25 @@ async fn serve_inner(
         },
         outbox.clone(),
     );
+    // Cluster mode: links to the owners of this envoy's actors placed through other nodes.
+    #[cfg(feature = "cluster")]
+    let relays = state.cluster.as_ref().map(|node| {
+        Arc::new(crate::cluster::relay::Relays::new(
+            node.id().to_string(),
+            crate::cluster::relay::Presented {
+                namespace: params.namespace.clone(),
+                envoy_key: params.envoy_key.clone(),
+                pool_name: params.pool_name.clone(),
+                token,
+                version,
+            },
+            outbox.clone(),
+            attachment.session.clone(),
+            node.clone(),
+            cfg.limits.max_pending_requests as usize,
+            limits,
+        ))
+    });
     let conn = Conn {
         state: state.clone(),
         conn_id,
@@ -252,23 +271,7 @@ async fn serve_inner(
         streams: crate::sql::stream::ConnStreams::new(state.clone(), outbox.clone()),
         envoy_stopping: std::sync::atomic::AtomicBool::new(false),
         #[cfg(feature = "cluster")]
-        relays: state.cluster.as_ref().map(|node| {
-            Arc::new(crate::cluster::relay::Relays::new(
-                node.id().to_string(),
-                crate::cluster::relay::Presented {
-                    namespace: params.namespace.clone(),
-                    envoy_key: params.envoy_key.clone(),
-                    pool_name: params.pool_name.clone(),
-                    token,
-                    version,
-                },
-                outbox.clone(),
-                attachment.session.clone(),
-                node.clone(),
-                cfg.limits.max_pending_requests as usize,
-                limits,
-            ))
-        }),
+        relays,
     };
     let mut lost = conn.read_loop(&mut stream, &mut writer, &limits).await;
     if !lost && conn.envoy_stopping.load(std::sync::atomic::Ordering::Acquire) {

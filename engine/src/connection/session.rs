@@ -53,6 +53,11 @@ pub struct Session {
     pub owner: String,
     /// Mutable session state, locked briefly.
     inner: Mutex<Inner>,
+    /// Cluster mode: actor id → owner node, for this envoy's actors placed
+    /// through another node (`cluster::relay`). Kept with the session, so a
+    /// quick reconnect keeps reaching them.
+    #[cfg(feature = "cluster")]
+    pub(crate) routes: Mutex<HashMap<String, String>>,
 }
 
 impl Session {
@@ -193,6 +198,8 @@ impl Sessions {
                     envoy_key: envoy_key.to_string(),
                     owner: owner.to_string(),
                     inner: Mutex::new(Inner::default()),
+                    #[cfg(feature = "cluster")]
+                    routes: Mutex::default(),
                 });
                 map.insert(key, s.clone());
                 (s, false)

@@ -415,6 +415,7 @@ fn gone(
 /// requests, one for a Stopping actor is let through: its transaction (if
 /// open) is what the drain is waiting for, so it may still commit or roll back.
 fn check_actor(c: &ConnCtx<'_>, actor_id: &str, generation: u64) -> Result<(), Rejection> {
+    admission::check_serving(c.state)?;
     c.state.registry.with(actor_id, |rec| {
         let rec = rec.filter(|r| r.namespace == c.namespace).ok_or(Rejection::NotFound)?;
         if rec.envoy.as_deref() != Some(c.envoy_key) {
