@@ -36,8 +36,17 @@ impl Engine {
         crate::fdlimit::raise_and_check(&config);
         let open_dbs = crate::sql::open_dbs::OpenDbs::new(config.max_open_actor_dbs);
         let result_budget = Arc::new(crate::budget::ResultBudget::new(config.max_result_memory_bytes));
+        #[allow(unused_mut)]
+        let mut exec_settings = crate::sql::executor::ExecSettings::from_config(&config);
+        // Cluster mode: nothing commits once this node cannot know its lease alive.
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &cluster {
+            let membership = node.membership.clone();
+            exec_settings.commit_guard =
+                Some(crate::sql::executor::CommitGuard(Arc::new(move || membership.is_serving())));
+        }
         let state = Arc::new(EngineState {
-            exec_settings: crate::sql::executor::ExecSettings::from_config(&config),
+            exec_settings,
             streams: crate::sql::stream::StreamRegistry::from_config(&config),
             config,
             registry,

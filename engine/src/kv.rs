@@ -152,11 +152,18 @@ pub fn check_limits(data: &KvRequestData, limits: &Limits) -> Result<(), KvLimit
 }
 
 impl KvStore {
-    pub fn open(path: &Path, durability: crate::config::Durability) -> rusqlite::Result<Self> {
+    pub fn open(
+        path: &Path,
+        durability: crate::config::Durability,
+        guard: Option<&crate::sql::executor::CommitGuard>,
+    ) -> rusqlite::Result<Self> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
+        if let Some(guard) = guard {
+            guard.install(&mut conn)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", durability.synchronous())?;
         conn.execute_batch("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")?;

@@ -51,6 +51,30 @@ pub struct ExecSettings {
     pub durability: crate::config::Durability,
     /// Request key retention, count and recorded size (v5, `sql::keys`).
     pub keys: crate::sql::keys::KeySettings,
+    /// Asked by SQLite's commit hook right before every commit of an actor's
+    /// writer (SQL and KV): false turns the COMMIT into a ROLLBACK. Cluster mode
+    /// sets it to "this node still serves under its lease", so a write admitted
+    /// just before a fence cannot commit after it. None: every commit proceeds.
+    pub commit_guard: Option<CommitGuard>,
+}
+
+/// Whether a commit may happen now (see [`ExecSettings::commit_guard`]).
+#[derive(Clone)]
+pub struct CommitGuard(pub std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CommitGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitGuard")
+    }
+}
+
+impl CommitGuard {
+    /// Installs the guard as `conn`'s commit hook.
+    pub fn install(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let may = self.0.clone();
+        // The hook returns true to turn the commit into a rollback.
+        conn.commit_hook(Some(move || !may()))
+    }
 }
 
 impl ExecSettings {
@@ -62,6 +86,7 @@ impl ExecSettings {
             sandbox: SandboxLimits::from_limits(&c.limits),
             durability: c.durability,
             keys: crate::sql::keys::KeySettings::from_config(c),
+            commit_guard: None,
         }
     }
 }
@@ -281,6 +306,9 @@ impl Executor {
         conn.pragma_update(None, "synchronous", self.settings.durability.synchronous())?;
         let mut conn = conn;
         self.txns.watch_commits(&mut conn)?;
+        if let Some(guard) = &self.settings.commit_guard {
+            guard.install(&mut conn)?;
+        }
         self.prepare_conn(conn, Some(self.writer_local.clone()))
     }
 
@@ -597,7 +625,11 @@ impl Executor {
     ) -> Result<T, KvResponseData> {
         let mut kv = self.kv.lock();
         if kv.is_none() {
-            match KvStore::open(&self.dir.join("kv.sqlite"), self.settings.durability) {
+            match KvStore::open(
+                &self.dir.join("kv.sqlite"),
+                self.settings.durability,
+                self.settings.commit_guard.as_ref(),
+            ) {
                 Ok(s) => {
                     self.interrupts.lock().push(s.interrupt_handle());
                     *kv = Some(s);
@@ -695,3 +727,28 @@ pub use rows::{err, limit_error};
 pub use stream::{ReaderHook, SizedRow, StreamCursor};
 pub use txn::{CommitDone, StatementOutcome, TxnConn, TxnRefusal};
 pub use writer::{MemberOutcome, WriterLock};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_refusing_commit_guard_turns_every_commit_into_a_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = ExecSettings::from_config(&crate::config::Config::for_tests(dir.path()));
+        let serving = Arc::new(AtomicBool::new(true));
+        let s = serving.clone();
+        settings.commit_guard = Some(CommitGuard(Arc::new(move || s.load(Ordering::SeqCst))));
+        let x = Executor::new("a", 1, dir.path().join("a"), &settings, crate::sql::open_dbs::OpenDbs::new(4));
+        x.exec("CREATE TABLE t(v)").unwrap();
+        x.exec("INSERT INTO t VALUES (1)").unwrap();
+        serving.store(false, Ordering::SeqCst);
+        let refused = x.exec("INSERT INTO t VALUES (2)").unwrap_err();
+        assert_eq!(refused.extended_code, Some(ffi::SQLITE_CONSTRAINT_COMMITHOOK), "{refused:?}");
+        serving.store(true, Ordering::SeqCst);
+        let rows = x.exec("SELECT count(*) FROM t").unwrap().rows;
+        assert_eq!(rows, vec![vec![envoy_protocol::Value::Integer(1)]], "the refused write left nothing");
+        x.close();
+    }
+}
