@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 /// The nodes' lease: short, so lease loss and expiry happen within a test.
 const LEASE_MS: u64 = 2000;
 
+/// One cluster at a time: each test runs etcd and up to three node processes, and
+/// the fencing test measures against the lease, so they do not share the 2 cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A node of the test cluster: its id, port and data folder survive restarts.
 struct Node {
     id: String,
@@ -144,6 +148,7 @@ fn is_retryable(e: &Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_racing_get_or_create_end_with_one_actor() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(c) = cluster(3).await else { return };
     let clients =
         join_all(c.nodes.iter().enumerate().map(|(i, n)| async move { n.client(&format!("race-{i}")).await })).await;
@@ -168,6 +173,7 @@ async fn three_nodes_racing_get_or_create_end_with_one_actor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envoy_on_a_non_owner_node_is_served_by_the_owner() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(c) = cluster(2).await else { return };
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
     // Created through n1: owned by n1.
@@ -227,6 +233,7 @@ async fn an_envoy_on_a_non_owner_node_is_served_by_the_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_moves_the_actor_under_write_load_and_keeps_every_acknowledged_row() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(mut c) = cluster(3).await else { return };
     // Owned by n1 (created there); written by an envoy on n2.
     let creator = c.nodes[0].client("creator").await;
@@ -318,6 +325,7 @@ async fn sigterm_moves_the_actor_under_write_load_and_keeps_every_acknowledged_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owner_makes_its_actors_unavailable_until_it_returns() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(mut c) = cluster(2).await else { return };
     let creator = c.nodes[0].client("creator").await;
     let a = creator.get_or_create_actor("kv", "k").await.unwrap();
@@ -372,6 +380,7 @@ async fn a_killed_owner_makes_its_actors_unavailable_until_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_etcd_stops_serving_within_its_lease_and_cannot_write_after_adoption() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(etcd) = EtcdProcess::start().await else { return };
     let root = tempfile::tempdir().unwrap();
     // n1 reaches etcd through a proxy the test can cut; n2 directly.

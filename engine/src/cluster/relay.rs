@@ -622,6 +622,7 @@ async fn read_link(mut stream: LinkStream, shared: Arc<Shared>, link: Weak<Link>
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Text(_) | Message::Close(_))) | Some(Err(_)) | None => break,
         };
+        let frame_len = bytes.len();
         let msg = match decode_to_envoy(&bytes, shared.presented.version, &shared.decode_limits) {
             Ok(m) => m,
             Err(e) => {
@@ -661,7 +662,10 @@ async fn read_link(mut stream: LinkStream, shared: Arc<Shared>, link: Weak<Link>
                     }
                     shared.streams.lock().remove(&request_id);
                 }
-                shared.outbox.send(msg);
+                // Charged at its size on the wire (rows included): the envoy's budget bounds what is
+                // held here for it, as for answers built on this node.
+                let charge = crate::budget::Charge::force(shared.outbox.budget(), frame_len);
+                shared.outbox.send_batch(vec![msg], charge);
             }
         }
     }

@@ -806,8 +806,8 @@ fn handshake_sends_hello_first_and_reports_the_session() {
     assert!(matches!(sim.states.last(), Some(ConnectionState::Connected(_))));
     assert_eq!(
         sim.core.subprotocols(Some("t")),
-        ["envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.t"],
-        "the SDK offers v5; a v4 engine picks v4"
+        ["envoy.v6", "envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.t"],
+        "the SDK offers v6; a v4 engine picks v4"
     );
     assert_eq!(session.durability, None, "no v5 metadata on a v4 session");
     assert_eq!(session.engine_limits, None);
@@ -1026,12 +1026,16 @@ fn no_reconnect_after_eviction_or_close_and_426_is_fatal() {
     let state = sim.states.last().cloned();
     let Some(ConnectionState::Reconnecting { delay_ms, .. }) = state else { panic!() };
     sim.advance(delay_ms);
-    sim.core.connect_failed(ConnectFailure::NoCommonVersion { engine_versions: Some("6-7".into()) }, sim.now);
+    sim.core.connect_failed(ConnectFailure::NoCommonVersion { engine_versions: Some("7-8".into()) }, sim.now);
     sim.run();
     assert!(sim.core.is_closed());
     assert_eq!(
         sim.result(q),
-        &Err(Error::NoCommonVersion { client_min: 1, client_max: 5, engine_versions: Some("6-7".into()) })
+        &Err(Error::NoCommonVersion {
+            client_min: 1,
+            client_max: crate::SDK_PROTOCOL_VERSION,
+            engine_versions: Some("7-8".into())
+        })
     );
     let before = sim.connects;
     sim.advance(60_000);
