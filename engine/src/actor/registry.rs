@@ -213,10 +213,12 @@ impl Registry {
     }
 
     /// Cluster mode: makes the local record of an actor the directory in etcd
-    /// names (this node owns it or is receiving it). Creates it Stopped if
-    /// missing; a local record of the same (namespace, name, key) under another
-    /// id (an actor deleted and made again elsewhere) is replaced. The local
-    /// generation is raised to `generation` if it is lower (never lowered).
+    /// names (this node owns it or is receiving it). Creates it Stopped at
+    /// `generation` if missing; a local record of the same (namespace, name,
+    /// key) under another id (an actor deleted and made again elsewhere) is
+    /// replaced. An existing record is left as it is: its generation changes
+    /// only with a placement ([`Registry::start_at`], under the placement lock),
+    /// and every generation etcd hands out later is above it anyway.
     pub fn ensure(
         &self,
         actor_id: &str,
@@ -228,14 +230,7 @@ impl Registry {
         let mut actors = self.actors.lock();
         let mut by_name = self.by_name.lock();
         let name_key = (namespace.to_string(), name.to_string(), key.to_string());
-        if let Some(rec) = actors.get_mut(actor_id) {
-            if rec.generation < generation {
-                rec.generation = generation;
-                self.db.lock().execute(
-                    "UPDATE actors SET generation = ?2 WHERE actor_id = ?1",
-                    params![actor_id, generation as i64],
-                )?;
-            }
+        if let Some(rec) = actors.get(actor_id) {
             return Ok(rec.clone());
         }
         let db = self.db.lock();
@@ -445,13 +440,14 @@ mod tests {
     }
 
     #[test]
-    fn cluster_records_take_the_directory_generation_and_never_go_back() {
+    fn cluster_records_are_made_once_and_move_only_with_placements() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
         let a = reg.ensure("id1", "ns", "n", "k", 4).unwrap();
         assert_eq!((a.generation, a.state), (4, ActorState::Stopped));
-        // A lower generation never lowers the local one.
+        // An existing record is left alone (only a placement changes its generation).
         assert_eq!(reg.ensure("id1", "ns", "n", "k", 2).unwrap().generation, 4);
+        assert_eq!(reg.ensure("id1", "ns", "n", "k", 6).unwrap().generation, 4);
         assert!(reg.start_at("id1", "e", 10, 4).is_err(), "a generation not above the local one is refused");
         assert_eq!(reg.start_at("id1", "e", 10, 7).unwrap().generation, 7);
         reg.set_state("id1", 7, ActorState::Stopped).unwrap();
