@@ -481,12 +481,13 @@ pub async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             );
             println!("{:<20} {:<7} {:<9} {:>7}  ADVERTISE", "NODE", "ALIVE", "DRAINING", "ACTORS");
             for n in v["nodes"].as_array().into_iter().flatten() {
+                // serde_json's Display ignores widths: format each value as a string first.
                 println!(
                     "{:<20} {:<7} {:<9} {:>7}  {}",
                     n["node_id"].as_str().unwrap_or("?"),
-                    n["alive"],
-                    n["draining"],
-                    n["actors"],
+                    n["alive"].to_string(),
+                    n["draining"].to_string(),
+                    n["actors"].to_string(),
                     n["advertise"].as_str().unwrap_or("")
                 );
             }

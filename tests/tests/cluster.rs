@@ -133,6 +133,18 @@ async fn cluster(n: usize) -> Option<Cluster> {
     Some(Cluster { _etcd: etcd, _root: root, nodes })
 }
 
+/// Get-or-create, retried while the answer says "not now" (the owner is down, moving, draining).
+async fn get_or_create_retrying(client: &Client, name: &str, key: &str, what: &str) -> envoy_client::ActorHandle {
+    for _ in 0..500 {
+        match client.get_or_create_actor(name, key).await {
+            Ok(h) => return h,
+            Err(e) if is_retryable(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+    }
+    panic!("{what}: never served")
+}
+
 fn is_retryable(e: &Error) -> bool {
     matches!(
         e,
@@ -358,18 +370,7 @@ async fn a_killed_owner_makes_its_actors_unavailable_until_it_returns() {
 
     // The owner returns (same id, same data): served again with a higher generation.
     c.nodes[0].start();
-    let mut back = None;
-    for _ in 0..500 {
-        match far.get_or_create_actor("kv", "k").await {
-            Ok(h) => {
-                back = Some(h);
-                break;
-            }
-            Err(e) if is_retryable(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => panic!("after the restart: {e:?}"),
-        }
-    }
-    let back = back.expect("served again after the restart");
+    let back = get_or_create_retrying(&far, "kv", "k", "after the restart").await;
     assert!(back.info().generation > gen_before);
     let kept: String =
         back.sql().query("SELECT v FROM t LIMIT 1", ()).await.unwrap().first().unwrap().get("v").unwrap();
@@ -449,18 +450,8 @@ async fn a_node_cut_from_etcd_stops_serving_within_its_lease_and_cannot_write_af
         matches!(stale, Error::ActorUnavailable { .. } | Error::ActorNotPlaced { .. } | Error::FenceMismatch { .. }),
         "{stale:?}"
     );
-    let mut again = None;
-    for _ in 0..500 {
-        match c1.get_or_create_actor("acct", "a").await {
-            Ok(h) => {
-                again = Some(h);
-                break;
-            }
-            Err(e) if is_retryable(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => panic!("after the heal: {e:?}"),
-        }
-    }
-    let again = again.expect("served through n1 (relayed to n2) after the heal");
+    // Served through n1, relayed to n2.
+    let again = get_or_create_retrying(&c1, "acct", "a", "after the heal").await;
     let rows: Vec<String> = again
         .sql()
         .query("SELECT v FROM t ORDER BY rowid", ())

@@ -18,17 +18,24 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::Arc;
 
-/// The cluster node, or the answer for an engine not in cluster mode.
-fn node(state: &EngineState) -> Result<&Arc<super::ClusterNode>, Box<Response>> {
-    state.cluster.as_ref().ok_or_else(|| error(StatusCode::NOT_FOUND, "this engine is not in cluster mode (--cluster)"))
+/// The caller's identity if its role allows `need`, and the cluster node; or
+/// the answer (401/403, or 404 for an engine not in cluster mode).
+fn caller_and_node(
+    state: &EngineState,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<(crate::auth::Identity, Arc<super::ClusterNode>), Box<Response>> {
+    let identity = authorized(state, headers, need)?;
+    let node = state
+        .cluster
+        .clone()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "this engine is not in cluster mode (--cluster)"))?;
+    Ok((identity, node))
 }
 
 pub async fn status(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers, Need::Read) {
-        return *r;
-    }
-    let node = match node(&state) {
-        Ok(n) => n,
+    let node = match caller_and_node(&state, &headers, Need::Read) {
+        Ok((_, n)) => n,
         Err(r) => return *r,
     };
     match node.directory.nodes().await {
@@ -45,12 +52,8 @@ pub async fn status(State(state): State<Arc<EngineState>>, headers: HeaderMap) -
 }
 
 pub async fn drain(State(state): State<Arc<EngineState>>, headers: HeaderMap) -> Response {
-    let identity = match authorized(&state, &headers, Need::Write) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    let node = match node(&state) {
-        Ok(n) => n.clone(),
+    let (identity, node) = match caller_and_node(&state, &headers, Need::Write) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     tracing::info!(identity = %identity.name, "node drain requested");
@@ -76,12 +79,8 @@ pub async fn receive_file(
     Query(q): Query<FileQuery>,
     body: Bytes,
 ) -> Response {
-    let identity = match authorized(&state, &headers, Need::Write) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    let node = match node(&state) {
-        Ok(n) => n.clone(),
+    let (identity, node) = match caller_and_node(&state, &headers, Need::Write) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let Some(name) = moves::ACTOR_FILES.iter().copied().find(|f| *f == name) else {
@@ -135,12 +134,8 @@ pub async fn adopt(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let identity = match authorized(&state, &headers, Need::Write) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    let node = match node(&state) {
-        Ok(n) => n.clone(),
+    let (identity, node) = match caller_and_node(&state, &headers, Need::Write) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let dir = match node.directory.get(&id).await {

@@ -85,6 +85,7 @@ pub async fn drain_node(state: &Arc<EngineState>, node: &Arc<ClusterNode>) -> No
     };
     for dir in owned {
         let Some(target) = nodes.iter_mut().min_by_key(|n| n.actors) else {
+            tracing::error!(actor_id = %dir.actor_id, "node drain: no other live node to move it to; it stays here (unavailable while this node is down)");
             report.failed.push((dir.actor_id.clone(), "no other live node to move it to".into()));
             continue;
         };

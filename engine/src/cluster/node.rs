@@ -19,13 +19,11 @@ impl Unavailable {
     /// The refusal for a cluster error: etcd unreachable, this node fenced, or another owner.
     pub fn from_cluster(e: &ClusterError) -> Self {
         Unavailable(match e {
-            ClusterError::Fenced => {
-                "actor unavailable: this node lost its cluster lease and serves nothing until it re-joins".into()
-            }
+            ClusterError::Fenced => "this node lost its cluster lease and serves nothing until it re-joins".into(),
             ClusterError::NotOwner { owner } => {
-                format!("actor unavailable: it is now owned by node {owner}; retry (the next get-or-create reaches it)")
+                format!("it is now owned by node {owner}; retry (the next get-or-create reaches it)")
             }
-            other => format!("actor unavailable: the cluster directory cannot be used now ({other})"),
+            other => format!("the cluster directory cannot be used now ({other})"),
         })
     }
 }

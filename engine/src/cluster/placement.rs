@@ -127,7 +127,7 @@ async fn bump(node: &ClusterNode, actor_id: &str) -> anyhow::Result<DirActor> {
             return Err(Unavailable::from_cluster(&ClusterError::NotOwner { owner: cur.owner }).into());
         }
         if cur.state != DirState::Active {
-            return Err(Unavailable(format!("actor unavailable: it is {:?} between nodes; retry", cur.state)).into());
+            return Err(Unavailable(format!("it is {:?} between nodes; retry", cur.state)).into());
         }
         match node.directory.bump(&cur).await {
             Ok(d) => return Ok(d),
@@ -135,5 +135,5 @@ async fn bump(node: &ClusterNode, actor_id: &str) -> anyhow::Result<DirActor> {
             Err(e) => return Err(Unavailable::from_cluster(&e).into()),
         }
     }
-    Err(Unavailable("actor unavailable: its directory record kept changing; retry".into()).into())
+    Err(Unavailable("its directory record kept changing; retry".into()).into())
 }

@@ -390,7 +390,7 @@ impl Relays {
         if let Err(mpsc::error::SendError((_, msg))) = self.queue.send((node, msg)) {
             // The relay task is gone (the connection is ending): answer here.
             if let Some((request_id, kind)) = expects(&msg) {
-                let why = "actor unavailable: this envoy connection is closing";
+                let why = "this envoy connection is closing";
                 self.shared.outbox.send(refusal(kind, request_id, 0, Refusal::Unavailable, why, Some(false)));
             }
         }
@@ -461,7 +461,7 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
         let link = match links.get(&node).filter(|l| l.alive.load(Ordering::Acquire)) {
             Some(l) => Ok(l.clone()),
             None if failed.get(&node).is_some_and(|t| t.elapsed() < RELAY_RETRY_AFTER) => {
-                Err(format!("actor unavailable: its owner node {node} cannot be reached now"))
+                Err(format!("its owner node {node} cannot be reached now"))
             }
             None => match tokio::time::timeout(RELAY_CONNECT_TIMEOUT, open(&shared, resolve.as_ref(), &node)).await {
                 Ok(Ok(l)) => {
@@ -472,11 +472,11 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
                 Ok(Err(e)) => {
                     failed.insert(node.clone(), Instant::now());
                     tracing::warn!(node, error = %e, "cannot open a relay link");
-                    Err(format!("actor unavailable: its owner node {node} cannot be reached ({e})"))
+                    Err(format!("its owner node {node} cannot be reached ({e})"))
                 }
                 Err(_) => {
                     failed.insert(node.clone(), Instant::now());
-                    Err(format!("actor unavailable: its owner node {node} did not answer in time"))
+                    Err(format!("its owner node {node} did not answer in time"))
                 }
             },
         };
@@ -517,7 +517,7 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
                 if link.pending.lock().remove(&request_id).is_some() {
                     shared.pending.fetch_sub(1, Ordering::AcqRel);
                     shared.streams.lock().remove(&request_id);
-                    let why = format!("actor unavailable: the link to its owner node {node} closed");
+                    let why = format!("the link to its owner node {node} closed");
                     shared.outbox.send(refusal(kind, request_id, 0, Refusal::Unavailable, &why, None));
                 }
             }
@@ -675,9 +675,7 @@ async fn read_link(mut stream: LinkStream, shared: Arc<Shared>, link: Weak<Link>
     if !owed.is_empty() {
         tracing::warn!(node, requests = owed.len(), "relay link to the owner node dropped with requests unanswered");
     }
-    let why = format!(
-        "actor unavailable: the link to its owner node {node} dropped before the answer; the request may have run"
-    );
+    let why = format!("the link to its owner node {node} dropped before the answer; the request may have run");
     for (request_id, kind) in owed {
         shared.pending.fetch_sub(1, Ordering::AcqRel);
         let sequence = shared.streams.lock().remove(&request_id).map_or(0, |(_, s)| s);

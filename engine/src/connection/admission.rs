@@ -140,7 +140,7 @@ pub fn check_and_count(
 pub fn check_serving(state: &EngineState) -> Result<(), Rejection> {
     if state.fenced() {
         return Err(Rejection::Unavailable(
-            "actor unavailable: this node lost its cluster lease and serves nothing until it re-joins".into(),
+            "this node lost its cluster lease and serves nothing until it re-joins".into(),
         ));
     }
     Ok(())
