@@ -220,23 +220,32 @@ async fn an_envoy_on_a_non_owner_node_is_served_by_the_owner() {
     let n: i64 = db.query("SELECT count(*) AS n FROM t", ()).await.unwrap().first().unwrap().get("n").unwrap();
     assert_eq!(n, 51);
 
-    // Figures: the extra hop (sequential single-row inserts, direct vs relayed).
-    let rounds = 200;
-    let own = direct.get_or_create_actor("hop", "direct").await.unwrap().sql();
+    // Figures: the extra hop. Sequential single-row inserts (one round trip each), then 500 at
+    // once (pipelined on one socket; group commit on the owner); direct, then through n2.
+    async fn measure(db: envoy_client::Db, from: i64) -> (f64, f64) {
+        let rounds = 200;
+        let t = Instant::now();
+        for i in 0..rounds {
+            db.execute("INSERT INTO h VALUES (?)", params![from + i]).await.unwrap();
+        }
+        let sequential_us = t.elapsed().as_micros() as f64 / rounds as f64;
+        let t = Instant::now();
+        let all = join_all((0..500).map(|i| {
+            let db = db.clone();
+            async move { db.execute("INSERT INTO h VALUES (?)", params![from + 1000 + i]).await }
+        }))
+        .await;
+        assert!(all.iter().all(|r| r.is_ok()));
+        (sequential_us, 500.0 / t.elapsed().as_secs_f64())
+    }
+    let own = direct.get_or_create_actor("hop", "h").await.unwrap().sql();
     own.exec("CREATE TABLE h(x)").await.unwrap();
-    let t = Instant::now();
-    for i in 0..rounds {
-        own.execute("INSERT INTO h VALUES (?)", params![i]).await.unwrap();
-    }
-    let direct_us = t.elapsed().as_micros() as f64 / rounds as f64;
-    let far = relayed.get_or_create_actor("hop", "direct").await.unwrap().sql();
-    let t = Instant::now();
-    for i in 0..rounds {
-        far.execute("INSERT INTO h VALUES (?)", params![i]).await.unwrap();
-    }
-    let relayed_us = t.elapsed().as_micros() as f64 / rounds as f64;
+    let (direct_us, direct_rate) = measure(own, 0).await;
+    let far = relayed.get_or_create_actor("hop", "h").await.unwrap().sql();
+    let (relayed_us, relayed_rate) = measure(far, 10_000).await;
     eprintln!(
-        "figures: sequential insert (fsync) direct {direct_us:.0} us, through a non-owner node {relayed_us:.0} us (+{:.0} us per request)",
+        "figures: sequential insert direct {direct_us:.0} us, through a non-owner node {relayed_us:.0} us (+{:.0} us); \
+         500 concurrent inserts direct {direct_rate:.0}/s, through a non-owner node {relayed_rate:.0}/s",
         relayed_us - direct_us
     );
     direct.close().await;
