@@ -29,6 +29,11 @@ use std::time::Instant;
 /// The files of an actor that move with it (SQL database, KV store).
 pub const ACTOR_FILES: [&str; 2] = ["db.sqlite", "kv.sqlite"];
 
+/// Longest one file may take to reach the new owner (and be written and checked
+/// there) before the move is abandoned and the actor stays here: a hung target
+/// must not hold a SIGTERM forever.
+pub const FILE_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// One actor moved.
 #[derive(Debug, Clone, Serialize)]
 pub struct MoveReport {
@@ -139,7 +144,10 @@ pub async fn move_actor(
                 None => format!("/cluster/actors/{id}/files/{name}?from={}&absent=1", node.id()),
             };
             let body = content.as_deref().map(|b| ("application/vnd.sqlite3", b));
-            let (status, answer) = crate::cli::http_exchange(&base, "POST", &path, token, body).await?;
+            let sent = crate::cli::http_exchange(&base, "POST", &path, token, body);
+            let (status, answer) = tokio::time::timeout(FILE_SEND_TIMEOUT, sent)
+                .await
+                .map_err(|_| anyhow::anyhow!("node {to} took more than {FILE_SEND_TIMEOUT:?} to take {name}"))??;
             if status != 200 {
                 anyhow::bail!("node {to} refused {name}: HTTP {status}: {}", String::from_utf8_lossy(&answer).trim());
             }

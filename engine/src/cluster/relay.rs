@@ -70,6 +70,17 @@ pub struct Presented {
     pub version: u16,
 }
 
+/// What bounds the relays of one envoy connection (this node's own limits).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Relayed requests unanswered at once (maxPendingRequests); more get OVERLOADED.
+    pub max_pending: usize,
+    /// Decoding bounds for the owners' frames (maxFrameBytes).
+    pub decode_limits: DecodeLimits,
+    /// A link silent this long is closed (the envoy-lost threshold).
+    pub silence: Duration,
+}
+
 /// Where to reach a node.
 pub trait Resolve: Send + Sync {
     /// The `ws://host:port` a node advertises, if it is registered and alive.
@@ -290,6 +301,9 @@ struct Shared {
     max_pending: usize,
     /// Decoding bounds for the owners' frames (this node's maxFrameBytes).
     decode_limits: DecodeLimits,
+    /// A link silent this long is dead (owners ping every link; this node's
+    /// envoy-lost threshold): a partitioned owner is not waited on for ever.
+    silence: Duration,
 }
 
 /// The relays of one envoy connection: routes, links and the ordered relay queue.
@@ -339,8 +353,7 @@ impl Relays {
         outbox: Outbox,
         session: Arc<Session>,
         resolve: Arc<dyn Resolve>,
-        max_pending: usize,
-        decode_limits: DecodeLimits,
+        bounds: Bounds,
     ) -> Self {
         let shared = Arc::new(Shared {
             presented,
@@ -349,8 +362,9 @@ impl Relays {
             session,
             streams: Default::default(),
             pending: AtomicUsize::new(0),
-            max_pending,
-            decode_limits,
+            max_pending: bounds.max_pending,
+            decode_limits: bounds.decode_limits,
+            silence: bounds.silence,
         });
         let (queue, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(shared.clone(), resolve, rx));
@@ -617,7 +631,14 @@ async fn read_link(mut stream: LinkStream, shared: Arc<Shared>, link: Weak<Link>
         if budget.is_full() {
             budget.wait_below_limit().await;
         }
-        let bytes = match stream.next().await {
+        let next = match tokio::time::timeout(shared.silence, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                tracing::warn!(node, silence = ?shared.silence, "relay link silent; closing it");
+                break;
+            }
+        };
+        let bytes = match next {
             Some(Ok(Message::Binary(b))) => b,
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Text(_) | Message::Close(_))) | Some(Err(_)) | None => break,

@@ -254,8 +254,11 @@ async fn serve_inner(
             outbox.clone(),
             attachment.session.clone(),
             node.clone(),
-            cfg.limits.max_pending_requests as usize,
-            limits,
+            crate::cluster::relay::Bounds {
+                max_pending: cfg.limits.max_pending_requests as usize,
+                decode_limits: limits,
+                silence: cfg.envoy_lost_threshold,
+            },
         ))
     });
     let conn = Conn {
