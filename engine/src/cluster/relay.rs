@@ -77,7 +77,7 @@ pub struct Bounds {
     pub max_pending: usize,
     /// Decoding bounds for the owners' frames (maxFrameBytes).
     pub decode_limits: DecodeLimits,
-    /// A link silent this long is closed (the envoy-lost threshold).
+    /// A link silent this long is closed (the envoy-lost threshold plus one ping interval).
     pub silence: Duration,
 }
 
@@ -302,7 +302,8 @@ struct Shared {
     /// Decoding bounds for the owners' frames (this node's maxFrameBytes).
     decode_limits: DecodeLimits,
     /// A link silent this long is dead (owners ping every link; this node's
-    /// envoy-lost threshold): a partitioned owner is not waited on for ever.
+    /// envoy-lost threshold plus a ping interval): a partitioned owner is not
+    /// waited on for ever.
     silence: Duration,
 }
 

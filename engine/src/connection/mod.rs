@@ -257,7 +257,9 @@ async fn serve_inner(
             crate::cluster::relay::Bounds {
                 max_pending: cfg.limits.max_pending_requests as usize,
                 decode_limits: limits,
-                silence: cfg.envoy_lost_threshold,
+                // The owner pings every ping interval: a link is dead only once a whole
+                // lost threshold passed on top of one.
+                silence: cfg.envoy_lost_threshold + cfg.ping_interval,
             },
         ))
     });
