@@ -156,8 +156,11 @@ async fn the_client_runs_over_a_custom_runtime() {
     assert_eq!(rows.first().unwrap().get::<i64>("param").unwrap(), 42);
     {
         let seen = rt.seen.lock().unwrap();
-        // The SDK offers v5; this engine selected v4 and nothing changes for it.
-        assert_eq!(seen.offers[0], ["envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.tok"]);
+        // The SDK offers v6; this engine selected v4 and nothing changes for it.
+        assert_eq!(
+            seen.offers[0],
+            ["envoy.v6", "envoy.v5", "envoy.v4", "envoy.v3", "envoy.v2", "envoy.v1", "envoy.token.tok"]
+        );
         assert!(matches!(seen.messages[0], p::ToEngine::Metadata(_)), "hello first");
     }
     // Dropping every handle closes the connection gracefully.
