@@ -164,12 +164,24 @@ pub struct Reader<'a> {
     /// each allocation, so a lying length prefix fails instead of allocating.
     budget_left: usize,
     budget: usize,
+    /// The protocol version the frame is read at (see [`Reader::version`]).
+    version: u16,
 }
 
 impl<'a> Reader<'a> {
-    /// A reader that may allocate at most `budget` bytes in total.
+    /// A reader that may allocate at most `budget` bytes in total, accepting
+    /// every value the decoded types have.
     pub fn new(bytes: &'a [u8], budget: usize) -> Self {
-        Self { bytes, pos: 0, budget_left: budget, budget }
+        Self { bytes, pos: 0, budget_left: budget, budget, version: u16::MAX }
+    }
+
+    /// The protocol version the frame is read at. A version that only appended
+    /// enum values to the one before it is read with the newer version's types
+    /// (`build.rs`, `GENERATED_CONVERSIONS`): their decoders refuse a value
+    /// appended after this version, exactly as the older types would. Frames
+    /// decoded outside the versioned API read at `u16::MAX` (every value).
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     pub fn offset(&self) -> usize {
@@ -436,6 +448,16 @@ pub fn write_data(out: &mut Vec<u8>, v: &[u8]) {
 /// Decodes one complete top-level value: the frame must fit `max_frame_bytes`,
 /// allocations stay within `budget` bytes, and no bytes may trail.
 pub fn decode_frame<T: Decode>(bytes: &[u8], max_frame_bytes: usize, budget: usize) -> Result<T, DecodeError> {
+    decode_frame_at(bytes, u16::MAX, max_frame_bytes, budget)
+}
+
+/// [`decode_frame`] at protocol `version` (see [`Reader::version`]).
+pub fn decode_frame_at<T: Decode>(
+    bytes: &[u8],
+    version: u16,
+    max_frame_bytes: usize,
+    budget: usize,
+) -> Result<T, DecodeError> {
     if bytes.len() > max_frame_bytes {
         return Err(DecodeError {
             offset: 0,
@@ -444,6 +466,7 @@ pub fn decode_frame<T: Decode>(bytes: &[u8], max_frame_bytes: usize, budget: usi
         });
     }
     let mut r = Reader::new(bytes, budget);
+    r.version = version;
     let value = T::decode(&mut r)?;
     if r.remaining() > 0 {
         return Err(r.error(DecodeErrorKind::TrailingBytes { count: r.remaining() }));

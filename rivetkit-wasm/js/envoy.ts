@@ -198,7 +198,10 @@ export type StopReason =
   | "ENVOY_SLEEP_INTENT"
   | "REPLACED"
   | "ENGINE_SHUTDOWN"
-  | "ENVOY_LOST";
+  | "ENVOY_LOST"
+  /** Protocol v6: the actor moved to another engine node (a node drain); get-or-create it again
+   *  (a `reacquire: true` handle does) for its new generation. `UNSPECIFIED` from v5 engines. */
+  | "MOVED";
 
 export interface ActorStopInfo {
   actorId: string;

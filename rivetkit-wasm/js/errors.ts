@@ -34,7 +34,7 @@ export interface EnvoyErrorFields {
   sqliteName?: string;
   /** SQLITE constraint violations (primary code 19): which kind of constraint failed. */
   constraint?: ConstraintKind;
-  /** SQL errors: true = committed, false = nothing committed, undefined = unknown. */
+  /** SQL errors and ACTOR_UNAVAILABLE: true = committed, false = nothing committed, undefined = unknown. */
   committed?: boolean;
   /** exec() and batch(): 0-based index of the failing statement. */
   statementIndex?: number;
@@ -119,6 +119,16 @@ export class ConstraintError extends SqlError {}
 /** The actor is draining; the request was not run. */
 export class ActorStoppingError extends EnvoyError {}
 /**
+ * Protocol v6 (cluster mode): the engine node that owns the actor is down or unreachable, or the
+ * node this envoy talks to lost its cluster lease. Retry later with backoff: the actor is never
+ * re-created empty on another node. `committed` is false when nothing ran, undefined when
+ * unknown (a SQL request relayed to the owner when the link dropped may have run; KV answers
+ * never say). Engines below v6 answer
+ * OVERLOADED instead (a get-or-create below v5: GET_OR_CREATE_FAILED with engineCode INTERNAL),
+ * the message starting with "actor unavailable: ".
+ */
+export class ActorUnavailableError extends EnvoyError {}
+/**
  * The handle's actor generation was stopped by the engine (see `stopReason`); the call was not
  * sent. Handles made with `reacquire: true` (the default) re-acquire instead of failing.
  */
@@ -165,6 +175,7 @@ const SUBCLASS_BY_CODE: Record<string, typeof EnvoyError> = {
   ACTOR_NOT_PLACED: EnvoyError,
   ACTOR_STOPPING: ActorStoppingError,
   ACTOR_STOPPED: ActorStoppedError,
+  ACTOR_UNAVAILABLE: ActorUnavailableError,
   ABORTED: AbortedError,
   NOT_INITIALIZED: NotInitializedError,
   WRONG_CONTEXT: WrongContextError,

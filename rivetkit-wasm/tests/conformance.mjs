@@ -4,11 +4,13 @@
 //
 // ctx = {
 //   pkg,        // the package module (Envoy, EnvoyError, subclasses)
-//   engine,     // { wsUrl, httpUrl } of a v5 engine
-//   small,      // { wsUrl, maxResponseBytes }: a v5 engine whose responses are capped small
+//   engine,     // { wsUrl, httpUrl } of a v6 engine
+//   small,      // { wsUrl, maxResponseBytes }: a v6 engine whose responses are capped small
 //   v3,         // { wsUrl } of an engine started with --max-protocol-version 3
 //   proxy,      // { wsUrl, controlUrl }: a TCP proxy to `engine` whose connections the test can cut
 //   restart,    // { wsUrl, controlUrl }: an engine that `POST {controlUrl}/restart-engine` restarts
+//   unavailable, // { v6, v5, v4 }: ws URLs of scripted engines whose actors' owner node is down
+//               //   (ACTOR_UNAVAILABLE; tests/support.mjs startUnavailableEngine)
 //   host,       // "node" | "deno" | "workerd" | "chromium", for names and logs
 //   log,        // (line) => void
 // }
@@ -79,9 +81,9 @@ export async function runConformance(ctx) {
     return e;
   };
 
-  test("connect, get-or-create, start handler, protocol v5", async () => {
+  test("connect, get-or-create, start handler, protocol v6", async () => {
     const envoy = await connect();
-    eq(envoy.protocolVersion, 5, "protocolVersion");
+    eq(envoy.protocolVersion, 6, "protocolVersion");
     const started = [];
     envoy.onActorStart((actor) => started.push(actor));
     const actor = await envoy.getOrCreateActor("counter", `life-${run}`);
@@ -243,11 +245,52 @@ export async function runConformance(ctx) {
     await rejects(db.exec("ATTACH DATABASE ':memory:' AS other"), SqlError, (e) => eq(e.code, "FORBIDDEN", "code"));
   });
 
+  test("v6 ACTOR_UNAVAILABLE: ActorUnavailableError from a v6 engine, what older versions have from older ones", async () => {
+    const { ActorUnavailableError } = pkg;
+    const why = "the owner node of actor-1 is unreachable";
+    for (const v of [6, 5, 4]) {
+      const envoy = await connect({ endpoint: ctx.unavailable[`v${v}`] });
+      eq(envoy.protocolVersion, v, "negotiated version");
+      const goc = await rejects(envoy.getOrCreateActor("notes", "elsewhere"), EnvoyError);
+      const actor = await envoy.getOrCreateActor("notes", "placed");
+      const kv = await rejects(actor.kv.get("k"), EnvoyError);
+      // v5+: an exec relayed to the owner when its link dropped (committed unknown); v4: an execute.
+      const sql = await rejects(v >= 5 ? actor.db.exec("INSERT INTO t VALUES (1)") : actor.db.execute("INSERT INTO t VALUES (1)"), EnvoyError);
+      if (v === 6) {
+        // KV answers cannot say whether it ran (no `committed`); the SQL one is a relayed exec.
+        for (const [what, e, committed, message] of [
+          ["get-or-create", goc, false, why],
+          ["KV", kv, undefined, "this node lost its cluster lease"],
+          ["SQL", sql, undefined, why],
+        ]) {
+          assert(e instanceof ActorUnavailableError, `${what}: ${e.constructor.name} ${e.code}`);
+          eq(e.code, "ACTOR_UNAVAILABLE", `${what} code`);
+          eq(e.group, "actor", `${what} group`);
+          eq(e.committed, committed, `${what} committed`);
+          eq(e.message, `actor unavailable: ${message}`, `${what} message`);
+        }
+        continue;
+      }
+      // Below v6 the engine's encoder says OVERLOADED (v4's get-or-create has none: INTERNAL),
+      // the message starting with "actor unavailable: ".
+      for (const [what, e, message] of [["KV", kv, "this node lost its cluster lease"], ["SQL", sql, why], ...(v === 5 ? [["get-or-create", goc, why]] : [])]) {
+        assert(!(e instanceof ActorUnavailableError), `v${v} ${what}: not typed`);
+        eq(e.code, "OVERLOADED", `v${v} ${what} code`);
+        eq(e.message, `engine overloaded: actor unavailable: ${message}`, `v${v} ${what} message`);
+      }
+      if (v === 4) {
+        eq(goc.code, "GET_OR_CREATE_FAILED", "v4 get-or-create code");
+        eq(goc.engineCode, "INTERNAL", "v4 get-or-create engineCode");
+        assert(goc.message.includes(`actor unavailable: ${why}`), `v4 get-or-create message: ${goc.message}`);
+      }
+    }
+  });
+
   test("advertised limits are enforced with LimitExceeded before work starts", async () => {
     const envoy = await connect();
     const session = envoy.session;
     assert(session && session.sqlLimits && session.limits, `session with limits: ${show(session)}`);
-    eq(session.protocolVersion, 5, "session.protocolVersion");
+    eq(session.protocolVersion, 6, "session.protocolVersion");
     const { maxParams, maxSqlBytes } = session.sqlLimits;
     const { db, kv } = await envoy.getOrCreateActor("sql", `limits-${run}`);
     const n = maxParams + 1;
@@ -635,7 +678,7 @@ export async function runConformance(ctx) {
   test("retry recipe for reads: exact across a connection cut", async () => {
     // The recipe from specs/wasm.md: a read has no effect, so retrying it on an outcome that
     // leaves "did it run?" open is exact.
-    const RETRYABLE = new Set(["INDETERMINATE_RESULT", "TIMEOUT", "DISCONNECTED", "OVERLOADED", "ACTOR_STOPPING"]);
+    const RETRYABLE = new Set(["INDETERMINATE_RESULT", "TIMEOUT", "DISCONNECTED", "OVERLOADED", "ACTOR_STOPPING", "ACTOR_UNAVAILABLE"]);
     async function read(f, attempts = 3) {
       for (let i = 1; ; i++) {
         try {

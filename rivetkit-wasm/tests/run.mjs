@@ -17,7 +17,7 @@ import { spawnSync } from "node:child_process";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, runProcess, startBlackHole, startCutProxy, startEngine, startProcess, writeWorkerdConfig } from "./support.mjs";
+import { freePort, runProcess, startBlackHole, startCutProxy, startEngine, startProcess, startUnavailableEngine, writeWorkerdConfig } from "./support.mjs";
 import { runCrawlerTest } from "./crawler.mjs";
 import { bundleWorker, installPackage, MAX_WASM_GZIP, TARGET_WASM_GZIP } from "./package.mjs";
 import { CHROMIUM, createTestServer } from "./browser.mjs";
@@ -97,6 +97,10 @@ const SMALL_RESPONSE_BYTES = 64 * 1024;
 const small = await startEngine(engineBin, { label: "engine with small responses", allowedOrigins, extraArgs: ["--max-response-bytes", String(SMALL_RESPONSE_BYTES), "--max-open-streams", "1"] });
 const proxy = await startCutProxy(engine.port);
 const blackHole = await startBlackHole({ holdMs: 1500 });
+// v6 answers the engine gives only in cluster mode (ACTOR_UNAVAILABLE), from scripted engines of v6, v5 and v4.
+const vectorsDir = path.join(root, "..", "protocol", "tests", "vectors");
+const unavailable = {};
+for (const v of [6, 5, 4]) unavailable[`v${v}`] = await startUnavailableEngine({ maxVersion: v, vectorsDir });
 
 // POST /restart-engine: restarts `restartable` (SIGTERM, then the same port and data dir).
 const controlPort = await freePort();
@@ -125,6 +129,7 @@ const context = {
   proxy: { wsUrl: proxy.wsUrl, controlUrl: proxy.controlUrl },
   restart: { wsUrl: restartable.wsUrl, controlUrl },
   small: { wsUrl: small.wsUrl, maxResponseBytes: SMALL_RESPONSE_BYTES },
+  unavailable: Object.fromEntries(Object.entries(unavailable).map(([v, e]) => [v, e.wsUrl])),
   bench: withBench,
 };
 const json = JSON.stringify(context);
@@ -187,6 +192,7 @@ try {
   await new Promise((r) => control.close(r));
   await proxy.stop();
   await blackHole.stop();
+  for (const e of Object.values(unavailable)) await e.stop();
   await engine.stop();
   await v3.stop();
   await authed.stop();

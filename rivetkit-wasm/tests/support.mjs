@@ -1,8 +1,10 @@
 // Test support for tests/run.mjs (Node only): real engines on free ports, a TCP proxy whose
-// connections a test can cut, workerd configs, child processes with captured output.
+// connections a test can cut, a scripted engine for answers the real one cannot give yet,
+// workerd configs, child processes with captured output.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import http from "node:http";
 import { tmpdir } from "node:os";
@@ -147,6 +149,119 @@ export async function startCutProxy(targetPort) {
       for (const s of sockets) s.destroy();
       await new Promise((r) => proxy.close(r));
       await new Promise((r) => control.close(r));
+    },
+  };
+}
+
+/**
+ * A scripted engine whose actors' owner node is down (protocol v6, cluster mode): it answers
+ * every get-or-create with ACTOR_UNAVAILABLE except key "placed" (placed as actor-1), every KV
+ * request with ACTOR_UNAVAILABLE (nothing ran), and an exec at v5+ / an execute at v4 with
+ * ACTOR_UNAVAILABLE whose `committed` is unknown (relayed to the owner when its link dropped).
+ * It speaks at most `maxVersion` and sends the golden vectors of that version
+ * (protocol/tests/vectors/v<N>/ToEnvoy/*.hex, the normative bytes, downgraded by the protocol
+ * crate below v6) with the request id patched in. A plain WebSocket server over node:http: binary
+ * frames only, every message in one frame (what the envoy client sends).
+ */
+export async function startUnavailableEngine({ maxVersion, vectorsDir }) {
+  const vector = (v, name) => Buffer.from(readFileSync(path.join(vectorsDir, `v${v}`, "ToEnvoy", `${name}.hex`), "utf8").trim(), "hex");
+  const answerWithId = (template, requestId) => {
+    // Every answer used here is a union tag (one byte) followed by the u32 request id.
+    const out = Buffer.from(template);
+    requestId.copy(out, 1);
+    return out;
+  };
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    res.statusCode = 404;
+    res.end();
+  });
+  server.on("upgrade", (req, socket) => {
+    const offered = String(req.headers["sec-websocket-protocol"] ?? "")
+      .split(",")
+      .map((p) => /^envoy\.v([1-9][0-9]*)$/.exec(p.trim()))
+      .filter(Boolean)
+      .map((m) => Number(m[1]));
+    const version = Math.max(0, ...offered.filter((v) => v <= maxVersion));
+    if (version < 4) {
+      socket.end("HTTP/1.1 426 Upgrade Required\r\nconnection: close\r\n\r\n");
+      return;
+    }
+    const accept = createHash("sha1").update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n" +
+        `sec-websocket-accept: ${accept}\r\nsec-websocket-protocol: envoy.v${version}\r\n\r\n`,
+    );
+    sockets.add(socket);
+    const send = (payload) => {
+      const n = payload.length;
+      if (n > 0xffff) throw new Error("frame too large for this test engine");
+      const head = n < 126 ? Buffer.from([0x82, n]) : Buffer.from([0x82, 126, n >> 8, n & 0xff]);
+      socket.write(Buffer.concat([head, payload]));
+    };
+    // Pings keep the client's liveness check quiet.
+    const ping = vector(version, "ping");
+    const pinger = setInterval(() => send(ping), 1000);
+    const close = () => {
+      clearInterval(pinger);
+      sockets.delete(socket);
+      socket.destroy();
+    };
+    socket.on("error", close);
+    socket.on("close", close);
+    let buffered = Buffer.alloc(0);
+    socket.on("data", (chunk) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      for (;;) {
+        if (buffered.length < 2) return;
+        const opcode = buffered[0] & 0x0f;
+        let len = buffered[1] & 0x7f;
+        let at = 2;
+        if (len === 126) {
+          if (buffered.length < 4) return;
+          len = buffered.readUInt16BE(2);
+          at = 4;
+        } else if (len === 127) {
+          if (buffered.length < 10) return;
+          len = Number(buffered.readBigUInt64BE(2));
+          at = 10;
+        }
+        const masked = (buffered[1] & 0x80) !== 0;
+        const mask = masked ? buffered.subarray(at, at + 4) : null;
+        if (masked) at += 4;
+        if (buffered.length < at + len) return;
+        const payload = Buffer.from(buffered.subarray(at, at + len));
+        buffered = buffered.subarray(at + len);
+        if (mask) for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+        if (opcode === 0x8) return close();
+        if (opcode !== 0x2) continue;
+        // The ToEngine union tag (one byte for every member), then for requests the u32 id.
+        const tag = payload[0];
+        const requestId = payload.subarray(1, 5);
+        if (tag === 0) {
+          send(vector(version, version >= 5 ? "init_v5" : "init"));
+        } else if (tag === 6) {
+          // ToEngineGetOrCreateActor { requestId, name: str, key: str } (names here are < 128 bytes).
+          const nameLen = payload[5];
+          const key = payload.subarray(7 + nameLen, 7 + nameLen + payload[6 + nameLen]).toString("utf8");
+          send(answerWithId(vector(version, key === "placed" ? "get_or_create_actor_ok" : "get_or_create_actor_unavailable"), requestId));
+        } else if (tag === 5) {
+          send(answerWithId(vector(version, "kv_error_actor_unavailable"), requestId));
+        } else if (tag === 10) {
+          send(answerWithId(vector(version, "sqlite_exec_v5_actor_unavailable_relayed"), requestId));
+        } else if (tag === 8 || tag === 9) {
+          send(answerWithId(vector(version, "sqlite_execute_actor_unavailable"), requestId));
+        }
+      }
+    });
+  });
+  const port = await freePort();
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    wsUrl: `ws://127.0.0.1:${port}`,
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
     },
   };
 }

@@ -167,10 +167,11 @@ pub enum Error {
     #[error("actor unavailable: {message}")]
     ActorUnavailable {
         message: String,
-        /// `Some(false)`: nothing ran (what KV and get-or-create answers
-        /// always mean); `None`: a SQL request the engine relayed to the
-        /// owner node when the link dropped — it may have run (a keyed write
-        /// sent again with its key would be answered `REPLAYED`).
+        /// `Some(false)`: nothing ran (SQL answers say so; a get-or-create
+        /// placed nothing and is safe to send again); `None`: unknown — a SQL
+        /// request the engine relayed to the owner node when the link dropped
+        /// may have run (a keyed write sent again with its key would be
+        /// answered `REPLAYED`), and KV answers never say.
         committed: Option<bool>,
     },
 }

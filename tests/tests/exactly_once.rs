@@ -66,7 +66,7 @@ async fn writes_through_random_cuts_apply_exactly_once() {
     cfg.request_timeout_ms = Some(120_000);
     let client = Client::connect(cfg).await.expect("connects");
     let session = client.session().expect("connected");
-    assert!(session.protocol_version >= 5, "the exactly-once guarantee is v5's (and later versions')");
+    assert_eq!(session.protocol_version, 6, "the exactly-once guarantee is v5's, and v6 keeps it");
     let actor = client.get_or_create_actor("exactly-once", "a").await.unwrap();
     let db = actor.sql();
     db.exec(

@@ -17,7 +17,7 @@ mod v4_v5;
 mod v5_v6;
 
 use crate::bare::{self, DecodeError, Encode};
-use crate::{v1, v2, v3, v4, v5, v6};
+use crate::{v1, v2, v3, v4, v6};
 use std::fmt;
 
 /// The newest protocol version this crate speaks (encodes, decodes, converts).
@@ -178,13 +178,16 @@ impl Default for DecodeLimits {
     }
 }
 
+/// Decodes `bytes` as `T` read at `version`: `T` is that version's type, or a
+/// newer one whose decoder refuses what `version` lacks (v5 frames are read
+/// with v6 types, see `v5_v6`).
 fn decode_at<T: bare::Decode>(
     bytes: &[u8],
     version: u16,
     message: &'static str,
     limits: &DecodeLimits,
 ) -> Result<T, ProtocolDecodeError> {
-    bare::decode_frame(bytes, limits.max_frame_bytes, limits.max_alloc_bytes)
+    bare::decode_frame_at(bytes, version, limits.max_frame_bytes, limits.max_alloc_bytes)
         .map_err(|source| ProtocolDecodeError::Malformed { version, message, source })
 }
 
@@ -257,8 +260,8 @@ pub fn decode_to_engine(
 ) -> Result<v6::ToEngine, ProtocolDecodeError> {
     const M: &str = "ToEngine";
     let m5 = match version {
-        6 => return decode_at::<v6::ToEngine>(bytes, 6, M, limits),
-        5 => decode_at::<v5::ToEngine>(bytes, 5, M, limits)?,
+        // One type at v5 and v6.
+        6 | 5 => return decode_at::<v6::ToEngine>(bytes, version, M, limits),
         4 => v4_v5::to_engine_up(decode_at::<v4::ToEngine>(bytes, 4, M, limits)?),
         3 => v4_v5::to_engine_up(v3_v4::to_engine_up(decode_at::<v3::ToEngine>(bytes, 3, M, limits)?)),
         2 | 1 => {
@@ -277,8 +280,10 @@ pub fn decode_to_engine(
 pub fn decode_to_envoy(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Result<v6::ToEnvoy, ProtocolDecodeError> {
     const M: &str = "ToEnvoy";
     let m5 = match version {
-        6 => return decode_at::<v6::ToEnvoy>(bytes, 6, M, limits),
-        5 => decode_at::<v5::ToEnvoy>(bytes, 5, M, limits)?,
+        // v6 only appended enum values: a v5 frame is a v6 one without them,
+        // and the v6 decoders refuse those when reading at v5. (One decoder
+        // for both: the client's .wasm carries no v5 ToEnvoy codec.)
+        6 | 5 => return decode_at::<v6::ToEnvoy>(bytes, version, M, limits),
         4 => v4_v5::to_envoy_up(decode_at::<v4::ToEnvoy>(bytes, 4, M, limits)?),
         3 => v4_v5::to_envoy_up(v3_v4::to_envoy_up(decode_at::<v3::ToEnvoy>(bytes, 3, M, limits)?)),
         2 | 1 => {

@@ -3,6 +3,7 @@
 // its exports map): the public API must type-check as documented, and misuse must not.
 import wasmModule from "rivetkit-wasm/rivetkit_wasm_bg.wasm";
 import {
+  ActorUnavailableError,
   ConstraintError,
   Envoy,
   EnvoyError,
@@ -15,6 +16,7 @@ import {
   type KvEntry,
   type QueryResult,
   type SqlValue,
+  type StopReason,
   type BatchResult,
   type CommitResult,
   type RowStream,
@@ -46,8 +48,14 @@ export async function usage(): Promise<void> {
   envoy.onActorStop((info) => {
     const id: string = info.actorId;
     const gen: number | bigint = info.generation;
-    void id, gen;
+    // v6: an actor moved to another engine node.
+    const moved: boolean = info.reason === "MOVED";
+    void id, gen, moved;
   });
+  const reason: StopReason = "MOVED";
+  // @ts-expect-error not a stop reason
+  const notAReason: StopReason = "TELEPORTED";
+  void reason, notAReason;
   const actor = await envoy.getOrCreateActor("crawler", "default");
   const r: QueryResult = await actor.db.exec("CREATE TABLE IF NOT EXISTS t(x)");
   const e: ExecuteResult = await actor.db.execute("SELECT ?, ?, ?, ?, ?, ?", [1, 2n, "s", null, true, new Uint8Array(1)]);
@@ -86,6 +94,10 @@ export async function usage(): Promise<void> {
       const kind: ConstraintKind | undefined = err.constraint;
       const name: string | undefined = err.sqliteName;
       void kind, name;
+    } else if (err instanceof ActorUnavailableError) {
+      // v6: false = nothing ran; undefined = a relayed request that may have run.
+      const committed: boolean | undefined = err.committed;
+      void committed;
     } else if (err instanceof FenceMismatchError) {
       const g: number | bigint | undefined = err.currentGeneration;
       void g;

@@ -532,8 +532,9 @@ fn map_kv_error(e: p::KvErrorResponse) -> Error {
         KvErrorCode::ActorNotFound => Error::ActorNotFound { message: e.message },
         KvErrorCode::ActorNotPlaced => Error::ActorNotPlaced { message: e.message },
         KvErrorCode::Overloaded => Error::Overloaded { message: e.message },
-        // v6: a KV answer has no `committed`; ACTOR_UNAVAILABLE there means nothing ran.
-        KvErrorCode::ActorUnavailable => Error::ActorUnavailable { message: e.message, committed: Some(false) },
+        // v6: a KV answer carries no `committed`, and a KV request relayed to
+        // the actor's owner when its link dropped may have run: unknown.
+        KvErrorCode::ActorUnavailable => Error::ActorUnavailable { message: e.message, committed: None },
         // Below v5 a KV limit error carries no structured limit (kind, max),
         // only its message: it stays a `Kv` error with code LIMIT_EXCEEDED
         // rather than a `LimitExceeded` with made-up numbers. (v5 sends

@@ -67,10 +67,12 @@ fn unavailable_answers(version: u16, committed: Option<bool>) -> [Result<Respons
 fn actor_unavailable_is_typed_at_v6() {
     let unavailable = |committed| Err(Error::ActorUnavailable { message: OWNER_DOWN.into(), committed });
     let [kv, goc, sql] = unavailable_answers(6, Some(false));
-    assert_eq!(kv, unavailable(Some(false)));
     assert_eq!(goc, unavailable(Some(false)));
     assert_eq!(sql, unavailable(Some(false)));
     assert!(sql.unwrap_err().is_not_run(), "nothing ran: safe to send again later");
+    // A KV answer cannot say (KV errors carry no `committed`): unknown.
+    assert_eq!(kv, unavailable(None));
+    assert!(!kv.unwrap_err().is_not_run());
     // A relayed write whose owner's link dropped may have run.
     let [_, _, relayed] = unavailable_answers(6, None);
     let relayed = relayed.unwrap_err();
