@@ -248,6 +248,37 @@ async fn an_envoy_on_a_non_owner_node_is_served_by_the_owner() {
          500 concurrent inserts direct {direct_rate:.0}/s, through a non-owner node {relayed_rate:.0}/s",
         relayed_us - direct_us
     );
+
+    // A v4 envoy through the relay: the link speaks v4 to the owner, which answers as to v4.
+    let mut cfg = ClientConfig {
+        endpoint: n2.endpoint(),
+        namespace: "test".into(),
+        envoy_key: "old-envoy".into(),
+        ..Default::default()
+    };
+    cfg.max_protocol_version = 4;
+    let old = Client::connect(cfg).await.unwrap();
+    assert_eq!(old.session().unwrap().protocol_version, 4);
+    let v4 = old.get_or_create_actor("shop", "s1").await.unwrap();
+    let n: i64 = v4.sql().query("SELECT count(*) AS n FROM t", ()).await.unwrap().first().unwrap().get("n").unwrap();
+    assert_eq!(n, 51);
+    v4.kv().put(b"cart", b"3 items").await.unwrap();
+
+    // POST /node/drain on n1: the actor (SQL and KV files) moves to n2; the envoy on n2 gets it
+    // again, now placed locally on n2 at a higher generation.
+    let (status, body) = envoy_engine::cli::http_request(&n1.http(), "POST", "/node/drain", None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["failed"].as_array().map(Vec::len), Some(0), "{body}");
+    assert!(owners(n2).await.contains(&("n2".into(), true, 2)), "{:?}", owners(n2).await);
+    let moved = get_or_create_retrying(&old, "shop", "s1", "after the drain").await;
+    assert!(moved.info().generation > v4.info().generation);
+    let n: i64 = moved.sql().query("SELECT count(*) AS n FROM t", ()).await.unwrap().first().unwrap().get("n").unwrap();
+    assert_eq!(n, 51, "every row moved");
+    assert_eq!(moved.kv().get(b"cart").await.unwrap().as_deref(), Some(&b"3 items"[..]), "the KV store moved");
+    assert!(n2.data.join("actors").join(&moved.info().actor_id).join("db.sqlite").exists());
+    assert!(!n1.data.join("actors").join(&moved.info().actor_id).exists(), "n1 deleted its copy");
+    old.close().await;
     direct.close().await;
     relayed.close().await;
 }
@@ -339,7 +370,11 @@ async fn sigterm_moves_the_actor_under_write_load_and_keeps_every_acknowledged_r
     assert_eq!(o.iter().map(|(_, _, n)| n).sum::<u64>(), 1, "{o:?}");
     let ev = events.lock().unwrap().clone();
     let stop_at = ev.iter().position(|e| e == &format!("stop {first_gen}"));
-    assert!(stop_at.is_some(), "the host saw no stop of generation {first_gen}: {ev:?}");
+    let Some(stop_at) = stop_at else { panic!("the host saw no stop of generation {first_gen}: {ev:?}") };
+    let restarted = ev[stop_at..]
+        .iter()
+        .any(|e| e.strip_prefix("start ").and_then(|g| g.parse::<u64>().ok()).is_some_and(|g| g > first_gen));
+    assert!(restarted, "the host saw no start of a newer generation after the stop: {ev:?}");
     eprintln!("figures: {} rows acknowledged ({before} before the drain); host events {ev:?}", acked.len());
     writer.close().await;
 }
