@@ -100,6 +100,15 @@ impl ClusterNode {
 }
 
 impl Resolve for ClusterNode {
+    fn owner_of<'a>(&'a self, actor_id: &'a str) -> BoxFuture<'a, Result<Option<(String, String)>, String>> {
+        Box::pin(async move {
+            match self.directory.get(actor_id).await {
+                Ok(a) => Ok(a.map(|a| (a.namespace, a.owner))),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
     fn advertise<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             match self.directory.node(node_id).await {

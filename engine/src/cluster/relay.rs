@@ -85,7 +85,14 @@ pub struct Bounds {
 pub trait Resolve: Send + Sync {
     /// The `ws://host:port` a node advertises, if it is registered and alive.
     fn advertise<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Option<String>>;
+    /// (namespace, owner node) of an actor, if the directory has it; Err when
+    /// the directory cannot be read (why).
+    fn owner_of<'a>(&'a self, actor_id: &'a str) -> BoxFuture<'a, Result<Option<(String, String)>, String>>;
 }
+
+/// The node of a queued message whose owner is not known yet: the relay task
+/// looks it up in the directory first.
+const LOOKUP: &str = "";
 
 /// Which answer a relayed request expects (to answer it if its link cannot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,10 @@ pub enum Refusal {
     Unavailable,
     /// Too many relayed requests unanswered on this envoy connection.
     Overloaded,
+    /// No such actor in the envoy's namespace (the directory has none).
+    NotFound,
+    /// The actor is owned by this node but not placed on this envoy here.
+    NotPlaced,
 }
 
 /// Whom a message from the envoy concerns.
@@ -197,6 +208,13 @@ pub fn refusal(
             (ActorErrorCode::ActorUnavailable, KvErrorCode::ActorUnavailable, SqliteErrorCode::ActorUnavailable)
         }
         Refusal::Overloaded => (ActorErrorCode::Overloaded, KvErrorCode::Overloaded, SqliteErrorCode::Overloaded),
+        // A get-or-create is never looked up (placement decides it): these two only answer requests.
+        Refusal::NotFound => {
+            (ActorErrorCode::InvalidRequest, KvErrorCode::ActorNotFound, SqliteErrorCode::ActorNotFound)
+        }
+        Refusal::NotPlaced => {
+            (ActorErrorCode::InvalidRequest, KvErrorCode::ActorNotPlaced, SqliteErrorCode::ActorNotPlaced)
+        }
     };
     let cost = crate::sql::v5::NO_COST;
     let error = SqliteError {
@@ -383,10 +401,15 @@ impl Relays {
     }
 
     /// Queues `msg` for its owner if it belongs to another node; gives it back
-    /// if this node handles it. Events are split by owner.
-    pub fn try_forward(&self, msg: ToEngine) -> Option<ToEngine> {
+    /// if this node handles it. A request for an actor this node neither knows
+    /// nor has a route for (the envoy reconnected here from another node, say)
+    /// is queued for a directory lookup: relayed to its owner if that is another
+    /// node, answered ACTOR_NOT_FOUND / ACTOR_NOT_PLACED otherwise.
+    pub fn try_forward(&self, msg: ToEngine, known_here: impl Fn(&str) -> bool) -> Option<ToEngine> {
         let node = match target(&msg) {
-            Target::Actor(actor_id, _) => self.route_of(actor_id),
+            Target::Actor(actor_id, _) => {
+                self.route_of(actor_id).or_else(|| (!known_here(actor_id)).then(|| LOOKUP.to_string()))
+            }
             Target::Stream(request_id) => self.shared.streams.lock().get(&request_id).map(|(n, _)| n.clone()),
             Target::Connection => None,
         };
@@ -461,6 +484,19 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
             continue;
         }
         let expects = expects(&msg);
+        let node = if node == LOOKUP {
+            match lookup(&shared, resolve.as_ref(), &msg).await {
+                Ok(owner) => owner,
+                Err((why, message)) => {
+                    if let Some((request_id, kind)) = expects {
+                        shared.outbox.send(refusal(kind, request_id, 0, why, &message, Some(false)));
+                    }
+                    continue;
+                }
+            }
+        } else {
+            node
+        };
         if let Some((request_id, kind)) = expects {
             // Bound what this node holds for the envoy: one slot per unanswered relayed request.
             if shared.pending.fetch_add(1, Ordering::AcqRel) >= shared.max_pending {
@@ -537,6 +573,30 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
                 }
             }
         }
+    }
+}
+
+/// The owner of the actor `msg` names, looked up in the directory, when it is
+/// another node (and the route is kept in the envoy's session); else why not.
+async fn lookup(shared: &Shared, resolve: &dyn Resolve, msg: &ToEngine) -> Result<String, (Refusal, String)> {
+    let not_found = || (Refusal::NotFound, "no such actor in this namespace".to_string());
+    let Target::Actor(actor_id, _) = target(msg) else { return Err(not_found()) };
+    // Directory ids are 24 lower-case hex characters: anything else is absent without asking etcd.
+    if actor_id.len() != 24 || !actor_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(not_found());
+    }
+    match resolve.owner_of(actor_id).await {
+        // Another tenant's actor is reported absent, as on one node.
+        Ok(Some((namespace, _))) if namespace != shared.presented.namespace => Err(not_found()),
+        Ok(Some((_, owner))) if owner == shared.local_node => {
+            Err((Refusal::NotPlaced, "the actor is not placed on this envoy".to_string()))
+        }
+        Ok(Some((_, owner))) => {
+            shared.session.routes.lock().insert(actor_id.to_string(), owner.clone());
+            Ok(owner)
+        }
+        Ok(None) => Err(not_found()),
+        Err(why) => Err((Refusal::Unavailable, format!("the cluster directory cannot be read now ({why})"))),
     }
 }
 

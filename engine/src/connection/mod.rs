@@ -417,7 +417,7 @@ impl Conn {
         // Cluster mode: a request for an actor placed through another node goes there.
         #[cfg(feature = "cluster")]
         let msg = match &self.relays {
-            Some(relays) => match relays.try_forward(msg) {
+            Some(relays) => match relays.try_forward(msg, |id| state.registry.with(id, |r| r.is_some())) {
                 Some(local) => local,
                 None => return Ok(()),
             },
