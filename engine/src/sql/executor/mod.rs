@@ -746,6 +746,8 @@ mod tests {
         serving.store(false, Ordering::SeqCst);
         let refused = x.exec("INSERT INTO t VALUES (2)").unwrap_err();
         assert_eq!(refused.extended_code, Some(ffi::SQLITE_CONSTRAINT_COMMITHOOK), "{refused:?}");
+        assert_eq!(refused.code, envoy_protocol::SqliteErrorCode::ActorUnavailable);
+        assert_eq!(refused.committed, Some(false));
         serving.store(true, Ordering::SeqCst);
         let rows = x.exec("SELECT count(*) FROM t").unwrap().rows;
         assert_eq!(rows, vec![vec![envoy_protocol::Value::Integer(1)]], "the refused write left nothing");

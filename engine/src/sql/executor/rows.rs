@@ -168,6 +168,17 @@ pub(super) fn map_error(e: rusqlite::Error, deadline: Option<&Deadline>, exec: O
                 }
                 return err(SqliteErrorCode::Interrupted, "interrupted", Some(false));
             }
+            // Only the engine's commit guard installs a commit hook (cluster mode): this
+            // node lost its lease between admission and commit, and nothing was committed.
+            if fe.extended_code == ffi::SQLITE_CONSTRAINT_COMMITHOOK {
+                let mut e = err(
+                    SqliteErrorCode::ActorUnavailable,
+                    "this node lost its cluster lease before the commit; nothing was committed",
+                    Some(false),
+                );
+                e.extended_code = Some(fe.extended_code);
+                return e;
+            }
             if fe.code == ErrorCode::TooBig {
                 let max = exec.map_or(0, |x| u64::from(x.settings.limits.max_value_bytes));
                 let mut e = limit_error(LimitKind::ValueBytes, max, None);
