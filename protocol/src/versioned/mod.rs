@@ -264,11 +264,11 @@ pub fn decode_to_engine(
         6 | 5 => return decode_at::<v6::ToEngine>(bytes, version, M, limits),
         4 => v4_v5::to_engine_up(decode_at::<v4::ToEngine>(bytes, 4, M, limits)?),
         3 => v4_v5::to_engine_up(v3_v4::to_engine_up(decode_at::<v3::ToEngine>(bytes, 3, M, limits)?)),
-        2 | 1 => {
-            let m2 = match version {
-                2 => decode_at::<v2::ToEngine>(bytes, 2, M, limits)?,
-                _ => v1_v2::to_engine_up(decode_at::<v1::ToEngine>(bytes, 1, M, limits)?),
-            };
+        2 => v4_v5::to_engine_up(v3_v4::to_engine_up(v2_v3::to_engine_up(decode_at::<v2::ToEngine>(
+            bytes, 2, M, limits,
+        )?))),
+        1 => {
+            let m2 = v1_v2::to_engine_up(decode_at::<v1::ToEngine>(bytes, 1, M, limits)?);
             v4_v5::to_engine_up(v3_v4::to_engine_up(v2_v3::to_engine_up(m2)))
         }
         other => return Err(ProtocolDecodeError::UnsupportedVersion(other)),
@@ -286,11 +286,9 @@ pub fn decode_to_envoy(bytes: &[u8], version: u16, limits: &DecodeLimits) -> Res
         6 | 5 => return decode_at::<v6::ToEnvoy>(bytes, version, M, limits),
         4 => v4_v5::to_envoy_up(decode_at::<v4::ToEnvoy>(bytes, 4, M, limits)?),
         3 => v4_v5::to_envoy_up(v3_v4::to_envoy_up(decode_at::<v3::ToEnvoy>(bytes, 3, M, limits)?)),
-        2 | 1 => {
-            let m2 = match version {
-                2 => decode_at::<v2::ToEnvoy>(bytes, 2, M, limits)?,
-                _ => v1_v2::to_envoy_up(decode_at::<v1::ToEnvoy>(bytes, 1, M, limits)?),
-            };
+        2 => v4_v5::to_envoy_up(v3_v4::to_envoy_up(v2_v3::to_envoy_up(decode_at::<v2::ToEnvoy>(bytes, 2, M, limits)?))),
+        1 => {
+            let m2 = v1_v2::to_envoy_up(decode_at::<v1::ToEnvoy>(bytes, 1, M, limits)?);
             v4_v5::to_envoy_up(v3_v4::to_envoy_up(v2_v3::to_envoy_up(m2)))
         }
         other => return Err(ProtocolDecodeError::UnsupportedVersion(other)),
