@@ -141,6 +141,42 @@ pub(crate) fn check_database(path: &FsPath) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `bytes` beside the live file `<folder>/<name>` (as `<name>.incoming`,
+/// same file system so the later rename is atomic), fsyncs it and checks it
+/// (`integrity_check`); returns its path. Nothing live is touched.
+pub(crate) fn stage_database(folder: &FsPath, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(folder).map_err(|e| format!("actor folder: {e}"))?;
+    let incoming = folder.join(format!("{name}.incoming"));
+    let checked = write_durably(&incoming, bytes)
+        .map_err(|e| format!("writing {name}: {e}"))
+        .and_then(|()| check_database(&incoming).map_err(|m| format!("{name}: {m}")));
+    if let Err(m) = checked {
+        let _ = std::fs::remove_file(&incoming);
+        return Err(m);
+    }
+    Ok(incoming)
+}
+
+/// Puts a staged file in place of `<folder>/<name>`: the closed database's
+/// leftover WAL and shared memory are removed (they must not be replayed onto
+/// it), the staged file renamed in, the folder fsynced. `staged` None: the
+/// file (and its leftovers) is removed instead.
+pub(crate) fn swap_in(folder: &FsPath, name: &str, staged: Option<&FsPath>) -> std::io::Result<()> {
+    let remove = |p: PathBuf| match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    for ext in ["-wal", "-shm"] {
+        remove(folder.join(format!("{name}{ext}")))?;
+    }
+    match staged {
+        Some(p) => std::fs::rename(p, folder.join(name))?,
+        None => remove(folder.join(name))?,
+    }
+    std::fs::File::open(folder)?.sync_all()
+}
+
 /// Writes `bytes` to `path` and makes it durable.
 pub(crate) fn write_durably(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -163,30 +199,16 @@ pub async fn restore(
         return *error(StatusCode::NOT_FOUND, format!("no actor with id {id}"));
     }
     let dir = state.actor_dir(&id);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        return *error(StatusCode::INTERNAL_SERVER_ERROR, format!("actor folder: {e}"));
-    }
-    // Written beside the live file (same file system, so the rename is atomic), then checked.
-    let incoming = dir.join("db.sqlite.restore");
-    let checked = {
-        let incoming = incoming.clone();
-        tokio::task::spawn_blocking(move || {
-            write_durably(&incoming, &body).map_err(|e| format!("writing the upload: {e}"))?;
-            check_database(&incoming)
-        })
-        .await
+    // Staged beside the live file and checked before anything is stopped.
+    let staged = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || stage_database(&dir, "db.sqlite", &body)).await
     };
-    match checked {
-        Ok(Ok(())) => {}
-        Ok(Err(m)) => {
-            let _ = std::fs::remove_file(&incoming);
-            return *error(StatusCode::BAD_REQUEST, m);
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&incoming);
-            return *error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        }
-    }
+    let incoming = match staged {
+        Ok(Ok(p)) => p,
+        Ok(Err(m)) => return *error(StatusCode::BAD_REQUEST, m),
+        Err(e) => return *error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     // No placement of this actor while its database is swapped.
     let lock = state.placement_lock(&id);
     let _placing = lock.lock().await;
@@ -198,21 +220,8 @@ pub async fn restore(
             return *error(StatusCode::INTERNAL_SERVER_ERROR, format!("stopping the actor: {e}"));
         }
     };
-    let live = dir.join("db.sqlite");
-    let swapped = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        // The drain checkpointed and closed the database; leftovers of its WAL must not
-        // be replayed onto the restored file.
-        for ext in ["db.sqlite-wal", "db.sqlite-shm"] {
-            match std::fs::remove_file(live.with_file_name(ext)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        std::fs::rename(&incoming, &live)?;
-        std::fs::File::open(live.parent().unwrap_or(FsPath::new(".")))?.sync_all()
-    })
-    .await;
+    // The drain checkpointed and closed the database.
+    let swapped = tokio::task::spawn_blocking(move || swap_in(&dir, "db.sqlite", Some(&incoming))).await;
     match swapped {
         Ok(Ok(())) => Json(serde_json::json!({
             "actor_id": id,

@@ -179,6 +179,16 @@ impl Directory {
         resp.kvs().first().map(parse_actor).transpose()
     }
 
+    /// Where a live node is reached (its `advertise`): one read of `nodes/<id>`;
+    /// `None` when the node is not alive (its key, held by its lease, is gone).
+    pub async fn advertise_of(&self, node_id: &str) -> Result<Option<String>, ClusterError> {
+        let key = self.m.keys().node(node_id);
+        let resp = call("get node", self.m.client().get(key.clone(), None)).await?;
+        let Some(kv) = resp.kvs().first() else { return Ok(None) };
+        let value: NodeValue = serde_json::from_slice(kv.value()).map_err(|e| corrupt(&key, e))?;
+        Ok(Some(value.advertise))
+    }
+
     /// The actor at (namespace, name, key), if it exists.
     pub async fn find(&self, namespace: &str, name: &str, key: &str) -> Result<Option<DirActor>, ClusterError> {
         let name_key = self.m.keys().name(namespace, name, key);

@@ -146,21 +146,35 @@ pub async fn adopt(
     if dir.owner == node.id() {
         return *error(StatusCode::CONFLICT, "this node already owns the actor (use /actors/{id}/restore)");
     }
-    // Checked before etcd changes, so a bad file never leaves the actor Restoring.
-    let sha = moves::sha256_hex(&body);
+    // Staged and checked before etcd changes, so a bad file never leaves the actor Restoring.
+    let folder = state.actor_dir(&id);
+    let staged = {
+        let folder = folder.clone();
+        tokio::task::spawn_blocking(move || crate::backup::stage_database(&folder, "db.sqlite", &body)).await
+    };
+    let staged = match staged {
+        Ok(Ok(p)) => p,
+        Ok(Err(m)) => return *error(StatusCode::BAD_REQUEST, m),
+        Err(e) => return *error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     let adopted = match node.directory.adopt(&dir).await {
         Ok(d) => d,
-        Err(e @ super::ClusterError::OwnerAlive { .. }) => return *error(StatusCode::CONFLICT, e.to_string()),
-        Err(e) => return *error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            let status = match e {
+                super::ClusterError::OwnerAlive { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return *error(status, e.to_string());
+        }
     };
     tracing::warn!(identity = %identity.name, actor_id = %id, from = %dir.owner, generation = adopted.generation,
         "adopting an actor of a node that is down, from a backup");
-    let folder = state.actor_dir(&id);
     let st = state.clone();
     let d = adopted.clone();
     let installed = tokio::task::spawn_blocking(move || {
-        moves::install_file(&folder, "db.sqlite", Some((&body[..], &sha)))?;
-        moves::install_file(&folder, "kv.sqlite", None)?;
+        crate::backup::swap_in(&folder, "db.sqlite", Some(&staged)).map_err(|e| e.to_string())?;
+        crate::backup::swap_in(&folder, "kv.sqlite", None).map_err(|e| e.to_string())?;
         st.registry
             .ensure(&d.actor_id, &d.namespace, &d.name, &d.key, d.generation)
             .map(|_| ())
@@ -169,7 +183,9 @@ pub async fn adopt(
     .await;
     match installed {
         Ok(Ok(())) => {}
-        Ok(Err(m)) => return *error(StatusCode::BAD_REQUEST, format!("{m} (the actor stays Restoring here)")),
+        Ok(Err(m)) => {
+            return *error(StatusCode::INTERNAL_SERVER_ERROR, format!("{m} (the actor stays Restoring here)"))
+        }
         Err(e) => return *error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
     match node.directory.set_state(&adopted, DirState::Active).await {

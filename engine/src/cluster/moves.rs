@@ -219,33 +219,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Puts a received actor file in place: checks its digest and `integrity_check`,
-/// writes it beside, fsyncs, drops any stale WAL, renames it in, fsyncs the folder.
+/// Puts a received actor file in place: checks its digest, stages it (written
+/// beside, fsynced, `integrity_check`) and swaps it in (stale WAL removed,
+/// renamed, folder fsynced) with the same steps as a restore (`backup.rs`).
 /// `None`: the sender has no such file; a stale one here is removed.
 pub fn install_file(folder: &Path, name: &str, content: Option<(&[u8], &str)>) -> Result<(), String> {
+    let staged = match content {
+        Some((bytes, sha256)) => {
+            let digest = sha256_hex(bytes);
+            if !digest.eq_ignore_ascii_case(sha256) {
+                return Err(format!("{name}: SHA-256 {digest} does not match the sender's {sha256}"));
+            }
+            Some(crate::backup::stage_database(folder, name, bytes)?)
+        }
+        None => None,
+    };
     std::fs::create_dir_all(folder).map_err(|e| format!("actor folder: {e}"))?;
-    let live = folder.join(name);
-    let remove = |p: &Path| match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", p.display())),
-    };
-    for ext in ["-wal", "-shm"] {
-        remove(&folder.join(format!("{name}{ext}")))?;
-    }
-    let Some((bytes, sha256)) = content else {
-        return remove(&live);
-    };
-    let digest = sha256_hex(bytes);
-    if !digest.eq_ignore_ascii_case(sha256) {
-        return Err(format!("{name}: SHA-256 {digest} does not match the sender's {sha256}"));
-    }
-    let incoming = folder.join(format!("{name}.incoming"));
-    crate::backup::write_durably(&incoming, bytes).map_err(|e| format!("writing {name}: {e}"))?;
-    if let Err(m) = crate::backup::check_database(&incoming) {
-        let _ = std::fs::remove_file(&incoming);
-        return Err(format!("{name}: {m}"));
-    }
-    std::fs::rename(&incoming, &live).map_err(|e| format!("renaming {name} in: {e}"))?;
-    std::fs::File::open(folder).and_then(|d| d.sync_all()).map_err(|e| format!("syncing the actor folder: {e}"))
+    crate::backup::swap_in(folder, name, staged.as_deref()).map_err(|e| format!("putting {name} in place: {e}"))
 }

@@ -111,9 +111,8 @@ impl Resolve for ClusterNode {
 
     fn advertise<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
-            match self.directory.node(node_id).await {
-                Ok(Some(n)) if n.alive && !n.advertise.is_empty() => Some(n.advertise),
-                Ok(_) => None,
+            match self.directory.advertise_of(node_id).await {
+                Ok(a) => a.filter(|a| !a.is_empty()),
                 Err(e) => {
                     tracing::warn!(node_id, error = %e, "cannot look up a node");
                     None

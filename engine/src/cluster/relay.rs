@@ -424,12 +424,31 @@ impl Relays {
 
     /// Queues `msg` (a request, or a get-or-create `cluster::placement` decided
     /// to relay) for `node`, in order with everything else relayed.
+    ///
+    /// A request takes one of the connection's `max_pending` slots here, at
+    /// once, and holds it until it is answered: queued (waiting for a link or a
+    /// directory lookup) and in flight alike, so nothing the envoy sends can
+    /// pile up without bound. Past it: OVERLOADED.
     pub fn forward(&self, node: String, msg: ToEngine) {
-        if let Err(mpsc::error::SendError((_, msg))) = self.queue.send((node, msg)) {
+        let shared = &self.shared;
+        let expects = expects(&msg);
+        if let Some((request_id, kind)) = expects {
+            if shared.pending.fetch_add(1, Ordering::AcqRel) >= shared.max_pending {
+                shared.pending.fetch_sub(1, Ordering::AcqRel);
+                let why = format!(
+                    "more than {} relayed requests pending on this connection (maxPendingRequests)",
+                    shared.max_pending
+                );
+                shared.outbox.send(refusal(kind, request_id, 0, Refusal::Overloaded, &why, Some(false)));
+                return;
+            }
+        }
+        if let Err(mpsc::error::SendError(_)) = self.queue.send((node, msg)) {
             // The relay task is gone (the connection is ending): answer here.
-            if let Some((request_id, kind)) = expects(&msg) {
+            if let Some((request_id, kind)) = expects {
+                shared.pending.fetch_sub(1, Ordering::AcqRel);
                 let why = "this envoy connection is closing";
-                self.shared.outbox.send(refusal(kind, request_id, 0, Refusal::Unavailable, why, Some(false)));
+                shared.outbox.send(refusal(kind, request_id, 0, Refusal::Unavailable, why, Some(false)));
             }
         }
     }
@@ -489,6 +508,8 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
                 Ok(owner) => owner,
                 Err((why, message)) => {
                     if let Some((request_id, kind)) = expects {
+                        // Its slot was taken in `forward`.
+                        shared.pending.fetch_sub(1, Ordering::AcqRel);
                         shared.outbox.send(refusal(kind, request_id, 0, why, &message, Some(false)));
                     }
                     continue;
@@ -497,18 +518,6 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
         } else {
             node
         };
-        if let Some((request_id, kind)) = expects {
-            // Bound what this node holds for the envoy: one slot per unanswered relayed request.
-            if shared.pending.fetch_add(1, Ordering::AcqRel) >= shared.max_pending {
-                shared.pending.fetch_sub(1, Ordering::AcqRel);
-                let why = format!(
-                    "more than {} relayed requests pending on this connection (maxPendingRequests)",
-                    shared.max_pending
-                );
-                shared.outbox.send(refusal(kind, request_id, 0, Refusal::Overloaded, &why, Some(false)));
-                continue;
-            }
-        }
         let link = match links.get(&node).filter(|l| l.alive.load(Ordering::Acquire)) {
             Some(l) => Ok(l.clone()),
             None if failed.get(&node).is_some_and(|t| t.elapsed() < RELAY_RETRY_AFTER) => {
@@ -581,10 +590,6 @@ async fn run(shared: Arc<Shared>, resolve: Arc<dyn Resolve>, mut rx: mpsc::Unbou
 async fn lookup(shared: &Shared, resolve: &dyn Resolve, msg: &ToEngine) -> Result<String, (Refusal, String)> {
     let not_found = || (Refusal::NotFound, "no such actor in this namespace".to_string());
     let Target::Actor(actor_id, _) = target(msg) else { return Err(not_found()) };
-    // Directory ids are 24 lower-case hex characters: anything else is absent without asking etcd.
-    if actor_id.len() != 24 || !actor_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(not_found());
-    }
     match resolve.owner_of(actor_id).await {
         // Another tenant's actor is reported absent, as on one node.
         Ok(Some((namespace, _))) if namespace != shared.presented.namespace => Err(not_found()),
